@@ -1,0 +1,47 @@
+"""Build fastmp._core from csrc/*.c.
+
+Environment switches (msgspec-style), all off by default:
+  FASTMP_STRICT=1    add -Werror
+  FASTMP_DEBUG=1     -O0 -g3 -UNDEBUG
+  FASTMP_SANITIZE=1  -fsanitize=address,undefined (run with LD_PRELOAD of libasan)
+"""
+import glob
+import os
+
+from setuptools import Extension, setup
+
+
+def _flag(name):
+    return os.environ.get(name, "0") not in ("", "0", "false", "False")
+
+
+extra_compile_args = ["-std=c11", "-Wall", "-Wextra", "-Wno-missing-field-initializers",
+                      "-D_GNU_SOURCE", "-fvisibility=hidden"]
+extra_link_args = []
+undef_macros = []
+
+if _flag("FASTMP_STRICT"):
+    extra_compile_args.append("-Werror")
+if _flag("FASTMP_DEBUG") or _flag("FASTMP_SANITIZE"):
+    extra_compile_args += ["-O0", "-g3"]
+    undef_macros.append("NDEBUG")
+else:
+    extra_compile_args += ["-O2"]
+if _flag("FASTMP_SANITIZE"):
+    san = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer",
+           "-fno-sanitize-recover=undefined"]
+    extra_compile_args += san
+    extra_link_args += san
+
+ext = Extension(
+    "fastmp._core",
+    sources=sorted(glob.glob("csrc/*.c")),
+    depends=sorted(glob.glob("csrc/*.h")),
+    include_dirs=["csrc"],
+    extra_compile_args=extra_compile_args,
+    extra_link_args=extra_link_args,
+    undef_macros=undef_macros,
+    libraries=["rt", "pthread"],
+)
+
+setup(ext_modules=[ext])
