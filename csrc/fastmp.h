@@ -1,0 +1,100 @@
+/* fastmp.h: the one header every Python-facing .c file includes. */
+#ifndef FASTMP_H
+#define FASTMP_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include "futex.h"
+#include "prims.h"
+#include "shm.h"
+#include "status.h"
+
+/* What a block holds (fm_block_header.tag): attaching checks it. */
+enum fm_kind {
+    FM_KIND_LOCK = 0x4c4b0001,
+    FM_KIND_RLOCK = 0x4c4b0002,
+    FM_KIND_SEMAPHORE = 0x53450001,
+    FM_KIND_CONDITION = 0x434e0001,
+    FM_KIND_EVENT = 0x45560001,
+    FM_KIND_BARRIER = 0x42520001,
+};
+
+/* A process's reference to a shared block.  Live handles are linked in the
+ * module state, so that a forked child can take its own references on every
+ * block it inherited, and give them back when it exits. */
+typedef struct fm_handle {
+    fm_segment *seg;
+    uint64_t offset;
+    void *ptr;                  /* payload, in this process's mapping */
+    uint32_t pid;               /* process owning this reference; 0: none */
+    struct fm_handle *prev, *next;
+} fm_handle;
+
+typedef struct {
+    PyTypeObject *LockType;
+    PyTypeObject *RLockType;
+    PyTypeObject *SemaphoreType;
+    PyTypeObject *ConditionType;
+    PyTypeObject *EventType;
+    PyTypeObject *BarrierType;
+    PyObject *BrokenBarrierError;   /* threading.BrokenBarrierError */
+    PyObject *segment_hook;         /* called with a new arena's name */
+    fm_handle handles;              /* list head of live handles */
+} fm_state;
+
+extern PyModuleDef fm_module_def;
+
+static inline fm_state *
+fm_state_of_module(PyObject *module)
+{
+    return (fm_state *)PyModule_GetState(module);
+}
+
+/* The state of the module that defined `tp` (or one of its bases). */
+fm_state *fm_state_of_type(PyTypeObject *tp);
+
+/* module.c: a status code from GIL-free code -> a Python exception. */
+PyObject *fm_set_error(int status);
+
+/* handle.c */
+int fm_handle_new(fm_state *st, fm_handle *h, size_t size, uint32_t tag);
+int fm_handle_attach(fm_state *st, fm_handle *h, PyObject *name, PyObject *offset,
+                     uint32_t tag);
+void fm_handle_release(fm_handle *h);
+PyObject *fm_handle_name(const fm_handle *h);    /* segment name as str */
+void fm_handles_after_fork_child(fm_state *st);
+void fm_handles_release_all(fm_state *st);
+
+/* Block with the GIL released while `call` returns FM_EINTR, running signal
+ * handlers in between (PEP 475); only the first call spins.  `call` can use
+ * the variable fm_spin. st ends as the final status, or FM_PYERR. */
+#define FM_BLOCKING(st, call)                                                 \
+    do {                                                                      \
+        int64_t fm_spin = atomic_load_explicit(&fm_spin_ns,                   \
+                                               memory_order_relaxed);        \
+        for (;;) {                                                            \
+            Py_BEGIN_ALLOW_THREADS                                            \
+            (st) = (call);                                                    \
+            Py_END_ALLOW_THREADS                                              \
+            if ((st) != FM_EINTR)                                             \
+                break;                                                        \
+            if (PyErr_CheckSignals() < 0) {                                   \
+                (st) = FM_PYERR;                                              \
+                break;                                                        \
+            }                                                                 \
+            fm_spin = 0;                                                      \
+        }                                                                     \
+    } while (0)
+
+/* Parse (block=True, timeout=None) as SemLock.acquire does; returns the
+ * deadline (FM_FOREVER for none), *block; -1 on error. */
+int fm_parse_acquire_args(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
+                          int *block, int64_t *deadline);
+/* Parse an optional timeout (None -> FM_FOREVER); -1 on error. */
+int fm_timeout_to_deadline(PyObject *timeout, int64_t *deadline);
+
+/* sync.c */
+int fm_sync_add_types(PyObject *module, fm_state *st);
+
+#endif

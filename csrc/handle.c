@@ -1,0 +1,130 @@
+/* handle.c: a process's references to shared blocks.
+ *
+ * Every object living in shared memory holds an fm_handle: its segment,
+ * offset and payload address here, and the pid of the process whose
+ * reference it is.  The block's reference count (in the block header)
+ * counts processes: creation and unpickling take one, dealloc gives it
+ * back.  A forked child inherits objects without unpickling them, so the
+ * fork hook takes a reference for each live handle, and the child gives them
+ * all back on its way out (fm_handles_release_all), since a child started by
+ * multiprocessing ends in os._exit and never deallocates anything. */
+#include "fastmp.h"
+
+#include <errno.h>
+
+static void
+link_handle(fm_state *st, fm_handle *h)
+{
+    fm_handle *head = &st->handles;
+    h->next = head->next;
+    h->prev = head;
+    head->next->prev = h;
+    head->next = h;
+}
+
+int
+fm_handle_new(fm_state *st, fm_handle *h, size_t size, uint32_t tag)
+{
+    fm_segment *seg, *created;
+    uint64_t off;
+    int s = fm_block_alloc(size, tag, &seg, &off, &created);
+    if (s != FM_OK) {
+        fm_set_error(s);
+        return -1;
+    }
+    h->seg = seg;
+    h->offset = off;
+    h->ptr = fm_block_payload(seg, off, tag);
+    h->pid = fm_self_pid();
+    link_handle(st, h);
+    if (created != NULL && st->segment_hook != NULL) {
+        PyObject *name = PyUnicode_FromString(created->name);
+        if (name == NULL)
+            goto error;
+        PyObject *r = PyObject_CallOneArg(st->segment_hook, name);
+        Py_DECREF(name);
+        if (r == NULL)
+            goto error;
+        Py_DECREF(r);
+    }
+    return 0;
+error:
+    fm_handle_release(h);
+    return -1;
+}
+
+int
+fm_handle_attach(fm_state *st, fm_handle *h, PyObject *name, PyObject *offset, uint32_t tag)
+{
+    if (!PyUnicode_Check(name)) {
+        PyErr_SetString(PyExc_TypeError, "segment name must be str");
+        return -1;
+    }
+    const char *cname = PyUnicode_AsUTF8(name);
+    if (cname == NULL)
+        return -1;
+    unsigned long long off = PyLong_AsUnsignedLongLong(offset);
+    if (off == (unsigned long long)-1 && PyErr_Occurred())
+        return -1;
+    fm_segment *seg;
+    if (fm_segment_attach(cname, &seg) != FM_OK) {
+        PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, name);
+        return -1;
+    }
+    void *p = fm_block_payload(seg, off, tag);
+    if (p == NULL) {
+        PyErr_Format(PyExc_ValueError,
+                     "no live shared object of this kind at offset %llu of %U",
+                     off, name);
+        return -1;
+    }
+    fm_block_incref(seg, off);
+    h->seg = seg;
+    h->offset = off;
+    h->ptr = p;
+    h->pid = fm_self_pid();
+    link_handle(st, h);
+    return 0;
+}
+
+void
+fm_handle_release(fm_handle *h)
+{
+    if (h->seg != NULL && h->pid != 0 && h->pid == fm_self_pid())
+        fm_block_decref(h->seg, h->offset);
+    h->pid = 0;
+    if (h->prev != NULL) {
+        h->prev->next = h->next;
+        h->next->prev = h->prev;
+        h->prev = h->next = NULL;
+    }
+}
+
+PyObject *
+fm_handle_name(const fm_handle *h)
+{
+    return PyUnicode_FromString(h->seg->name);
+}
+
+void
+fm_handles_after_fork_child(fm_state *st)
+{
+    uint32_t me = fm_self_pid();
+    for (fm_handle *h = st->handles.next; h != &st->handles; h = h->next) {
+        if (h->pid == 0 || h->pid == me)
+            continue;
+        fm_block_incref(h->seg, h->offset);
+        h->pid = me;
+    }
+}
+
+void
+fm_handles_release_all(fm_state *st)
+{
+    uint32_t me = fm_self_pid();
+    for (fm_handle *h = st->handles.next; h != &st->handles; h = h->next) {
+        if (h->pid == me)
+            fm_block_decref(h->seg, h->offset);
+        h->pid = 0;
+    }
+}

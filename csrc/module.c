@@ -1,0 +1,307 @@
+/* module.c: fastmp._core -- module state, errors, process-level hooks.
+ * Multi-phase init; the types live in the module state (sync.c). */
+#include "fastmp.h"
+
+#include <errno.h>
+
+fm_state *
+fm_state_of_type(PyTypeObject *tp)
+{
+#if PY_VERSION_HEX >= 0x030B0000
+    PyObject *m = PyType_GetModuleByDef(tp, &fm_module_def);
+    if (m == NULL)
+        return NULL;
+    return fm_state_of_module(m);
+#else
+    PyObject *mro = tp->tp_mro;
+    for (Py_ssize_t i = 0; mro && i < PyTuple_GET_SIZE(mro); i++) {
+        PyTypeObject *base = (PyTypeObject *)PyTuple_GET_ITEM(mro, i);
+        if (!PyType_HasFeature(base, Py_TPFLAGS_HEAPTYPE))
+            continue;
+        PyObject *m = PyType_GetModule(base);
+        if (m == NULL) {
+            PyErr_Clear();
+            continue;
+        }
+        if (PyModule_GetDef(m) == &fm_module_def)
+            return fm_state_of_module(m);
+    }
+    PyErr_SetString(PyExc_TypeError, "not a fastmp._core type");
+    return NULL;
+#endif
+}
+
+PyObject *
+fm_set_error(int status)
+{
+    switch (status) {
+    case FM_ERRNO:
+        return PyErr_SetFromErrno(PyExc_OSError);
+    case FM_NOMEM:
+        return PyErr_Format(PyExc_ValueError,
+                            "shared object too large for the block allocator");
+    case FM_OVERFLOW:
+        PyErr_SetString(PyExc_ValueError, "semaphore or lock released too many times");
+        return NULL;
+    case FM_CORRUPT:
+        PyErr_SetString(PyExc_RuntimeError, "fastmp: shared segment is corrupt");
+        return NULL;
+    case FM_PYERR:
+        return NULL;
+    default:
+        return PyErr_Format(PyExc_SystemError, "fastmp: unexpected status %d", status);
+    }
+}
+
+int
+fm_timeout_to_deadline(PyObject *timeout, int64_t *deadline)
+{
+    if (timeout == NULL || timeout == Py_None) {
+        *deadline = FM_FOREVER;
+        return 0;
+    }
+    double secs = PyFloat_AsDouble(timeout);
+    if (secs == -1.0 && PyErr_Occurred())
+        return -1;
+    if (secs != secs) {
+        PyErr_SetString(PyExc_ValueError, "timeout must not be NaN");
+        return -1;
+    }
+    *deadline = fm_deadline_after(secs);    /* negative: now, as SemLock */
+    return 0;
+}
+
+int
+fm_parse_acquire_args(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
+                      int *block, int64_t *deadline)
+{
+    PyObject *block_obj = NULL, *timeout_obj = NULL;
+    *block = 1;
+    *deadline = FM_FOREVER;
+    if (nargs == 0 && kwnames == NULL)
+        return 0;
+    if (nargs > 2) {
+        PyErr_Format(PyExc_TypeError, "acquire() takes at most 2 arguments (%zd given)", nargs);
+        return -1;
+    }
+    if (nargs >= 1)
+        block_obj = args[0];
+    if (nargs >= 2)
+        timeout_obj = args[1];
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    for (Py_ssize_t i = 0; i < nkw; i++) {
+        PyObject *key = PyTuple_GET_ITEM(kwnames, i);
+        PyObject **slot;
+        if (PyUnicode_CompareWithASCIIString(key, "block") == 0)
+            slot = &block_obj;
+        else if (PyUnicode_CompareWithASCIIString(key, "timeout") == 0)
+            slot = &timeout_obj;
+        else {
+            PyErr_Format(PyExc_TypeError,
+                         "acquire() got an unexpected keyword argument '%U'", key);
+            return -1;
+        }
+        if (*slot != NULL) {
+            PyErr_Format(PyExc_TypeError, "acquire() got multiple values for argument '%U'",
+                         key);
+            return -1;
+        }
+        *slot = args[nargs + i];
+    }
+    if (block_obj != NULL) {
+        /* like SemLock: an integer, not any truthy object */
+        long b = PyLong_AsLong(block_obj);
+        if (b == -1 && PyErr_Occurred())
+            return -1;
+        *block = b != 0;
+    }
+    if (*block && timeout_obj != NULL)
+        return fm_timeout_to_deadline(timeout_obj, deadline);
+    return 0;
+}
+
+/* ------------------------------------------------------ module functions */
+
+PyDoc_STRVAR(after_fork_child_doc,
+"_after_fork_child($module, /)\n--\n\n"
+"Called in a forked child: take this process's references on inherited\n"
+"shared objects.");
+
+static PyObject *
+after_fork_child(PyObject *module, PyObject *Py_UNUSED(ignored))
+{
+    fm_refresh_pid();
+    fm_handles_after_fork_child(fm_state_of_module(module));
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(release_all_doc,
+"_release_all($module, /)\n--\n\n"
+"Give back every reference this process holds on shared objects (at exit).");
+
+static PyObject *
+release_all(PyObject *module, PyObject *Py_UNUSED(ignored))
+{
+    fm_handles_release_all(fm_state_of_module(module));
+    Py_RETURN_NONE;
+}
+
+static void
+append_name(const char *name, void *arg)
+{
+    PyObject *list = arg, *s = PyUnicode_FromString(name);
+    if (s == NULL || PyList_Append(list, s) < 0)
+        PyErr_Clear();      /* the unlink happened; only the report is lost */
+    Py_XDECREF(s);
+}
+
+PyDoc_STRVAR(unlink_own_segments_doc,
+"_unlink_own_segments($module, /)\n--\n\n"
+"Unlink the segments this process created; return their names.\n"
+"Mappings stay valid, but no other process can attach them afterwards.");
+
+static PyObject *
+unlink_own_segments(PyObject *module, PyObject *Py_UNUSED(ignored))
+{
+    (void)module;
+    PyObject *names = PyList_New(0);
+    if (names == NULL)
+        return NULL;
+    fm_segment_unlink_own(append_name, names);
+    return names;
+}
+
+PyDoc_STRVAR(set_segment_hook_doc,
+"_set_segment_hook($module, hook, /)\n--\n\n"
+"hook(name) is called whenever this process creates a segment.");
+
+static PyObject *
+set_segment_hook(PyObject *module, PyObject *hook)
+{
+    fm_state *st = fm_state_of_module(module);
+    if (hook != Py_None && !PyCallable_Check(hook)) {
+        PyErr_SetString(PyExc_TypeError, "hook must be callable or None");
+        return NULL;
+    }
+    Py_XSETREF(st->segment_hook, hook == Py_None ? NULL : (Py_INCREF(hook), hook));
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(spin_ns_doc,
+"spin_ns($module, value=None, /)\n--\n\n"
+"Return how long (ns) a blocked call spins before it sleeps; with a value,\n"
+"set it first (0 disables spinning).  Per process.");
+
+static PyObject *
+spin_ns(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (nargs > 1) {
+        PyErr_SetString(PyExc_TypeError, "spin_ns() takes at most 1 argument");
+        return NULL;
+    }
+    if (nargs == 1 && args[0] != Py_None) {
+        long long v = PyLong_AsLongLong(args[0]);
+        if (v == -1 && PyErr_Occurred())
+            return NULL;
+        if (v < 0 || v > 1000000000LL) {
+            PyErr_SetString(PyExc_ValueError, "spin_ns must be between 0 and 1e9");
+            return NULL;
+        }
+        atomic_store(&fm_spin_ns, (int64_t)v);
+    }
+    return PyLong_FromLongLong(atomic_load(&fm_spin_ns));
+}
+
+static PyMethodDef module_methods[] = {
+    {"_after_fork_child", after_fork_child, METH_NOARGS, after_fork_child_doc},
+    {"_release_all", release_all, METH_NOARGS, release_all_doc},
+    {"_unlink_own_segments", unlink_own_segments, METH_NOARGS, unlink_own_segments_doc},
+    {"_set_segment_hook", set_segment_hook, METH_O, set_segment_hook_doc},
+    {"spin_ns", (PyCFunction)(void (*)(void))spin_ns, METH_FASTCALL, spin_ns_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+/* ------------------------------------------------------------ lifecycle */
+
+static int
+module_exec(PyObject *module)
+{
+    fm_state *st = fm_state_of_module(module);
+    st->handles.next = st->handles.prev = &st->handles;
+    fm_shm_init();
+
+    PyObject *threading = PyImport_ImportModule("threading");
+    if (threading == NULL)
+        return -1;
+    st->BrokenBarrierError = PyObject_GetAttrString(threading, "BrokenBarrierError");
+    Py_DECREF(threading);
+    if (st->BrokenBarrierError == NULL)
+        return -1;
+    if (fm_sync_add_types(module, st) < 0)
+        return -1;
+    if (PyModule_AddIntConstant(module, "SEM_VALUE_MAX", FM_SEM_VALUE_MAX) < 0)
+        return -1;
+    if (PyModule_AddStringConstant(module, "SHM_PREFIX", FM_SHM_PREFIX + 1) < 0)
+        return -1;
+    return 0;
+}
+
+static int
+module_traverse(PyObject *module, visitproc visit, void *arg)
+{
+    fm_state *st = fm_state_of_module(module);
+    Py_VISIT(st->LockType);
+    Py_VISIT(st->RLockType);
+    Py_VISIT(st->SemaphoreType);
+    Py_VISIT(st->ConditionType);
+    Py_VISIT(st->EventType);
+    Py_VISIT(st->BarrierType);
+    Py_VISIT(st->BrokenBarrierError);
+    Py_VISIT(st->segment_hook);
+    return 0;
+}
+
+static int
+module_clear(PyObject *module)
+{
+    fm_state *st = fm_state_of_module(module);
+    Py_CLEAR(st->LockType);
+    Py_CLEAR(st->RLockType);
+    Py_CLEAR(st->SemaphoreType);
+    Py_CLEAR(st->ConditionType);
+    Py_CLEAR(st->EventType);
+    Py_CLEAR(st->BarrierType);
+    Py_CLEAR(st->BrokenBarrierError);
+    Py_CLEAR(st->segment_hook);
+    return 0;
+}
+
+static void
+module_free(void *module)
+{
+    module_clear((PyObject *)module);
+}
+
+static PyModuleDef_Slot module_slots[] = {
+    {Py_mod_exec, module_exec},
+    {0, NULL},
+};
+
+PyModuleDef fm_module_def = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "fastmp._core",
+    .m_doc = "fastmp's C core: shared-memory synchronization primitives.",
+    .m_size = sizeof(fm_state),
+    .m_methods = module_methods,
+    .m_slots = module_slots,
+    .m_traverse = module_traverse,
+    .m_clear = module_clear,
+    .m_free = module_free,
+};
+
+PyMODINIT_FUNC
+PyInit__core(void)
+{
+    return PyModuleDef_Init(&fm_module_def);
+}

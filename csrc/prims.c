@@ -1,0 +1,465 @@
+/* prims.c: mutex, semaphore, event, condition and sequence words in shared
+ * memory.  No Python.h: everything here runs without the GIL.
+ *
+ * Memory orders: a successful lock/acquire is an acquire operation, an
+ * unlock/release a release operation.  The "sleepers" counters pair with the
+ * words they guard through seq_cst on both sides: a waker that reads
+ * sleepers == 0 after changing the word is ordered before the sleeper's
+ * increment, so the sleeper's futex call sees the new word and returns. */
+#include "prims.h"
+
+#include <limits.h>
+
+#define SEQ memory_order_seq_cst
+#define ACQ memory_order_acquire
+#define REL memory_order_release
+#define RLX memory_order_relaxed
+
+static inline int
+spin_budget_left(int64_t until)
+{
+    return fm_now_ns() < until;
+}
+
+/* When a spin of spin_ns starting now must end: never past the deadline,
+ * so a timeout of 0 does not spin. */
+static inline int64_t
+spin_end(int64_t spin_ns, int64_t deadline_ns)
+{
+    if (spin_ns <= 0)
+        return 0;
+    int64_t until = fm_now_ns() + spin_ns;
+    return until < deadline_ns ? until : deadline_ns;
+}
+
+/* ------------------------------------------------------------------ mutex */
+
+void
+fm_mutex_init(fm_mutex *m)
+{
+    atomic_store_explicit(&m->word, 0, RLX);
+    m->_pad = 0;
+}
+
+int
+fm_mutex_trylock(fm_mutex *m, uint32_t pid)
+{
+    uint32_t expected = 0;
+    if (atomic_compare_exchange_strong_explicit(&m->word, &expected, pid, ACQ, RLX))
+        return FM_OK;
+    return FM_AGAIN;
+}
+
+uint32_t
+fm_mutex_owner(const fm_mutex *m)
+{
+    return atomic_load_explicit(&((fm_mutex *)m)->word, RLX) & FM_MUTEX_PIDMASK;
+}
+
+/* The holder of word c is dead: take the lock over, keeping the waiters bit
+ * (others may sleep on it).  Only one waiter's CAS can succeed. */
+static int
+mutex_take_over(fm_mutex *m, uint32_t c, uint32_t pid)
+{
+    return atomic_compare_exchange_strong_explicit(
+        &m->word, &c, pid | FM_MUTEX_WAITERS, ACQ, RLX);
+}
+
+int
+fm_mutex_lock(fm_mutex *m, uint32_t pid, int64_t deadline_ns, int64_t spin_ns)
+{
+    uint32_t c = 0;
+    if (atomic_compare_exchange_strong_explicit(&m->word, &c, pid, ACQ, RLX))
+        return FM_OK;
+
+    int64_t until = spin_end(spin_ns, deadline_ns);
+    if (until > 0) {
+        do {
+            for (int i = 0; i < 64; i++) {
+                fm_cpu_relax();
+                c = atomic_load_explicit(&m->word, RLX);
+                if (c == 0 && atomic_compare_exchange_weak_explicit(
+                                  &m->word, &c, pid, ACQ, RLX))
+                    return FM_OK;
+            }
+        } while (spin_budget_left(until));
+    }
+
+    /* Sleep phase.  Whoever has slept takes the lock with the waiters bit
+     * set, since it cannot know whether others still sleep. */
+    for (;;) {
+        c = atomic_load_explicit(&m->word, RLX);
+        if (c == 0) {
+            if (atomic_compare_exchange_weak_explicit(
+                    &m->word, &c, pid | FM_MUTEX_WAITERS, ACQ, RLX))
+                return FM_OK;
+            continue;
+        }
+        if (!(c & FM_MUTEX_WAITERS)) {
+            uint32_t want = c | FM_MUTEX_WAITERS;
+            if (!atomic_compare_exchange_weak_explicit(&m->word, &c, want, RLX, RLX))
+                continue;
+            c = want;
+        }
+        int st = fm_futex_wait(&m->word, c, deadline_ns);
+        if (st == FM_OK)
+            continue;
+        if (st == FM_TIMEOUT || st == FM_ERRNO)
+            return st;
+        /* FM_EINTR: a signal or the end of a slice.  A wait that runs this
+         * long checks that the holder still exists. */
+        uint32_t owner = c & FM_MUTEX_PIDMASK;
+        if (owner != pid && !fm_pid_alive((pid_t)owner)) {
+            if (mutex_take_over(m, c, pid))
+                return FM_RECOVERED;
+            continue;
+        }
+        return FM_EINTR;
+    }
+}
+
+int
+fm_mutex_unlock(fm_mutex *m)
+{
+    uint32_t old = atomic_exchange_explicit(&m->word, 0, REL);
+    if (old == 0)
+        return FM_OVERFLOW;
+    if (old & FM_MUTEX_WAITERS)
+        fm_futex_wake(&m->word, 1);
+    return FM_OK;
+}
+
+/* -------------------------------------------------------------- semaphore */
+
+#define SLOT_PID(s) ((uint32_t)((s) >> 32))
+#define SLOT_COUNT(s) ((uint32_t)(s))
+#define SLOT_MAKE(pid, n) (((uint64_t)(pid) << 32) | (uint32_t)(n))
+
+void
+fm_sem_init(fm_sem *s, uint32_t value, uint32_t maxvalue)
+{
+    atomic_store_explicit(&s->value, value, RLX);
+    atomic_store_explicit(&s->sleepers, 0, RLX);
+    s->maxvalue = maxvalue;
+    s->initial = value;
+    for (int i = 0; i < FM_SEM_SLOTS; i++)
+        atomic_store_explicit(&s->holders[i], 0, RLX);
+}
+
+/* Note one unit held by pid.  Best effort: with every slot taken by other
+ * live holders the unit goes unrecorded (and is not recoverable). */
+static void
+sem_record(fm_sem *s, uint32_t pid)
+{
+    for (int i = 0; i < FM_SEM_SLOTS; i++) {
+        uint64_t v = atomic_load_explicit(&s->holders[i], RLX);
+        while (SLOT_PID(v) == pid && SLOT_COUNT(v) > 0) {
+            if (atomic_compare_exchange_weak_explicit(&s->holders[i], &v, v + 1, RLX, RLX))
+                return;
+        }
+    }
+    for (int i = 0; i < FM_SEM_SLOTS; i++) {
+        uint64_t v = atomic_load_explicit(&s->holders[i], RLX);
+        while (SLOT_COUNT(v) == 0) {
+            if (atomic_compare_exchange_weak_explicit(&s->holders[i], &v,
+                                                      SLOT_MAKE(pid, 1), RLX, RLX))
+                return;
+        }
+    }
+}
+
+/* Forget one unit: pid's own if it holds one, else anybody's (a release on
+ * another process's behalf, as in a hand-off). */
+static void
+sem_unrecord(fm_sem *s, uint32_t pid)
+{
+    for (int pass = 0; pass < 2; pass++) {
+        for (int i = 0; i < FM_SEM_SLOTS; i++) {
+            uint64_t v = atomic_load_explicit(&s->holders[i], RLX);
+            while (SLOT_COUNT(v) > 0 && (pass == 1 || SLOT_PID(v) == pid)) {
+                if (atomic_compare_exchange_weak_explicit(&s->holders[i], &v, v - 1,
+                                                          RLX, RLX))
+                    return;
+            }
+        }
+    }
+}
+
+uint32_t
+fm_sem_value(const fm_sem *s)
+{
+    return atomic_load_explicit(&((fm_sem *)s)->value, RLX);
+}
+
+int
+fm_sem_trywait(fm_sem *s, uint32_t pid)
+{
+    uint32_t v = atomic_load_explicit(&s->value, RLX);
+    while (v > 0) {
+        if (atomic_compare_exchange_weak_explicit(&s->value, &v, v - 1, ACQ, RLX)) {
+            sem_record(s, pid);
+            return FM_OK;
+        }
+    }
+    return FM_AGAIN;
+}
+
+int
+fm_sem_wait(fm_sem *s, uint32_t pid, int64_t deadline_ns, int64_t spin_ns)
+{
+    if (fm_sem_trywait(s, pid) == FM_OK)
+        return FM_OK;
+    int64_t until = spin_end(spin_ns, deadline_ns);
+    if (until > 0) {
+        do {
+            if (fm_spin_while(&s->value, 0, until - fm_now_ns()) != 0 &&
+                fm_sem_trywait(s, pid) == FM_OK)
+                return FM_OK;
+        } while (spin_budget_left(until));
+    }
+    for (;;) {
+        if (fm_sem_trywait(s, pid) == FM_OK)
+            return FM_OK;
+        atomic_fetch_add_explicit(&s->sleepers, 1, SEQ);
+        int st = FM_OK;
+        if (atomic_load_explicit(&s->value, SEQ) == 0)
+            st = fm_futex_wait(&s->value, 0, deadline_ns);
+        atomic_fetch_sub_explicit(&s->sleepers, 1, RLX);
+        if (st == FM_OK)
+            continue;
+        if (fm_sem_trywait(s, pid) == FM_OK)
+            return FM_OK;
+        if (st == FM_EINTR && fm_sem_recover(s) > 0)
+            continue;
+        return st;
+    }
+}
+
+int
+fm_sem_post(fm_sem *s, uint32_t pid)
+{
+    uint32_t v = atomic_load_explicit(&s->value, RLX);
+    if (v >= s->maxvalue)
+        return FM_OVERFLOW;
+    /* Forget the unit before giving it back: a death in between loses a
+     * unit for recovery, but never gives one back twice. */
+    sem_unrecord(s, pid);
+    for (;;) {
+        if (v >= s->maxvalue) {
+            sem_record(s, pid);
+            return FM_OVERFLOW;
+        }
+        if (atomic_compare_exchange_weak_explicit(&s->value, &v, v + 1, SEQ, RLX))
+            break;
+    }
+    if (atomic_load_explicit(&s->sleepers, SEQ) > 0)
+        fm_futex_wake(&s->value, 1);
+    return FM_OK;
+}
+
+uint32_t
+fm_sem_recover(fm_sem *s)
+{
+    uint32_t recovered = 0;
+    for (int i = 0; i < FM_SEM_SLOTS; i++) {
+        uint64_t v = atomic_load_explicit(&s->holders[i], RLX);
+        if (SLOT_COUNT(v) == 0 || fm_pid_alive((pid_t)SLOT_PID(v)))
+            continue;
+        if (!atomic_compare_exchange_strong_explicit(&s->holders[i], &v, 0, RLX, RLX))
+            continue;
+        /* Units out can't exceed the initial value: a semaphore used as a
+         * signal (initial 0) never gets a consumed signal back. */
+        uint32_t n = SLOT_COUNT(v);
+        uint32_t cur = atomic_load_explicit(&s->value, RLX);
+        for (;;) {
+            uint32_t out = s->initial > cur ? s->initial - cur : 0;
+            uint32_t give = n < out ? n : out;
+            if (give == 0)
+                break;
+            if (atomic_compare_exchange_weak_explicit(&s->value, &cur, cur + give, SEQ, RLX)) {
+                recovered += give;
+                break;
+            }
+        }
+    }
+    if (recovered && atomic_load_explicit(&s->sleepers, SEQ) > 0)
+        fm_futex_wake(&s->value, (int)recovered);
+    return recovered;
+}
+
+/* ------------------------------------------------------------------ event */
+
+void
+fm_event_init(fm_event *e)
+{
+    atomic_store_explicit(&e->flag, 0, RLX);
+    atomic_store_explicit(&e->sleepers, 0, RLX);
+}
+
+void
+fm_event_set(fm_event *e)
+{
+    atomic_store_explicit(&e->flag, 1, SEQ);
+    if (atomic_load_explicit(&e->sleepers, SEQ) > 0)
+        fm_futex_wake(&e->flag, INT_MAX);
+}
+
+void
+fm_event_clear(fm_event *e)
+{
+    atomic_store_explicit(&e->flag, 0, REL);
+}
+
+int
+fm_event_is_set(const fm_event *e)
+{
+    return atomic_load_explicit(&((fm_event *)e)->flag, ACQ) != 0;
+}
+
+int
+fm_event_wait(fm_event *e, int64_t deadline_ns, int64_t spin_ns)
+{
+    int64_t until = spin_end(spin_ns, deadline_ns);
+    if (until > 0 && fm_spin_while(&e->flag, 0, until - fm_now_ns()) != 0)
+        return FM_OK;
+    for (;;) {
+        atomic_fetch_add_explicit(&e->sleepers, 1, SEQ);
+        int st = FM_OK;
+        if (atomic_load_explicit(&e->flag, SEQ) == 0)
+            st = fm_futex_wait(&e->flag, 0, deadline_ns);
+        atomic_fetch_sub_explicit(&e->sleepers, 1, RLX);
+        if (atomic_load_explicit(&e->flag, ACQ) != 0)
+            return FM_OK;
+        if (st != FM_OK)
+            return st;
+    }
+}
+
+/* -------------------------------------------------------------- condition */
+
+void
+fm_cond_init(fm_cond *c)
+{
+    atomic_store_explicit(&c->tokens, 0, RLX);
+    atomic_store_explicit(&c->sleepers, 0, RLX);
+    atomic_store_explicit(&c->waiters, 0, RLX);
+    c->_pad = 0;
+}
+
+void
+fm_cond_enter_wait(fm_cond *c)
+{
+    atomic_fetch_add_explicit(&c->waiters, 1, RLX);
+}
+
+static int
+cond_grab(fm_cond *c)
+{
+    uint32_t t = atomic_load_explicit(&c->tokens, RLX);
+    while (t > 0) {
+        if (atomic_compare_exchange_weak_explicit(&c->tokens, &t, t - 1, ACQ, RLX))
+            return 1;
+    }
+    return 0;
+}
+
+int
+fm_cond_take_token(fm_cond *c, int64_t deadline_ns, int64_t spin_ns)
+{
+    int64_t until = spin_end(spin_ns, deadline_ns);
+    if (until > 0) {
+        do {
+            if (fm_spin_while(&c->tokens, 0, until - fm_now_ns()) != 0 && cond_grab(c))
+                return FM_OK;
+        } while (spin_budget_left(until));
+    }
+    for (;;) {
+        if (cond_grab(c))
+            return FM_OK;
+        atomic_fetch_add_explicit(&c->sleepers, 1, SEQ);
+        int st = FM_OK;
+        if (atomic_load_explicit(&c->tokens, SEQ) == 0)
+            st = fm_futex_wait(&c->tokens, 0, deadline_ns);
+        atomic_fetch_sub_explicit(&c->sleepers, 1, RLX);
+        if (st != FM_OK) {
+            if (cond_grab(c))
+                return FM_OK;
+            return st;
+        }
+    }
+}
+
+int
+fm_cond_leave_wait(fm_cond *c)
+{
+    /* Waiters are anonymous: a token issued while this thread gave up is
+     * as good as one meant for it, and taking it keeps
+     * waiters + tokens == threads in wait. */
+    if (cond_grab(c))
+        return 1;
+    atomic_fetch_sub_explicit(&c->waiters, 1, RLX);
+    return 0;
+}
+
+uint32_t
+fm_cond_notify(fm_cond *c, uint32_t n)
+{
+    uint32_t w = atomic_load_explicit(&c->waiters, RLX);
+    uint32_t k = n < w ? n : w;
+    if (k == 0)
+        return 0;
+    atomic_fetch_sub_explicit(&c->waiters, k, RLX);
+    atomic_fetch_add_explicit(&c->tokens, k, SEQ);
+    if (atomic_load_explicit(&c->sleepers, SEQ) > 0)
+        fm_futex_wake(&c->tokens, (int)(k > INT_MAX ? INT_MAX : k));
+    return k;
+}
+
+uint32_t
+fm_cond_waiters(const fm_cond *c)
+{
+    fm_cond *cc = (fm_cond *)c;
+    return atomic_load_explicit(&cc->waiters, RLX) + atomic_load_explicit(&cc->tokens, RLX);
+}
+
+/* ---------------------------------------------------------- sequence word */
+
+void
+fm_seq_init(fm_seq *q)
+{
+    atomic_store_explicit(&q->seq, 0, RLX);
+    atomic_store_explicit(&q->sleepers, 0, RLX);
+}
+
+uint32_t
+fm_seq_read(const fm_seq *q)
+{
+    return atomic_load_explicit(&((fm_seq *)q)->seq, ACQ);
+}
+
+void
+fm_seq_bump_all(fm_seq *q)
+{
+    atomic_fetch_add_explicit(&q->seq, 1, SEQ);
+    if (atomic_load_explicit(&q->sleepers, SEQ) > 0)
+        fm_futex_wake(&q->seq, INT_MAX);
+}
+
+int
+fm_seq_wait(fm_seq *q, uint32_t seen, int64_t deadline_ns, int64_t spin_ns)
+{
+    int64_t until = spin_end(spin_ns, deadline_ns);
+    if (until > 0 && fm_spin_while(&q->seq, seen, until - fm_now_ns()) != seen)
+        return FM_OK;
+    for (;;) {
+        atomic_fetch_add_explicit(&q->sleepers, 1, SEQ);
+        int st = FM_OK;
+        if (atomic_load_explicit(&q->seq, SEQ) == seen)
+            st = fm_futex_wait(&q->seq, seen, deadline_ns);
+        atomic_fetch_sub_explicit(&q->sleepers, 1, RLX);
+        if (atomic_load_explicit(&q->seq, ACQ) != seen)
+            return FM_OK;
+        if (st != FM_OK)
+            return st;
+    }
+}

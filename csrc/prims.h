@@ -1,0 +1,104 @@
+/* Synchronization primitives on words in shared memory.  No Python.h here.
+ *
+ * Each primitive is a plain struct placed in a shared block; it holds no
+ * pointer (processes map segments at different addresses).  Blocking calls
+ * take an absolute deadline (fm_deadline_after) and a spin budget, and return
+ * a status: FM_EINTR means "a signal or a wait slice interrupted the sleep:
+ * check signals, then call again with the same deadline and no spin".
+ *
+ * Dead-holder recovery: the mutex word holds the owner's pid, the semaphore
+ * records its holders' pids in a few slots.  A waiter whose wait runs past a
+ * slice checks those pids; if the holder is gone it takes over (mutex:
+ * FM_RECOVERED) or returns the dead process's units (semaphore). */
+#ifndef FM_PRIMS_H
+#define FM_PRIMS_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "futex.h"
+
+/* ---- mutex: 0 = free, else owner pid | FM_MUTEX_WAITERS ---- */
+#define FM_MUTEX_WAITERS 0x80000000u
+#define FM_MUTEX_PIDMASK 0x7fffffffu
+
+typedef struct {
+    _Atomic uint32_t word;
+    uint32_t _pad;
+} fm_mutex;
+
+void fm_mutex_init(fm_mutex *m);
+int fm_mutex_trylock(fm_mutex *m, uint32_t pid);     /* FM_OK or FM_AGAIN */
+int fm_mutex_lock(fm_mutex *m, uint32_t pid, int64_t deadline_ns, int64_t spin_ns);
+int fm_mutex_unlock(fm_mutex *m);                    /* FM_OK or FM_OVERFLOW */
+uint32_t fm_mutex_owner(const fm_mutex *m);          /* pid, 0 if free */
+
+/* ---- counting semaphore with holder slots ---- */
+#define FM_SEM_SLOTS 6
+#define FM_SEM_VALUE_MAX 0x7fffffffu
+
+typedef struct {
+    _Atomic uint32_t value;
+    _Atomic uint32_t sleepers;
+    uint32_t maxvalue;
+    uint32_t initial;   /* caps recovery: units out can't exceed it */
+    /* (pid << 32) | units held; a slot whose count is 0 is free to claim */
+    _Atomic uint64_t holders[FM_SEM_SLOTS];
+} fm_sem;
+
+void fm_sem_init(fm_sem *s, uint32_t value, uint32_t maxvalue);
+int fm_sem_trywait(fm_sem *s, uint32_t pid);         /* FM_OK or FM_AGAIN */
+int fm_sem_wait(fm_sem *s, uint32_t pid, int64_t deadline_ns, int64_t spin_ns);
+int fm_sem_post(fm_sem *s, uint32_t pid);            /* FM_OK or FM_OVERFLOW */
+uint32_t fm_sem_value(const fm_sem *s);
+/* Give back the units held by dead processes; returns how many. */
+uint32_t fm_sem_recover(fm_sem *s);
+
+/* ---- event ---- */
+typedef struct {
+    _Atomic uint32_t flag;
+    _Atomic uint32_t sleepers;
+} fm_event;
+
+void fm_event_init(fm_event *e);
+void fm_event_set(fm_event *e);
+void fm_event_clear(fm_event *e);
+int fm_event_is_set(const fm_event *e);
+/* FM_OK when set, FM_TIMEOUT, FM_EINTR */
+int fm_event_wait(fm_event *e, int64_t deadline_ns, int64_t spin_ns);
+
+/* ---- condition variable: wake tokens, used with a caller-held mutex ----
+ * waiters is only touched by threads holding the condition's lock. */
+typedef struct {
+    _Atomic uint32_t tokens;
+    _Atomic uint32_t sleepers;
+    _Atomic uint32_t waiters;
+    uint32_t _pad;
+} fm_cond;
+
+void fm_cond_init(fm_cond *c);
+/* lock held: count this thread as a waiter, before releasing the lock */
+void fm_cond_enter_wait(fm_cond *c);
+/* lock NOT held: take a wake token; FM_OK, FM_TIMEOUT, FM_EINTR */
+int fm_cond_take_token(fm_cond *c, int64_t deadline_ns, int64_t spin_ns);
+/* lock held again after FM_TIMEOUT (or an exception): take a token that
+ * arrived meanwhile (returns 1: counts as notified) or stop being a waiter
+ * (returns 0). */
+int fm_cond_leave_wait(fm_cond *c);
+/* lock held: wake up to n waiters; returns how many were woken */
+uint32_t fm_cond_notify(fm_cond *c, uint32_t n);
+uint32_t fm_cond_waiters(const fm_cond *c);
+
+/* ---- sequence word: "wait until it changes" for barrier-style waits ---- */
+typedef struct {
+    _Atomic uint32_t seq;
+    _Atomic uint32_t sleepers;
+} fm_seq;
+
+void fm_seq_init(fm_seq *q);
+uint32_t fm_seq_read(const fm_seq *q);
+void fm_seq_bump_all(fm_seq *q);                     /* change it and wake all */
+/* FM_OK once seq != seen, FM_TIMEOUT, FM_EINTR */
+int fm_seq_wait(fm_seq *q, uint32_t seen, int64_t deadline_ns, int64_t spin_ns);
+
+#endif

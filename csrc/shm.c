@@ -1,0 +1,387 @@
+/* shm.c: shared-memory segments, the per-process table of mappings, and
+ * the block allocator inside arena segments.  No Python.h. */
+#include "shm.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "futex.h"
+
+#define ACQ memory_order_acquire
+#define REL memory_order_release
+#define RLX memory_order_relaxed
+
+/* The mappings are per process, so is their table (not per interpreter). */
+static pthread_mutex_t table_lock = PTHREAD_MUTEX_INITIALIZER;
+static fm_segment *table_head;
+static pthread_once_t init_once = PTHREAD_ONCE_INIT;
+
+static void atfork_prepare(void) { pthread_mutex_lock(&table_lock); }
+static void atfork_parent(void) { pthread_mutex_unlock(&table_lock); }
+static void
+atfork_child(void)
+{
+    pthread_mutex_unlock(&table_lock);
+    fm_refresh_pid();
+}
+
+static void
+init_once_fn(void)
+{
+    pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
+    fm_refresh_pid();
+}
+
+void
+fm_shm_init(void)
+{
+    pthread_once(&init_once, init_once_fn);
+}
+
+void
+fm_shm_after_fork_child(void)
+{
+    fm_refresh_pid();
+}
+
+/* ---------------------------------------------------------------- segments */
+
+static int
+random_name(char *out, size_t outlen)
+{
+    unsigned char rnd[12];
+    size_t got = 0;
+    while (got < sizeof rnd) {
+        ssize_t n = getrandom(rnd + got, sizeof rnd - got, 0);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return FM_ERRNO;
+        }
+        got += (size_t)n;
+    }
+    int len = snprintf(out, outlen, "%s", FM_SHM_PREFIX);
+    for (size_t i = 0; i < sizeof rnd; i++)
+        len += snprintf(out + len, outlen - (size_t)len, "%02x", rnd[i]);
+    return FM_OK;
+}
+
+static fm_segment *
+table_find(const char *name)
+{
+    for (fm_segment *s = table_head; s; s = s->next)
+        if (strcmp(s->name, name) == 0)
+            return s;
+    return NULL;
+}
+
+static int
+map_fd(int fd, size_t size, unsigned char **base)
+{
+    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (p == MAP_FAILED)
+        return FM_ERRNO;
+    *base = p;
+    return FM_OK;
+}
+
+/* Caller holds table_lock. */
+static int
+segment_create_locked(size_t size, fm_segment **out)
+{
+    long page = sysconf(_SC_PAGESIZE);
+    size = (size + (size_t)page - 1) & ~((size_t)page - 1);
+    fm_segment *seg = calloc(1, sizeof *seg);
+    if (seg == NULL) {
+        errno = ENOMEM;
+        return FM_ERRNO;
+    }
+    int fd = -1;
+    for (int attempt = 0; attempt < 8; attempt++) {
+        if (random_name(seg->name, sizeof seg->name) != FM_OK)
+            goto error;
+        fd = shm_open(seg->name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        if (fd >= 0 || errno != EEXIST)
+            break;
+    }
+    if (fd < 0)
+        goto error;
+    if (ftruncate(fd, (off_t)size) < 0 || map_fd(fd, size, &seg->base) != FM_OK) {
+        int saved = errno;
+        close(fd);
+        shm_unlink(seg->name);
+        errno = saved;
+        goto error;
+    }
+    close(fd);
+    seg->size = size;
+    seg->creator = (pid_t)fm_self_pid();
+    seg->next = table_head;
+    table_head = seg;
+    *out = seg;
+    return FM_OK;
+error:
+    {
+        int saved = errno;
+        free(seg);
+        errno = saved;
+    }
+    return FM_ERRNO;
+}
+
+int
+fm_segment_create(size_t size, fm_segment **out)
+{
+    pthread_mutex_lock(&table_lock);
+    int st = segment_create_locked(size, out);
+    pthread_mutex_unlock(&table_lock);
+    return st;
+}
+
+int
+fm_segment_attach(const char *name, fm_segment **out)
+{
+    if (strncmp(name, FM_SHM_PREFIX, strlen(FM_SHM_PREFIX)) != 0 ||
+        strlen(name) >= FM_SHM_NAME_MAX) {
+        errno = EINVAL;
+        return FM_ERRNO;
+    }
+    pthread_mutex_lock(&table_lock);
+    fm_segment *seg = table_find(name);
+    if (seg) {
+        pthread_mutex_unlock(&table_lock);
+        *out = seg;
+        return FM_OK;
+    }
+    int st = FM_ERRNO;
+    int fd = shm_open(name, O_RDWR | O_CLOEXEC, 0600);
+    if (fd < 0)
+        goto done;
+    struct stat sb;
+    if (fstat(fd, &sb) < 0) {
+        close(fd);
+        goto done;
+    }
+    seg = calloc(1, sizeof *seg);
+    if (seg == NULL) {
+        close(fd);
+        errno = ENOMEM;
+        goto done;
+    }
+    if (map_fd(fd, (size_t)sb.st_size, &seg->base) != FM_OK) {
+        int saved = errno;
+        close(fd);
+        free(seg);
+        errno = saved;
+        seg = NULL;
+        goto done;
+    }
+    close(fd);
+    snprintf(seg->name, sizeof seg->name, "%s", name);
+    seg->size = (size_t)sb.st_size;
+    seg->creator = 0;           /* someone else's: never ours to unlink */
+    seg->next = table_head;
+    table_head = seg;
+    *out = seg;
+    st = FM_OK;
+done:
+    pthread_mutex_unlock(&table_lock);
+    return st;
+}
+
+void
+fm_segment_unlink_own(void (*cb)(const char *name, void *arg), void *arg)
+{
+    pid_t me = (pid_t)fm_self_pid();
+    pthread_mutex_lock(&table_lock);
+    for (fm_segment *s = table_head; s; s = s->next) {
+        if (s->creator != me || s->unlinked)
+            continue;
+        shm_unlink(s->name);
+        s->unlinked = 1;
+        s->alloc_arena = 0;     /* a child spawned later could not attach it */
+        if (cb)
+            cb(s->name, arg);
+    }
+    pthread_mutex_unlock(&table_lock);
+}
+
+/* ------------------------------------------------------------------ arenas */
+
+#define HEADER_SPACE 256   /* room for fm_arena_header, keeps blocks aligned */
+
+static inline fm_arena_header *
+arena_of(fm_segment *seg)
+{
+    return (fm_arena_header *)seg->base;
+}
+
+static inline fm_block_header *
+block_at(fm_segment *seg, uint64_t offset)
+{
+    return (fm_block_header *)(seg->base + offset);
+}
+
+static inline uint64_t
+class_size(int cls)
+{
+    return (uint64_t)1 << (cls + FM_BLOCK_MIN_SHIFT);
+}
+
+static int
+arena_init(fm_segment *seg)
+{
+    _Static_assert(sizeof(fm_arena_header) <= HEADER_SPACE, "arena header too big");
+    fm_arena_header *a = arena_of(seg);
+    a->version = 1;
+    a->size = seg->size;
+    a->creator = (int32_t)seg->creator;
+    atomic_store_explicit(&a->bump, HEADER_SPACE, RLX);
+    for (int i = 0; i < FM_BLOCK_CLASSES; i++)
+        atomic_store_explicit(&a->free_head[i], 0, RLX);
+    atomic_thread_fence(memory_order_release);
+    a->magic = FM_ARENA_MAGIC;
+    seg->alloc_arena = 1;
+    return FM_OK;
+}
+
+static uint64_t
+freelist_pop(fm_segment *seg, int cls)
+{
+    fm_arena_header *a = arena_of(seg);
+    uint64_t head = atomic_load_explicit(&a->free_head[cls], ACQ);
+    for (;;) {
+        uint32_t off = (uint32_t)head;
+        if (off == 0)
+            return 0;
+        /* next may be stale if another process popped this block first;
+         * the tag in head makes that CAS fail */
+        uint32_t next = atomic_load_explicit(&block_at(seg, off)->next, RLX);
+        uint64_t want = (((head >> 32) + 1) << 32) | next;
+        if (atomic_compare_exchange_weak_explicit(&a->free_head[cls], &head, want, ACQ, ACQ))
+            return off;
+    }
+}
+
+static void
+freelist_push(fm_segment *seg, int cls, uint64_t off)
+{
+    fm_arena_header *a = arena_of(seg);
+    uint64_t head = atomic_load_explicit(&a->free_head[cls], RLX);
+    for (;;) {
+        atomic_store_explicit(&block_at(seg, off)->next, (uint32_t)head, RLX);
+        uint64_t want = (((head >> 32) + 1) << 32) | (uint32_t)off;
+        if (atomic_compare_exchange_weak_explicit(&a->free_head[cls], &head, want, REL, RLX))
+            return;
+    }
+}
+
+static uint64_t
+bump_alloc(fm_segment *seg, uint64_t bsize)
+{
+    fm_arena_header *a = arena_of(seg);
+    uint64_t b = atomic_load_explicit(&a->bump, RLX);
+    for (;;) {
+        uint64_t off = (b + bsize - 1) & ~(bsize - 1);
+        if (off + bsize > seg->size)
+            return 0;
+        if (atomic_compare_exchange_weak_explicit(&a->bump, &b, off + bsize, RLX, RLX))
+            return off;
+    }
+}
+
+int
+fm_block_alloc(size_t size, uint32_t tag, fm_segment **segp, uint64_t *offsetp,
+               fm_segment **created)
+{
+    *created = NULL;
+    int cls = 0;
+    while (cls < FM_BLOCK_CLASSES && class_size(cls) < size + sizeof(fm_block_header))
+        cls++;
+    if (cls >= FM_BLOCK_CLASSES) {
+        errno = ENOMEM;
+        return FM_NOMEM;
+    }
+    uint64_t bsize = class_size(cls);
+    fm_segment *seg = NULL;
+    uint64_t off = 0;
+
+    pthread_mutex_lock(&table_lock);
+    for (fm_segment *s = table_head; s && !off; s = s->next) {
+        if (!s->alloc_arena)
+            continue;
+        off = freelist_pop(s, cls);
+        if (!off)
+            off = bump_alloc(s, bsize);
+        if (off)
+            seg = s;
+    }
+    if (!off) {
+        fm_segment *s;
+        int st = segment_create_locked(FM_ARENA_SIZE, &s);
+        if (st != FM_OK) {
+            pthread_mutex_unlock(&table_lock);
+            return st;
+        }
+        arena_init(s);
+        *created = s;
+        off = bump_alloc(s, bsize);
+        seg = s;
+    }
+    pthread_mutex_unlock(&table_lock);
+
+    fm_block_header *h = block_at(seg, off);
+    memset((unsigned char *)h + sizeof *h, 0, bsize - sizeof *h);
+    h->cls = (uint16_t)cls;
+    h->magic = FM_BLOCK_MAGIC;
+    h->tag = tag;
+    atomic_store_explicit(&h->next, 0, RLX);
+    atomic_store_explicit(&h->refs, 1, REL);
+    *segp = seg;
+    *offsetp = off;
+    return FM_OK;
+}
+
+void *
+fm_block_payload(fm_segment *seg, uint64_t offset, uint32_t tag)
+{
+    if (offset < HEADER_SPACE || offset % (1u << FM_BLOCK_MIN_SHIFT) != 0 ||
+        offset + (1u << FM_BLOCK_MIN_SHIFT) > seg->size)
+        return NULL;
+    if (arena_of(seg)->magic != FM_ARENA_MAGIC)
+        return NULL;
+    fm_block_header *h = block_at(seg, offset);
+    if (h->magic != FM_BLOCK_MAGIC || h->tag != tag || h->cls >= FM_BLOCK_CLASSES ||
+        offset + class_size(h->cls) > seg->size ||
+        atomic_load_explicit(&h->refs, ACQ) == 0)
+        return NULL;
+    return (unsigned char *)h + sizeof *h;
+}
+
+void
+fm_block_incref(fm_segment *seg, uint64_t offset)
+{
+    atomic_fetch_add_explicit(&block_at(seg, offset)->refs, 1, RLX);
+}
+
+void
+fm_block_decref(fm_segment *seg, uint64_t offset)
+{
+    fm_block_header *h = block_at(seg, offset);
+    if (atomic_fetch_sub_explicit(&h->refs, 1, memory_order_acq_rel) == 1)
+        freelist_push(seg, h->cls, offset);
+}
+
+uint32_t
+fm_block_refs(fm_segment *seg, uint64_t offset)
+{
+    return atomic_load_explicit(&block_at(seg, offset)->refs, RLX);
+}

@@ -1,0 +1,92 @@
+/* Shared-memory segments and the small-block allocator inside them.
+ * No Python.h here.
+ *
+ * Segments are POSIX shm objects named FM_SHM_PREFIX + 24 random hex digits,
+ * created O_EXCL with mode 0600.  Every process keeps one table of the
+ * segments it has mapped (the mapping is a per-process fact, so the table is
+ * per process, not per interpreter); a child started by fork inherits the
+ * table, one started by spawn or forkserver attaches by name.
+ *
+ * Arenas: a process allocates small blocks from an arena segment of
+ * FM_ARENA_SIZE bytes, so ten thousand locks cost one file, not ten thousand.
+ * A block begins with an fm_block_header; its payload is 16-byte aligned.
+ * Blocks carry a reference count shared by all processes: a block goes back
+ * on its arena's free list only when no process uses it any more.  Free
+ * lists are lock-free stacks of offsets with a 32-bit tag against ABA. */
+#ifndef FM_SHM_H
+#define FM_SHM_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "status.h"
+
+#define FM_SHM_PREFIX "/fastmp-"
+#define FM_SHM_NAME_MAX 48
+#define FM_ARENA_SIZE (1u << 20)
+#define FM_ARENA_MAGIC 0x504d4146u  /* "FAMP" */
+#define FM_BLOCK_MAGIC 0xb10cu
+#define FM_BLOCK_MIN_SHIFT 6        /* smallest block: 64 bytes */
+#define FM_BLOCK_CLASSES 11         /* 64 B .. 64 KiB */
+
+typedef struct fm_segment {
+    char name[FM_SHM_NAME_MAX];
+    unsigned char *base;
+    size_t size;
+    pid_t creator;          /* process that created (and will unlink) it */
+    int unlinked;
+    int alloc_arena;        /* this process allocates blocks from it */
+    struct fm_segment *next;
+} fm_segment;
+
+typedef struct {
+    _Atomic uint32_t refs;  /* processes using the block; 0 = free */
+    uint16_t cls;           /* size class */
+    uint16_t magic;
+    _Atomic uint32_t next;  /* free-list link: offset of the next free block */
+    uint32_t tag;           /* what the block holds (FM_KIND_*), for checks */
+} fm_block_header;
+
+typedef struct {
+    uint32_t magic;
+    uint32_t version;
+    uint64_t size;
+    int32_t creator;
+    uint32_t _pad;
+    _Atomic uint64_t bump;                       /* next never-used offset */
+    _Atomic uint64_t free_head[FM_BLOCK_CLASSES];  /* (tag << 32) | offset */
+} fm_arena_header;
+
+/* Create a new segment of `size` bytes (rounded up to a page) under a fresh
+ * random name and map it.  *out is owned by the process table. */
+int fm_segment_create(size_t size, fm_segment **out);
+/* Find a mapped segment by name, or open and map it. */
+int fm_segment_attach(const char *name, fm_segment **out);
+/* Unlink every segment this process created and has not unlinked yet;
+ * calls cb(name, arg) for each name removed.  Mappings stay valid. */
+void fm_segment_unlink_own(void (*cb)(const char *name, void *arg), void *arg);
+
+/* Once per process, before anything else here: registers the fork
+ * handlers that keep the table's mutex and the cached pid right. */
+void fm_shm_init(void);
+
+/* After fork in the child: forget the parent's arena as "ours to unlink"
+ * (the table itself, and the mappings, are inherited). */
+void fm_shm_after_fork_child(void);
+
+/* Allocate a zeroed block of at least `size` payload bytes, tagged with
+ * `tag`, refs = 1.  *created_seg is set when a new arena had to be created
+ * (so the caller can register its name with the tracker), else NULL. */
+int fm_block_alloc(size_t size, uint32_t tag, fm_segment **seg,
+                   uint64_t *offset, fm_segment **created_seg);
+/* Payload address of the block at `offset` in `seg`; NULL if the offset
+ * does not name a live block with this tag. */
+void *fm_block_payload(fm_segment *seg, uint64_t offset, uint32_t tag);
+void fm_block_incref(fm_segment *seg, uint64_t offset);
+/* Drop one reference; the last one returns the block to its free list. */
+void fm_block_decref(fm_segment *seg, uint64_t offset);
+uint32_t fm_block_refs(fm_segment *seg, uint64_t offset);
+
+#endif

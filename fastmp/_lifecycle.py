@@ -1,0 +1,54 @@
+"""Process-level bookkeeping for fastmp's shared memory.
+
+- Every segment a process creates is registered with the stdlib's resource
+  tracker, which unlinks it if the program dies without cleaning up.
+- On a normal exit, a process gives back its references on shared blocks and
+  unlinks the segments it created.  This runs as a multiprocessing finalizer
+  of low priority, so in the main process it runs after the children have
+  been joined (a spawned child attaches segments by name when it starts).
+- A forked child takes its own references on every shared object it
+  inherited (os.register_at_fork), so that the parent dropping its object
+  cannot free a block the child still uses.
+"""
+import os
+from multiprocessing import resource_tracker, util
+
+from . import _core
+
+_EXIT_PRIORITY = -100
+
+
+def _segment_created(name):
+    resource_tracker.register(name, "shared_memory")
+
+
+def _at_exit():
+    _core._release_all()
+    for name in _core._unlink_own_segments():
+        try:
+            resource_tracker.unregister(name, "shared_memory")
+        except Exception:   # the tracker may be gone at interpreter shutdown
+            pass
+
+
+def _install_exit_hook(*_ignored):
+    util.Finalize(None, _at_exit, exitpriority=_EXIT_PRIORITY)
+
+
+def _after_fork_child():
+    _core._after_fork_child()
+    _install_exit_hook()
+
+
+class _AfterForkAnchor:
+    """Kept alive by this module: util.register_after_fork holds it weakly."""
+
+
+_anchor = _AfterForkAnchor()
+
+_core._set_segment_hook(_segment_created)
+_install_exit_hook()
+# multiprocessing's own children clear the finalizer registry after the fork
+# hooks have run; its after-fork callbacks run after that clearing.
+util.register_after_fork(_anchor, _install_exit_hook)
+os.register_at_fork(after_in_child=_after_fork_child)
