@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <linux/futex.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -54,7 +55,7 @@ fm_spin_while(_Atomic uint32_t *word, uint32_t expected, int64_t spin_ns)
     if (v != expected || spin_ns <= 0)
         return v;
     int64_t until = fm_now_ns() + spin_ns;
-    for (;;) {
+    for (unsigned round = 0;; round++) {
         /* read the clock only every 64 relaxes: it costs more than a pause */
         for (int i = 0; i < 64; i++) {
             fm_cpu_relax();
@@ -64,7 +65,17 @@ fm_spin_while(_Atomic uint32_t *word, uint32_t expected, int64_t spin_ns)
         }
         if (fm_now_ns() >= until)
             return v;
+        fm_spin_yield(round);
     }
+}
+
+void
+fm_spin_yield(unsigned round)
+{
+    /* After a few rounds, let a runnable peer on this core go first: when
+     * the machine is busy, the process we wait for may share our CPU. */
+    if (round >= FM_SPIN_ROUNDS_BEFORE_YIELD)
+        sched_yield();
 }
 
 int

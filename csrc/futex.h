@@ -38,6 +38,9 @@ void fm_futex_wake(_Atomic uint32_t *word, int n);
  * last read (different from expected when the spin succeeded). */
 uint32_t fm_spin_while(_Atomic uint32_t *word, uint32_t expected, int64_t spin_ns);
 void fm_cpu_relax(void);
+/* Called between spin rounds of 64 relaxes: yields the CPU after a few. */
+#define FM_SPIN_ROUNDS_BEFORE_YIELD 4
+void fm_spin_yield(unsigned round);
 
 /* Default spin before sleeping, in nanoseconds; tunable per process. */
 extern _Atomic int64_t fm_spin_ns;

@@ -74,6 +74,7 @@ fm_mutex_lock(fm_mutex *m, uint32_t pid, int64_t deadline_ns, int64_t spin_ns)
 
     int64_t until = spin_end(spin_ns, deadline_ns);
     if (until > 0) {
+        unsigned round = 0;
         do {
             for (int i = 0; i < 64; i++) {
                 fm_cpu_relax();
@@ -82,6 +83,7 @@ fm_mutex_lock(fm_mutex *m, uint32_t pid, int64_t deadline_ns, int64_t spin_ns)
                                   &m->word, &c, pid, ACQ, RLX))
                     return FM_OK;
             }
+            fm_spin_yield(round++);
         } while (spin_budget_left(until));
     }
 

@@ -1,0 +1,54 @@
+"""A text lint over csrc/: cheap checks of the C conventions in DESIGN.md.
+
+- The Python-free files (shm, futex, prims, status) never include Python.h.
+- Between Py_BEGIN_ALLOW_THREADS and Py_END_ALLOW_THREADS nothing touches a
+  Python object: no Py*/_Py* call, and the two are always matched.
+- Every blocking futex wait sits in a loop that handles FM_EINTR.
+"""
+import pathlib
+import re
+
+CSRC = pathlib.Path(__file__).resolve().parent.parent / "csrc"
+PYTHON_FREE = ["shm.c", "shm.h", "futex.c", "futex.h", "prims.c", "prims.h", "status.h"]
+
+
+def _strip_comments(text):
+    text = re.sub(r"/\*.*?\*/", lambda m: "\n" * m.group(0).count("\n"), text, flags=re.S)
+    return re.sub(r"//[^\n]*", "", text)
+
+
+def test_csrc_exists():
+    assert sorted(p.name for p in CSRC.glob("*.c")) == [
+        "futex.c", "handle.c", "module.c", "prims.c", "shm.c", "sync.c"]
+
+
+def test_python_free_files_do_not_include_python():
+    for name in PYTHON_FREE:
+        text = (CSRC / name).read_text()
+        assert not re.search(r'#\s*include\s*[<"](Python|fastmp)\.h', text), name
+
+
+def test_no_python_api_without_the_gil():
+    for path in list(CSRC.glob("*.c")) + list(CSRC.glob("*.h")):
+        text = _strip_comments(path.read_text())
+        begins = [m.start() for m in re.finditer(r"\bPy_BEGIN_ALLOW_THREADS\b", text)]
+        ends = [m.start() for m in re.finditer(r"\bPy_END_ALLOW_THREADS\b", text)]
+        assert len(begins) == len(ends), path.name
+        for b, e in zip(begins, ends):
+            assert b < e, path.name
+            body = text[b + len("Py_BEGIN_ALLOW_THREADS"):e]
+            calls = re.findall(r"\b_?Py[A-Za-z_]*\s*\(", body)
+            assert calls == [], (path.name, calls)
+
+
+def test_blocking_calls_go_through_the_eintr_loop():
+    # Outside the Python-free files, the GIL-free blocking primitives are
+    # only called inside FM_BLOCKING(), which retries FM_EINTR after
+    # PyErr_CheckSignals().
+    blocking = r"\bfm_(mutex_lock|sem_wait|event_wait|cond_take_token|seq_wait|futex_wait)\s*\("
+    for path in CSRC.glob("*.c"):
+        if path.name in PYTHON_FREE:
+            continue
+        for line in _strip_comments(path.read_text()).splitlines():
+            if re.search(blocking, line):
+                assert "FM_BLOCKING(" in line, (path.name, line.strip())
