@@ -411,9 +411,13 @@ Semaphore_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
             return NULL;
     }
     if (value < 0 || value > FM_SEM_VALUE_MAX) {
-        errno = EINVAL;
-        PyErr_Format(PyExc_OSError, "semaphore initial value must be between 0 and %u, not %lld",
-                     FM_SEM_VALUE_MAX, value);
+        /* the stdlib's sem_open() fails with EINVAL here: same type, errno */
+        PyObject *exc_args = Py_BuildValue(
+            "(is)", EINVAL, "semaphore initial value must be between 0 and SEM_VALUE_MAX");
+        if (exc_args != NULL) {
+            PyErr_SetObject(PyExc_OSError, exc_args);
+            Py_DECREF(exc_args);
+        }
         return NULL;
     }
     if (maxvalue < value || maxvalue > FM_SEM_VALUE_MAX) {
