@@ -79,7 +79,8 @@ fm_spin_yield(unsigned round)
 }
 
 int
-fm_futex_wait(_Atomic uint32_t *word, uint32_t expected, int64_t deadline_ns)
+fm_futex_wait_bits(_Atomic uint32_t *word, uint32_t expected, int64_t deadline_ns,
+                   uint32_t bits)
 {
     int64_t now = fm_now_ns();
     if (now >= deadline_ns)
@@ -96,7 +97,7 @@ fm_futex_wait(_Atomic uint32_t *word, uint32_t expected, int64_t deadline_ns)
     };
     /* FUTEX_WAIT_BITSET takes an absolute CLOCK_MONOTONIC deadline. */
     long r = syscall(SYS_futex, (uint32_t *)word, FUTEX_WAIT_BITSET, expected,
-                     &ts, NULL, FUTEX_BITSET_MATCH_ANY);
+                     &ts, NULL, bits);
     if (r == 0)
         return FM_OK;
     switch (errno) {
@@ -109,6 +110,18 @@ fm_futex_wait(_Atomic uint32_t *word, uint32_t expected, int64_t deadline_ns)
     default:
         return FM_ERRNO;
     }
+}
+
+int
+fm_futex_wait(_Atomic uint32_t *word, uint32_t expected, int64_t deadline_ns)
+{
+    return fm_futex_wait_bits(word, expected, deadline_ns, FUTEX_BITSET_MATCH_ANY);
+}
+
+void
+fm_futex_wake_bits(_Atomic uint32_t *word, int n, uint32_t bits)
+{
+    syscall(SYS_futex, (uint32_t *)word, FUTEX_WAKE_BITSET, n, NULL, NULL, bits);
 }
 
 void

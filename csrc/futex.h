@@ -33,6 +33,10 @@ int64_t fm_deadline_after(double seconds);
 int fm_futex_wait(_Atomic uint32_t *word, uint32_t expected, int64_t deadline_ns);
 /* Wake up to n sleepers (INT32_MAX: all). */
 void fm_futex_wake(_Atomic uint32_t *word, int n);
+/* The same, restricted to sleepers whose bitset shares a bit with `bits`. */
+int fm_futex_wait_bits(_Atomic uint32_t *word, uint32_t expected, int64_t deadline_ns,
+                       uint32_t bits);
+void fm_futex_wake_bits(_Atomic uint32_t *word, int n, uint32_t bits);
 
 /* Spin while *word == expected, for at most spin_ns.  Returns the value
  * last read (different from expected when the spin succeeded). */

@@ -339,89 +339,167 @@ fm_event_wait(fm_event *e, int64_t deadline_ns, int64_t spin_ns)
 
 /* -------------------------------------------------------------- condition */
 
+#define TICKET_BEFORE(a, b) ((int32_t)((a) - (b)) < 0)   /* wrap-safe a < b */
+#define TICKET_BIT(t) (1u << ((t) & 31u))
+
+static inline int
+cancel_bit(const fm_cond *c, uint32_t t)
+{
+    uint32_t i = t % FM_COND_RING;
+    return (c->cancel_bits[i / 8] >> (i % 8)) & 1;
+}
+
+static inline void
+set_cancel_bit(fm_cond *c, uint32_t t, int on)
+{
+    uint32_t i = t % FM_COND_RING;
+    if (on)
+        c->cancel_bits[i / 8] |= (uint8_t)(1u << (i % 8));
+    else
+        c->cancel_bits[i / 8] &= (uint8_t)~(1u << (i % 8));
+}
+
 void
 fm_cond_init(fm_cond *c)
 {
-    atomic_store_explicit(&c->tokens, 0, RLX);
+    atomic_store_explicit(&c->signaled, 0, RLX);
     atomic_store_explicit(&c->sleepers, 0, RLX);
-    atomic_store_explicit(&c->waiters, 0, RLX);
-    c->_pad = 0;
+    c->next_ticket = 0;
+    c->cancelled = 0;
+    for (size_t i = 0; i < sizeof c->cancel_bits; i++)
+        c->cancel_bits[i] = 0;
 }
 
-void
+uint32_t
+fm_cond_signaled(const fm_cond *c)
+{
+    return atomic_load_explicit(&((fm_cond *)c)->signaled, ACQ);
+}
+
+uint32_t
 fm_cond_enter_wait(fm_cond *c)
 {
-    atomic_fetch_add_explicit(&c->waiters, 1, RLX);
+    uint32_t s = atomic_load_explicit(&c->signaled, RLX);
+    if (c->next_ticket - s >= FM_COND_RING)
+        return FM_COND_NO_TICKET;
+    return c->next_ticket++;
 }
 
-static int
-cond_grab(fm_cond *c)
+/* Is the wait for `ticket` over?  A ticketless waiter's is over once
+ * signaled has moved from what it saw. */
+static inline int
+cond_done(fm_cond *c, uint32_t ticket, uint32_t seen)
 {
-    uint32_t t = atomic_load_explicit(&c->tokens, RLX);
-    while (t > 0) {
-        if (atomic_compare_exchange_weak_explicit(&c->tokens, &t, t - 1, ACQ, RLX))
-            return 1;
-    }
-    return 0;
+    uint32_t s = atomic_load_explicit(&c->signaled, ACQ);
+    if (ticket == FM_COND_NO_TICKET)
+        return s != seen;
+    return TICKET_BEFORE(ticket, s);
 }
 
 int
-fm_cond_take_token(fm_cond *c, int64_t deadline_ns, int64_t spin_ns)
+fm_cond_wait(fm_cond *c, uint32_t ticket, uint32_t seen, int64_t deadline_ns, int64_t spin_ns)
 {
+    if (cond_done(c, ticket, seen))
+        return FM_OK;
     int64_t until = spin_end(spin_ns, deadline_ns);
     if (until > 0) {
+        unsigned round = 0;
         do {
-            if (fm_spin_while(&c->tokens, 0, until - fm_now_ns()) != 0 && cond_grab(c))
-                return FM_OK;
+            for (int i = 0; i < 64; i++) {
+                fm_cpu_relax();
+                if (cond_done(c, ticket, seen))
+                    return FM_OK;
+            }
+            fm_spin_yield(round++);
         } while (spin_budget_left(until));
     }
+    uint32_t bits = ticket == FM_COND_NO_TICKET ? 0xffffffffu : TICKET_BIT(ticket);
     for (;;) {
-        if (cond_grab(c))
-            return FM_OK;
         atomic_fetch_add_explicit(&c->sleepers, 1, SEQ);
+        uint32_t s = atomic_load_explicit(&c->signaled, SEQ);
         int st = FM_OK;
-        if (atomic_load_explicit(&c->tokens, SEQ) == 0)
-            st = fm_futex_wait(&c->tokens, 0, deadline_ns);
+        if (!cond_done(c, ticket, seen))
+            st = fm_futex_wait_bits(&c->signaled, s, deadline_ns, bits);
         atomic_fetch_sub_explicit(&c->sleepers, 1, RLX);
-        if (st != FM_OK) {
-            if (cond_grab(c))
-                return FM_OK;
+        if (cond_done(c, ticket, seen))
+            return FM_OK;
+        if (st != FM_OK)
             return st;
-        }
     }
 }
 
-int
-fm_cond_leave_wait(fm_cond *c)
+/* lock held: move signaled past cancelled tickets at its front. */
+static void
+cond_skip_cancelled(fm_cond *c)
 {
-    /* Waiters are anonymous: a token issued while this thread gave up is
-     * as good as one meant for it, and taking it keeps
-     * waiters + tokens == threads in wait. */
-    if (cond_grab(c))
+    uint32_t s = atomic_load_explicit(&c->signaled, RLX);
+    uint32_t s0 = s;
+    while (s != c->next_ticket && cancel_bit(c, s)) {
+        set_cancel_bit(c, s, 0);
+        c->cancelled--;
+        s++;
+    }
+    if (s != s0)
+        atomic_store_explicit(&c->signaled, s, SEQ);
+}
+
+int
+fm_cond_leave_wait(fm_cond *c, uint32_t ticket, uint32_t seen)
+{
+    if (cond_done(c, ticket, seen))
         return 1;
-    atomic_fetch_sub_explicit(&c->waiters, 1, RLX);
+    if (ticket == FM_COND_NO_TICKET)
+        return 0;
+    if (ticket == c->next_ticket - 1) {
+        /* the newest ticket: hand it back, and any cancelled ones below */
+        c->next_ticket--;
+        while (c->next_ticket != atomic_load_explicit(&c->signaled, RLX) &&
+               cancel_bit(c, c->next_ticket - 1)) {
+            c->next_ticket--;
+            set_cancel_bit(c, c->next_ticket, 0);
+            c->cancelled--;
+        }
+    }
+    else {
+        set_cancel_bit(c, ticket, 1);
+        c->cancelled++;
+        cond_skip_cancelled(c);
+    }
     return 0;
 }
 
 uint32_t
 fm_cond_notify(fm_cond *c, uint32_t n)
 {
-    uint32_t w = atomic_load_explicit(&c->waiters, RLX);
-    uint32_t k = n < w ? n : w;
-    if (k == 0)
+    uint32_t s0 = atomic_load_explicit(&c->signaled, RLX);
+    uint32_t s = s0, woken = 0, bits = 0;
+    while (woken < n && s != c->next_ticket) {
+        if (cancel_bit(c, s)) {
+            set_cancel_bit(c, s, 0);
+            c->cancelled--;
+        }
+        else {
+            woken++;
+            bits |= TICKET_BIT(s);
+        }
+        s++;
+    }
+    if (s == s0)
         return 0;
-    atomic_fetch_sub_explicit(&c->waiters, k, RLX);
-    atomic_fetch_add_explicit(&c->tokens, k, SEQ);
-    if (atomic_load_explicit(&c->sleepers, SEQ) > 0)
-        fm_futex_wake(&c->tokens, (int)(k > INT_MAX ? INT_MAX : k));
-    return k;
+    atomic_store_explicit(&c->signaled, s, SEQ);
+    cond_skip_cancelled(c);
+    if (atomic_load_explicit(&c->sleepers, SEQ) > 0) {
+        /* ticketless waiters sleep on every bit, so any wake reaches them */
+        fm_futex_wake_bits(&c->signaled, INT_MAX, bits ? bits : 0xffffffffu);
+    }
+    return woken;
 }
 
 uint32_t
 fm_cond_waiters(const fm_cond *c)
 {
-    fm_cond *cc = (fm_cond *)c;
-    return atomic_load_explicit(&cc->waiters, RLX) + atomic_load_explicit(&cc->tokens, RLX);
+    uint32_t s = atomic_load_explicit(&((fm_cond *)c)->signaled, RLX);
+    return c->next_ticket - s - c->cancelled;
 }
 
 /* ---------------------------------------------------------- sequence word */

@@ -67,25 +67,41 @@ int fm_event_is_set(const fm_event *e);
 /* FM_OK when set, FM_TIMEOUT, FM_EINTR */
 int fm_event_wait(fm_event *e, int64_t deadline_ns, int64_t spin_ns);
 
-/* ---- condition variable: wake tokens, used with a caller-held mutex ----
- * waiters is only touched by threads holding the condition's lock. */
+/* ---- condition variable: tickets, used with a caller-held lock ----
+ * A waiter takes a ticket (under the lock); notify(n) moves `signaled` past
+ * the n oldest live tickets.  A ticket below `signaled` is notified.  So a
+ * notify wakes only threads that were waiting when it was made: a thread
+ * that starts waiting later cannot steal it (a plain token count would let
+ * it).  A waiter that times out cancels its ticket; notify skips cancelled
+ * tickets, so a notify is never spent on a thread that already left.
+ * Sleepers wait with futex bitset bit (ticket % 32), so notify(1) wakes one
+ * sleeper, not all.  Everything but `signaled` and `sleepers` is touched
+ * only with the lock held. */
+#define FM_COND_RING 1024               /* tickets outstanding at once */
+#define FM_COND_NO_TICKET UINT32_MAX    /* ring full: wait for any notify */
+
 typedef struct {
-    _Atomic uint32_t tokens;
+    _Atomic uint32_t signaled;
     _Atomic uint32_t sleepers;
-    _Atomic uint32_t waiters;
-    uint32_t _pad;
+    uint32_t next_ticket;
+    uint32_t cancelled;                 /* cancelled tickets not yet skipped */
+    uint8_t cancel_bits[FM_COND_RING / 8];
 } fm_cond;
 
 void fm_cond_init(fm_cond *c);
-/* lock held: count this thread as a waiter, before releasing the lock */
-void fm_cond_enter_wait(fm_cond *c);
-/* lock NOT held: take a wake token; FM_OK, FM_TIMEOUT, FM_EINTR */
-int fm_cond_take_token(fm_cond *c, int64_t deadline_ns, int64_t spin_ns);
-/* lock held again after FM_TIMEOUT (or an exception): take a token that
- * arrived meanwhile (returns 1: counts as notified) or stop being a waiter
- * (returns 0). */
-int fm_cond_leave_wait(fm_cond *c);
-/* lock held: wake up to n waiters; returns how many were woken */
+/* lock held: take a ticket, before releasing the lock.  With the ring full
+ * the result is FM_COND_NO_TICKET: such a waiter wakes at the next notify
+ * of any kind (a rare, spurious wakeup rather than a lost one). */
+uint32_t fm_cond_enter_wait(fm_cond *c);
+/* lock NOT held: wait until the ticket is notified; FM_OK, FM_TIMEOUT,
+ * FM_EINTR.  `seen` is fm_cond's signaled value read at enter_wait. */
+int fm_cond_wait(fm_cond *c, uint32_t ticket, uint32_t seen, int64_t deadline_ns,
+                 int64_t spin_ns);
+uint32_t fm_cond_signaled(const fm_cond *c);
+/* lock held again after FM_TIMEOUT (or an exception): 1 if the ticket was
+ * notified meanwhile, else cancel it and return 0. */
+int fm_cond_leave_wait(fm_cond *c, uint32_t ticket, uint32_t seen);
+/* lock held: wake up to n waiters, oldest first; returns how many. */
 uint32_t fm_cond_notify(fm_cond *c, uint32_t n);
 uint32_t fm_cond_waiters(const fm_cond *c);
 

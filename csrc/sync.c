@@ -839,23 +839,19 @@ cond_wait_impl(FmConditionObject *self, int64_t deadline)
         PyErr_SetString(PyExc_AssertionError, "must acquire() condition before using wait()");
         return -1;
     }
-    fm_cond_enter_wait(self->sh);
+    uint32_t seen = fm_cond_signaled(self->sh);
+    uint32_t ticket = fm_cond_enter_wait(self->sh);
     uint32_t count = lock_release_all(lock);
     int st;
-    FM_BLOCKING(st, fm_cond_take_token(self->sh, deadline, fm_spin));
-    int notified = st == FM_OK;
-    if (relock_uninterruptibly(lock, count) < 0) {
-        if (!notified)
-            fm_cond_leave_wait(self->sh);
+    FM_BLOCKING(st, fm_cond_wait(self->sh, ticket, seen, deadline, fm_spin));
+    int relocked = relock_uninterruptibly(lock, count);
+    int notified = st == FM_OK || fm_cond_leave_wait(self->sh, ticket, seen);
+    if (relocked < 0)
         return -1;
-    }
-    if (!notified) {
-        notified = fm_cond_leave_wait(self->sh);
-        if (st != FM_TIMEOUT) {
-            if (st != FM_PYERR)
-                fm_set_error(st);
-            return -1;
-        }
+    if (st != FM_OK && st != FM_TIMEOUT) {
+        if (st != FM_PYERR)
+            fm_set_error(st);
+        return -1;
     }
     return notified;
 }
