@@ -35,6 +35,7 @@ typedef struct {
     PyTypeObject *LockType;
     PyTypeObject *RLockType;
     PyTypeObject *SemaphoreType;
+    PyTypeObject *BoundedSemaphoreType;
     PyTypeObject *ConditionType;
     PyTypeObject *EventType;
     PyTypeObject *BarrierType;

@@ -254,6 +254,7 @@ module_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->LockType);
     Py_VISIT(st->RLockType);
     Py_VISIT(st->SemaphoreType);
+    Py_VISIT(st->BoundedSemaphoreType);
     Py_VISIT(st->ConditionType);
     Py_VISIT(st->EventType);
     Py_VISIT(st->BarrierType);
@@ -269,6 +270,7 @@ module_clear(PyObject *module)
     Py_CLEAR(st->LockType);
     Py_CLEAR(st->RLockType);
     Py_CLEAR(st->SemaphoreType);
+    Py_CLEAR(st->BoundedSemaphoreType);
     Py_CLEAR(st->ConditionType);
     Py_CLEAR(st->EventType);
     Py_CLEAR(st->BarrierType);

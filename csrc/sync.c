@@ -208,9 +208,10 @@ PyDoc_STRVAR(Lock_acquire_doc,
 static PyObject *
 Lock_acquire(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    int block;
-    int64_t deadline;
-    if (fm_parse_acquire_args(args, nargs, kwnames, &block, &deadline) < 0)
+    int block = 1;
+    int64_t deadline = FM_FOREVER;
+    if ((nargs || kwnames) &&
+        fm_parse_acquire_args(args, nargs, kwnames, &block, &deadline) < 0)
         return NULL;
     int r = lock_acquire_impl((FmLockObject *)self, block, deadline);
     if (r < 0)
@@ -220,10 +221,22 @@ Lock_acquire(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *
 
 PyDoc_STRVAR(Lock_release_doc, "release($self, /)\n--\n\nRelease the lock.");
 
-static PyObject *
-Lock_release(PyObject *self, PyObject *Py_UNUSED(ignored))
+/* METH_FASTCALL rather than METH_NOARGS: CPython 3.11 specializes calls of
+ * bound FASTCALL builtins (lock.release bound once, called in a loop), not
+ * of NOARGS ones. */
+static int
+no_args(const char *name, Py_ssize_t nargs)
 {
-    if (lock_release_impl((FmLockObject *)self) < 0)
+    if (nargs == 0)
+        return 0;
+    PyErr_Format(PyExc_TypeError, "%s() takes no arguments (%zd given)", name, nargs);
+    return -1;
+}
+
+static PyObject *
+Lock_release(PyObject *self, PyObject *const *Py_UNUSED(args), Py_ssize_t nargs)
+{
+    if (no_args("release", nargs) < 0 || lock_release_impl((FmLockObject *)self) < 0)
         return NULL;
     Py_RETURN_NONE;
 }
@@ -339,7 +352,8 @@ Lock_from_state(PyObject *type, PyObject *state)
 #define LOCK_COMMON_METHODS                                                          \
     {"acquire", (PyCFunction)(void (*)(void))Lock_acquire,                          \
      METH_FASTCALL | METH_KEYWORDS, Lock_acquire_doc},                               \
-    {"release", Lock_release, METH_NOARGS, Lock_release_doc},                        \
+    {"release", (PyCFunction)(void (*)(void))Lock_release, METH_FASTCALL,                \
+     Lock_release_doc},                        \
     {"__enter__", Lock_enter, METH_NOARGS, NULL},                                    \
     {"__exit__", (PyCFunction)(void (*)(void))Lock_exit, METH_FASTCALL, NULL},       \
     {"_is_mine", Lock_is_mine, METH_NOARGS, NULL},                                   \
@@ -361,7 +375,7 @@ static PyType_Slot Lock_slots[] = {
 };
 
 static PyType_Spec Lock_spec = {
-    .name = "fastmp._core.Lock",
+    .name = "fastmp.synchronize.Lock",
     .basicsize = sizeof(FmLockObject),
     .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
     .slots = Lock_slots,
@@ -377,7 +391,7 @@ static PyType_Slot RLock_slots[] = {
 };
 
 static PyType_Spec RLock_spec = {
-    .name = "fastmp._core.RLock",
+    .name = "fastmp.synchronize.RLock",
     .basicsize = sizeof(FmLockObject),
     .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
     .slots = RLock_slots,
@@ -392,22 +406,18 @@ typedef struct {
 } FmSemaphoreObject;
 
 static PyObject *
-Semaphore_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+semaphore_new_common(PyTypeObject *type, PyObject *args, PyObject *kwargs, int bounded)
 {
-    static char *kwlist[] = {"value", "ctx", "maxvalue", NULL};
-    PyObject *value_obj = NULL, *ctx = NULL, *max_obj = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|O$OO:Semaphore", kwlist,
-                                     &value_obj, &ctx, &max_obj))
+    static char *kwlist[] = {"value", "ctx", NULL};
+    PyObject *value_obj = NULL, *ctx = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs,
+                                     bounded ? "|O$O:BoundedSemaphore" : "|O$O:Semaphore",
+                                     kwlist, &value_obj, &ctx))
         return NULL;
-    long long value = 1, maxvalue = FM_SEM_VALUE_MAX;
+    long long value = 1;
     if (value_obj != NULL) {
         value = PyLong_AsLongLong(value_obj);
         if (value == -1 && PyErr_Occurred())
-            return NULL;
-    }
-    if (max_obj != Py_None) {
-        maxvalue = PyLong_AsLongLong(max_obj);
-        if (maxvalue == -1 && PyErr_Occurred())
             return NULL;
     }
     if (value < 0 || value > FM_SEM_VALUE_MAX) {
@@ -418,11 +428,6 @@ Semaphore_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
             PyErr_SetObject(PyExc_OSError, exc_args);
             Py_DECREF(exc_args);
         }
-        return NULL;
-    }
-    if (maxvalue < value || maxvalue > FM_SEM_VALUE_MAX) {
-        PyErr_Format(PyExc_ValueError, "semaphore maxvalue must be between value and %u",
-                     FM_SEM_VALUE_MAX);
         return NULL;
     }
     fm_state *st = fm_state_of_type(type);
@@ -436,8 +441,20 @@ Semaphore_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
         return NULL;
     }
     self->sh = self->h.ptr;
-    fm_sem_init(self->sh, (uint32_t)value, (uint32_t)maxvalue);
+    fm_sem_init(self->sh, (uint32_t)value, bounded ? (uint32_t)value : FM_SEM_VALUE_MAX);
     return (PyObject *)self;
+}
+
+static PyObject *
+Semaphore_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    return semaphore_new_common(type, args, kwargs, 0);
+}
+
+static PyObject *
+BoundedSemaphore_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    return semaphore_new_common(type, args, kwargs, 1);
 }
 
 static void
@@ -488,8 +505,10 @@ PyDoc_STRVAR(Semaphore_release_doc,
 "Increment the counter; ValueError past the maximum (BoundedSemaphore).");
 
 static PyObject *
-Semaphore_release(PyObject *self, PyObject *Py_UNUSED(ignored))
+Semaphore_release(PyObject *self, PyObject *const *Py_UNUSED(args), Py_ssize_t nargs)
 {
+    if (no_args("release", nargs) < 0)
+        return NULL;
     int st = fm_sem_post(((FmSemaphoreObject *)self)->sh, fm_self_pid());
     if (st != FM_OK)
         return fm_set_error(st);
@@ -508,7 +527,7 @@ Semaphore_enter(PyObject *self, PyObject *Py_UNUSED(ignored))
 static PyObject *
 Semaphore_exit(PyObject *self, PyObject *const *Py_UNUSED(args), Py_ssize_t Py_UNUSED(nargs))
 {
-    return Semaphore_release(self, NULL);
+    return Semaphore_release(self, NULL, 0);
 }
 
 PyDoc_STRVAR(Semaphore_get_value_doc, "get_value($self, /)\n--\n\nThe counter's value.");
@@ -550,7 +569,8 @@ Semaphore_from_state(PyObject *type, PyObject *state)
 static PyMethodDef Semaphore_methods[] = {
     {"acquire", (PyCFunction)(void (*)(void))Semaphore_acquire, METH_FASTCALL | METH_KEYWORDS,
      Semaphore_acquire_doc},
-    {"release", Semaphore_release, METH_NOARGS, Semaphore_release_doc},
+    {"release", (PyCFunction)(void (*)(void))Semaphore_release, METH_FASTCALL,
+     Semaphore_release_doc},
     {"__enter__", Semaphore_enter, METH_NOARGS, NULL},
     {"__exit__", (PyCFunction)(void (*)(void))Semaphore_exit, METH_FASTCALL, NULL},
     {"get_value", Semaphore_get_value, METH_NOARGS, Semaphore_get_value_doc},
@@ -572,16 +592,35 @@ static PyType_Slot Semaphore_slots[] = {
     {Py_tp_traverse, Lock_traverse},
     {Py_tp_methods, Semaphore_methods},
     {Py_tp_getset, Semaphore_getset},
-    {Py_tp_doc, "Semaphore(value=1, *, ctx=None, maxvalue=None)\n--\n\n"
+    {Py_tp_doc, "Semaphore(value=1, *, ctx=None)\n--\n\n"
                 "A counting semaphore in shared memory."},
     {0, NULL},
 };
 
 static PyType_Spec Semaphore_spec = {
-    .name = "fastmp._core.Semaphore",
+    .name = "fastmp.synchronize.Semaphore",
     .basicsize = sizeof(FmSemaphoreObject),
     .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
     .slots = Semaphore_slots,
+};
+
+/* A subtype with its own method table: CPython specializes a method call
+ * only when the method's type is exactly the object's type. */
+static PyType_Slot BoundedSemaphore_slots[] = {
+    {Py_tp_new, BoundedSemaphore_new},
+    {Py_tp_dealloc, Semaphore_dealloc},
+    {Py_tp_traverse, Lock_traverse},
+    {Py_tp_methods, Semaphore_methods},
+    {Py_tp_doc, "BoundedSemaphore(value=1, *, ctx=None)\n--\n\n"
+                "A semaphore that may not be released above its initial value."},
+    {0, NULL},
+};
+
+static PyType_Spec BoundedSemaphore_spec = {
+    .name = "fastmp.synchronize.BoundedSemaphore",
+    .basicsize = sizeof(FmSemaphoreObject),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .slots = BoundedSemaphore_slots,
 };
 
 /* ================================================================ event */
@@ -721,7 +760,7 @@ static PyType_Slot Event_slots[] = {
 };
 
 static PyType_Spec Event_spec = {
-    .name = "fastmp._core.Event",
+    .name = "fastmp.synchronize.Event",
     .basicsize = sizeof(FmEventObject),
     .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
     .slots = Event_slots,
@@ -757,16 +796,20 @@ Condition_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     fm_state *st = fm_state_of_type(type);
     if (st == NULL)
         return NULL;
-    if (lock == Py_None) {
-        PyErr_SetString(PyExc_TypeError, "Condition() needs a lock");
-        return NULL;
+    if (lock == Py_None)
+        lock = PyObject_CallNoArgs((PyObject *)st->RLockType);
+    else {
+        if (check_lock(st, lock) < 0)
+            return NULL;
+        Py_INCREF(lock);
     }
-    if (check_lock(st, lock) < 0)
+    if (lock == NULL)
         return NULL;
     FmConditionObject *self = (FmConditionObject *)type->tp_alloc(type, 0);
-    if (self == NULL)
+    if (self == NULL) {
+        Py_DECREF(lock);
         return NULL;
-    Py_INCREF(lock);
+    }
     self->lock = (FmLockObject *)lock;
     if (fm_handle_new(st, &self->h, sizeof(fm_cond), FM_KIND_CONDITION) < 0) {
         Py_DECREF(self);
@@ -946,9 +989,11 @@ Condition_acquire(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObj
 }
 
 static PyObject *
-Condition_release(PyObject *self, PyObject *Py_UNUSED(ignored))
+Condition_release(PyObject *self, PyObject *const *Py_UNUSED(args), Py_ssize_t nargs)
 {
-    return Lock_release((PyObject *)((FmConditionObject *)self)->lock, NULL);
+    if (no_args("release", nargs) < 0)
+        return NULL;
+    return Lock_release((PyObject *)((FmConditionObject *)self)->lock, NULL, 0);
 }
 
 static PyObject *
@@ -1011,7 +1056,7 @@ Condition_get_lock(PyObject *self, void *Py_UNUSED(closure))
 static PyMethodDef Condition_methods[] = {
     {"acquire", (PyCFunction)(void (*)(void))Condition_acquire, METH_FASTCALL | METH_KEYWORDS,
      "acquire($self, /, block=True, timeout=None)\n--\n\nAcquire the underlying lock."},
-    {"release", Condition_release, METH_NOARGS,
+    {"release", (PyCFunction)(void (*)(void))Condition_release, METH_FASTCALL,
      "release($self, /)\n--\n\nRelease the underlying lock."},
     {"__enter__", Condition_enter, METH_NOARGS, NULL},
     {"__exit__", (PyCFunction)(void (*)(void))Condition_exit, METH_FASTCALL, NULL},
@@ -1041,13 +1086,13 @@ static PyType_Slot Condition_slots[] = {
     {Py_tp_clear, Condition_clear},
     {Py_tp_methods, Condition_methods},
     {Py_tp_getset, Condition_getset},
-    {Py_tp_doc, "Condition(lock, *, ctx=None)\n--\n\n"
+    {Py_tp_doc, "Condition(lock=None, *, ctx=None)\n--\n\n"
                 "A condition variable in shared memory over a fastmp Lock or RLock."},
     {0, NULL},
 };
 
 static PyType_Spec Condition_spec = {
-    .name = "fastmp._core.Condition",
+    .name = "fastmp.synchronize.Condition",
     .basicsize = sizeof(FmConditionObject),
     .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
     .slots = Condition_slots,
@@ -1407,9 +1452,9 @@ static PyType_Spec Barrier_spec = {
 /* ======================================================== registration */
 
 static int
-add_type(PyObject *module, PyType_Spec *spec, PyTypeObject **slot)
+add_subtype(PyObject *module, PyType_Spec *spec, PyTypeObject *base, PyTypeObject **slot)
 {
-    PyObject *tp = PyType_FromModuleAndSpec(module, spec, NULL);
+    PyObject *tp = PyType_FromModuleAndSpec(module, spec, (PyObject *)base);
     if (tp == NULL)
         return -1;
     *slot = (PyTypeObject *)tp;
@@ -1421,12 +1466,20 @@ add_type(PyObject *module, PyType_Spec *spec, PyTypeObject **slot)
     return 0;
 }
 
+static int
+add_type(PyObject *module, PyType_Spec *spec, PyTypeObject **slot)
+{
+    return add_subtype(module, spec, NULL, slot);
+}
+
 int
 fm_sync_add_types(PyObject *module, fm_state *st)
 {
     if (add_type(module, &Lock_spec, &st->LockType) < 0 ||
         add_type(module, &RLock_spec, &st->RLockType) < 0 ||
         add_type(module, &Semaphore_spec, &st->SemaphoreType) < 0 ||
+        add_subtype(module, &BoundedSemaphore_spec, st->SemaphoreType,
+                    &st->BoundedSemaphoreType) < 0 ||
         add_type(module, &Condition_spec, &st->ConditionType) < 0 ||
         add_type(module, &Event_spec, &st->EventType) < 0 ||
         add_type(module, &Barrier_spec, &st->BarrierType) < 0)
