@@ -44,4 +44,6 @@ ext = Extension(
     libraries=["rt", "pthread"],
 )
 
-setup(ext_modules=[ext])
+# A build with any switch must not reuse objects compiled without it.
+switched = any(_flag(n) for n in ("FASTMP_STRICT", "FASTMP_DEBUG", "FASTMP_SANITIZE"))
+setup(ext_modules=[ext], options={"build_ext": {"force": True}} if switched else {})
