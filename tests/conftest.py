@@ -1,0 +1,140 @@
+"""Shared fixtures: the implementation under test, start methods, process cleanup, /dev/shm hygiene.
+
+The same behavioural tests run against the stdlib (the reference) and fastmp:
+
+* ``mp``   the module: ids ``stdlib`` and ``fastmp``;
+* ``ctx``  a context per (module, start method): ids ``stdlib-fork`` ... ``fastmp-forkserver``.
+
+If fastmp (or fastmp.synchronize) does not import, every fastmp param FAILS rather than skips,
+so CI notices.
+"""
+import importlib
+import os
+import re
+import sys
+import time
+
+import pytest
+
+TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
+if TESTS_DIR not in sys.path:
+    # Process targets live in tests/_sync_*.py; spawn and forkserver children import them by
+    # name, and they inherit the parent's sys.path.
+    sys.path.insert(0, TESTS_DIR)
+
+IMPLS = ("stdlib", "fastmp")
+METHODS = ("fork", "spawn", "forkserver")
+SHM_DIR = "/dev/shm"
+SHM_PREFIX = "fastmp-"
+
+
+def load_impl(name):
+    """The module under test, or a test failure (never a skip) when fastmp is broken."""
+    if name == "stdlib":
+        import multiprocessing
+        import multiprocessing.synchronize  # noqa: F401  (fails here if sem_open is missing)
+        return multiprocessing
+    try:
+        module = importlib.import_module("fastmp")
+        importlib.import_module("fastmp.synchronize")
+    except Exception as exc:  # any import failure, not only ImportError
+        pytest.fail(f"import fastmp / fastmp.synchronize failed: {exc!r}", pytrace=False)
+    return module
+
+
+@pytest.fixture(params=IMPLS)
+def mp(request):
+    """The multiprocessing-like module under test (default context)."""
+    return load_impl(request.param)
+
+
+@pytest.fixture(params=[(i, m) for i in IMPLS for m in METHODS],
+                ids=[f"{i}-{m}" for i in IMPLS for m in METHODS])
+def ctx(request):
+    """A context of the module under test for one start method."""
+    impl, method = request.param
+    return load_impl(impl).get_context(method)
+
+
+@pytest.fixture(params=METHODS, ids=[f"fastmp-{m}" for m in METHODS])
+def fastmp_ctx(request):
+    """fastmp only (for what the stdlib cannot do, e.g. recover a lock from a dead holder)."""
+    return load_impl("fastmp").get_context(request.param)
+
+
+@pytest.fixture
+def procs():
+    """Track started processes; at teardown kill any still running (a failed test must not
+    leave a child blocked forever) and reap them."""
+    started = []
+    yield started
+    for p in started:
+        if p.pid is not None and p.exitcode is None:
+            p.join(0.5)
+            if p.exitcode is None:
+                p.kill()
+                p.join(5)
+
+
+# ---------------------------------------------------------------- /dev/shm hygiene
+
+def shm_entries():
+    try:
+        return {n for n in os.listdir(SHM_DIR) if n.startswith(SHM_PREFIX)}
+    except FileNotFoundError:
+        return set()
+
+
+_MAPS_RE = re.compile(r"/dev/shm/(" + re.escape(SHM_PREFIX) + r"\S+)")
+
+
+def shm_mapped_by_live_processes():
+    """fastmp-* segments some live process still maps: in use, so not (yet) a leak.  This also
+    keeps a concurrent test run on the same machine from being blamed on this one."""
+    mapped = set()
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/maps") as f:
+                mapped.update(_MAPS_RE.findall(f.read()))
+        except OSError:
+            continue
+    return mapped
+
+
+@pytest.fixture(scope="session", autouse=True)
+def dev_shm_clean():
+    """Fail the session (an ERROR at teardown of the last test) if it left new fastmp-* files
+    in /dev/shm that no live process maps any more.  Segments still mapped (for example by this
+    pytest process, which fastmp cleans at exit) are checked by tests/test_zz_shm_clean.py,
+    which runs fresh interpreters to completion."""
+    before = shm_entries()
+    yield
+    deadline = time.monotonic() + 5.0  # a tracker process may need a moment after a crash
+    while True:
+        leaked = shm_entries() - before - shm_mapped_by_live_processes()
+        if not leaked or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    if leaked:
+        msg = (f"the test session leaked {len(leaked)} /dev/shm entries: {sorted(leaked)} "
+               "(new since the session began and mapped by no live process; a concurrent "
+               "fastmp test run on this machine could also have left them)")
+        print("\n" + msg, file=sys.stderr)
+        raise AssertionError(msg)
+
+
+# ---------------------------------------------------------------- pytest-timeout optional
+
+def pytest_addoption(parser, pluginmanager):
+    # pyproject sets `timeout` and the tests use @pytest.mark.timeout; without the plugin
+    # both would warn (and warnings are errors here).  With it, this does nothing.
+    if not pluginmanager.hasplugin("timeout"):
+        parser.addini("timeout", "per-test timeout (pytest-timeout is not installed)")
+
+
+def pytest_configure(config):
+    if not config.pluginmanager.hasplugin("timeout"):
+        config.addinivalue_line("markers",
+                                "timeout(seconds): per-test timeout (needs pytest-timeout)")
