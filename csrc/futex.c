@@ -69,12 +69,32 @@ fm_spin_while(_Atomic uint32_t *word, uint32_t expected, int64_t spin_ns)
     }
 }
 
+/* A process bound to one CPU yields from the first spin round: the peer
+ * it waits for may be bound to the same CPU.  The affinity mask can change
+ * under us (taskset, a benchmark's pinning), so it is read again at most
+ * every 100 ms. */
+int
+fm_usable_cpus(void)
+{
+    static _Atomic int64_t checked_at = INT64_MIN;
+    static _Atomic int cpus = 1;
+    int64_t now = fm_now_ns();
+    if (now - atomic_load_explicit(&checked_at, memory_order_relaxed) > 100 * 1000 * 1000LL) {
+        cpu_set_t set;
+        CPU_ZERO(&set);
+        int n = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : 1;
+        atomic_store_explicit(&cpus, n, memory_order_relaxed);
+        atomic_store_explicit(&checked_at, now, memory_order_relaxed);
+    }
+    return atomic_load_explicit(&cpus, memory_order_relaxed);
+}
+
 void
 fm_spin_yield(unsigned round)
 {
-    /* After a few rounds, let a runnable peer on this core go first: when
+    /* After a few rounds, let a runnable peer on this CPU go first: when
      * the machine is busy, the process we wait for may share our CPU. */
-    if (round >= FM_SPIN_ROUNDS_BEFORE_YIELD)
+    if (round >= FM_SPIN_ROUNDS_BEFORE_YIELD || fm_usable_cpus() < 2)
         sched_yield();
 }
 

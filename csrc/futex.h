@@ -45,6 +45,8 @@ void fm_cpu_relax(void);
 /* Called between spin rounds of 64 relaxes: yields the CPU after a few. */
 #define FM_SPIN_ROUNDS_BEFORE_YIELD 4
 void fm_spin_yield(unsigned round);
+/* CPUs this process may run on (cached; refreshed every 100 ms). */
+int fm_usable_cpus(void);
 
 /* Default spin before sleeping, in nanoseconds; tunable per process. */
 extern _Atomic int64_t fm_spin_ns;
