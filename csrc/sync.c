@@ -8,6 +8,7 @@
 #include "fastmp.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <pythread.h>
 
 #define RLX memory_order_relaxed
@@ -286,6 +287,21 @@ Lock_owner_pid(PyObject *self, PyObject *Py_UNUSED(ignored))
     return PyLong_FromUnsignedLong(fm_mutex_owner(&((FmLockObject *)self)->sh->m));
 }
 
+/* Every object type here begins like this: the handle, then the payload
+ * pointer (typed in each struct).  The generic _fm_state/_fm_attach below
+ * rely on it; the asserts after each struct keep it true. */
+typedef struct {
+    PyObject_HEAD
+    fm_handle h;
+    void *sh;
+} FmSharedObject;
+
+#define FM_ASSERT_SHARED_LAYOUT(T)                                                \
+    _Static_assert(offsetof(T, h) == offsetof(FmSharedObject, h) &&               \
+                   offsetof(T, sh) == offsetof(FmSharedObject, sh), #T " layout")
+
+FM_ASSERT_SHARED_LAYOUT(FmLockObject);
+
 static PyObject *
 handle_state(fm_handle *h)
 {
@@ -297,9 +313,9 @@ PyDoc_STRVAR(state_doc,
 "What another process needs to attach this object: (segment, offset, ...).");
 
 static PyObject *
-Lock_state(PyObject *self, PyObject *Py_UNUSED(ignored))
+Shared_state(PyObject *self, PyObject *Py_UNUSED(ignored))
 {
-    return handle_state(&((FmLockObject *)self)->h);
+    return handle_state(&((FmSharedObject *)self)->h);
 }
 
 /* Attach an instance of `type` to the block named by state[0:2]. */
@@ -317,13 +333,13 @@ attach_common(PyTypeObject *type, PyObject *state, size_t min_items, uint32_t ta
     PyObject *self = type->tp_alloc(type, 0);
     if (self == NULL)
         return NULL;
-    /* every object here starts with PyObject_HEAD then its fm_handle */
-    fm_handle *h = (fm_handle *)((char *)self + sizeof(PyObject));
+    fm_handle *h = &((FmSharedObject *)self)->h;
     if (fm_handle_attach(st, h, PyTuple_GET_ITEM(state, 0), PyTuple_GET_ITEM(state, 1),
                          tag) < 0) {
         Py_DECREF(self);
         return NULL;
     }
+    ((FmSharedObject *)self)->sh = h->ptr;
     *hp = h;
     return self;
 }
@@ -332,20 +348,31 @@ PyDoc_STRVAR(from_state_doc,
 "_fm_attach($type, state, /)\n--\n\n"
 "Attach to the object another process described with _fm_state().");
 
+/* _fm_attach for the types whose state is just (segment, offset). */
 static PyObject *
-Lock_from_state(PyObject *type, PyObject *state)
+Shared_attach(PyObject *type, PyObject *state)
 {
-    fm_state *st = fm_state_of_type((PyTypeObject *)type);
+    PyTypeObject *tp = (PyTypeObject *)type;
+    fm_state *st = fm_state_of_type(tp);
     if (st == NULL)
         return NULL;
-    int recursive = PyType_IsSubtype((PyTypeObject *)type, st->RLockType);
-    fm_handle *h;
-    PyObject *self = attach_common((PyTypeObject *)type, state, 2,
-                                   recursive ? FM_KIND_RLOCK : FM_KIND_LOCK, &h);
-    if (self == NULL)
+    uint32_t tag;
+    if (PyType_IsSubtype(tp, st->RLockType))
+        tag = FM_KIND_RLOCK;
+    else if (PyType_IsSubtype(tp, st->LockType))
+        tag = FM_KIND_LOCK;
+    else if (PyType_IsSubtype(tp, st->SemaphoreType))
+        tag = FM_KIND_SEMAPHORE;
+    else if (PyType_IsSubtype(tp, st->EventType))
+        tag = FM_KIND_EVENT;
+    else {
+        PyErr_Format(PyExc_TypeError, "cannot attach a %.100s", tp->tp_name);
         return NULL;
-    ((FmLockObject *)self)->recursive = recursive;
-    ((FmLockObject *)self)->sh = h->ptr;
+    }
+    fm_handle *h;
+    PyObject *self = attach_common(tp, state, 2, tag, &h);
+    if (self != NULL && tag == FM_KIND_RLOCK)
+        ((FmLockObject *)self)->recursive = 1;
     return self;
 }
 
@@ -360,8 +387,8 @@ Lock_from_state(PyObject *type, PyObject *state)
     {"_count", Lock_count, METH_NOARGS, NULL},                                       \
     {"_get_value", Lock_get_value, METH_NOARGS, NULL},                               \
     {"_owner_pid", Lock_owner_pid, METH_NOARGS, NULL},                               \
-    {"_fm_state", Lock_state, METH_NOARGS, state_doc},                                  \
-    {"_fm_attach", Lock_from_state, METH_O | METH_CLASS, from_state_doc}
+    {"_fm_state", Shared_state, METH_NOARGS, state_doc},                                \
+    {"_fm_attach", Shared_attach, METH_O | METH_CLASS, from_state_doc}
 
 static PyMethodDef Lock_methods[] = {LOCK_COMMON_METHODS, {NULL, NULL, 0, NULL}};
 
@@ -550,21 +577,7 @@ Semaphore_maxvalue(PyObject *self, void *Py_UNUSED(closure))
     return PyLong_FromUnsignedLong(((FmSemaphoreObject *)self)->sh->maxvalue);
 }
 
-static PyObject *
-Semaphore_state(PyObject *self, PyObject *Py_UNUSED(ignored))
-{
-    return handle_state(&((FmSemaphoreObject *)self)->h);
-}
-
-static PyObject *
-Semaphore_from_state(PyObject *type, PyObject *state)
-{
-    fm_handle *h;
-    PyObject *self = attach_common((PyTypeObject *)type, state, 2, FM_KIND_SEMAPHORE, &h);
-    if (self != NULL)
-        ((FmSemaphoreObject *)self)->sh = h->ptr;
-    return self;
-}
+FM_ASSERT_SHARED_LAYOUT(FmSemaphoreObject);
 
 static PyMethodDef Semaphore_methods[] = {
     {"acquire", (PyCFunction)(void (*)(void))Semaphore_acquire, METH_FASTCALL | METH_KEYWORDS,
@@ -576,8 +589,8 @@ static PyMethodDef Semaphore_methods[] = {
     {"get_value", Semaphore_get_value, METH_NOARGS, Semaphore_get_value_doc},
     {"_get_value", Semaphore_get_value, METH_NOARGS, NULL},
     {"_is_zero", Semaphore_is_zero, METH_NOARGS, NULL},
-    {"_fm_state", Semaphore_state, METH_NOARGS, state_doc},
-    {"_fm_attach", Semaphore_from_state, METH_O | METH_CLASS, from_state_doc},
+    {"_fm_state", Shared_state, METH_NOARGS, state_doc},
+    {"_fm_attach", Shared_attach, METH_O | METH_CLASS, from_state_doc},
     {NULL, NULL, 0, NULL},
 };
 
@@ -723,21 +736,7 @@ Event_wait(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kw
     return fm_set_error(st);
 }
 
-static PyObject *
-Event_state(PyObject *self, PyObject *Py_UNUSED(ignored))
-{
-    return handle_state(&((FmEventObject *)self)->h);
-}
-
-static PyObject *
-Event_from_state(PyObject *type, PyObject *state)
-{
-    fm_handle *h;
-    PyObject *self = attach_common((PyTypeObject *)type, state, 2, FM_KIND_EVENT, &h);
-    if (self != NULL)
-        ((FmEventObject *)self)->sh = h->ptr;
-    return self;
-}
+FM_ASSERT_SHARED_LAYOUT(FmEventObject);
 
 static PyMethodDef Event_methods[] = {
     {"is_set", Event_is_set, METH_NOARGS, "is_set($self, /)\n--\n\nTrue if the flag is set."},
@@ -745,8 +744,8 @@ static PyMethodDef Event_methods[] = {
     {"clear", Event_clear, METH_NOARGS, "clear($self, /)\n--\n\nReset the flag."},
     {"wait", (PyCFunction)(void (*)(void))Event_wait, METH_FASTCALL | METH_KEYWORDS,
      Event_wait_doc},
-    {"_fm_state", Event_state, METH_NOARGS, state_doc},
-    {"_fm_attach", Event_from_state, METH_O | METH_CLASS, from_state_doc},
+    {"_fm_state", Shared_state, METH_NOARGS, state_doc},
+    {"_fm_attach", Shared_attach, METH_O | METH_CLASS, from_state_doc},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1014,6 +1013,8 @@ Condition_num_waiters(PyObject *self, PyObject *Py_UNUSED(ignored))
     return PyLong_FromUnsignedLong(fm_cond_waiters(((FmConditionObject *)self)->sh));
 }
 
+FM_ASSERT_SHARED_LAYOUT(FmConditionObject);
+
 static PyObject *
 Condition_state(PyObject *self, PyObject *Py_UNUSED(ignored))
 {
@@ -1039,7 +1040,6 @@ Condition_from_state(PyObject *type, PyObject *state)
     PyObject *self = attach_common((PyTypeObject *)type, state, 3, FM_KIND_CONDITION, &h);
     if (self == NULL)
         return NULL;
-    ((FmConditionObject *)self)->sh = h->ptr;
     Py_INCREF(lock);
     ((FmConditionObject *)self)->lock = (FmLockObject *)lock;
     return self;
@@ -1386,6 +1386,8 @@ Barrier_get_broken(PyObject *self, void *Py_UNUSED(closure))
     return PyBool_FromLong(atomic_load_explicit(&b->state, RLX) == BARRIER_BROKEN);
 }
 
+FM_ASSERT_SHARED_LAYOUT(FmBarrierObject);
+
 static PyObject *
 Barrier_state(PyObject *self, PyObject *Py_UNUSED(ignored))
 {
@@ -1402,7 +1404,6 @@ Barrier_from_state(PyObject *type, PyObject *state)
     if (self == NULL)
         return NULL;
     FmBarrierObject *bo = (FmBarrierObject *)self;
-    bo->sh = h->ptr;
     bo->action = PyTuple_GET_ITEM(state, 2);
     Py_INCREF(bo->action);
     bo->timeout = PyTuple_GET_ITEM(state, 3);
