@@ -76,10 +76,11 @@ fm_spin_while(_Atomic uint32_t *word, uint32_t expected, int64_t spin_ns)
 int
 fm_usable_cpus(void)
 {
-    static _Atomic int64_t checked_at = INT64_MIN;
+    static _Atomic int64_t checked_at;      /* 0: never */
     static _Atomic int cpus = 1;
     int64_t now = fm_now_ns();
-    if (now - atomic_load_explicit(&checked_at, memory_order_relaxed) > 100 * 1000 * 1000LL) {
+    int64_t last = atomic_load_explicit(&checked_at, memory_order_relaxed);
+    if (last == 0 || now > last + 100 * 1000 * 1000LL) {
         cpu_set_t set;
         CPU_ZERO(&set);
         int n = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : 1;

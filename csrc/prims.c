@@ -144,6 +144,7 @@ fm_sem_init(fm_sem *s, uint32_t value, uint32_t maxvalue)
     atomic_store_explicit(&s->sleepers, 0, RLX);
     s->maxvalue = maxvalue;
     s->initial = value;
+    atomic_store_explicit(&s->handed_off, 0, RLX);
     for (int i = 0; i < FM_SEM_SLOTS; i++)
         atomic_store_explicit(&s->holders[i], 0, RLX);
 }
@@ -170,21 +171,21 @@ sem_record(fm_sem *s, uint32_t pid)
     }
 }
 
-/* Forget one unit: pid's own if it holds one, else anybody's (a release on
- * another process's behalf, as in a hand-off). */
+/* Forget one unit of pid's.  A release by a process that holds no unit (a
+ * hand-off: releasing on another's behalf, or a semaphore used as a signal)
+ * cannot say whose unit it returns, so from then on the slots cannot be
+ * trusted and the semaphore stops recovering units (fm_sem_recover). */
 static void
 sem_unrecord(fm_sem *s, uint32_t pid)
 {
-    for (int pass = 0; pass < 2; pass++) {
-        for (int i = 0; i < FM_SEM_SLOTS; i++) {
-            uint64_t v = atomic_load_explicit(&s->holders[i], RLX);
-            while (SLOT_COUNT(v) > 0 && (pass == 1 || SLOT_PID(v) == pid)) {
-                if (atomic_compare_exchange_weak_explicit(&s->holders[i], &v, v - 1,
-                                                          RLX, RLX))
-                    return;
-            }
+    for (int i = 0; i < FM_SEM_SLOTS; i++) {
+        uint64_t v = atomic_load_explicit(&s->holders[i], RLX);
+        while (SLOT_COUNT(v) > 0 && SLOT_PID(v) == pid) {
+            if (atomic_compare_exchange_weak_explicit(&s->holders[i], &v, v - 1, RLX, RLX))
+                return;
         }
     }
+    atomic_store_explicit(&s->handed_off, 1, RLX);
 }
 
 uint32_t
@@ -263,6 +264,8 @@ uint32_t
 fm_sem_recover(fm_sem *s)
 {
     uint32_t recovered = 0;
+    if (atomic_load_explicit(&s->handed_off, RLX))
+        return 0;
     for (int i = 0; i < FM_SEM_SLOTS; i++) {
         uint64_t v = atomic_load_explicit(&s->holders[i], RLX);
         if (SLOT_COUNT(v) == 0 || fm_pid_alive((pid_t)SLOT_PID(v)))
@@ -376,12 +379,24 @@ fm_cond_signaled(const fm_cond *c)
     return atomic_load_explicit(&((fm_cond *)c)->signaled, ACQ);
 }
 
+/* lock held: move signaled past cancelled tickets at its front. */
+static void cond_skip_cancelled(fm_cond *c);
+
 uint32_t
 fm_cond_enter_wait(fm_cond *c)
 {
-    uint32_t s = atomic_load_explicit(&c->signaled, RLX);
-    if (c->next_ticket - s >= FM_COND_RING)
+    if (c->next_ticket - atomic_load_explicit(&c->signaled, RLX) >= FM_COND_RING)
         return FM_COND_NO_TICKET;
+    if (c->next_ticket == FM_COND_NO_TICKET) {
+        /* Once every 2^32 tickets the counter reaches the value that means
+         * "no ticket": spend it as a cancelled ticket, which notify skips. */
+        set_cancel_bit(c, c->next_ticket, 1);
+        c->cancelled++;
+        c->next_ticket++;
+        cond_skip_cancelled(c);
+        if (c->next_ticket - atomic_load_explicit(&c->signaled, RLX) >= FM_COND_RING)
+            return FM_COND_NO_TICKET;
+    }
     return c->next_ticket++;
 }
 
@@ -428,7 +443,6 @@ fm_cond_wait(fm_cond *c, uint32_t ticket, uint32_t seen, int64_t deadline_ns, in
     }
 }
 
-/* lock held: move signaled past cancelled tickets at its front. */
 static void
 cond_skip_cancelled(fm_cond *c)
 {

@@ -7,7 +7,8 @@
  * check signals, then call again with the same deadline and no spin".
  *
  * Dead-holder recovery: the mutex word holds the owner's pid, the semaphore
- * records its holders' pids in a few slots.  A waiter whose wait runs past a
+ * records its holders' pids in a few slots (and gives up recovering once a
+ * unit is released by a process that did not acquire it).  A waiter whose wait runs past a
  * slice checks those pids; if the holder is gone it takes over (mutex:
  * FM_RECOVERED) or returns the dead process's units (semaphore). */
 #ifndef FM_PRIMS_H
@@ -42,6 +43,8 @@ typedef struct {
     _Atomic uint32_t sleepers;
     uint32_t maxvalue;
     uint32_t initial;   /* caps recovery: units out can't exceed it */
+    _Atomic uint32_t handed_off;   /* a non-holder released: stop recovering */
+    uint32_t _pad;
     /* (pid << 32) | units held; a slot whose count is 0 is free to claim */
     _Atomic uint64_t holders[FM_SEM_SLOTS];
 } fm_sem;
@@ -51,7 +54,8 @@ int fm_sem_trywait(fm_sem *s, uint32_t pid);         /* FM_OK or FM_AGAIN */
 int fm_sem_wait(fm_sem *s, uint32_t pid, int64_t deadline_ns, int64_t spin_ns);
 int fm_sem_post(fm_sem *s, uint32_t pid);            /* FM_OK or FM_OVERFLOW */
 uint32_t fm_sem_value(const fm_sem *s);
-/* Give back the units held by dead processes; returns how many. */
+/* Give back the units held by dead processes; returns how many.  Never
+ * after a release by a process that held no unit (see sem_unrecord). */
 uint32_t fm_sem_recover(fm_sem *s);
 
 /* ---- event ---- */

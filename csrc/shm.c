@@ -304,6 +304,10 @@ fm_block_alloc(size_t size, uint32_t tag, fm_segment **segp, uint64_t *offsetp,
 {
     *created = NULL;
     int cls = 0;
+    if (size > class_size(FM_BLOCK_CLASSES - 1)) {     /* also keeps the sum below sane */
+        errno = ENOMEM;
+        return FM_NOMEM;
+    }
     while (cls < FM_BLOCK_CLASSES && class_size(cls) < size + sizeof(fm_block_header))
         cls++;
     if (cls >= FM_BLOCK_CLASSES) {
@@ -353,14 +357,15 @@ fm_block_alloc(size_t size, uint32_t tag, fm_segment **segp, uint64_t *offsetp,
 void *
 fm_block_payload(fm_segment *seg, uint64_t offset, uint32_t tag)
 {
+    /* written so that no sum can wrap, whatever offset another process sent */
     if (offset < HEADER_SPACE || offset % (1u << FM_BLOCK_MIN_SHIFT) != 0 ||
-        offset + (1u << FM_BLOCK_MIN_SHIFT) > seg->size)
+        offset >= seg->size || seg->size - offset < (1u << FM_BLOCK_MIN_SHIFT))
         return NULL;
     if (arena_of(seg)->magic != FM_ARENA_MAGIC)
         return NULL;
     fm_block_header *h = block_at(seg, offset);
     if (h->magic != FM_BLOCK_MAGIC || h->tag != tag || h->cls >= FM_BLOCK_CLASSES ||
-        offset + class_size(h->cls) > seg->size ||
+        seg->size - offset < class_size(h->cls) ||
         atomic_load_explicit(&h->refs, ACQ) == 0)
         return NULL;
     return (unsigned char *)h + sizeof *h;
