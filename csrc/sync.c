@@ -1455,7 +1455,11 @@ static PyType_Spec Barrier_spec = {
 static int
 add_subtype(PyObject *module, PyType_Spec *spec, PyTypeObject *base, PyTypeObject **slot)
 {
-    PyObject *tp = PyType_FromModuleAndSpec(module, spec, (PyObject *)base);
+    PyObject *bases = NULL;     /* a tuple: Python 3.9 takes no bare type here */
+    if (base != NULL && (bases = PyTuple_Pack(1, (PyObject *)base)) == NULL)
+        return -1;
+    PyObject *tp = PyType_FromModuleAndSpec(module, spec, bases);
+    Py_XDECREF(bases);
     if (tp == NULL)
         return -1;
     *slot = (PyTypeObject *)tp;

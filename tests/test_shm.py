@@ -6,6 +6,7 @@ import os
 import stat
 import subprocess
 import sys
+import tempfile
 import textwrap
 
 import pytest
@@ -29,9 +30,11 @@ def _mapped_segments(pid=None):
 
 
 def _run(code):
-    """Run code in a fresh interpreter (its own arenas) and return stdout."""
+    """Run code in a fresh interpreter (its own arenas) and return stdout.  It
+    runs outside the checkout: `python -c` puts the working directory first on
+    sys.path, and the source tree's fastmp has no compiled _core."""
     out = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
-                         text=True, timeout=60)
+                         text=True, timeout=60, cwd=tempfile.gettempdir())
     assert out.returncode == 0, out.stderr
     return out.stdout
 
