@@ -37,10 +37,15 @@ fm_handle_new(fm_state *st, fm_handle *h, size_t size, uint32_t tag)
     h->ptr = fm_block_payload(seg, off, tag);
     h->pid = fm_self_pid();
     link_handle(st, h);
-    if (created != NULL && st->segment_hook != NULL) {
-        PyObject *name = PyUnicode_FromString(created->name);
+    /* The hook hears of every new object (with the new segment's name, or
+     * None): it keeps the resource tracker alive and informed, and a
+     * tracker that died must be relaunched before it is needed. */
+    if (st->segment_hook != NULL) {
+        PyObject *name = created ? PyUnicode_FromString(created->name) : Py_None;
         if (name == NULL)
             goto error;
+        if (name == Py_None)
+            Py_INCREF(name);
         PyObject *r = PyObject_CallOneArg(st->segment_hook, name);
         Py_DECREF(name);
         if (r == NULL)

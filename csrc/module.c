@@ -171,9 +171,25 @@ unlink_own_segments(PyObject *module, PyObject *Py_UNUSED(ignored))
     return names;
 }
 
+PyDoc_STRVAR(own_segments_doc,
+"_own_segments($module, /)\n--\n\n"
+"Names of the segments this process created and has not unlinked.");
+
+static PyObject *
+own_segments(PyObject *module, PyObject *Py_UNUSED(ignored))
+{
+    (void)module;
+    PyObject *names = PyList_New(0);
+    if (names == NULL)
+        return NULL;
+    fm_segment_list_own(append_name, names);
+    return names;
+}
+
 PyDoc_STRVAR(set_segment_hook_doc,
 "_set_segment_hook($module, hook, /)\n--\n\n"
-"hook(name) is called whenever this process creates a segment.");
+"hook(name) is called for every new shared object: name is the segment\n"
+"this process had to create for it, or None.");
 
 static PyObject *
 set_segment_hook(PyObject *module, PyObject *hook)
@@ -217,6 +233,7 @@ static PyMethodDef module_methods[] = {
     {"_after_fork_child", after_fork_child, METH_NOARGS, after_fork_child_doc},
     {"_release_all", release_all, METH_NOARGS, release_all_doc},
     {"_unlink_own_segments", unlink_own_segments, METH_NOARGS, unlink_own_segments_doc},
+    {"_own_segments", own_segments, METH_NOARGS, own_segments_doc},
     {"_set_segment_hook", set_segment_hook, METH_O, set_segment_hook_doc},
     {"spin_ns", (PyCFunction)(void (*)(void))spin_ns, METH_FASTCALL, spin_ns_doc},
     {NULL, NULL, 0, NULL},

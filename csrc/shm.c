@@ -214,6 +214,17 @@ fm_segment_unlink_own(void (*cb)(const char *name, void *arg), void *arg)
     pthread_mutex_unlock(&table_lock);
 }
 
+void
+fm_segment_list_own(void (*cb)(const char *name, void *arg), void *arg)
+{
+    pid_t me = (pid_t)fm_self_pid();
+    pthread_mutex_lock(&table_lock);
+    for (fm_segment *s = table_head; s; s = s->next)
+        if (s->creator == me && !s->unlinked)
+            cb(s->name, arg);
+    pthread_mutex_unlock(&table_lock);
+}
+
 /* ------------------------------------------------------------------ arenas */
 
 #define HEADER_SPACE 256   /* room for fm_arena_header, keeps blocks aligned */

@@ -68,6 +68,10 @@ int fm_segment_attach(const char *name, fm_segment **out);
  * calls cb(name, arg) for each name removed.  Mappings stay valid. */
 void fm_segment_unlink_own(void (*cb)(const char *name, void *arg), void *arg);
 
+/* Call cb(name, arg) for every segment this process created and has not
+ * unlinked (to register them again with a new tracker). */
+void fm_segment_list_own(void (*cb)(const char *name, void *arg), void *arg);
+
 /* Once per process, before anything else here: registers the fork
  * handlers that keep the table's mutex and the cached pid right. */
 void fm_shm_init(void);

@@ -10,8 +10,17 @@
 #include <errno.h>
 #include <stddef.h>
 #include <pythread.h>
+#include <structmember.h>
 
 #define RLX memory_order_relaxed
+
+/* Weak references, as the stdlib's classes allow (multiprocessing's own
+ * helpers and tests keep weakrefs to locks). */
+#define FM_WEAKREF_MEMBERS(T)                                                       \
+    static PyMemberDef T##_members[] = {                                           \
+        {"__weaklistoffset__", T_PYSSIZET, offsetof(T, weakreflist), READONLY, NULL}, \
+        {NULL, 0, 0, 0, NULL},                                                       \
+    }
 
 /* ================================================================ locks */
 
@@ -27,6 +36,7 @@ typedef struct {
     fm_handle h;
     fm_lock_shared *sh;
     int recursive;
+    PyObject *weakreflist;
 } FmLockObject;
 
 static inline uint64_t
@@ -180,6 +190,8 @@ generic_dealloc(PyObject *self, fm_handle *h)
 {
     PyTypeObject *tp = Py_TYPE(self);
     PyObject_GC_UnTrack(self);
+    if (tp->tp_weaklistoffset)
+        PyObject_ClearWeakRefs(self);
     if (tp->tp_clear)
         tp->tp_clear(self);
     fm_handle_release(h);
@@ -392,12 +404,15 @@ Shared_attach(PyObject *type, PyObject *state)
 
 static PyMethodDef Lock_methods[] = {LOCK_COMMON_METHODS, {NULL, NULL, 0, NULL}};
 
+FM_WEAKREF_MEMBERS(FmLockObject);
+
 static PyType_Slot Lock_slots[] = {
     {Py_tp_new, Lock_new},
     {Py_tp_dealloc, Lock_dealloc},
     {Py_tp_traverse, Lock_traverse},
     {Py_tp_methods, Lock_methods},
     {Py_tp_doc, "Lock(*, ctx=None)\n--\n\nA non-recursive lock in shared memory."},
+    {Py_tp_members, FmLockObject_members},
     {0, NULL},
 };
 
@@ -414,6 +429,7 @@ static PyType_Slot RLock_slots[] = {
     {Py_tp_traverse, Lock_traverse},
     {Py_tp_methods, Lock_methods},
     {Py_tp_doc, "RLock(*, ctx=None)\n--\n\nA recursive lock in shared memory."},
+    {Py_tp_members, FmLockObject_members},
     {0, NULL},
 };
 
@@ -430,6 +446,7 @@ typedef struct {
     PyObject_HEAD
     fm_handle h;
     fm_sem *sh;
+    PyObject *weakreflist;
 } FmSemaphoreObject;
 
 static PyObject *
@@ -599,6 +616,8 @@ static PyGetSetDef Semaphore_getset[] = {
     {NULL, NULL, NULL, NULL, NULL},
 };
 
+FM_WEAKREF_MEMBERS(FmSemaphoreObject);
+
 static PyType_Slot Semaphore_slots[] = {
     {Py_tp_new, Semaphore_new},
     {Py_tp_dealloc, Semaphore_dealloc},
@@ -607,6 +626,7 @@ static PyType_Slot Semaphore_slots[] = {
     {Py_tp_getset, Semaphore_getset},
     {Py_tp_doc, "Semaphore(value=1, *, ctx=None)\n--\n\n"
                 "A counting semaphore in shared memory."},
+    {Py_tp_members, FmSemaphoreObject_members},
     {0, NULL},
 };
 
@@ -626,6 +646,7 @@ static PyType_Slot BoundedSemaphore_slots[] = {
     {Py_tp_methods, Semaphore_methods},
     {Py_tp_doc, "BoundedSemaphore(value=1, *, ctx=None)\n--\n\n"
                 "A semaphore that may not be released above its initial value."},
+    {Py_tp_members, FmSemaphoreObject_members},
     {0, NULL},
 };
 
@@ -642,6 +663,7 @@ typedef struct {
     PyObject_HEAD
     fm_handle h;
     fm_event *sh;
+    PyObject *weakreflist;
 } FmEventObject;
 
 static PyObject *
@@ -749,12 +771,15 @@ static PyMethodDef Event_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
+FM_WEAKREF_MEMBERS(FmEventObject);
+
 static PyType_Slot Event_slots[] = {
     {Py_tp_new, Event_new},
     {Py_tp_dealloc, Event_dealloc},
     {Py_tp_traverse, Lock_traverse},
     {Py_tp_methods, Event_methods},
     {Py_tp_doc, "Event(*, ctx=None)\n--\n\nAn event flag in shared memory."},
+    {Py_tp_members, FmEventObject_members},
     {0, NULL},
 };
 
@@ -772,6 +797,7 @@ typedef struct {
     fm_handle h;
     fm_cond *sh;
     FmLockObject *lock;     /* a fastmp Lock or RLock */
+    PyObject *weakreflist;
 } FmConditionObject;
 
 static int
@@ -1079,6 +1105,8 @@ static PyGetSetDef Condition_getset[] = {
     {NULL, NULL, NULL, NULL, NULL},
 };
 
+FM_WEAKREF_MEMBERS(FmConditionObject);
+
 static PyType_Slot Condition_slots[] = {
     {Py_tp_new, Condition_new},
     {Py_tp_dealloc, Condition_dealloc},
@@ -1088,6 +1116,7 @@ static PyType_Slot Condition_slots[] = {
     {Py_tp_getset, Condition_getset},
     {Py_tp_doc, "Condition(lock=None, *, ctx=None)\n--\n\n"
                 "A condition variable in shared memory over a fastmp Lock or RLock."},
+    {Py_tp_members, FmConditionObject_members},
     {0, NULL},
 };
 
@@ -1118,6 +1147,7 @@ typedef struct {
     fm_barrier_shared *sh;
     PyObject *action;
     PyObject *timeout;
+    PyObject *weakreflist;
 } FmBarrierObject;
 
 static PyObject *
@@ -1431,6 +1461,8 @@ static PyGetSetDef Barrier_getset[] = {
     {NULL, NULL, NULL, NULL, NULL},
 };
 
+FM_WEAKREF_MEMBERS(FmBarrierObject);
+
 static PyType_Slot Barrier_slots[] = {
     {Py_tp_new, Barrier_new},
     {Py_tp_dealloc, Barrier_dealloc},
@@ -1440,6 +1472,7 @@ static PyType_Slot Barrier_slots[] = {
     {Py_tp_getset, Barrier_getset},
     {Py_tp_doc, "Barrier(parties, action=None, timeout=None, *, ctx=None)\n--\n\n"
                 "A barrier in shared memory."},
+    {Py_tp_members, FmBarrierObject_members},
     {0, NULL},
 };
 

@@ -15,11 +15,31 @@ from multiprocessing import resource_tracker, util
 
 from . import _core
 
+__all__ = ()   # private; every module of the package has an __all__, as the stdlib's do
+
 _EXIT_PRIORITY = -100
 
 
-def _segment_created(name):
-    resource_tracker.register(name, "shared_memory")
+_tracker_fd = None
+
+
+def _object_created(new_segment):
+    """Called for every new shared object (new_segment: the name of the
+    segment this process had to create for it, or None).
+
+    The tracker may have died since we last spoke to it (killed, say): then
+    getfd() relaunches it (with the stdlib's warning), and the new tracker
+    must hear of every segment this process still owns."""
+    global _tracker_fd
+    fd = resource_tracker.getfd()
+    if fd != _tracker_fd:
+        if _tracker_fd is not None:
+            for name in _core._own_segments():
+                if name != new_segment:
+                    resource_tracker.register(name, "shared_memory")
+        _tracker_fd = fd
+    if new_segment is not None:
+        resource_tracker.register(new_segment, "shared_memory")
 
 
 def _at_exit():
@@ -46,7 +66,7 @@ class _AfterForkAnchor:
 
 _anchor = _AfterForkAnchor()
 
-_core._set_segment_hook(_segment_created)
+_core._set_segment_hook(_object_created)
 _install_exit_hook()
 # multiprocessing's own children clear the finalizer registry after the fork
 # hooks have run; its after-fork callbacks run after that clearing.

@@ -2,6 +2,8 @@
 from types import ModuleType
 from typing import Any, Callable, Dict, List, Tuple
 
+__all__ = ()   # private; every module of the package has an __all__, as the stdlib's do
+
 
 def forward(namespace: Dict[str, Any], stdlib_module: ModuleType
             ) -> Tuple[Callable[[str], Any], Callable[[], List[str]]]:
