@@ -78,7 +78,7 @@ int
 main(void)
 {
     fmt_start();
-    printf("bug_block_bounds_overflow (expected to FAIL while the bugs exist)\n");
+    printf("regress_block_bounds_overflow (regression test)\n");
     RUN(test_alloc_size_wraps);
     RUN(test_payload_offset_wraps);
     return fmt_finish();

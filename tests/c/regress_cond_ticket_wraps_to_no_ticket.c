@@ -66,7 +66,7 @@ int
 main(void)
 {
     fmt_start();
-    printf("bug_cond_ticket_wraps_to_no_ticket (regression test)\n");
+    printf("regress_cond_ticket_wraps_to_no_ticket (regression test)\n");
     RUN(test_ticket_uint32_max);
     return fmt_finish();
 }

@@ -63,7 +63,7 @@ int
 main(void)
 {
     fmt_start();
-    printf("bug_sem_recover_misattributed (regression test)\n");
+    printf("regress_sem_recover_misattributed (regression test)\n");
     RUN(test_handoff_then_exit);
     return fmt_finish();
 }

@@ -62,7 +62,7 @@ int
 main(void)
 {
     fmt_start();
-    printf("bug_usable_cpus_never_refreshed (regression test)\n");
+    printf("regress_usable_cpus_never_refreshed (regression test)\n");
     RUN(test_usable_cpus);
     return fmt_finish();
 }
