@@ -712,27 +712,38 @@ Event_clear(PyObject *self, PyObject *Py_UNUSED(ignored))
     Py_RETURN_NONE;
 }
 
-/* Parse the single optional `timeout` argument of wait(). */
+/* The single optional `timeout` argument of wait(): *timeout is left NULL
+ * when it is not given. */
 static int
-parse_timeout_arg(const char *fname, PyObject *const *args, Py_ssize_t nargs,
-                  PyObject *kwnames, int64_t *deadline)
+get_timeout_arg(const char *fname, PyObject *const *args, Py_ssize_t nargs,
+                PyObject *kwnames, PyObject **timeout)
 {
-    PyObject *timeout = NULL;
     Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
     if (nargs + nkw > 1) {
         PyErr_Format(PyExc_TypeError, "%s() takes at most 1 argument", fname);
         return -1;
     }
     if (nargs == 1)
-        timeout = args[0];
+        *timeout = args[0];
     else if (nkw == 1) {
         if (PyUnicode_CompareWithASCIIString(PyTuple_GET_ITEM(kwnames, 0), "timeout") != 0) {
             PyErr_Format(PyExc_TypeError, "%s() got an unexpected keyword argument '%U'",
                          fname, PyTuple_GET_ITEM(kwnames, 0));
             return -1;
         }
-        timeout = args[0];
+        *timeout = args[0];
     }
+    return 0;
+}
+
+/* Parse wait()'s timeout argument into a deadline. */
+static int
+parse_timeout_arg(const char *fname, PyObject *const *args, Py_ssize_t nargs,
+                  PyObject *kwnames, int64_t *deadline)
+{
+    PyObject *timeout = NULL;
+    if (get_timeout_arg(fname, args, nargs, kwnames, &timeout) < 0)
+        return -1;
     return fm_timeout_to_deadline(timeout, deadline);
 }
 
@@ -866,36 +877,47 @@ Condition_dealloc(PyObject *self)
     generic_dealloc(self, &((FmConditionObject *)self)->h);
 }
 
-/* Take the lock back after a wait, whatever signals say meanwhile: the
- * caller must hold it again before it returns or raises.  An exception from
- * a signal handler is kept and restored afterwards.  -1 on a real error. */
+/* Lock m whatever signals say meanwhile: a waiter must hold its lock again
+ * before it returns or raises.  The first exception (already set on entry,
+ * or raised by a signal handler meanwhile) is kept and set again on return.
+ * Returns FM_OK, FM_RECOVERED or an error status (no exception set for it). */
 static int
-relock_uninterruptibly(FmLockObject *lock, uint32_t count)
+mutex_lock_keeping_signals(fm_mutex *m)
 {
     PyObject *et = NULL, *ev = NULL, *tb = NULL;
+    if (PyErr_Occurred())
+        PyErr_Fetch(&et, &ev, &tb);
     uint32_t pid = fm_self_pid();
-    int st = fm_mutex_trylock(&lock->sh->m, pid);
-    if (st != FM_OK) {
-        for (;;) {
-            FM_BLOCKING(st, fm_mutex_lock(&lock->sh->m, pid, FM_FOREVER, fm_spin));
-            if (st != FM_PYERR)
-                break;
-            if (et == NULL)
-                PyErr_Fetch(&et, &ev, &tb);
-            else
-                PyErr_Clear();
-        }
+    int st = fm_mutex_trylock(m, pid);
+    while (st != FM_OK) {
+        FM_BLOCKING(st, fm_mutex_lock(m, pid, FM_FOREVER, fm_spin));
+        if (st != FM_PYERR)
+            break;
+        if (et == NULL)
+            PyErr_Fetch(&et, &ev, &tb);
+        else
+            PyErr_Clear();
     }
     if (et != NULL)
         PyErr_Restore(et, ev, tb);
-    if (st != FM_OK && st != FM_RECOVERED && st != FM_AGAIN) {
-        if (et == NULL)
+    return st;
+}
+
+/* Take a Condition's lock back after a wait, at its recursion level.
+ * -1 when an exception is set (the lock is then held, but for a real
+ * error of the futex call). */
+static int
+relock_uninterruptibly(FmLockObject *lock, uint32_t count)
+{
+    int st = mutex_lock_keeping_signals(&lock->sh->m);
+    if (st != FM_OK && st != FM_RECOVERED) {
+        if (!PyErr_Occurred())
             fm_set_error(st);
         return -1;
     }
     atomic_store_explicit(&lock->sh->owner_tid, thread_id(), RLX);
     atomic_store_explicit(&lock->sh->count, lock->recursive ? count : 1, RLX);
-    return et != NULL ? -1 : 0;
+    return PyErr_Occurred() ? -1 : 0;
 }
 
 /* Returns 1 notified, 0 timed out, -1 exception. */
@@ -1232,17 +1254,10 @@ barrier_lock(fm_barrier_shared *b)
 static void
 barrier_relock(fm_barrier_shared *b)
 {
-    PyObject *et = NULL, *ev = NULL, *tb = NULL;
-    if (PyErr_Occurred())
-        PyErr_Fetch(&et, &ev, &tb);
-    while (barrier_lock(b) < 0) {
-        if (et == NULL)
-            PyErr_Fetch(&et, &ev, &tb);
-        else
-            PyErr_Clear();
-    }
-    if (et != NULL)
-        PyErr_Restore(et, ev, tb);
+    int st;
+    do
+        st = mutex_lock_keeping_signals(&b->m);
+    while (st != FM_OK && st != FM_RECOVERED);
 }
 
 static void
@@ -1286,20 +1301,8 @@ Barrier_wait(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *
     if (st == NULL)
         return NULL;
     PyObject *timeout = NULL;
-    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
-    if (nargs + nkw > 1) {
-        PyErr_SetString(PyExc_TypeError, "wait() takes at most 1 argument");
+    if (get_timeout_arg("wait", args, nargs, kwnames, &timeout) < 0)
         return NULL;
-    }
-    if (nargs + nkw == 1) {
-        if (nkw && PyUnicode_CompareWithASCIIString(PyTuple_GET_ITEM(kwnames, 0),
-                                                    "timeout") != 0) {
-            PyErr_Format(PyExc_TypeError, "wait() got an unexpected keyword argument '%U'",
-                         PyTuple_GET_ITEM(kwnames, 0));
-            return NULL;
-        }
-        timeout = args[0];
-    }
     if (timeout == NULL || timeout == Py_None)
         timeout = bo->timeout;
     int64_t deadline;
