@@ -12,19 +12,21 @@ import pytest
 from conftest import load_impl, shm_entries, shm_mapped_by_live_processes
 
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(TESTS_DIR)
 SCRIPT = os.path.join(TESTS_DIR, "_sync_shm_script.py")
 
 
 def launch(mode, out_path):
-    load_impl("fastmp")  # fail (not skip) here when fastmp does not import
+    fastmp = load_impl("fastmp")  # fail (not skip) here when fastmp does not import
+    # the child must import the fastmp under test (installed, or an in-place build), not the
+    # source tree, which has no compiled _core in a fresh clone
+    where = os.path.dirname(os.path.dirname(os.path.abspath(fastmp.__file__)))
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (REPO, env.get("PYTHONPATH")) if p)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (where, env.get("PYTHONPATH")) if p)
     # output to a file, not a pipe: a tracker process may keep the write end open
     with open(out_path, "w") as out:
         return subprocess.Popen([sys.executable, SCRIPT, mode], stdout=out,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env=env, cwd=REPO)
+                                env=env, cwd=TESTS_DIR)
 
 
 def lines(out_path):
