@@ -11,6 +11,7 @@
 #include <sys/mman.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "futex.h"
@@ -309,22 +310,168 @@ bump_alloc(fm_segment *seg, uint64_t bsize)
     }
 }
 
+/* ------------------------------------------------------------ huge blocks */
+
+_Static_assert(FM_HUGE_OFFSET == HEADER_SPACE, "a huge block sits where an arena's first would");
+
+/* Caller holds table_lock: forget `seg` and unmap it (unlinking it first
+ * unless that was done already). */
+static void
+segment_destroy_locked(fm_segment *seg)
+{
+    for (fm_segment **pp = &table_head; *pp; pp = &(*pp)->next) {
+        if (*pp == seg) {
+            *pp = seg->next;
+            break;
+        }
+    }
+    if (!seg->unlinked)
+        shm_unlink(seg->name);
+    munmap(seg->base, seg->size);
+    free(seg);
+}
+
+/* Make sure /dev/shm has room for the whole segment now, rather than have
+ * some later first touch of a page die of SIGBUS: fail early when the file
+ * system reports too little free space (without trying, so that a silly
+ * size cannot eat the machine's memory first), else allocate the pages. */
+static int
+segment_reserve(fm_segment *seg)
+{
+    int fd = shm_open(seg->name, O_RDWR | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return FM_ERRNO;
+    int st = FM_OK;
+    struct statvfs vfs;
+    if (fstatvfs(fd, &vfs) == 0 && vfs.f_frsize > 0 &&
+        (uint64_t)vfs.f_bavail < seg->size / vfs.f_frsize) {
+        errno = ENOSPC;
+        st = FM_ERRNO;
+    }
+    else {
+        int err;
+        do
+            err = posix_fallocate(fd, 0, (off_t)seg->size);
+        while (err == EINTR);
+        /* file systems without fallocate: the check above must do */
+        if (err != 0 && err != EOPNOTSUPP && err != ENOSYS) {
+            errno = err;
+            st = FM_ERRNO;
+        }
+    }
+    int saved = errno;
+    close(fd);
+    errno = saved;
+    return st;
+}
+
+static int
+huge_alloc(size_t size, uint32_t tag, fm_segment **segp, uint64_t *offsetp,
+           fm_segment **created)
+{
+    if (size > FM_HUGE_MAX) {
+        errno = ENOMEM;
+        return FM_NOMEM;
+    }
+    fm_segment *seg;
+    pthread_mutex_lock(&table_lock);
+    int st = segment_create_locked(HEADER_SPACE + sizeof(fm_block_header) + size, &seg);
+    pthread_mutex_unlock(&table_lock);
+    if (st != FM_OK)
+        return st;
+    if ((st = segment_reserve(seg)) != FM_OK) {
+        int saved = errno;
+        pthread_mutex_lock(&table_lock);
+        segment_destroy_locked(seg);
+        pthread_mutex_unlock(&table_lock);
+        errno = saved;
+        return st;
+    }
+    /* a new file reads as zeros: no memset of what may be megabytes */
+    fm_arena_header *a = arena_of(seg);
+    a->version = 1;
+    a->size = seg->size;
+    a->creator = (int32_t)seg->creator;
+    fm_block_header *h = block_at(seg, HEADER_SPACE);
+    h->cls = FM_BLOCK_HUGE;
+    h->magic = FM_BLOCK_MAGIC;
+    h->tag = tag;
+    atomic_store_explicit(&h->refs, 1, RLX);
+    /* publishes the headers to another process that attaches by name */
+    atomic_thread_fence(memory_order_release);
+    a->magic = FM_HUGE_MAGIC;
+    *segp = seg;
+    *offsetp = HEADER_SPACE;
+    *created = seg;
+    return FM_OK;
+}
+
+/* fm_block_payload() of a huge segment; offset is already in bounds. */
+static void *
+huge_payload(fm_segment *seg, uint64_t offset, uint32_t tag)
+{
+    if (offset != HEADER_SPACE || seg->size < HEADER_SPACE + sizeof(fm_block_header))
+        return NULL;
+    fm_block_header *h = block_at(seg, offset);
+    if (h->magic != FM_BLOCK_MAGIC || h->tag != tag || h->cls != FM_BLOCK_HUGE ||
+        atomic_load_explicit(&h->refs, ACQ) == 0)
+        return NULL;
+    return (unsigned char *)h + sizeof *h;
+}
+
+int
+fm_segment_is_huge(const fm_segment *seg)
+{
+    return seg->size >= HEADER_SPACE && arena_of((fm_segment *)seg)->magic == FM_HUGE_MAGIC;
+}
+
+size_t
+fm_block_capacity(fm_segment *seg, uint64_t offset, uint32_t tag)
+{
+    if (fm_block_payload(seg, offset, tag) == NULL)
+        return 0;
+    fm_block_header *h = block_at(seg, offset);
+    if (h->cls == FM_BLOCK_HUGE)
+        return seg->size - offset - sizeof *h;
+    return class_size(h->cls) - sizeof *h;
+}
+
+int
+fm_block_reclaim_huge(fm_segment *seg, uint64_t offset, char *name_out)
+{
+    int reported = 0;
+    pthread_mutex_lock(&table_lock);
+    if (!fm_segment_is_huge(seg) || offset != HEADER_SPACE ||
+        seg->creator != (pid_t)fm_self_pid())
+        goto done;
+    fm_block_header *h = block_at(seg, offset);
+    if (atomic_load_explicit(&h->refs, ACQ) != 0)
+        goto done;
+    /* a late attacher (one that read the offset before the last holder let
+     * go: a bug of its own) finds no block rather than freed memory */
+    h->magic = 0;
+    if (!seg->unlinked) {
+        snprintf(name_out, FM_SHM_NAME_MAX, "%s", seg->name);
+        reported = 1;
+    }
+    segment_destroy_locked(seg);
+done:
+    pthread_mutex_unlock(&table_lock);
+    return reported;
+}
+
 int
 fm_block_alloc(size_t size, uint32_t tag, fm_segment **segp, uint64_t *offsetp,
                fm_segment **created)
 {
     *created = NULL;
     int cls = 0;
-    if (size > class_size(FM_BLOCK_CLASSES - 1)) {     /* also keeps the sum below sane */
-        errno = ENOMEM;
-        return FM_NOMEM;
-    }
+    /* too big for the largest class: a segment of its own (the first test
+     * also keeps the sum below from wrapping) */
+    if (size > class_size(FM_BLOCK_CLASSES - 1) - sizeof(fm_block_header))
+        return huge_alloc(size, tag, segp, offsetp, created);
     while (cls < FM_BLOCK_CLASSES && class_size(cls) < size + sizeof(fm_block_header))
         cls++;
-    if (cls >= FM_BLOCK_CLASSES) {
-        errno = ENOMEM;
-        return FM_NOMEM;
-    }
     uint64_t bsize = class_size(cls);
     fm_segment *seg = NULL;
     uint64_t off = 0;
@@ -372,6 +519,8 @@ fm_block_payload(fm_segment *seg, uint64_t offset, uint32_t tag)
     if (offset < HEADER_SPACE || offset % (1u << FM_BLOCK_MIN_SHIFT) != 0 ||
         offset >= seg->size || seg->size - offset < (1u << FM_BLOCK_MIN_SHIFT))
         return NULL;
+    if (arena_of(seg)->magic == FM_HUGE_MAGIC)
+        return huge_payload(seg, offset, tag);
     if (arena_of(seg)->magic != FM_ARENA_MAGIC)
         return NULL;
     fm_block_header *h = block_at(seg, offset);
@@ -392,7 +541,9 @@ void
 fm_block_decref(fm_segment *seg, uint64_t offset)
 {
     fm_block_header *h = block_at(seg, offset);
-    if (atomic_fetch_sub_explicit(&h->refs, 1, memory_order_acq_rel) == 1)
+    /* a huge block has no free list: its segment goes as a whole */
+    if (atomic_fetch_sub_explicit(&h->refs, 1, memory_order_acq_rel) == 1 &&
+        h->cls != FM_BLOCK_HUGE)
         freelist_push(seg, h->cls, offset);
 }
 

@@ -30,6 +30,14 @@
 #define FM_BLOCK_MAGIC 0xb10cu
 #define FM_BLOCK_MIN_SHIFT 6        /* smallest block: 64 bytes */
 #define FM_BLOCK_CLASSES 11         /* 64 B .. 64 KiB */
+/* Huge blocks: a request too large for the biggest class gets a segment of
+ * its own, headed like an arena (magic FM_HUGE_MAGIC) and holding one block
+ * of class FM_BLOCK_HUGE at offset FM_HUGE_OFFSET.  Same header, refcount
+ * and payload API as a small block. */
+#define FM_HUGE_MAGIC 0x47484d46u   /* "FMHG" */
+#define FM_BLOCK_HUGE 0xffffu
+#define FM_HUGE_OFFSET 256u
+#define FM_HUGE_MAX ((size_t)1 << 44)   /* larger requests: FM_NOMEM */
 
 typedef struct fm_segment {
     char name[FM_SHM_NAME_MAX];
@@ -92,5 +100,23 @@ void fm_block_incref(fm_segment *seg, uint64_t offset);
 /* Drop one reference; the last one returns the block to its free list. */
 void fm_block_decref(fm_segment *seg, uint64_t offset);
 uint32_t fm_block_refs(fm_segment *seg, uint64_t offset);
+
+/* Huge blocks (see FM_HUGE_MAGIC).  fm_block_alloc() makes one for any size
+ * above the largest class (FM_NOMEM above FM_HUGE_MAX; FM_ERRNO with ENOSPC
+ * when /dev/shm has no room, checked up front so that no later page fault
+ * can die of SIGBUS).  Its last reference does not free it: the segment
+ * stays mapped until fm_block_reclaim_huge() or, like an arena, until the
+ * creator unlinks its segments at exit. */
+int fm_segment_is_huge(const fm_segment *seg);
+/* Payload bytes of the live block at `offset` with this tag; 0 if none. */
+size_t fm_block_capacity(fm_segment *seg, uint64_t offset, uint32_t tag);
+/* After dropping a reference to a huge block: if this process created its
+ * segment and no process holds a reference any more, unlink and unmap the
+ * segment now and forget it (`seg` is freed).  Returns 1 when the name was
+ * unlinked here (copied to name_out, FM_SHM_NAME_MAX bytes, so the caller
+ * can tell the resource tracker), else 0 (nothing done, or the segment had
+ * already been unlinked: then it is only unmapped).  The caller must hold
+ * no other pointer into the segment. */
+int fm_block_reclaim_huge(fm_segment *seg, uint64_t offset, char *name_out);
 
 #endif

@@ -358,13 +358,155 @@ test_too_large(void)
     CHECK_ST(alloc_block(65520, TAG, &seg, &off, NULL), FM_OK);   /* the largest */
     CHECK_EQ(header_of(seg, off)->cls, FM_BLOCK_CLASSES - 1);
     fm_block_decref(seg, off);
-    size_t sizes[] = {65521, 65536, 1 << 20, (size_t)1 << 40, SIZE_MAX / 2};
+    /* above the largest class: a huge block (test_huge_*), up to FM_HUGE_MAX */
+    size_t sizes[] = {FM_HUGE_MAX + 1, SIZE_MAX / 2, SIZE_MAX - 300};
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
         errno = 0;
         int st = alloc_block(sizes[i], TAG, &seg, &off, NULL);
         CHECK_MSG(st == FM_NOMEM, "size %zu: %s", sizes[i], fmt_st(st));
         CHECK_EQ(errno, ENOMEM);
     }
+    /* more than /dev/shm can hold: refused up front (ENOSPC), nothing left */
+    int before = fmt_ntracked, created = 0;
+    errno = 0;
+    int st = alloc_block(FM_HUGE_MAX, TAG, &seg, &off, &created);
+    CHECK_MSG(st == FM_ERRNO && errno == ENOSPC, "%s, errno %d", fmt_st(st), errno);
+    CHECK_EQ(created, 0);
+    CHECK_EQ(fmt_ntracked, before);
+}
+
+/* ---- huge blocks: one per segment ---- */
+
+static void
+test_huge_alloc(void)
+{
+    size_t sizes[] = {65521, 65536, 100000, (size_t)8 << 20};
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        size_t size = sizes[i];
+        fm_segment *seg, *created = NULL;
+        uint64_t off;
+        CHECK_ST(fm_block_alloc(size, TAG, &seg, &off, &created), FM_OK);
+        CHECK(created == seg);                  /* the hook must hear of it */
+        if (created)
+            fmt_track(created->name);
+        CHECK(fm_segment_is_huge(seg));
+        CHECK(!seg->alloc_arena);
+        CHECK_EQ(off, FM_HUGE_OFFSET);
+        CHECK_EQ(header_of(seg, off)->cls, FM_BLOCK_HUGE);
+        unsigned char *p = fm_block_payload(seg, off, TAG);
+        CHECK(p != NULL);
+        CHECK_EQ((uintptr_t)p & 15, 0);
+        CHECK(fm_block_capacity(seg, off, TAG) >= size);
+        CHECK(p + fm_block_capacity(seg, off, TAG) == seg->base + seg->size);
+        CHECK(all_zero(p, size));
+        memset(p, 0x5a, size);                  /* every page is backed */
+        CHECK_EQ(fm_block_refs(seg, off), 1);
+        /* rejects as for arena blocks */
+        CHECK(fm_block_payload(seg, off, TAG + 1) == NULL);
+        CHECK_EQ(fm_block_capacity(seg, off, TAG + 1), 0);
+        CHECK(fm_block_payload(seg, off + 64, TAG) == NULL);
+        CHECK(fm_block_payload(seg, 0, TAG) == NULL);
+        CHECK(fm_block_payload(seg, seg->size - 64, TAG) == NULL);
+        /* small blocks never come from a huge segment */
+        fm_segment *small;
+        uint64_t soff;
+        CHECK_ST(alloc_block(48, TAG, &small, &soff, NULL), FM_OK);
+        CHECK(small != seg && !fm_segment_is_huge(small));
+        fm_block_decref(small, soff);
+        /* the last reference: the block is dead, the segment still mapped
+         * and named until it is reclaimed */
+        fm_block_decref(seg, off);
+        CHECK_EQ(fm_block_refs(seg, off), 0);
+        CHECK(fm_block_payload(seg, off, TAG) == NULL);
+        CHECK(fmt_shm_exists(seg->name));
+        char name[FM_SHM_NAME_MAX], again[FM_SHM_NAME_MAX] = "";
+        snprintf(name, sizeof name, "%s", seg->name);
+        CHECK_EQ(fm_block_reclaim_huge(seg, off, again), 1);
+        CHECK(strcmp(name, again) == 0);
+        CHECK(!fmt_shm_exists(name));
+        /* forgotten: attaching by name fails */
+        fm_segment *gone;
+        CHECK_ST(fm_segment_attach(name, &gone), FM_ERRNO);
+    }
+    /* an arena block is never reclaimed this way */
+    fm_segment *seg;
+    uint64_t off;
+    char name[FM_SHM_NAME_MAX];
+    CHECK_ST(alloc_block(48, TAG, &seg, &off, NULL), FM_OK);
+    fm_block_decref(seg, off);
+    CHECK_EQ(fm_block_reclaim_huge(seg, off, name), 0);
+    CHECK(fmt_shm_exists(seg->name));
+}
+
+/* Not reclaimed while a reference is held, in this process or another; a
+ * child attached by exec (a fresh table) reads and writes the payload and
+ * its reference counts; a non-creator never reclaims. */
+static void
+test_huge_shared(void)
+{
+    size_t size = (size_t)1 << 20;
+    fm_segment *seg, *created = NULL;
+    uint64_t off;
+    CHECK_ST(fm_block_alloc(size, TAG, &seg, &off, &created), FM_OK);
+    if (created)
+        fmt_track(created->name);
+    unsigned char *p = fm_block_payload(seg, off, TAG);
+    uint64_t magic = 0x1122334455667788ULL;
+    memcpy(p, &magic, 8);
+    char name[FM_SHM_NAME_MAX];
+    CHECK_EQ(fm_block_reclaim_huge(seg, off, name), 0);        /* refs 1 */
+
+    char offs[32], tag[32];
+    snprintf(offs, sizeof offs, "%llu", (unsigned long long)off);
+    snprintf(tag, sizeof tag, "%u", TAG);
+    char *argv[] = {helper_path, "block", seg->name, offs, tag,
+                    "0x1122334455667788", "0x99aabbccddeeff00", NULL};
+    CHECK_EQ(run_helper(argv), 0);
+    uint64_t got;
+    memcpy(&got, p + 8, 8);
+    CHECK_EQ(got, 0x99aabbccddeeff00ULL);
+    CHECK_EQ(fm_block_refs(seg, off), 2);                       /* the helper's */
+    fm_block_decref(seg, off);
+    CHECK_EQ(fm_block_reclaim_huge(seg, off, name), 0);        /* refs 1 */
+    CHECK(fmt_shm_exists(seg->name));
+
+    /* a forked child (inherited table, not the creator) drops the last
+     * reference: it does not reclaim, the creator does afterwards */
+    pid_t pid = fmt_fork();
+    if (pid == 0) {
+        fm_shm_after_fork_child();
+        char n2[FM_SHM_NAME_MAX];
+        fm_block_decref(seg, off);
+        int r = fm_block_reclaim_huge(seg, off, n2);
+        _exit(r != 0 ? 1 : fm_block_refs(seg, off) != 0 ? 2 : !fmt_shm_exists(seg->name) ? 3 : 0);
+    }
+    CHECK_EQ(fmt_reap(pid), 0);
+    CHECK_EQ(fm_block_refs(seg, off), 0);
+    CHECK_EQ(fm_block_reclaim_huge(seg, off, name), 1);
+    CHECK(!fmt_shm_exists(name));
+}
+
+/* At exit the creator unlinks a huge segment like an arena (and later
+ * reclaiming only unmaps it: nothing more to report). */
+static void
+test_huge_unlink_own(void)
+{
+    fm_segment *seg, *created = NULL;
+    uint64_t off;
+    CHECK_ST(fm_block_alloc(200000, TAG, &seg, &off, &created), FM_OK);
+    if (created)
+        fmt_track(created->name);
+    char name[FM_SHM_NAME_MAX];
+    snprintf(name, sizeof name, "%s", seg->name);
+    fm_segment_unlink_own(NULL, NULL);
+    CHECK(!fmt_shm_exists(name));
+    CHECK_EQ(seg->unlinked, 1);
+    unsigned char *p = fm_block_payload(seg, off, TAG);      /* still mapped */
+    CHECK(p != NULL);
+    p[199999] = 7;
+    fm_block_decref(seg, off);
+    char again[FM_SHM_NAME_MAX];
+    CHECK_EQ(fm_block_reclaim_huge(seg, off, again), 0);
 }
 
 static void
@@ -797,5 +939,8 @@ main(int argc, char **argv)
     RUN(test_processes_alloc_free);
     RUN(test_block_in_exec_helper);
     RUN(test_unlink_own);
+    RUN(test_huge_alloc);
+    RUN(test_huge_shared);
+    RUN(test_huge_unlink_own);
     return fmt_finish();
 }
