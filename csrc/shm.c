@@ -331,37 +331,38 @@ segment_destroy_locked(fm_segment *seg)
     free(seg);
 }
 
-/* Make sure /dev/shm has room for the whole segment now, rather than have
- * some later first touch of a page die of SIGBUS: fail early when the file
- * system reports too little free space (without trying, so that a silly
- * size cannot eat the machine's memory first), else allocate the pages. */
+/* Whether the file system behind shm_open (/dev/shm with glibc) reports
+ * room for `size` bytes.  Checked before the segment is even made, so that a
+ * silly size fails at once, without eating the machine's memory first; a
+ * file system that cannot tell passes. */
+static int
+shm_has_room(size_t size)
+{
+    struct statvfs vfs;
+    if (statvfs("/dev/shm", &vfs) != 0 || vfs.f_frsize == 0)
+        return 1;
+    return (uint64_t)vfs.f_bavail >= size / vfs.f_frsize + 1;
+}
+
+/* Allocate the segment's pages now, rather than have some later first
+ * touch of a page die of SIGBUS when /dev/shm has filled up meanwhile. */
 static int
 segment_reserve(fm_segment *seg)
 {
     int fd = shm_open(seg->name, O_RDWR | O_CLOEXEC, 0600);
     if (fd < 0)
         return FM_ERRNO;
-    int st = FM_OK;
-    struct statvfs vfs;
-    if (fstatvfs(fd, &vfs) == 0 && vfs.f_frsize > 0 &&
-        (uint64_t)vfs.f_bavail < seg->size / vfs.f_frsize) {
-        errno = ENOSPC;
+    int st = FM_OK, err;
+    do
+        err = posix_fallocate(fd, 0, (off_t)seg->size);
+    while (err == EINTR);
+    /* file systems without fallocate: the check of shm_has_room must do */
+    if (err != 0 && err != EOPNOTSUPP && err != ENOSYS) {
         st = FM_ERRNO;
     }
-    else {
-        int err;
-        do
-            err = posix_fallocate(fd, 0, (off_t)seg->size);
-        while (err == EINTR);
-        /* file systems without fallocate: the check above must do */
-        if (err != 0 && err != EOPNOTSUPP && err != ENOSYS) {
-            errno = err;
-            st = FM_ERRNO;
-        }
-    }
-    int saved = errno;
     close(fd);
-    errno = saved;
+    if (st != FM_OK)
+        errno = err;
     return st;
 }
 
@@ -372,6 +373,10 @@ huge_alloc(size_t size, uint32_t tag, fm_segment **segp, uint64_t *offsetp,
     if (size > FM_HUGE_MAX) {
         errno = ENOMEM;
         return FM_NOMEM;
+    }
+    if (!shm_has_room(size)) {
+        errno = ENOSPC;
+        return FM_ERRNO;
     }
     fm_segment *seg;
     pthread_mutex_lock(&table_lock);
