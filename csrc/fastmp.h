@@ -18,6 +18,7 @@ enum fm_kind {
     FM_KIND_CONDITION = 0x434e0001,
     FM_KIND_EVENT = 0x45560001,
     FM_KIND_BARRIER = 0x42520001,
+    FM_KIND_VALUE = 0x56410001,     /* value.c: the memory of a shared ctypes object */
 };
 
 /* A process's reference to a shared block.  Live handles are linked in the
@@ -42,6 +43,14 @@ typedef struct {
     PyObject *BrokenBarrierError;   /* threading.BrokenBarrierError */
     PyObject *segment_hook;         /* called with a new arena's name */
     fm_handle handles;              /* list head of live handles */
+    /* value.c */
+    PyTypeObject *BufferWrapperType;
+    PyTypeObject *SyncBaseType;
+    PyTypeObject *SynchronizedType;
+    PyTypeObject *SyncArrayType;
+    PyTypeObject *SyncStringType;
+    PyObject *ctypes_kinds;         /* {ctypes simple type: its _type_ letter} */
+    PyObject *segment_gone_hook;    /* called with a reclaimed segment's name */
 } fm_state;
 
 extern PyModuleDef fm_module_def;
@@ -97,5 +106,8 @@ int fm_timeout_to_deadline(PyObject *timeout, int64_t *deadline);
 
 /* sync.c */
 int fm_sync_add_types(PyObject *module, fm_state *st);
+
+/* value.c */
+int fm_value_add_types(PyObject *module, fm_state *st);
 
 #endif

@@ -257,6 +257,8 @@ module_exec(PyObject *module)
         return -1;
     if (fm_sync_add_types(module, st) < 0)
         return -1;
+    if (fm_value_add_types(module, st) < 0)
+        return -1;
     if (PyModule_AddIntConstant(module, "SEM_VALUE_MAX", FM_SEM_VALUE_MAX) < 0)
         return -1;
     if (PyModule_AddStringConstant(module, "SHM_PREFIX", FM_SHM_PREFIX + 1) < 0)
@@ -277,6 +279,13 @@ module_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->BarrierType);
     Py_VISIT(st->BrokenBarrierError);
     Py_VISIT(st->segment_hook);
+    Py_VISIT(st->BufferWrapperType);
+    Py_VISIT(st->SyncBaseType);
+    Py_VISIT(st->SynchronizedType);
+    Py_VISIT(st->SyncArrayType);
+    Py_VISIT(st->SyncStringType);
+    Py_VISIT(st->ctypes_kinds);
+    Py_VISIT(st->segment_gone_hook);
     return 0;
 }
 
@@ -293,6 +302,13 @@ module_clear(PyObject *module)
     Py_CLEAR(st->BarrierType);
     Py_CLEAR(st->BrokenBarrierError);
     Py_CLEAR(st->segment_hook);
+    Py_CLEAR(st->BufferWrapperType);
+    Py_CLEAR(st->SyncBaseType);
+    Py_CLEAR(st->SynchronizedType);
+    Py_CLEAR(st->SyncArrayType);
+    Py_CLEAR(st->SyncStringType);
+    Py_CLEAR(st->ctypes_kinds);
+    Py_CLEAR(st->segment_gone_hook);
     return 0;
 }
 

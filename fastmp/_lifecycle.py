@@ -6,6 +6,10 @@
   unlinks the segments it created.  This runs as a multiprocessing finalizer
   of low priority, so in the main process it runs after the children have
   been joined (a spawned child attaches segments by name when it starts).
+- A segment this process unlinks before exit (a huge block of fastmp.sharedctypes whose last
+  reference it dropped) is unregistered from the tracker, at the next object creation or at
+  exit: not at once, since the hook runs in a deallocator, possibly while this thread is
+  inside the tracker's (non-reentrant) lock.
 - A forked child takes its own references on every shared object it
   inherited (os.register_at_fork), so that the parent dropping its object
   cannot free a block the child still uses.
@@ -21,6 +25,21 @@ _EXIT_PRIORITY = -100
 
 
 _tracker_fd = None
+_gone = []      # names unlinked early, not yet unregistered from the tracker
+
+
+def _segment_gone(name):
+    """Called (from a deallocator) when this process has unlinked a segment before exit."""
+    _gone.append(name)
+
+
+def _unregister_gone():
+    while _gone:
+        name = _gone.pop()
+        try:
+            resource_tracker.unregister(name, "shared_memory")
+        except Exception:   # the tracker may be gone at interpreter shutdown
+            pass
 
 
 def _object_created(new_segment):
@@ -33,6 +52,7 @@ def _object_created(new_segment):
     global _tracker_fd
     fd = resource_tracker.getfd()
     if fd != _tracker_fd:
+        del _gone[:]    # a new tracker never heard of them
         if _tracker_fd is not None:
             for name in _core._own_segments():
                 if name != new_segment:
@@ -40,10 +60,13 @@ def _object_created(new_segment):
         _tracker_fd = fd
     if new_segment is not None:
         resource_tracker.register(new_segment, "shared_memory")
+    if _gone:
+        _unregister_gone()
 
 
 def _at_exit():
     _core._release_all()
+    _unregister_gone()
     for name in _core._unlink_own_segments():
         try:
             resource_tracker.unregister(name, "shared_memory")
@@ -67,6 +90,7 @@ class _AfterForkAnchor:
 _anchor = _AfterForkAnchor()
 
 _core._set_segment_hook(_object_created)
+_core.BufferWrapper._fm_set_gone_hook(_segment_gone)
 _install_exit_hook()
 # multiprocessing's own children clear the finalizer registry after the fork
 # hooks have run; its after-fork callbacks run after that clearing.

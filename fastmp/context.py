@@ -2,11 +2,12 @@
 
 They are the stdlib's contexts with other factories.  The synchronization primitives (Lock,
 RLock, Condition, Semaphore, BoundedSemaphore, Event, Barrier) are fastmp's own, from
-fastmp.synchronize.  Every other factory that takes a context (Queue, JoinableQueue,
-SimpleQueue, Pool, Value, Array, Manager) still builds the stdlib's object with the *stdlib's*
+fastmp.synchronize, and so are the shared ctypes (RawValue, RawArray, Value, Array) from
+fastmp.sharedctypes.  Every other factory that takes a context (Queue, JoinableQueue,
+SimpleQueue, Pool, Manager) still builds the stdlib's object with the *stdlib's*
 context of the same start method, so that object keeps using the stdlib primitives it relies on
-(Queue.qsize() reads its semaphore's ``_semlock``).  The rest (Pipe, RawValue, RawArray,
-cpu_count, log_to_stderr, set_executable, reducer, ...) is inherited from the stdlib unchanged.
+(Queue.qsize() reads its semaphore's ``_semlock``).  The rest (Pipe, cpu_count, log_to_stderr,
+set_executable, reducer, ...) is inherited from the stdlib unchanged.
 
 fastmp's default context is separate from the stdlib's: ``fastmp.set_start_method('spawn')``
 changes fastmp.Process and fastmp's factories, not multiprocessing.Process.  Its initial start
@@ -120,6 +121,29 @@ class FastContext(BaseContext):
         from .synchronize import Barrier
         return Barrier(parties, action, timeout, ctx=self.get_context())
 
+    # fastmp.sharedctypes -------------------------------------------------------
+
+    def RawValue(self, typecode_or_type, *args):
+        """A shared ctypes object, no lock (fastmp.sharedctypes.RawValue)."""
+        from .sharedctypes import RawValue
+        return RawValue(typecode_or_type, *args)
+
+    def RawArray(self, typecode_or_type, size_or_initializer):
+        """A shared ctypes array, no lock (fastmp.sharedctypes.RawArray)."""
+        from .sharedctypes import RawArray
+        return RawArray(typecode_or_type, size_or_initializer)
+
+    def Value(self, typecode_or_type, *args, lock=True):
+        """A shared ctypes object with a lock (fastmp.sharedctypes.Value)."""
+        from .sharedctypes import Value
+        return Value(typecode_or_type, *args, lock=lock, ctx=self.get_context())
+
+    def Array(self, typecode_or_type, size_or_initializer, *, lock=True):
+        """A shared ctypes array with a lock (fastmp.sharedctypes.Array)."""
+        from .sharedctypes import Array
+        return Array(typecode_or_type, size_or_initializer, lock=lock,
+                     ctx=self.get_context())
+
     # the stdlib's, on the stdlib's context of the same start method ------------
 
     def Queue(self, maxsize=0):
@@ -143,17 +167,6 @@ class FastContext(BaseContext):
         from multiprocessing.pool import Pool
         return Pool(processes, initializer, initargs, maxtasksperchild,
                     context=self._stdlib_context())
-
-    def Value(self, typecode_or_type, *args, lock=True):
-        """The stdlib's multiprocessing.sharedctypes.Value (until fastmp's Value lands)."""
-        from multiprocessing.sharedctypes import Value
-        return Value(typecode_or_type, *args, lock=lock, ctx=self._stdlib_context())
-
-    def Array(self, typecode_or_type, size_or_initializer, *, lock=True):
-        """The stdlib's multiprocessing.sharedctypes.Array (until fastmp's Array lands)."""
-        from multiprocessing.sharedctypes import Array
-        return Array(typecode_or_type, size_or_initializer, lock=lock,
-                     ctx=self._stdlib_context())
 
     def Manager(self):
         """A started multiprocessing.managers.SyncManager (the stdlib's)."""

@@ -1,46 +1,228 @@
-"""The stdlib's multiprocessing.sharedctypes until its C part lands (issue kind: "Value/Array").
+"""ctypes objects in shared memory: RawValue, RawArray, Value, Array, copy, synchronized.
 
-Value, Array and synchronized are the stdlib's, except for the context they fall back on when
-given none: fastmp's default context (its start method), as ``fastmp.Value`` has it, not the
-stdlib's.  Otherwise ``fastmp.set_start_method("spawn")`` followed by
-``fastmp.sharedctypes.Value("i")`` would build the lock in the stdlib's default (fork)
-context, which a spawned child refuses ("A SemLock created in a fork context is being shared
-with a process in a spawn context").
+The same API as multiprocessing.sharedctypes, on fastmp's C core (``fastmp._core``):
+
+* The memory is a block of fastmp's shared allocator (one segment of its own above 64 KiB),
+  owned by a :class:`BufferWrapper`; ``RawValue``/``RawArray`` return real ctypes objects built
+  over it with ``from_buffer`` (so ``ctypes.addressof``, Structure fields, ``numpy.frombuffer``
+  and ``isinstance`` checks work as with the stdlib).
+* ``Value``/``Array`` wrap them in :class:`Synchronized`, :class:`SynchronizedArray` or
+  :class:`SynchronizedString` (C types, or for a Structure a generated subclass of
+  :class:`SynchronizedBase`), with a fastmp RLock by default.  Reading or writing one element
+  of a primitive type (integers, c_float, c_double, c_bool, c_char, c_wchar) is a single atomic
+  access and takes no lock; slices, Structures and other types take the lock, as the stdlib
+  does for everything.  Compound updates still need the lock:
+  ``with v.get_lock(): v.value += 1``.
+* Beyond the stdlib: integer Values and Arrays have lock-free atomic operations -- ``load``,
+  ``store``, ``exchange``, ``compare_exchange``, ``fetch_add``, ``fetch_sub``, ``fetch_and``,
+  ``fetch_or``, ``fetch_xor`` (arrays take the index first).  Their operands must fit the
+  element type (OverflowError otherwise); results wrap around as in C.  They do not take the
+  lock: do not mix them with locked read-modify-write of the same element.
+* Objects pickle only while a process is being started (RuntimeError otherwise); a spawned
+  child attaches the block by segment name and offset.
 """
-import multiprocessing.sharedctypes as _std
-from multiprocessing.sharedctypes import *  # noqa: F401,F403
-from multiprocessing.sharedctypes import (  # noqa: F401
-    Synchronized, SynchronizedArray, SynchronizedBase, SynchronizedString,
-)
+import ctypes
+import weakref
 
-from ._stdlib import forward as _forward
+from multiprocessing import context as _mp_context
+from multiprocessing import reduction as _reduction
 
-__all__ = list(_std.__all__)
-__getattr__, __dir__ = _forward(globals(), _std)
+from . import _core
+from . import _lifecycle  # noqa: F401  (segment tracking, fork and exit hooks)
+
+__all__ = ['RawValue', 'RawArray', 'Value', 'Array', 'copy', 'synchronized']
+
+BufferWrapper = _core.BufferWrapper
+SynchronizedBase = _core.SynchronizedBase
+Synchronized = _core.Synchronized
+SynchronizedArray = _core.SynchronizedArray
+SynchronizedString = _core.SynchronizedString
+
+# The typecodes the stdlib's sharedctypes accepts (those of the array module, and 'c').
+typecode_to_type = {
+    'c': ctypes.c_char, 'u': ctypes.c_wchar,
+    'b': ctypes.c_byte, 'B': ctypes.c_ubyte,
+    'h': ctypes.c_short, 'H': ctypes.c_ushort,
+    'i': ctypes.c_int, 'I': ctypes.c_uint,
+    'l': ctypes.c_long, 'L': ctypes.c_ulong,
+    'q': ctypes.c_longlong, 'Q': ctypes.c_ulonglong,
+    'f': ctypes.c_float, 'd': ctypes.c_double,
+}
+
+# The ctypes types whose elements the wrappers read and write directly (exact types only: a
+# subclass of c_int, or a byte-swapped one, goes through ctypes under the lock).
+SynchronizedBase._fm_set_kinds({
+    t: t._type_ for t in (
+        ctypes.c_char, ctypes.c_wchar, ctypes.c_bool,
+        ctypes.c_byte, ctypes.c_ubyte, ctypes.c_short, ctypes.c_ushort,
+        ctypes.c_int, ctypes.c_uint, ctypes.c_long, ctypes.c_ulong,
+        ctypes.c_longlong, ctypes.c_ulonglong, ctypes.c_float, ctypes.c_double)
+})
 
 
-def _default_ctx():
-    """The stdlib context with fastmp's default start method (as FastContext.Value uses)."""
-    from .context import _default_context
-    return _default_context._stdlib_context()
+# ---------------------------------------------------------------- raw objects
+
+def _ctype_of(typecode_or_type):
+    try:
+        type_ = typecode_to_type.get(typecode_or_type, typecode_or_type)
+    except TypeError:  # unhashable
+        type_ = typecode_or_type
+    if isinstance(type_, str):
+        raise TypeError(f"bad typecode {type_!r} (must be one of "
+                        f"{' '.join(typecode_to_type)}, or a ctypes type)")
+    return type_
+
+
+def _new_value(type_):
+    """A zeroed ctypes object of type_ in a new shared block."""
+    wrapper = BufferWrapper(ctypes.sizeof(type_))
+    return _rebuild_ctype(type_, wrapper, None)
+
+
+def _reduce_ctype(obj):
+    """ForkingPickler's reducer for shared ctypes objects (only while spawning).
+
+    Works for the stdlib's objects too (their _wrapper also has create_memoryview), since the
+    stdlib registers its reducer for the same ctypes types and the last registration wins."""
+    _mp_context.assert_spawning(obj)
+    if isinstance(obj, ctypes.Array):
+        return _rebuild_ctype, (obj._type_, obj._wrapper, obj._length_)
+    return _rebuild_ctype, (type(obj), obj._wrapper, None)
+
+
+def _rebuild_ctype(type_, wrapper, length):
+    if length is not None:
+        type_ = type_ * length
+    _reduction.ForkingPickler.register(type_, _reduce_ctype)
+    if isinstance(wrapper, BufferWrapper):
+        obj = type_.from_buffer(wrapper)
+    else:  # a stdlib heap.BufferWrapper
+        obj = type_.from_buffer(wrapper.create_memoryview())
+    obj._wrapper = wrapper
+    return obj
+
+
+def _rebuild_buffer(state):
+    return BufferWrapper._fm_attach(state)
+
+
+def _reduce_buffer(self):
+    _mp_context.assert_spawning(self)
+    return _rebuild_buffer, (self._fm_state(),)
+
+
+BufferWrapper.__reduce__ = _reduce_buffer
+
+
+def RawValue(typecode_or_type, *args):
+    """A ctypes object of the given type (or typecode) in shared memory, no lock."""
+    type_ = _ctype_of(typecode_or_type)
+    obj = _new_value(type_)
+    obj.__init__(*args)
+    return obj
+
+
+def RawArray(typecode_or_type, size_or_initializer):
+    """A ctypes array in shared memory, no lock: size_or_initializer is a length (zeroed) or a
+    sequence of initial items."""
+    type_ = _ctype_of(typecode_or_type)
+    if isinstance(size_or_initializer, int):
+        return _new_value(type_ * size_or_initializer)
+    obj = _new_value(type_ * len(size_or_initializer))
+    obj.__init__(*size_or_initializer)
+    return obj
+
+
+# ---------------------------------------------------------------- synchronized objects
+
+def _lock_for(lock, ctx):
+    if lock in (True, None):
+        if ctx is not None:
+            return ctx.RLock()
+        from .synchronize import RLock
+        return RLock()
+    if not hasattr(lock, 'acquire'):
+        raise AttributeError("%r has no method 'acquire'" % (lock,))
+    return lock
 
 
 def Value(typecode_or_type, *args, lock=True, ctx=None):
-    """The stdlib's Value, with fastmp's default start method when ctx is None."""
-    if ctx is None and lock in (True, None):
-        ctx = _default_ctx()
-    return _std.Value(typecode_or_type, *args, lock=lock, ctx=ctx)
+    """A shared ctypes value with a lock (lock=True: a new RLock; or the lock given), or the raw
+    object (lock=False)."""
+    obj = RawValue(typecode_or_type, *args)
+    if lock is False:
+        return obj
+    return synchronized(obj, _lock_for(lock, ctx), ctx=ctx)
 
 
 def Array(typecode_or_type, size_or_initializer, *, lock=True, ctx=None):
-    """The stdlib's Array, with fastmp's default start method when ctx is None."""
-    if ctx is None and lock in (True, None):
-        ctx = _default_ctx()
-    return _std.Array(typecode_or_type, size_or_initializer, lock=lock, ctx=ctx)
+    """A shared ctypes array with a lock (lock=True: a new RLock; or the lock given), or the
+    raw array (lock=False)."""
+    obj = RawArray(typecode_or_type, size_or_initializer)
+    if lock is False:
+        return obj
+    return synchronized(obj, _lock_for(lock, ctx), ctx=ctx)
+
+
+def copy(obj):
+    """A new shared ctypes object holding a copy of obj's bytes."""
+    new_obj = _new_value(type(obj))
+    ctypes.memmove(ctypes.addressof(new_obj), ctypes.addressof(obj), ctypes.sizeof(obj))
+    return new_obj
+
+
+def _field_property(name):
+    def get(self):
+        with self:
+            return getattr(self._obj, name)
+
+    def set(self, value):
+        with self:
+            setattr(self._obj, name, value)
+
+    return property(get, set, doc=f"Field {name!r}, read and written under the lock.")
+
+
+_structure_wrappers = weakref.WeakKeyDictionary()
+
+
+def _wrapper_class(cls):
+    """A SynchronizedBase subclass with a locked property per field of the Structure cls."""
+    try:
+        return _structure_wrappers[cls]
+    except KeyError:
+        pass
+    props = {field[0]: _field_property(field[0]) for field in cls._fields_}
+    props['__module__'] = __name__
+    wcls = type('Synchronized' + cls.__name__, (SynchronizedBase,), props)
+    _structure_wrappers[cls] = wcls
+    return wcls
 
 
 def synchronized(obj, lock=None, ctx=None):
-    """The stdlib's synchronized, with fastmp's default start method when ctx is None."""
-    if ctx is None and not lock:
-        ctx = _default_ctx()
-    return _std.synchronized(obj, lock, ctx)
+    """Wrap the ctypes object obj with lock (None: a new RLock)."""
+    if isinstance(obj, SynchronizedBase):
+        raise AssertionError('object already synchronized')
+    if isinstance(obj, ctypes._SimpleCData):
+        return Synchronized(obj, lock, ctx)
+    if isinstance(obj, ctypes.Array):
+        if obj._type_ is ctypes.c_char:
+            return SynchronizedString(obj, lock, ctx)
+        return SynchronizedArray(obj, lock, ctx)
+    return _wrapper_class(type(obj))(obj, lock, ctx)
+
+
+def _reduce_synchronized(self):
+    _mp_context.assert_spawning(self)
+    return synchronized, (self._obj, self._lock)
+
+
+SynchronizedBase.__reduce__ = _reduce_synchronized
+
+
+# the rest of the stdlib module's names (its helpers), for code that reaches for them
+import multiprocessing.sharedctypes as _std  # noqa: E402
+
+from ._stdlib import forward as _forward  # noqa: E402
+
+__getattr__, __dir__ = _forward(globals(), _std)
