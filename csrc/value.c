@@ -1208,6 +1208,8 @@ FM_ATOMIC_METHODS(Array, 1)
 
 /* ================================================== Synchronized */
 
+static int no_delete(PyObject *op, const char *what);
+
 static PyObject *
 Value_get_value(PyObject *op, void *Py_UNUSED(closure))
 {
@@ -1221,7 +1223,9 @@ static int
 Value_set_value(PyObject *op, PyObject *v, void *Py_UNUSED(closure))
 {
     FmSyncObject *self = (FmSyncObject *)op;
-    if (self->kind == EL_OBJECT || v == NULL)
+    if (v == NULL)
+        return no_delete(op, "'value'");
+    if (self->kind == EL_OBJECT)
         return locked_setattr(self, "value", v);
     uint64_t bits;
     if (py_to_bits(self, v, &bits) < 0)
@@ -1492,16 +1496,26 @@ done:
     return r;
 }
 
+/* `del wrapper[...]` / `del wrapper.value`: AttributeError, the stdlib's
+ * exception (its classes define no __delitem__ and no deleter). */
+static int
+no_delete(PyObject *op, const char *what)
+{
+    PyErr_Format(PyExc_AttributeError, "%s of '%s' objects cannot be deleted",
+                 what, Py_TYPE(op)->tp_name);
+    return -1;
+}
+
 static int
 Array_ass_subscript(PyObject *op, PyObject *key, PyObject *value)
 {
     FmSyncObject *self = (FmSyncObject *)op;
-    if (self->kind == EL_OBJECT || value == NULL) {
+    if (value == NULL)
+        return no_delete(op, "items");
+    if (self->kind == EL_OBJECT) {
         if (lock_acquire(self) < 0)
             return -1;
-        int r = value ? PyObject_SetItem(self->obj, key, value)
-                      : PyObject_DelItem(self->obj, key);
-        return lock_release(self, r);
+        return lock_release(self, PyObject_SetItem(self->obj, key, value));
     }
     if (PyIndex_Check(key)) {
         Py_ssize_t i;
@@ -1567,6 +1581,8 @@ String_get_value(PyObject *op, void *Py_UNUSED(closure))
 static int
 String_set_value(PyObject *op, PyObject *v, void *Py_UNUSED(closure))
 {
+    if (v == NULL)
+        return no_delete(op, "'value'");
     return locked_setattr((FmSyncObject *)op, "value", v);
 }
 
@@ -1579,6 +1595,8 @@ String_get_raw(PyObject *op, void *Py_UNUSED(closure))
 static int
 String_set_raw(PyObject *op, PyObject *v, void *Py_UNUSED(closure))
 {
+    if (v == NULL)
+        return no_delete(op, "'raw'");
     return locked_setattr((FmSyncObject *)op, "raw", v);
 }
 

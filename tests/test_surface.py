@@ -173,6 +173,23 @@ def test_sync_factories_return_fastmp_classes(method, factory):
     assert isinstance(obj, getattr(synchronize, factory))
 
 
+@pytest.mark.parametrize("method", ("default",) + METHODS)
+def test_sharedctypes_factories_return_fastmp_classes(method):
+    from fastmp import sharedctypes, synchronize
+    ctx = fastmp if method == "default" else fastmp.get_context(method)
+    v = ctx.Value("i", 7)
+    assert isinstance(v, sharedctypes.Synchronized)
+    assert v.value == 7
+    assert isinstance(v.get_lock(), synchronize.RLock)
+    assert isinstance(ctx.Array("i", 2), sharedctypes.SynchronizedArray)
+    a = ctx.Array("d", [1.0, 2.0], lock=False)
+    assert list(a) == [1.0, 2.0]
+    assert isinstance(a._wrapper, sharedctypes.BufferWrapper)
+    assert ctx.RawValue("i", 3).value == 3
+    assert list(ctx.RawArray("i", 3)) == [0, 0, 0]
+    assert isinstance(ctx.RawValue("i")._wrapper, sharedctypes.BufferWrapper)
+
+
 @pytest.mark.parametrize("method", METHODS)
 def test_other_factories_build_stdlib_objects_on_stdlib_context(method):
     ctx, std = fastmp.get_context(method), multiprocessing.get_context(method)
@@ -203,15 +220,6 @@ def test_other_factories_build_stdlib_objects_on_stdlib_context(method):
     sq.put(3)
     assert sq.get() == 3
     sq.close()
-
-    v = ctx.Value("i", 7)
-    assert isinstance(v, multiprocessing.sharedctypes.Synchronized)
-    assert v.value == 7
-    assert isinstance(v.get_lock(), multiprocessing.synchronize.RLock)
-    a = ctx.Array("d", [1.0, 2.0], lock=False)
-    assert list(a) == [1.0, 2.0]
-    assert ctx.RawValue("i", 3).value == 3
-    assert list(ctx.RawArray("i", 3)) == [0, 0, 0]
 
     r, w = ctx.Pipe(duplex=False)
     w.send("hi")
