@@ -752,13 +752,97 @@ def bench_value_contended(mp, n, start_method="fork"):
     return rate
 
 
+def bench_value_get_lock(mp, n, start_method="fork"):
+    """`with v.get_lock(): v.value += 1` on a Value('i'), get_lock() called every time."""
+    v = mp.get_context(start_method).Value("i", 0)
+    t0 = perf_counter()
+    for _ in range(n):
+        with v.get_lock():
+            v.value += 1
+    dt = perf_counter() - t0
+    if v.value != n:
+        raise RuntimeError(f"counted {v.value}, expected {n}")
+    return n / dt
+
+
+def bench_array_read(mp, n, start_method="fork"):
+    """`a[i]` of a locked Array('i', 1024): one element read."""
+    a = mp.get_context(start_method).Array("i", 1024)
+    t0 = perf_counter()
+    for i in range(n):
+        a[i & 1023]
+    return n / (perf_counter() - t0)
+
+
+def bench_atomic_add(mp, n, start_method="fork"):
+    """One increment of a shared Value('q') as fast as the library allows: fastmp's lock-free
+    `v.fetch_add(1)` (bound once); the stdlib has no atomics, so its locked increment
+    `with lock: v.value += 1`."""
+    v = mp.get_context(start_method).Value("q", 0)
+    if hasattr(v, "fetch_add"):
+        add = v.fetch_add
+        t0 = perf_counter()
+        for _ in range(n):
+            add(1)
+    else:
+        lock = v.get_lock()
+        t0 = perf_counter()
+        for _ in range(n):
+            with lock:
+                v.value += 1
+    dt = perf_counter() - t0
+    if v.value != n:
+        raise RuntimeError(f"counted {v.value}, expected {n}")
+    return n / dt
+
+
+_SLICE_N = 1_000_000
+
+
+def bench_array_slice_copy(mp, n, start_method="fork"):
+    """`a[:] = src`: 1M doubles from an array.array('d') into a locked Array('d', 1M)."""
+    import array
+    a = mp.get_context(start_method).Array("d", _SLICE_N)
+    src = array.array("d", range(_SLICE_N))
+    t0 = perf_counter()
+    for _ in range(n):
+        a[:] = src
+    dt = perf_counter() - t0
+    if a[_SLICE_N - 1] != _SLICE_N - 1:
+        raise RuntimeError("the copy did not arrive")
+    return n / dt
+
+
+def bench_bytes_copy(mp, n, start_method="fork"):
+    """`bytes(buf)` of 8 MB (1M doubles): a memcpy-speed reference for array-slice-copy; the
+    same code for every library (mp is not used)."""
+    buf = bytearray(8 * _SLICE_N)
+    t0 = perf_counter()
+    for _ in range(n):
+        bytes(buf)
+    return n / (perf_counter() - t0)
+
+
+def _probe_raw(*args, **kwargs):
+    """A probe for a raw (lock=False) object: a ctypes object for both libraries, so the class
+    of the memory behind it (fastmp's BufferWrapper, or the stdlib's heap.BufferWrapper)."""
+    def probe(mp, ctx):
+        return type(ctx.Value(*args, **kwargs)._wrapper)
+    probe.__qualname__ = "probe(Value._wrapper)"
+    return probe
+
+
+def _probe_bytes(mp, ctx):
+    return bytes
+
+
 SHAREDCTYPES_WORKLOADS = [
     Workload("value-locked", bench_value_locked, 200_000, "increment",
              "`with v.get_lock(): v.value += 1` on a Value('i'), one process",
              probe=_probe("Value", "i", 0)),
     Workload("value-raw", bench_value_raw, 500_000, "increment",
              "`v.value += 1.0` on a Value('d', lock=False), one process",
-             probe=_probe("Value", "d", 0.0, lock=False)),
+             probe=_probe_raw("d", 0.0, lock=False)),
     Workload("array-item", bench_array_item, 200_000, "read+write",
              "`a[i] += 1` on a locked Array('i', 1024), one process",
              probe=_probe("Array", "i", 4)),
@@ -768,6 +852,21 @@ SHAREDCTYPES_WORKLOADS = [
     Workload("value-contended", bench_value_contended, 100_000, "increment",
              "two processes add to one locked Value('i'): increments of both per second",
              probe=_probe("Value", "i", 0)),
+    Workload("value-get-lock", bench_value_get_lock, 200_000, "increment",
+             "`with v.get_lock(): v.value += 1`, get_lock() called each time, one process",
+             probe=_probe("Value", "i", 0)),
+    Workload("array-read", bench_array_read, 500_000, "read",
+             "`a[i]` of a locked Array('i', 1024), one process",
+             probe=_probe("Array", "i", 4)),
+    Workload("atomic-add", bench_atomic_add, 500_000, "increment",
+             "fastmp `v.fetch_add(1)` (lock-free) vs the stdlib's `with lock: v.value += 1`",
+             probe=_probe("Value", "q", 0)),
+    Workload("array-slice-copy", bench_array_slice_copy, 20, "1M-double copy",
+             "`a[:] = array.array('d', 1M items)` into a locked Array('d', 1M)",
+             probe=_probe("Array", "d", 4)),
+    Workload("bytes-copy-8mb", bench_bytes_copy, 200, "8 MB copy",
+             "`bytes(bytearray(8 MB))`: the memcpy-speed reference for array-slice-copy",
+             probe=_probe_bytes),
 ]
 
 
