@@ -80,3 +80,43 @@ def check_values(checks):
         if got != expected:
             sys.exit(WRONG)
     sys.exit(OK)
+
+
+# ---------------------------------------------------------------- a fresh interpreter
+# python _sharedctypes_targets.py MODE: shared ctypes, a huge one among them, then
+#   clean  drop a huge array early (its creator unlinks it at once), keep one to the end,
+#          exit normally
+#   kill   announce READY and wait to be killed
+# Prints "SHM <name>" for each segment, then DONE (clean) or READY (kill).
+
+def _script(mode):
+    import time
+
+    import fastmp
+
+    small = fastmp.Value('i', 1)
+    kept = fastmp.Array('d', 1_000_000)
+    dropped = fastmp.RawArray('b', 200_000)
+    names = {small.get_obj()._wrapper._fm_state()[0], kept.get_obj()._wrapper._fm_state()[0],
+             dropped._wrapper._fm_state()[0]}
+    for name in sorted(names):
+        print("SHM", name.lstrip("/"), flush=True)
+    if mode == "clean":
+        ctx = fastmp.get_context("spawn")
+        p = ctx.Process(target=negate_raw, args=(dropped, fastmp.RawValue('i')))
+        del dropped
+        p.start()
+        p.join()
+        if p.exitcode != OK:
+            sys.exit(WRONG)
+        del p
+        fastmp.Value('i')            # a creation after the drop: the tracker hears of it
+        kept[0] = 1.0
+        print("DONE", flush=True)
+    else:
+        print("READY", flush=True)
+        time.sleep(60)
+
+
+if __name__ == "__main__":
+    _script(sys.argv[1])

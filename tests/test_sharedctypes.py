@@ -719,3 +719,70 @@ def test_fastmp_sharedctypes_stubs_name_the_extensions():
 
 if sys.platform != "linux":  # pragma: no cover
     pytestmark = pytest.mark.skip("fastmp targets Linux")
+
+
+# ---------------------------------------------------------------- fresh interpreters
+
+def _run_script(mode, out_path):
+    import subprocess
+    fastmp = load_impl("fastmp")
+    where = os.path.dirname(os.path.dirname(os.path.abspath(fastmp.__file__)))
+    here = os.path.dirname(os.path.abspath(__file__))
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (where, here, env.get("PYTHONPATH")) if p)
+    with open(out_path, "w") as out:   # a file, not a pipe: the tracker may keep it open
+        return subprocess.Popen([sys.executable, os.path.join(here, "_sharedctypes_targets.py"),
+                                 mode], stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, env=env, cwd=here)
+
+
+def _gone_within(names, seconds):
+    import time
+    deadline = time.monotonic() + seconds
+    while names & shm_entries() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return names & shm_entries()
+
+
+@pytest.mark.timeout(120)
+def test_fastmp_huge_segments_clean_after_normal_exit(tmp_path):
+    out = tmp_path / "out.txt"
+    proc = _run_script("clean", out)
+    try:
+        rc = proc.wait(100)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    text = out.read_text()
+    lines = text.splitlines()
+    assert rc == 0 and lines[-1] == "DONE", text
+    names = {ln.split()[1] for ln in lines if ln.startswith("SHM ")}
+    assert len(names) == 3, text                  # one arena, two huge segments
+    assert _gone_within(names, 5.0) == set()
+    # the tracker was told of the early unlink: it has nothing to warn about
+    assert "leaked" not in text and "Traceback" not in text, text
+
+
+@pytest.mark.timeout(60)
+def test_fastmp_huge_segments_clean_after_sigkill(tmp_path):
+    import signal
+    import time
+    out = tmp_path / "out.txt"
+    proc = _run_script("kill", out)
+    try:
+        deadline = time.monotonic() + 30
+        while "READY" not in out.read_text():
+            assert proc.poll() is None, out.read_text()
+            assert time.monotonic() < deadline, "the script never got ready"
+            time.sleep(0.05)
+        names = {ln.split()[1] for ln in out.read_text().splitlines()
+                 if ln.startswith("SHM ")}
+        assert len(names) == 3 and names <= shm_entries()
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert _gone_within(names, 5.0) == set()     # the resource tracker unlinked them
