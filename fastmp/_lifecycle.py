@@ -15,6 +15,7 @@
   cannot free a block the child still uses.
 """
 import os
+from multiprocessing import context as _mp_context
 from multiprocessing import resource_tracker, util
 
 from . import _core
@@ -96,3 +97,17 @@ _install_exit_hook()
 # hooks have run; its after-fork callbacks run after that clearing.
 util.register_after_fork(_anchor, _install_exit_hook)
 os.register_at_fork(after_in_child=_after_fork_child)
+
+
+def keep_alive_while_spawning(obj):
+    """Pickling `obj` for a child being started: keep it alive as long as the child's Popen.
+
+    The child attaches the block by name after start() has returned, and by then the parent
+    may hold no other reference (Process.start drops its args): a temporary passed to a
+    spawned child would otherwise free its block before the child gets there."""
+    _mp_context.assert_spawning(obj)
+    popen = _mp_context.get_spawning_popen()
+    try:
+        popen._fm_keepalive.append(obj)
+    except AttributeError:
+        popen._fm_keepalive = [obj]

@@ -107,15 +107,7 @@ def _rebuild_buffer(state):
 
 
 def _reduce_buffer(self):
-    _mp_context.assert_spawning(self)
-    # The child attaches by name after start() returns, and the parent may hold no other
-    # reference by then (Process.start drops its args): the block must outlive the start.
-    # The stdlib's objects survive this too (their file descriptor goes with the process).
-    popen = _mp_context.get_spawning_popen()
-    try:
-        popen._fm_keepalive.append(self)
-    except AttributeError:
-        popen._fm_keepalive = [self]
+    _lifecycle.keep_alive_while_spawning(self)
     return _rebuild_buffer, (self._fm_state(),)
 
 

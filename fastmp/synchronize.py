@@ -15,7 +15,6 @@ Semaphore does not hang the others; see the README, "dead-holder recovery".
 import os
 import threading
 
-from multiprocessing import context as _mp_context
 from multiprocessing import process as _process
 
 from . import _core
@@ -41,7 +40,7 @@ def _rebuild(cls, state):
 
 
 def _reduce(self):
-    _mp_context.assert_spawning(self)
+    _lifecycle.keep_alive_while_spawning(self)
     return _rebuild, (type(self), self._fm_state())
 
 

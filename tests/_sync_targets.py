@@ -183,3 +183,10 @@ def die_holding(prim, ready, how, times):
         os._exit(0)
     time.sleep(LONG)
     os._exit(TIMED_OUT)
+
+
+def use_temporaries(lock, rlock, sem, event):
+    """Every argument was a temporary in the parent, gone by the time this child attaches."""
+    with lock, rlock, sem:
+        event.set()
+    sys.exit(OK if event.is_set() else 1)

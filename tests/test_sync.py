@@ -1039,3 +1039,18 @@ def test_sigint_interrupts_blocked_child(ctx, procs, kind):
     assert elapsed < 5.0
     if kind in ("lock", "rlock"):
         prim.release()
+
+
+@pytest.mark.timeout(60)
+def test_temporaries_outlive_a_spawning_start(fastmp_ctx, procs):
+    """Objects the parent drops right after start() stay alive until the child has attached
+    them (the stdlib fails here under spawn: its semaphore is unlinked when collected)."""
+    import gc
+    p = fastmp_ctx.Process(target=targets.use_temporaries,
+                           args=(fastmp_ctx.Lock(), fastmp_ctx.RLock(),
+                                 fastmp_ctx.Semaphore(1), fastmp_ctx.Event()))
+    procs.append(p)
+    p.start()
+    gc.collect()
+    p.join(30)
+    assert p.exitcode == targets.OK
