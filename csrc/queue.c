@@ -51,7 +51,7 @@
 #define QUEUE_MAXSIZE_MAX 0x7fffffffu
 
 enum { KIND_QUEUE = 0, KIND_JOINABLE = 1, KIND_SIMPLE = 2 };
-enum { REC_INLINE = 'I', REC_SPILL = 'S' };
+enum { REC_INLINE = 'I', REC_SPILL = 'S', REC_PLAIN = 'P' };
 
 typedef struct {
     uint32_t gen;
@@ -359,54 +359,258 @@ spill_discard(fm_state *st, const char *name)
 
 /* ------------------------------------------------------------- putting */
 
-/* The pickle of obj, as a buffer.  Plain data (the builtin scalar types,
- * and tuples/lists/dicts of them) goes through pickle.dumps directly: the
- * ForkingPickler would produce the same bytes (its extra reducers are for
- * other types), only slower.  Everything else goes through the
- * ForkingPickler, as the stdlib's queues do. */
-static int
-plain_data(PyObject *o, int depth)
+/* ---- plain data: a compact encoding for the common small items ----
+ *
+ * Items made only of None, bool, int (64-bit), float, str, bytes and
+ * tuples of those (and, at the top level only, a list or dict of those)
+ * are written straight into the ring record in a tagged binary form and
+ * rebuilt by C on the other side: no pickle call on either side, and no
+ * intermediate bytes object.  The rebuilt object is equal to the original,
+ * with the same exact types.  Mutable containers only at the top level, so
+ * no object can appear twice in one item (pickle would keep that sharing;
+ * this encoding could not).  Anything else, subclasses included, goes
+ * through pickle. */
+
+#define PLAIN_MAX_DEPTH 4
+#define PLAIN_MAX_ITEMS 4096
+
+enum {
+    P_NONE = 'N', P_TRUE = 'T', P_FALSE = 'F', P_INT = 'i', P_FLOAT = 'f', P_STR = 's',
+    P_BYTES = 'b', P_TUPLE = 't', P_LIST = 'l', P_DICT = 'd'
+};
+
+/* Encoded size of o, or -1 if o is not plain data (no exception set). */
+static Py_ssize_t
+plain_size(PyObject *o, int depth)
 {
     PyTypeObject *t = Py_TYPE(o);
-    if (o == Py_None || t == &PyLong_Type || t == &PyFloat_Type || t == &PyUnicode_Type ||
-        t == &PyBytes_Type || t == &PyBool_Type)
+    if (o == Py_None || t == &PyBool_Type)
         return 1;
-    if (depth <= 0)
-        return 0;
-    if (t == &PyTuple_Type || t == &PyList_Type) {
+    if (t == &PyFloat_Type)
+        return 9;
+    if (t == &PyLong_Type) {
+        int overflow;
+        (void)PyLong_AsLongLongAndOverflow(o, &overflow);
+        if (overflow)
+            return -1;
+        return 9;
+    }
+    if (t == &PyUnicode_Type) {
+        Py_ssize_t n;
+        if (PyUnicode_AsUTF8AndSize(o, &n) == NULL) {
+            PyErr_Clear();      /* lone surrogates: pickle copes */
+            return -1;
+        }
+        return n > UINT32_MAX - 16 ? -1 : 5 + n;
+    }
+    if (t == &PyBytes_Type) {
+        Py_ssize_t n = PyBytes_GET_SIZE(o);
+        return n > UINT32_MAX - 16 ? -1 : 5 + n;
+    }
+    if (depth >= PLAIN_MAX_DEPTH)
+        return -1;
+    if (t == &PyTuple_Type || (depth == 0 && t == &PyList_Type)) {
         Py_ssize_t n = PySequence_Fast_GET_SIZE(o);
-        if (n > 32)
-            return 0;
-        for (Py_ssize_t i = 0; i < n; i++)
-            if (!plain_data(PySequence_Fast_GET_ITEM(o, i), depth - 1))
-                return 0;
-        return 1;
+        if (n > PLAIN_MAX_ITEMS)
+            return -1;
+        Py_ssize_t total = 5;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            Py_ssize_t k = plain_size(PySequence_Fast_GET_ITEM(o, i), depth + 1);
+            if (k < 0)
+                return -1;
+            total += k;
+        }
+        return total;
     }
-    if (t == &PyDict_Type) {
-        if (PyDict_GET_SIZE(o) > 32)
-            return 0;
-        Py_ssize_t pos = 0;
+    if (depth == 0 && t == &PyDict_Type) {
+        if (PyDict_GET_SIZE(o) > PLAIN_MAX_ITEMS)
+            return -1;
+        Py_ssize_t pos = 0, total = 5;
         PyObject *k, *v;
-        while (PyDict_Next(o, &pos, &k, &v))
-            if (!plain_data(k, depth - 1) || !plain_data(v, depth - 1))
-                return 0;
-        return 1;
+        while (PyDict_Next(o, &pos, &k, &v)) {
+            Py_ssize_t a = plain_size(k, depth + 1), b = plain_size(v, depth + 1);
+            if (a < 0 || b < 0)
+                return -1;
+            total += a + b;
+        }
+        return total;
     }
-    return 0;
+    return -1;
 }
 
+static inline unsigned char *
+put_u32(unsigned char *p, uint32_t v)
+{
+    memcpy(p, &v, 4);
+    return p + 4;
+}
+
+/* Write o (plain_size said yes, nothing changed since: the GIL is held). */
+static unsigned char *
+plain_write(PyObject *o, unsigned char *p)
+{
+    PyTypeObject *t = Py_TYPE(o);
+    if (o == Py_None) {
+        *p++ = P_NONE;
+        return p;
+    }
+    if (t == &PyBool_Type) {
+        *p++ = o == Py_True ? P_TRUE : P_FALSE;
+        return p;
+    }
+    if (t == &PyFloat_Type) {
+        double d = PyFloat_AS_DOUBLE(o);
+        *p++ = P_FLOAT;
+        memcpy(p, &d, 8);
+        return p + 8;
+    }
+    if (t == &PyLong_Type) {
+        long long v = PyLong_AsLongLong(o);
+        *p++ = P_INT;
+        memcpy(p, &v, 8);
+        return p + 8;
+    }
+    if (t == &PyUnicode_Type) {
+        Py_ssize_t n;
+        const char *u = PyUnicode_AsUTF8AndSize(o, &n);     /* cached by plain_size */
+        *p++ = P_STR;
+        p = put_u32(p, (uint32_t)n);
+        memcpy(p, u, (size_t)n);
+        return p + n;
+    }
+    if (t == &PyBytes_Type) {
+        Py_ssize_t n = PyBytes_GET_SIZE(o);
+        *p++ = P_BYTES;
+        p = put_u32(p, (uint32_t)n);
+        memcpy(p, PyBytes_AS_STRING(o), (size_t)n);
+        return p + n;
+    }
+    if (t == &PyTuple_Type || t == &PyList_Type) {
+        Py_ssize_t n = PySequence_Fast_GET_SIZE(o);
+        *p++ = t == &PyTuple_Type ? P_TUPLE : P_LIST;
+        p = put_u32(p, (uint32_t)n);
+        for (Py_ssize_t i = 0; i < n; i++)
+            p = plain_write(PySequence_Fast_GET_ITEM(o, i), p);
+        return p;
+    }
+    /* dict */
+    *p++ = P_DICT;
+    p = put_u32(p, (uint32_t)PyDict_GET_SIZE(o));
+    Py_ssize_t pos = 0;
+    PyObject *k, *v;
+    while (PyDict_Next(o, &pos, &k, &v)) {
+        p = plain_write(k, p);
+        p = plain_write(v, p);
+    }
+    return p;
+}
+
+/* Rebuild an object from [*pp, end); NULL with an exception if the bytes
+ * are not a valid encoding. */
+static PyObject *
+plain_read(const unsigned char **pp, const unsigned char *end, int depth)
+{
+    const unsigned char *p = *pp;
+    PyObject *res = NULL;
+    uint32_t n = 0;
+    if (p >= end || depth > PLAIN_MAX_DEPTH)
+        goto corrupt;
+    unsigned char tag = *p++;
+    switch (tag) {
+    case P_NONE:
+        res = Py_NewRef(Py_None);
+        break;
+    case P_TRUE:
+        res = Py_NewRef(Py_True);
+        break;
+    case P_FALSE:
+        res = Py_NewRef(Py_False);
+        break;
+    case P_INT: {
+        long long v;
+        if (end - p < 8)
+            goto corrupt;
+        memcpy(&v, p, 8);
+        p += 8;
+        res = PyLong_FromLongLong(v);
+        break;
+    }
+    case P_FLOAT: {
+        double d;
+        if (end - p < 8)
+            goto corrupt;
+        memcpy(&d, p, 8);
+        p += 8;
+        res = PyFloat_FromDouble(d);
+        break;
+    }
+    case P_STR:
+    case P_BYTES:
+        if (end - p < 4)
+            goto corrupt;
+        memcpy(&n, p, 4);
+        p += 4;
+        if ((size_t)(end - p) < n)
+            goto corrupt;
+        res = tag == P_STR ? PyUnicode_DecodeUTF8((const char *)p, n, "strict")
+                           : PyBytes_FromStringAndSize((const char *)p, n);
+        p += n;
+        break;
+    case P_TUPLE:
+    case P_LIST:
+    case P_DICT: {
+        if (end - p < 4)
+            goto corrupt;
+        memcpy(&n, p, 4);
+        p += 4;
+        if (n > PLAIN_MAX_ITEMS || (size_t)(end - p) < n)
+            goto corrupt;
+        res = tag == P_TUPLE ? PyTuple_New(n) : tag == P_LIST ? PyList_New(n) : PyDict_New();
+        if (res == NULL)
+            break;
+        for (uint32_t i = 0; i < n; i++) {
+            PyObject *a = plain_read(&p, end, depth + 1);
+            if (a == NULL)
+                goto fail;
+            if (tag == P_TUPLE)
+                PyTuple_SET_ITEM(res, i, a);
+            else if (tag == P_LIST)
+                PyList_SET_ITEM(res, i, a);
+            else {
+                PyObject *b = plain_read(&p, end, depth + 1);
+                if (b == NULL) {
+                    Py_DECREF(a);
+                    goto fail;
+                }
+                int r = PyDict_SetItem(res, a, b);
+                Py_DECREF(a);
+                Py_DECREF(b);
+                if (r < 0)
+                    goto fail;
+            }
+        }
+        break;
+    }
+    default:
+        goto corrupt;
+    }
+    *pp = p;
+    return res;
+corrupt:
+    PyErr_SetString(PyExc_RuntimeError, "fastmp queue: corrupt record");
+    return NULL;
+fail:
+    Py_XDECREF(res);
+    return NULL;
+}
+
+/* The pickle of obj, as a buffer (the ForkingPickler, as the stdlib's
+ * queues: objects with reducers registered there pickle as they would in a
+ * stdlib queue). */
 static PyObject *
 pickle_obj(fm_state *st, PyObject *obj, Py_buffer *view)
 {
-    if (st->q_dumps == NULL || st->q_loads == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "fastmp.queues is not initialized");
-        return NULL;
-    }
-    PyObject *data;
-    if (plain_data(obj, 2))
-        data = PyObject_CallOneArg(PyTuple_GET_ITEM(st->q_dumps, 0), obj);
-    else
-        data = PyObject_CallOneArg(PyTuple_GET_ITEM(st->q_dumps, 1), obj);
+    PyObject *data = PyObject_CallOneArg(st->q_dumps, obj);
     if (data == NULL)
         return NULL;
     if (PyObject_GetBuffer(data, view, PyBUF_SIMPLE) < 0) {
@@ -472,38 +676,35 @@ full:
 }
 
 static void
-count_taken(FmQueueObject *self)
+count_taken(FmQueueObject *self, uint32_t n)
 {
     fm_queue_shared *sh = self->sh;
-    atomic_fetch_sub_explicit(&sh->count, 1, SEQ);
+    if (n == 0)
+        return;
+    atomic_fetch_sub_explicit(&sh->count, n, SEQ);
     if (sh->maxsize && atomic_load_explicit(&sh->count_sleepers, SEQ) > 0)
-        fm_futex_wake(&sh->count, 1);
+        fm_futex_wake(&sh->count, (int)n);
 }
 
-/* Write one record (kind byte + bytes) into the newest ring, growing it
- * when it is full: never waits.  0 or -1 with an exception. */
+/* Claim a record of `len` payload bytes in the newest ring, growing it
+ * when it is full or too small: never waits.  0 or -1 with an exception. */
 static int
-write_record(FmQueueObject *self, char kind, const void *data, size_t len)
+claim_record(FmQueueObject *self, size_t len, fm_ring **ringp, fm_ring_claim *c)
 {
-    if (len + 1 > UINT32_MAX) {
+    if (len > UINT32_MAX) {
         PyErr_SetString(PyExc_OverflowError, "record too large");
         return -1;
     }
-    uint32_t rlen = (uint32_t)(len + 1);
     for (;;) {
         fm_ring *ring = self->pring;
-        fm_ring_claim c;
-        int st = fm_ring_claim_space(ring, rlen, self_pid(), 0, 0, &c);
+        int st = fm_ring_claim_space(ring, (uint32_t)len, self_pid(), 0, 0, c);
         if (st == FM_OK) {
-            unsigned char *dst = c.data;
-            dst[0] = (unsigned char)kind;
-            memcpy(dst + 1, data, len);
-            fm_ring_commit(ring, &c);
+            *ringp = ring;
             return 0;
         }
         size_t need = 0;
         if (st == FM_OVERFLOW)
-            need = pow2_at_least((size_t)rlen * 8);
+            need = pow2_at_least(len * 8);
         else if (st != FM_AGAIN && st != FM_BROKEN) {
             fm_set_error(st);
             return -1;
@@ -513,34 +714,52 @@ write_record(FmQueueObject *self, char kind, const void *data, size_t len)
     }
 }
 
-/* Put one pickled item. */
+/* Before writing a `len`-byte record: 1 if it goes in the ring (grown to
+ * eight times its size if need be), 0 if it must be spilled, -1 on error. */
+static int
+fits_inline(FmQueueObject *self, size_t len)
+{
+    if (len <= fm_ring_capacity(self->pring) / 8)
+        return 1;
+    size_t want = pow2_at_least(len * 8);
+    if (want > QUEUE_INLINE_RING_MAX)
+        return 0;
+    return queue_grow(self, want) < 0 ? -1 : 1;
+}
+
+/* Put one pickled item (inline, or spilled to a segment of its own). */
 static int
 put_pickled(FmQueueObject *self, fm_state *st, const char *buf, size_t len)
 {
-    size_t cap = fm_ring_capacity(self->pring);
-    if (len + 1 > cap / 8) {
-        size_t want = pow2_at_least((len + 1) * 8);
-        if (want <= QUEUE_INLINE_RING_MAX) {
-            if (queue_grow(self, want) < 0)
-                return -1;
-        }
-        else {
-            char name[FM_SHM_NAME_MAX];
-            if (spill_write(st, buf, len, name) < 0)
-                return -1;
-            unsigned char desc[8 + FM_SHM_NAME_MAX];
-            uint64_t n64 = len;
-            memcpy(desc, &n64, 8);
-            size_t nl = strlen(name) + 1;
-            memcpy(desc + 8, name, nl);
-            if (write_record(self, REC_SPILL, desc, 8 + nl) < 0) {
-                spill_discard(st, name);
-                return -1;
-            }
-            return 0;
-        }
+    fm_ring *ring;
+    fm_ring_claim c;
+    int inl = fits_inline(self, len + 1);
+    if (inl < 0)
+        return -1;
+    if (inl) {
+        if (claim_record(self, len + 1, &ring, &c) < 0)
+            return -1;
+        unsigned char *dst = c.data;
+        dst[0] = REC_INLINE;
+        memcpy(dst + 1, buf, len);
+        fm_ring_commit(ring, &c);
+        return 0;
     }
-    return write_record(self, REC_INLINE, buf, len);
+    char name[FM_SHM_NAME_MAX];
+    if (spill_write(st, buf, len, name) < 0)
+        return -1;
+    size_t nl = strlen(name) + 1;
+    if (claim_record(self, 9 + nl, &ring, &c) < 0) {
+        spill_discard(st, name);
+        return -1;
+    }
+    unsigned char *dst = c.data;
+    uint64_t n64 = len;
+    dst[0] = REC_SPILL;
+    memcpy(dst + 1, &n64, 8);
+    memcpy(dst + 9, name, nl);
+    fm_ring_commit(ring, &c);
+    return 0;
 }
 
 static int
@@ -555,34 +774,125 @@ check_open(FmQueueObject *self)
     return -1;
 }
 
-/* put one object: pickle, reserve, write, count. */
+/* Write obj's record: the plain encoding straight into the ring, or a
+ * pickle.  Nothing counted here. */
 static int
-put_one(FmQueueObject *self, fm_state *st, PyObject *obj, int block, int64_t deadline)
+write_item(FmQueueObject *self, fm_state *st, PyObject *obj, Py_ssize_t plain)
 {
+    if (plain >= 0) {
+        int inl = fits_inline(self, (size_t)plain + 1);
+        if (inl < 0)
+            return -1;
+        if (inl) {
+            fm_ring *ring;
+            fm_ring_claim c;
+            if (claim_record(self, (size_t)plain + 1, &ring, &c) < 0)
+                return -1;
+            unsigned char *dst = c.data;
+            dst[0] = REC_PLAIN;
+            plain_write(obj, dst + 1);
+            fm_ring_commit(ring, &c);
+            return 0;
+        }
+    }
     Py_buffer view;
     PyObject *data = pickle_obj(st, obj, &view);
     if (data == NULL)
         return -1;
+    int rc = put_pickled(self, st, view.buf, (size_t)view.len);
+    PyBuffer_Release(&view);
+    Py_DECREF(data);
+    return rc;
+}
+
+/* put one object: check it encodes, reserve (bounded), write.  An unbounded
+ * queue's count is left to the caller (*uncounted += 1), so that put_many
+ * can add its items in one go. */
+static int
+put_one(FmQueueObject *self, fm_state *st, PyObject *obj, int block, int64_t deadline,
+        uint32_t *uncounted)
+{
     fm_queue_shared *sh = self->sh;
+    Py_ssize_t plain = plain_size(obj, 0);
+    /* Pickle first when it is not plain data: a pickling error must raise
+     * before anything is reserved. */
+    Py_buffer view;
+    PyObject *data = NULL;
+    if (plain < 0 && (data = pickle_obj(st, obj, &view)) == NULL)
+        return -1;
     int rc = -1;
     if (sh->maxsize && reserve_slot(self, block, deadline) < 0)
         goto done;
     if (self->kind == KIND_JOINABLE)
         atomic_fetch_add_explicit(&sh->unfinished, 1, SEQ);
-    if (put_pickled(self, st, view.buf, (size_t)view.len) < 0) {
+    int w = data ? put_pickled(self, st, view.buf, (size_t)view.len)
+                 : write_item(self, st, obj, plain);
+    if (w < 0) {
         if (self->kind == KIND_JOINABLE)
             atomic_fetch_sub_explicit(&sh->unfinished, 1, SEQ);
         if (sh->maxsize)
-            count_taken(self);
+            count_taken(self, 1);
         goto done;
     }
     if (!sh->maxsize)
-        atomic_fetch_add_explicit(&sh->count, 1, SEQ);
+        (*uncounted)++;
     rc = 0;
 done:
-    PyBuffer_Release(&view);
-    Py_DECREF(data);
+    if (data) {
+        PyBuffer_Release(&view);
+        Py_DECREF(data);
+    }
     return rc;
+}
+
+static inline void
+count_put(FmQueueObject *self, uint32_t n)
+{
+    if (n)
+        atomic_fetch_add_explicit(&self->sh->count, n, SEQ);
+}
+
+/* Parse FASTCALL arguments into slots by position or keyword name (slots
+ * left NULL when not given).  `required` leading ones must be there. */
+static int
+parse_fast(const char *fname, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
+           const char *const *names, int n, int required, PyObject **slots)
+{
+    for (int j = 0; j < n; j++)
+        slots[j] = NULL;
+    if (nargs > n) {
+        PyErr_Format(PyExc_TypeError, "%s() takes at most %d arguments (%zd given)", fname, n,
+                     nargs);
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < nargs; i++)
+        slots[i] = args[i];
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    for (Py_ssize_t i = 0; i < nkw; i++) {
+        PyObject *key = PyTuple_GET_ITEM(kwnames, i);
+        int j;
+        for (j = 0; j < n; j++)
+            if (PyUnicode_CompareWithASCIIString(key, names[j]) == 0)
+                break;
+        if (j == n) {
+            PyErr_Format(PyExc_TypeError, "%s() got an unexpected keyword argument '%U'", fname,
+                         key);
+            return -1;
+        }
+        if (slots[j] != NULL) {
+            PyErr_Format(PyExc_TypeError, "%s() got multiple values for argument '%U'", fname,
+                         key);
+            return -1;
+        }
+        slots[j] = args[nargs + i];
+    }
+    for (int j = 0; j < required; j++)
+        if (slots[j] == NULL) {
+            PyErr_Format(PyExc_TypeError, "%s() missing required argument '%s'", fname,
+                         names[j]);
+            return -1;
+        }
+    return 0;
 }
 
 static int
@@ -619,21 +929,25 @@ PyDoc_STRVAR(Queue_put_doc,
 "unbounded one never waits.");
 
 static PyObject *
-Queue_put(FmQueueObject *self, PyObject *args, PyObject *kwargs)
+Queue_put(FmQueueObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    static char *kwlist[] = {"obj", "block", "timeout", NULL};
-    PyObject *obj, *block_obj = NULL, *timeout_obj = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|OO:put", kwlist, &obj, &block_obj,
-                                     &timeout_obj))
+    static const char *const names[] = {"obj", "block", "timeout"};
+    PyObject *a[3];
+    if (parse_fast("put", args, nargs, kwnames, names, 3, 1, a) < 0)
         return NULL;
     if (check_open(self) < 0)
         return NULL;
     int block;
     int64_t deadline;
-    if (parse_block_timeout(block_obj, timeout_obj, &block, &deadline) < 0)
+    if (parse_block_timeout(a[1], a[2], &block, &deadline) < 0)
         return NULL;
     fm_state *st = queue_state(self);
-    if (st == NULL || put_one(self, st, obj, block, deadline) < 0)
+    if (st == NULL)
+        return NULL;
+    uint32_t uncounted = 0;
+    int rc = put_one(self, st, a[0], block, deadline, &uncounted);
+    count_put(self, uncounted);
+    if (rc < 0)
         return NULL;
     Py_RETURN_NONE;
 }
@@ -665,13 +979,19 @@ Queue_put_many(FmQueueObject *self, PyObject *args, PyObject *kwargs)
     if (seq == NULL)
         return NULL;
     Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
-    for (Py_ssize_t i = 0; i < n; i++) {
-        if (put_one(self, st, PySequence_Fast_GET_ITEM(seq, i), block, deadline) < 0) {
-            Py_DECREF(seq);
-            return NULL;
+    uint32_t uncounted = 0;
+    int rc = 0;
+    for (Py_ssize_t i = 0; i < n && rc == 0; i++) {
+        rc = put_one(self, st, PySequence_Fast_GET_ITEM(seq, i), block, deadline, &uncounted);
+        if (uncounted >= 256) {     /* keep qsize() near the truth on long batches */
+            count_put(self, uncounted);
+            uncounted = 0;
         }
     }
+    count_put(self, uncounted);
     Py_DECREF(seq);
+    if (rc < 0)
+        return NULL;
     Py_RETURN_NONE;
 }
 
@@ -724,11 +1044,21 @@ decode_record(FmQueueObject *self, fm_state *st, fm_ring *ring, fm_ring_read *rd
 {
     const unsigned char *p = rd->data;
     PyObject *res = NULL;
-    count_taken(self);
+    (void)self;
     if (rd->len < 1) {
         fm_ring_release(ring, rd);
         fm_set_error(FM_CORRUPT);
         return NULL;
+    }
+    if (p[0] == REC_PLAIN) {
+        const unsigned char *q = p + 1, *end = p + rd->len;
+        res = plain_read(&q, end, 0);
+        if (res != NULL && q != end) {
+            Py_CLEAR(res);
+            PyErr_SetString(PyExc_RuntimeError, "fastmp queue: corrupt record");
+        }
+        fm_ring_release(ring, rd);
+        return res;
     }
     if (p[0] == REC_INLINE) {
         PyObject *mv = PyMemoryView_FromMemory((char *)p + 1, (Py_ssize_t)rd->len - 1,
@@ -800,38 +1130,11 @@ PyDoc_STRVAR(Queue_get_doc,
 static PyObject *
 Queue_get(FmQueueObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    PyObject *block_obj = NULL, *timeout_obj = NULL;
-    if (nargs || kwnames) {
-        static const char *const names[] = {"block", "timeout"};
-        PyObject *slots[2] = {NULL, NULL};
-        if (nargs > 2) {
-            PyErr_Format(PyExc_TypeError, "get() takes at most 2 arguments (%zd given)", nargs);
-            return NULL;
-        }
-        for (Py_ssize_t i = 0; i < nargs; i++)
-            slots[i] = args[i];
-        Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
-        for (Py_ssize_t i = 0; i < nkw; i++) {
-            PyObject *key = PyTuple_GET_ITEM(kwnames, i);
-            int j;
-            for (j = 0; j < 2; j++)
-                if (PyUnicode_CompareWithASCIIString(key, names[j]) == 0)
-                    break;
-            if (j == 2) {
-                PyErr_Format(PyExc_TypeError, "get() got an unexpected keyword argument '%U'",
-                             key);
-                return NULL;
-            }
-            if (slots[j] != NULL) {
-                PyErr_Format(PyExc_TypeError, "get() got multiple values for argument '%U'",
-                             key);
-                return NULL;
-            }
-            slots[j] = args[nargs + i];
-        }
-        block_obj = slots[0];
-        timeout_obj = slots[1];
-    }
+    static const char *const names[] = {"block", "timeout"};
+    PyObject *a[2] = {NULL, NULL};
+    if ((nargs || kwnames) && parse_fast("get", args, nargs, kwnames, names, 2, 0, a) < 0)
+        return NULL;
+    PyObject *block_obj = a[0], *timeout_obj = a[1];
     if (check_open(self) < 0)
         return NULL;
     int block;
@@ -845,6 +1148,7 @@ Queue_get(FmQueueObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject
     fm_ring_read rd;
     if (take_one(self, block, deadline, &ring, &rd) < 0)
         return NULL;
+    count_taken(self, 1);
     return decode_record(self, st, ring, &rd);
 }
 
@@ -886,9 +1190,11 @@ Queue_get_many(FmQueueObject *self, PyObject *args, PyObject *kwargs)
         return NULL;
     fm_ring *ring;
     fm_ring_read rd;
+    uint32_t taken = 0;
     if (take_one(self, block, deadline, &ring, &rd) < 0)
         goto error;
     for (;;) {
+        taken++;
         PyObject *item = decode_record(self, st, ring, &rd);
         if (item == NULL)
             goto error;
@@ -911,8 +1217,10 @@ Queue_get_many(FmQueueObject *self, PyObject *args, PyObject *kwargs)
         if (s != FM_OK)
             break;
     }
+    count_taken(self, taken);
     return list;
 error:
+    count_taken(self, taken);
     Py_DECREF(list);
     return NULL;
 }
@@ -1126,6 +1434,16 @@ done:
     return rc;
 }
 
+/* fastmp.queues sets the pickler hooks on import; a queue needs them. */
+static int
+hooks_ready(fm_state *st)
+{
+    if (st->q_dumps != NULL && st->q_loads != NULL)
+        return 0;
+    PyErr_SetString(PyExc_RuntimeError, "import fastmp.queues before making a queue");
+    return -1;
+}
+
 static PyObject *
 Queue_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
@@ -1152,7 +1470,7 @@ Queue_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     if (maxsize > QUEUE_MAXSIZE_MAX)
         maxsize = QUEUE_MAXSIZE_MAX;
     fm_state *st = fm_state_of_type(type);
-    if (st == NULL)
+    if (st == NULL || hooks_ready(st) < 0)
         return NULL;
     FmQueueObject *self = (FmQueueObject *)type->tp_alloc(type, 0);
     if (self == NULL)
@@ -1238,7 +1556,7 @@ Queue_attach(PyObject *type, PyObject *state)
         return NULL;
     }
     fm_state *st = fm_state_of_type(tp);
-    if (st == NULL)
+    if (st == NULL || hooks_ready(st) < 0)
         return NULL;
     FmQueueObject *self = (FmQueueObject *)tp->tp_alloc(tp, 0);
     if (self == NULL)
@@ -1258,7 +1576,7 @@ Queue_attach(PyObject *type, PyObject *state)
 }
 
 static PyMethodDef Queue_methods[] = {
-    {"put", (PyCFunction)(void (*)(void))Queue_put, METH_VARARGS | METH_KEYWORDS,
+    {"put", (PyCFunction)(void (*)(void))Queue_put, METH_FASTCALL | METH_KEYWORDS,
      Queue_put_doc},
     {"get", (PyCFunction)(void (*)(void))Queue_get, METH_FASTCALL | METH_KEYWORDS,
      Queue_get_doc},
@@ -1316,32 +1634,31 @@ static PyType_Spec Queue_spec = {
 /* ---------------------------------------------------- module functions */
 
 PyDoc_STRVAR(set_queue_hooks_doc,
-"_set_queue_hooks($module, fast_dumps, dumps, loads, unlink_hook, /)\n--\n\n"
-"Set the picklers queues use (fast_dumps for plain data, dumps for the\n"
-"rest: the ForkingPickler's), and unlink_hook(name), called when this\n"
-"process unlinks a segment another one registered with the tracker.");
+"_set_queue_hooks($module, dumps, loads, unlink_hook, /)\n--\n\n"
+"Set the pickler queues use for what is not plain data (the\n"
+"ForkingPickler's dumps), the unpickler, and unlink_hook(name), called\n"
+"when this process unlinks a segment another one registered with the\n"
+"resource tracker.");
 
 static PyObject *
 set_queue_hooks(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 4) {
-        PyErr_SetString(PyExc_TypeError, "_set_queue_hooks() takes 4 arguments");
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "_set_queue_hooks() takes 3 arguments");
         return NULL;
     }
-    for (int i = 0; i < 4; i++)
+    for (int i = 0; i < 3; i++)
         if (!PyCallable_Check(args[i])) {
             PyErr_SetString(PyExc_TypeError, "_set_queue_hooks() takes callables");
             return NULL;
         }
     fm_state *st = fm_state_of_module(module);
-    PyObject *dumps = PyTuple_Pack(2, args[0], args[1]);
-    if (dumps == NULL)
-        return NULL;
-    Py_XSETREF(st->q_dumps, dumps);
+    Py_INCREF(args[0]);
+    Py_XSETREF(st->q_dumps, args[0]);
+    Py_INCREF(args[1]);
+    Py_XSETREF(st->q_loads, args[1]);
     Py_INCREF(args[2]);
-    Py_XSETREF(st->q_loads, args[2]);
-    Py_INCREF(args[3]);
-    Py_XSETREF(st->segment_unlink_hook, args[3]);
+    Py_XSETREF(st->segment_unlink_hook, args[2]);
     Py_RETURN_NONE;
 }
 

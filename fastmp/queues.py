@@ -35,10 +35,6 @@ Full = _queue.Full
 _KIND_QUEUE, _KIND_JOINABLE, _KIND_SIMPLE = 0, 1, 2
 
 
-def _fast_dumps(obj, _dumps=pickle.dumps, _protocol=pickle.HIGHEST_PROTOCOL):
-    return _dumps(obj, _protocol)
-
-
 def _forget_segment(name):
     """This process unlinked a segment another one registered: the tracker must forget it."""
     try:
@@ -47,13 +43,31 @@ def _forget_segment(name):
         pass
 
 
-# plain data through pickle.dumps, the rest through the ForkingPickler (as the stdlib's queues)
-_core._set_queue_hooks(_fast_dumps, _reduction.ForkingPickler.dumps, pickle.loads,
-                       _forget_segment)
+# Items that are plain data (None, bool, int, float, str, bytes, tuples of them; a list or dict
+# of them at the top) travel in a compact form C writes and reads itself; everything else is
+# pickled with the ForkingPickler, as the stdlib's queues do.
+_core._set_queue_hooks(_reduction.ForkingPickler.dumps, pickle.loads, _forget_segment)
 
 
 def _rebuild(cls, state):
     return cls._fm_attach(state)
+
+
+class _PipeEnd:
+    """Stands for the stdlib's ``_reader`` / ``_writer`` connection ends (code that checks
+    ``q._reader.closed`` after ``close()``, as CPython's tests do): there is no pipe, so
+    ``closed`` is the queue's closed state, and ``close()`` closes the queue object."""
+    __slots__ = ('_queue',)
+
+    def __init__(self, q):
+        self._queue = q
+
+    @property
+    def closed(self):
+        return self._queue._closed
+
+    def close(self):
+        self._queue.close()
 
 
 class Queue(_core.Queue):
@@ -76,6 +90,12 @@ class Queue(_core.Queue):
 
     def __repr__(self):
         return f"<{type(self).__module__}.{type(self).__qualname__} object at {id(self):#x}>"
+
+    @property
+    def _reader(self):
+        return _PipeEnd(self)
+
+    _writer = _reader
 
     def put_nowait(self, obj):
         """Put obj without waiting (queue.Full if a bounded queue is full)."""
