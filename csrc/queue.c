@@ -48,6 +48,7 @@
 #define QUEUE_RING_INITIAL (64u * 1024)           /* bytes of data in a new queue's ring */
 #define QUEUE_INLINE_RING_MAX ((size_t)64 << 20)  /* grow for big items up to this */
 #define QUEUE_MAX_RINGS 40      /* live rings at once: each at least doubles */
+#define QUEUE_GROW_GRACE_NS (1000 * 1000LL)       /* see claim_record */
 #define QUEUE_MAXSIZE_MAX 0x7fffffffu
 
 enum { KIND_QUEUE = 0, KIND_JOINABLE = 1, KIND_SIMPLE = 2 };
@@ -687,7 +688,13 @@ count_taken(FmQueueObject *self, uint32_t n)
 }
 
 /* Claim a record of `len` payload bytes in the newest ring, growing it
- * when it is full or too small: never waits.  0 or -1 with an exception. */
+ * when it is full or too small.  A full ring gets a grace of
+ * QUEUE_GROW_GRACE_NS first (GIL released): a consumer that is draining it
+ * frees room sooner than a bigger ring could be made, and fresh shared
+ * pages cost a fault each, in every process that touches them (a 1 MiB
+ * stream through an ever-growing ring ran at a fifth of its speed).  After
+ * the grace the ring grows: put() never waits for a consumer.  0 or -1
+ * with an exception. */
 static int
 claim_record(FmQueueObject *self, size_t len, fm_ring **ringp, fm_ring_claim *c)
 {
@@ -698,6 +705,15 @@ claim_record(FmQueueObject *self, size_t len, fm_ring **ringp, fm_ring_claim *c)
     for (;;) {
         fm_ring *ring = self->pring;
         int st = fm_ring_claim_space(ring, (uint32_t)len, self_pid(), 0, 0, c);
+        if (st == FM_AGAIN) {
+            int64_t grace = fm_now_ns() + QUEUE_GROW_GRACE_NS;
+            FM_BLOCKING(st, fm_ring_claim_space(ring, (uint32_t)len, self_pid(), grace, fm_spin,
+                                                c));
+            if (st == FM_PYERR)
+                return -1;
+            if (st == FM_TIMEOUT)
+                st = FM_AGAIN;
+        }
         if (st == FM_OK) {
             *ringp = ring;
             return 0;

@@ -922,6 +922,9 @@ def _mpmc_put(n, q, item):
     put = q.put
     for _ in range(n):
         put(item)
+    # The stdlib's put hands items to a feeder thread: flush it before reporting "done", or
+    # the end markers the parent puts next could overtake them.
+    _close_queue(q)
 
 
 def _mpmc_get(n, q, item):

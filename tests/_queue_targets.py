@@ -15,6 +15,10 @@ GOT_KEYBOARD_INTERRUPT = 42
 LONG = 60.0
 
 
+class StrSub(str):
+    """A str subclass: must come back as itself, not as a str."""
+
+
 def item_for(producer, i):
     """A deterministic item: a small tuple, now and then a larger payload."""
     if i % 97 == 0:

@@ -480,3 +480,44 @@ def test_subclass_and_repr(fastmp_ctx):
     assert isinstance(fastmp_ctx.JoinableQueue(), fastmp.queues.Queue)
     assert "Queue" in repr(q)
     close(q)
+
+
+PLAIN_ITEMS = [None, True, False, 0, -1, 2 ** 63 - 1, -2 ** 63, 2 ** 63, 2 ** 200, 1.5, -0.0,
+               float("inf"), "", "abc", "\u00e9\u20ac\U0001f600", "\udc80", b"", b"\x00\xff",
+               (), (1,), [1, "a"], {}, {"a": (1, 2.0), 3: None}, (1, (2, (3, (4, (5, (6,)))))),
+               [[1]], {"k": [1]}, ([1],), (True, 1, 1.0), "x" * 100_000, b"y" * 300_000,
+               list(range(5000)), {i: str(i) for i in range(100)}]
+
+
+def test_items_come_back_equal_with_their_exact_types(fastmp_ctx):
+    # plain data takes a C encoding, the rest pickle: both must give back what was put
+    q = fastmp_ctx.Queue()
+    items = PLAIN_ITEMS + [targets.StrSub("sub"), frozenset({1}), bytearray(b"ba"), 3 + 4j,
+                           (targets.StrSub("in a tuple"), 1)]
+    for it in items:
+        q.put(it)
+    q.put_many(items)
+    for it in items + items:
+        got = q.get(timeout=WAIT)
+        assert got == it and type(got) is type(it)
+        if isinstance(it, (tuple, list)):
+            assert [type(x) for x in got] == [type(x) for x in it]
+    nan = q.put(float("nan")) or q.get(timeout=WAIT)
+    assert nan != nan
+    shared = [1]
+    q.put((shared, shared))              # a list twice in one item: pickle keeps the sharing
+    a, b = q.get(timeout=WAIT)
+    assert a is b
+    close(q)
+
+
+@pytest.mark.timeout(120)
+def test_items_cross_processes_intact(ctx, procs):
+    q, results = ctx.Queue(), ctx.Queue()
+    p = start(procs, ctx, targets.put_and_exit, q, PLAIN_ITEMS)
+    got = [q.get(timeout=WAIT) for _ in PLAIN_ITEMS]
+    p.join(WAIT)
+    assert got == PLAIN_ITEMS
+    assert [type(x) for x in got] == [type(x) for x in PLAIN_ITEMS]
+    close(q)
+    close(results)
