@@ -893,19 +893,40 @@ MIB_ITEM = bytes(1 << 20)
 _FF_BIG_BYTES = 64 << 20        # faster-fifo ring for the 1 MiB workload (its default is 1 MB)
 
 
+BATCH = 256     # items per put_many / get_many call in the batched workloads
+
+
+def _batch_kw(q):
+    # faster-fifo names the limit max_messages_to_get; fastmp max_items
+    return ({"max_messages_to_get": BATCH} if type(q).__module__.startswith("faster_fifo")
+            else {"max_items": BATCH})
+
+
+def _put_items_many(n, q, item):
+    """Producer side with put_many where the queue has it (fastmp, faster-fifo)."""
+    put_many = getattr(q, "put_many", None)
+    if put_many is None:
+        return _put_items(n, q, item)
+    batch = [item] * BATCH
+    for _ in range(n // BATCH):
+        put_many(batch)
+    put_many([item] * (n % BATCH))
+
+
 def _get_items_many(n, q, item):
     """Consumer side with get_many where the queue has it (fastmp, faster-fifo)."""
     get_many = getattr(q, "get_many", None)
     if get_many is None:
         return _get_items(n, q, item)
+    kw = _batch_kw(q)
     got = 0
     while got < n:
-        got += len(get_many())
+        got += len(get_many(**kw))
 
 
 def _queue_many(ctx, q, n, k, item):
     try:
-        return _producers(ctx, n, k, _put_items, _get_items_many, (q, item))
+        return _producers(ctx, n, k, _put_items_many, _get_items_many, (q, item))
     finally:
         _close_queue(q)
 
@@ -936,8 +957,9 @@ def _mpmc_get(n, q, item):
         while get() is not None:
             pass
         return
+    kw = _batch_kw(q)
     while True:
-        batch = get_many()
+        batch = get_many(**kw)
         stops = batch.count(None)
         if stops:
             for _ in range(stops - 1):
@@ -990,8 +1012,8 @@ def _mpmc(ctx, q, n, np_, nc, item, start_timeout=120.0):
 
 
 def bench_queue_get_many(mp, n, start_method="fork"):
-    """One producer process puts small tuples; the parent takes them with get_many (the
-    stdlib, which has none, with get)."""
+    """Batched: one producer process puts small tuples with put_many, the parent takes them
+    with get_many, 256 at a time (the stdlib, which has neither, with put and get)."""
     ctx = mp.get_context(start_method)
     return _queue_many(ctx, ctx.Queue(), n, 1, SMALL_ITEM)
 
@@ -1082,7 +1104,7 @@ QUEUE_WORKLOADS = [
              probe=_probe_queue("SimpleQueue")),
     # issue 5
     Workload("queue-get-many", bench_queue_get_many, 200_000, "item",
-             "one producer process, the parent takes with get_many (stdlib: get)",
+             "put_many / get_many of 256 small tuples, two processes (stdlib: put / get)",
              probe=_probe_queue("Queue"), peers={"faster-fifo": ff_queue_get_many}),
     Workload("queue-1mib", bench_queue_1mib, 1_000, "1 MiB item",
              "one producer process puts 1 MiB bytes objects, the parent gets them",
