@@ -63,14 +63,19 @@ typedef struct {
     fm_mutex lock;                  /* the ring list and growth */
     uint32_t maxsize;               /* 0: unbounded */
     uint32_t kind;
+    /* Hot words apart from each other by a cache line's worth of padding
+     * (a block's payload is 16-aligned only, so no _Alignas here). */
+    char _pad0[FM_CACHE_LINE];
     /* items put and not yet taken.  Bounded: reserved before the record is
      * written (put waits on this word); unbounded: counted after the
      * commit, so it may dip below zero for a moment (read as int32). */
-    _Alignas(64) _Atomic uint32_t count;
+    _Atomic uint32_t count;
     _Atomic uint32_t count_sleepers;
-    _Alignas(64) _Atomic uint32_t unfinished;   /* JoinableQueue */
+    char _pad1[FM_CACHE_LINE];
+    _Atomic uint32_t unfinished;    /* JoinableQueue */
     _Atomic uint32_t join_sleepers;
-    _Alignas(64) _Atomic uint32_t newest_gen;
+    char _pad2[FM_CACHE_LINE];
+    _Atomic uint32_t newest_gen;
     uint32_t nrings;
     fm_ring_entry rings[QUEUE_MAX_RINGS];       /* oldest first */
 } fm_queue_shared;
