@@ -76,6 +76,14 @@ int fm_segment_attach(const char *name, fm_segment **out);
  * calls cb(name, arg) for each name removed.  Mappings stay valid. */
 void fm_segment_unlink_own(void (*cb)(const char *name, void *arg), void *arg);
 
+/* Queues (issue 5): a segment whose lifetime is not its creator's (a queue's
+ * ring: another process may still need to attach it after the creator has
+ * exited): the creator's exit no longer unlinks it; its user does. */
+void fm_segment_disown(fm_segment *seg);
+/* A fresh random segment name (FM_SHM_PREFIX + hex), for segments made
+ * outside the table (a queue's one-item spill segments). */
+int fm_shm_random_name(char *out, size_t outlen);
+
 /* Call cb(name, arg) for every segment this process created and has not
  * unlinked (to register them again with a new tracker). */
 void fm_segment_list_own(void (*cb)(const char *name, void *arg), void *arg);
@@ -100,6 +108,9 @@ void fm_block_incref(fm_segment *seg, uint64_t offset);
 /* Drop one reference; the last one returns the block to its free list. */
 void fm_block_decref(fm_segment *seg, uint64_t offset);
 uint32_t fm_block_refs(fm_segment *seg, uint64_t offset);
+/* Drop one reference unless it is the last one: returns 1 (and drops
+ * nothing) if it is, so the caller can clean up before fm_block_decref. */
+int fm_block_decref_unless_last(fm_segment *seg, uint64_t offset);
 
 /* Huge blocks (see FM_HUGE_MAGIC).  fm_block_alloc() makes one for any size
  * above the largest class (FM_NOMEM above FM_HUGE_MAX; FM_ERRNO with ENOSPC
