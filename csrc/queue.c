@@ -451,7 +451,8 @@ put_u32(unsigned char *p, uint32_t v)
     return p + 4;
 }
 
-/* Write o (plain_size said yes, nothing changed since: the GIL is held). */
+/* Write o: plain_size(o) was just taken, with no Python code run since,
+ * and the destination has that many bytes. */
 static unsigned char *
 plain_write(PyObject *o, unsigned char *p)
 {
@@ -809,11 +810,18 @@ write_item(FmQueueObject *self, fm_state *st, PyObject *obj, Py_ssize_t plain)
             fm_ring_claim c;
             if (claim_record(self, (size_t)plain + 1, &ring, &c) < 0)
                 return -1;
-            unsigned char *dst = c.data;
-            dst[0] = REC_PLAIN;
-            plain_write(obj, dst + 1);
-            fm_ring_commit(ring, &c);
-            return 0;
+            /* Claiming may have let other threads run (a wait, or the
+             * tracker hook): one could have changed a top-level list or
+             * dict since it was measured.  Measure again, with no Python
+             * code between this and the write; if it changed, pickle. */
+            if (plain_size(obj, 0) == plain) {
+                unsigned char *dst = c.data;
+                dst[0] = REC_PLAIN;
+                plain_write(obj, dst + 1);
+                fm_ring_commit(ring, &c);
+                return 0;
+            }
+            fm_ring_abandon(ring, &c);
         }
     }
     Py_buffer view;
