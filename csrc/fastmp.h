@@ -39,6 +39,7 @@ typedef struct {
     PyTypeObject *ConditionType;
     PyTypeObject *EventType;
     PyTypeObject *BarrierType;
+    PyTypeObject *PoolChannelType;  /* pool.c */
     PyObject *BrokenBarrierError;   /* threading.BrokenBarrierError */
     PyObject *segment_hook;         /* called with a new arena's name */
     fm_handle handles;              /* list head of live handles */
@@ -97,5 +98,8 @@ int fm_timeout_to_deadline(PyObject *timeout, int64_t *deadline);
 
 /* sync.c */
 int fm_sync_add_types(PyObject *module, fm_state *st);
+
+/* pool.c */
+int fm_pool_add_types(PyObject *module, fm_state *st);
 
 #endif

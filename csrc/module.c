@@ -257,6 +257,8 @@ module_exec(PyObject *module)
         return -1;
     if (fm_sync_add_types(module, st) < 0)
         return -1;
+    if (fm_pool_add_types(module, st) < 0)
+        return -1;
     if (PyModule_AddIntConstant(module, "SEM_VALUE_MAX", FM_SEM_VALUE_MAX) < 0)
         return -1;
     if (PyModule_AddStringConstant(module, "SHM_PREFIX", FM_SHM_PREFIX + 1) < 0)
@@ -275,6 +277,7 @@ module_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->ConditionType);
     Py_VISIT(st->EventType);
     Py_VISIT(st->BarrierType);
+    Py_VISIT(st->PoolChannelType);
     Py_VISIT(st->BrokenBarrierError);
     Py_VISIT(st->segment_hook);
     return 0;
@@ -291,6 +294,7 @@ module_clear(PyObject *module)
     Py_CLEAR(st->ConditionType);
     Py_CLEAR(st->EventType);
     Py_CLEAR(st->BarrierType);
+    Py_CLEAR(st->PoolChannelType);
     Py_CLEAR(st->BrokenBarrierError);
     Py_CLEAR(st->segment_hook);
     return 0;
