@@ -1,0 +1,633 @@
+/* ring.c: the many-producer many-consumer ring of variable-length records
+ * described in ring.h.  No Python.h: everything here runs without the GIL.
+ *
+ * The record header word (64 bits, atomic):
+ *     bits  0..31  payload length
+ *     bits 32..53  pid (WRITING / READING: who is doing it)
+ *     bits 54..60  lap tag: (position / capacity) mod 128
+ *     bits 61..63  kind: WRITING READY READING DONE PAD (0 with the rest 0: never written)
+ * The lap tag makes a header from an earlier lap of the ring (left in memory
+ * at the same offset) distinguishable from the current record's: a reader
+ * only acts on a header whose tag matches the lap of the position it
+ * expects, and every CAS compares the whole word, tag included.  So a
+ * consumer delayed for a full lap cannot take a record of the next lap by
+ * mistake (that would take 128 laps within one CAS).
+ *
+ * Free space holds nothing but zeros and DONE headers of earlier laps: a
+ * consumer zeroes a record's payload area when it releases it.  Between a
+ * producer's claim (the CAS on `prod`) and its header store, a consumer may
+ * look at that header position: it finds zeros, or an old lap's header, and
+ * waits, never stale payload bytes that happen to look like a header.
+ *
+ * Claims reserve space with one CAS on `prod`; the sealed flag is bit 63 of
+ * the same word, so a claim and a seal are ordered by that one word: no
+ * record can be claimed in a ring once a consumer has seen it sealed and
+ * empty.
+ *
+ * Taking: the consumer CASes the header at `cons` from READY to READING(pid),
+ * then advances `cons` with a CAS.  Anyone who finds READING at `cons` helps
+ * advance it (its length is in the header), so a consumer that dies between
+ * its two CASes does not stop the others.  Padding records (PAD) and the
+ * records of dead writers are taken the same way and released at once.
+ *
+ * Reclaiming: `reclaim` trails `cons`; whoever needs space steps it over
+ * DONE records (one CAS each), and over the READING records of dead readers
+ * after finishing their release for them.
+ *
+ * Known window: a producer killed between its CAS on `prod` and the store of
+ * its header (a few instructions, no system call) leaves a record with no
+ * header, whose length nobody knows; consumers then wait at that position.
+ * Every other death (mid-copy, mid-read) is recovered. */
+#include "ring.h"
+
+#include <limits.h>
+#include <string.h>
+
+#define SEQ memory_order_seq_cst
+#define ACQ memory_order_acquire
+#define REL memory_order_release
+#define RLX memory_order_relaxed
+
+#define RING_VERSION 1u
+#define SEALED_BIT (1ull << 63)
+#define POS_MASK (SEALED_BIT - 1)
+
+enum { K_FREE = 0, K_WRITING = 1, K_READY = 2, K_READING = 3, K_DONE = 4, K_PAD = 5 };
+
+#define H_LEN(h) ((uint32_t)(h))
+#define H_PID(h) ((uint32_t)(((h) >> 32) & 0x3fffffu))
+#define H_TAG(h) ((uint32_t)(((h) >> 54) & 0x7fu))
+#define H_KIND(h) ((unsigned)((h) >> 61))
+
+struct fm_ring {
+    /* constant after init */
+    uint32_t magic;
+    uint32_t version;
+    uint64_t capacity;
+    uint32_t lap_shift;         /* log2(capacity) */
+    uint32_t _pad0;
+    /* producer position | SEALED_BIT */
+    _Alignas(FM_CACHE_LINE) _Atomic uint64_t prod;
+    /* consumer position: the oldest record not yet taken */
+    _Alignas(FM_CACHE_LINE) _Atomic uint64_t cons;
+    /* everything before it is free space */
+    _Alignas(FM_CACHE_LINE) _Atomic uint64_t reclaim;
+    _Alignas(FM_CACHE_LINE) _Atomic uint32_t items_seq;
+    _Atomic uint32_t items_sleepers;
+    _Alignas(FM_CACHE_LINE) _Atomic uint32_t space_seq;
+    _Atomic uint32_t space_sleepers;
+    _Alignas(FM_CACHE_LINE) char next_name[FM_SHM_NAME_MAX];
+    _Alignas(FM_CACHE_LINE) unsigned char data[];
+};
+
+_Static_assert(sizeof(struct fm_ring) % FM_CACHE_LINE == 0, "ring header not line-sized");
+
+/* ----------------------------------------------------------------- helpers */
+
+static inline uint64_t
+rec_total(uint32_t len)
+{
+    return FM_RING_RECORD_HEADER + (((uint64_t)len + 7) & ~(uint64_t)7);
+}
+
+static inline uint64_t
+mask_of(const fm_ring *r)
+{
+    return r->capacity - 1;
+}
+
+static inline uint32_t
+lap_tag(const fm_ring *r, uint64_t pos)
+{
+    return (uint32_t)((pos >> r->lap_shift) & 0x7fu);
+}
+
+static inline uint64_t
+make_header(unsigned kind, uint32_t tag, uint32_t pid, uint32_t len)
+{
+    return ((uint64_t)kind << 61) | ((uint64_t)tag << 54) | ((uint64_t)(pid & 0x3fffffu) << 32) |
+           len;
+}
+
+static inline _Atomic uint64_t *
+header_at(fm_ring *r, uint64_t pos)
+{
+    return (_Atomic uint64_t *)(void *)(r->data + (pos & mask_of(r)));
+}
+
+/* An optimistic read of the header at `pos`, made before knowing that
+ * `pos` still names a live record: the caller's view of cons or reclaim may
+ * be stale, and the word may by now be payload that a producer is writing.
+ * Every caller validates the value (tag, then the position word re-read
+ * unchanged) before acting on it, and acts only through a CAS on the whole
+ * word.  Kept out of line under one name so that ThreadSanitizer can be told
+ * about this one deliberate race (tests/c/tsan.supp) and nothing else. */
+__attribute__((noinline)) static uint64_t
+peek_header(fm_ring *r, uint64_t pos)
+{
+    return atomic_load_explicit(header_at(r, pos), SEQ);
+}
+
+/* CAS on a header found by peek_header.  The comparison covers the whole
+ * word (lap tag included), so on a stale view it fails; but it still counts
+ * as a write for ThreadSanitizer, against the payload bytes a producer may
+ * be copying there by then.  Out of line for the same suppression. */
+__attribute__((noinline)) static int
+cas_header(fm_ring *r, uint64_t pos, uint64_t *expected, uint64_t desired)
+{
+    return atomic_compare_exchange_strong_explicit(header_at(r, pos), expected, desired, SEQ,
+                                                   RLX);
+}
+
+static inline unsigned char *
+payload_at(fm_ring *r, uint64_t pos)
+{
+    return r->data + (pos & mask_of(r)) + FM_RING_RECORD_HEADER;
+}
+
+/* Wake sleepers on a sequence word, if there are any.  The caller changed
+ * what they wait for with a seq_cst store; the seq_cst load of the sleeper
+ * count pairs with the sleeper's seq_cst increment (see wait_seq). */
+static inline void
+bump_if_sleepers(_Atomic uint32_t *seq, _Atomic uint32_t *sleepers, int n)
+{
+    if (atomic_load_explicit(sleepers, SEQ) > 0) {
+        atomic_fetch_add_explicit(seq, 1, SEQ);
+        fm_futex_wake(seq, n);
+    }
+}
+
+/* Release a record this process holds in READING state: zero its payload
+ * area (free space holds only zeros and old headers), then mark it DONE. */
+static void
+release_at(fm_ring *r, uint64_t pos, uint64_t h)
+{
+    uint32_t len = H_LEN(h);
+    memset(payload_at(r, pos), 0, (size_t)(rec_total(len) - FM_RING_RECORD_HEADER));
+    atomic_store_explicit(header_at(r, pos), make_header(K_DONE, H_TAG(h), 0, len), SEQ);
+    bump_if_sleepers(&r->space_seq, &r->space_sleepers, INT_MAX);
+}
+
+/* ------------------------------------------------------------------- setup */
+
+size_t
+fm_ring_bytes(size_t capacity)
+{
+    return sizeof(struct fm_ring) + capacity;
+}
+
+int
+fm_ring_init(void *mem, size_t capacity)
+{
+    if (capacity < FM_RING_MIN_CAPACITY || (capacity & (capacity - 1)) != 0 ||
+        capacity > ((size_t)1 << 40) || (uintptr_t)mem % FM_CACHE_LINE != 0)
+        return FM_CORRUPT;
+    fm_ring *r = mem;
+    r->version = RING_VERSION;
+    r->capacity = capacity;
+    uint32_t shift = 0;
+    while (((size_t)1 << shift) < capacity)
+        shift++;
+    r->lap_shift = shift;
+    atomic_store_explicit(&r->prod, 0, RLX);
+    atomic_store_explicit(&r->cons, 0, RLX);
+    atomic_store_explicit(&r->reclaim, 0, RLX);
+    atomic_store_explicit(&r->items_seq, 0, RLX);
+    atomic_store_explicit(&r->items_sleepers, 0, RLX);
+    atomic_store_explicit(&r->space_seq, 0, RLX);
+    atomic_store_explicit(&r->space_sleepers, 0, RLX);
+    memset(r->next_name, 0, sizeof r->next_name);
+    /* the magic goes last: a process that checks the ring sees it whole */
+    atomic_store_explicit((_Atomic uint32_t *)&r->magic, FM_RING_MAGIC, REL);
+    return FM_OK;
+}
+
+int
+fm_ring_check(const void *mem, size_t size)
+{
+    const fm_ring *r = mem;
+    if (size < sizeof(struct fm_ring) || (uintptr_t)mem % FM_CACHE_LINE != 0)
+        return FM_CORRUPT;
+    if (atomic_load_explicit((_Atomic uint32_t *)&((fm_ring *)r)->magic, ACQ) != FM_RING_MAGIC ||
+        r->version != RING_VERSION)
+        return FM_CORRUPT;
+    uint64_t cap = r->capacity;
+    if (cap < FM_RING_MIN_CAPACITY || (cap & (cap - 1)) != 0 || cap > ((uint64_t)1 << 40) ||
+        ((uint64_t)1 << r->lap_shift) != cap || size - sizeof(struct fm_ring) < cap)
+        return FM_CORRUPT;
+    return FM_OK;
+}
+
+size_t
+fm_ring_capacity(const fm_ring *r)
+{
+    return (size_t)r->capacity;
+}
+
+size_t
+fm_ring_max_record(const fm_ring *r)
+{
+    /* Half the ring: a record of that size always fits once the ring is
+     * empty, wherever the wrap falls (it goes in the tail, or the tail is
+     * padded and it goes at the start).  The length field is 32 bits. */
+    uint64_t m = r->capacity / 2 - FM_RING_RECORD_HEADER;
+    return (size_t)(m < 0x7ffffff8u ? m : 0x7ffffff8u);
+}
+
+/* ------------------------------------------------------------ reclaiming */
+
+/* Step `reclaim` over DONE records (and, if check_dead, over the records of
+ * readers that died, releasing them first).  Returns how many it passed. */
+static int
+reclaim_some(fm_ring *r, uint32_t pid, int check_dead)
+{
+    int passed = 0;
+    for (;;) {
+        uint64_t rp = atomic_load_explicit(&r->reclaim, SEQ);
+        uint64_t c = atomic_load_explicit(&r->cons, SEQ);
+        if (rp >= c)
+            return passed;
+        uint64_t h = peek_header(r, rp);
+        if (atomic_load_explicit(&r->reclaim, SEQ) != rp)
+            continue;           /* stale view: h may be anything */
+        if (H_TAG(h) != lap_tag(r, rp))
+            return passed;
+        unsigned kind = H_KIND(h);
+        if (kind == K_DONE) {
+            if (atomic_compare_exchange_strong_explicit(&r->reclaim, &rp, rp + rec_total(H_LEN(h)),
+                                                        SEQ, RLX))
+                passed++;
+            continue;
+        }
+        if (kind == K_READING && check_dead && !fm_pid_alive((pid_t)H_PID(h))) {
+            uint64_t mine = make_header(K_READING, H_TAG(h), pid, H_LEN(h));
+            if (cas_header(r, rp, &h, mine))
+                release_at(r, rp, mine);
+            continue;
+        }
+        return passed;
+    }
+}
+
+/* --------------------------------------------------------------- waiting */
+
+/* Sleep on `seq` (seen before the caller's last check) until it changes,
+ * the deadline, or a wait slice.  `recheck` runs after this thread counts
+ * itself as a sleeper: a state change made before that is seen by it, one
+ * made after sees the sleeper and bumps `seq`.  Returns FM_OK (look again),
+ * FM_TIMEOUT, FM_EINTR; *sliced is set when a whole wait slice passed. */
+typedef int (*recheck_fn)(fm_ring *r, void *arg);
+
+static int
+wait_seq(fm_ring *r, _Atomic uint32_t *seq, _Atomic uint32_t *sleepers, int64_t deadline_ns,
+         recheck_fn recheck, void *arg, int *sliced)
+{
+    atomic_fetch_add_explicit(sleepers, 1, SEQ);
+    uint32_t seen = atomic_load_explicit(seq, SEQ);
+    int st = FM_OK;
+    if (!recheck(r, arg)) {
+        int64_t t0 = fm_now_ns();
+        st = fm_futex_wait(seq, seen, deadline_ns);
+        if (st == FM_EINTR && fm_now_ns() - t0 >= FM_WAIT_SLICE_NS)
+            *sliced = 1;
+    }
+    atomic_fetch_sub_explicit(sleepers, 1, RLX);
+    return st;
+}
+
+static inline int64_t
+spin_until(int64_t spin_ns, int64_t deadline_ns)
+{
+    if (spin_ns <= 0)
+        return 0;
+    int64_t until = fm_now_ns() + spin_ns;
+    return until < deadline_ns ? until : deadline_ns;
+}
+
+/* ------------------------------------------------------------- producing */
+
+typedef struct {
+    uint32_t len;
+    uint32_t pid;
+    int check_dead;
+    fm_ring_claim *c;
+} claim_args;
+
+/* One attempt: FM_OK (claimed), FM_AGAIN (no room), FM_BROKEN (sealed). */
+static int
+try_claim(fm_ring *r, claim_args *a)
+{
+    uint64_t t = rec_total(a->len);
+    uint64_t cap = r->capacity;
+    int reclaimed = 0;
+    for (;;) {
+        uint64_t pw = atomic_load_explicit(&r->prod, SEQ);
+        if (pw & SEALED_BIT)
+            return FM_BROKEN;
+        uint64_t p = pw;
+        uint64_t off = p & mask_of(r);
+        uint64_t pad = off + t > cap ? cap - off : 0;
+        uint64_t rp = atomic_load_explicit(&r->reclaim, SEQ);
+        if (p + pad + t > rp + cap) {
+            if (!reclaimed) {
+                reclaimed = 1;
+                if (reclaim_some(r, a->pid, a->check_dead) > 0 || a->check_dead)
+                    continue;
+            }
+            return FM_AGAIN;
+        }
+        if (!atomic_compare_exchange_weak_explicit(&r->prod, &pw, p + pad + t, RLX, RLX))
+            continue;
+        /* Ours.  Headers first, at once: a consumer waits at a position
+         * whose header is not written yet. */
+        if (pad) {
+            atomic_store_explicit(header_at(r, p),
+                                  make_header(K_PAD, lap_tag(r, p), 0,
+                                              (uint32_t)(pad - FM_RING_RECORD_HEADER)),
+                                  SEQ);
+            p += pad;
+        }
+        atomic_store_explicit(header_at(r, p),
+                              make_header(K_WRITING, lap_tag(r, p), a->pid, a->len), RLX);
+        a->c->pos = p;
+        a->c->data = payload_at(r, p);
+        a->c->len = a->len;
+        return FM_OK;
+    }
+}
+
+static int
+claim_recheck(fm_ring *r, void *arg)
+{
+    return try_claim(r, arg) != FM_AGAIN;
+}
+
+int
+fm_ring_claim_space(fm_ring *r, uint32_t len, uint32_t pid, int64_t deadline_ns,
+                    int64_t spin_ns, fm_ring_claim *c)
+{
+    if (len > fm_ring_max_record(r))
+        return FM_OVERFLOW;
+    claim_args a = {len, pid, 0, c};
+    /* A claim made by wait_seq's recheck leaves c->data set. */
+    c->data = NULL;
+    int st = try_claim(r, &a);
+    if (st != FM_AGAIN)
+        return st;
+    if (fm_now_ns() >= deadline_ns)
+        return FM_AGAIN;
+    int64_t until = spin_until(spin_ns, deadline_ns);
+    while (until > 0 && fm_now_ns() < until) {
+        for (int i = 0; i < 32; i++)
+            fm_cpu_relax();
+        st = try_claim(r, &a);
+        if (st != FM_AGAIN)
+            return st;
+    }
+    for (;;) {
+        int sliced = 0;
+        c->data = NULL;
+        st = wait_seq(r, &r->space_seq, &r->space_sleepers, deadline_ns, claim_recheck, &a,
+                      &sliced);
+        if (c->data != NULL)
+            return FM_OK;           /* the recheck claimed it */
+        if (st == FM_OK) {
+            st = try_claim(r, &a);
+            if (st != FM_AGAIN)
+                return st;
+            continue;
+        }
+        if (sliced) {
+            /* A reader may have died holding the oldest record. */
+            a.check_dead = 1;
+            int s2 = try_claim(r, &a);
+            a.check_dead = 0;
+            if (s2 != FM_AGAIN)
+                return s2;
+        }
+        return st;
+    }
+}
+
+void
+fm_ring_commit(fm_ring *r, const fm_ring_claim *c)
+{
+    _Atomic uint64_t *hp = header_at(r, c->pos);
+    uint64_t h = atomic_load_explicit(hp, RLX);
+    atomic_store_explicit(hp, make_header(K_READY, H_TAG(h), 0, c->len), SEQ);
+    bump_if_sleepers(&r->items_seq, &r->items_sleepers, 1);
+}
+
+void
+fm_ring_abandon(fm_ring *r, const fm_ring_claim *c)
+{
+    _Atomic uint64_t *hp = header_at(r, c->pos);
+    uint64_t h = atomic_load_explicit(hp, RLX);
+    /* a PAD is skipped (and its area zeroed) by the consumer that meets it */
+    atomic_store_explicit(hp, make_header(K_PAD, H_TAG(h), 0, c->len), SEQ);
+    bump_if_sleepers(&r->items_seq, &r->items_sleepers, 1);
+}
+
+/* ------------------------------------------------------------- consuming */
+
+typedef struct {
+    uint32_t pid;
+    int check_dead;
+    int got;
+    int broken;
+    fm_ring_read *rd;
+} take_args;
+
+static inline void
+advance_cons(fm_ring *r, uint64_t c, uint64_t h)
+{
+    uint64_t expected = c;
+    atomic_compare_exchange_strong_explicit(&r->cons, &expected, c + rec_total(H_LEN(h)), SEQ,
+                                            RLX);
+}
+
+/* One pass: take the record at `cons` if one is committed, skipping pads and
+ * (with check_dead) dead writers' records.  Returns FM_OK (a->rd filled),
+ * FM_AGAIN (nothing to take now), FM_BROKEN (sealed and empty). */
+static int
+try_take(fm_ring *r, take_args *a)
+{
+    for (;;) {
+        uint64_t c = atomic_load_explicit(&r->cons, SEQ);
+        uint64_t pw = atomic_load_explicit(&r->prod, SEQ);
+        if (c >= (pw & POS_MASK))
+            return (pw & SEALED_BIT) ? FM_BROKEN : FM_AGAIN;
+        uint64_t h = peek_header(r, c);
+        if (atomic_load_explicit(&r->cons, SEQ) != c)
+            continue;           /* stale view: h may be anything */
+        if (h == 0 || H_TAG(h) != lap_tag(r, c))
+            return FM_AGAIN;    /* claimed, header not written yet */
+        switch (H_KIND(h)) {
+        case K_READY: {
+            uint64_t mine = make_header(K_READING, H_TAG(h), a->pid, H_LEN(h));
+            if (!cas_header(r, c, &h, mine))
+                continue;
+            advance_cons(r, c, h);
+            a->rd->pos = c;
+            a->rd->data = payload_at(r, c);
+            a->rd->len = H_LEN(h);
+            return FM_OK;
+        }
+        case K_PAD: {
+            uint64_t mine = make_header(K_READING, H_TAG(h), a->pid, H_LEN(h));
+            if (!cas_header(r, c, &h, mine))
+                continue;
+            advance_cons(r, c, h);
+            release_at(r, c, mine);
+            continue;
+        }
+        case K_READING:
+        case K_DONE:
+            /* taken: its taker (or we) moves cons past it */
+            advance_cons(r, c, h);
+            continue;
+        case K_WRITING:
+            if (a->check_dead && !fm_pid_alive((pid_t)H_PID(h))) {
+                uint64_t mine = make_header(K_READING, H_TAG(h), a->pid, H_LEN(h));
+                if (!cas_header(r, c, &h, mine))
+                    continue;
+                advance_cons(r, c, h);
+                release_at(r, c, mine);
+                continue;
+            }
+            return FM_AGAIN;
+        default:
+            return FM_AGAIN;        /* unknown kind: a corrupt ring; wait */
+        }
+    }
+}
+
+static int
+take_recheck(fm_ring *r, void *arg)
+{
+    take_args *a = arg;
+    int st = try_take(r, a);
+    if (st == FM_OK)
+        a->got = 1;
+    else if (st == FM_BROKEN)
+        a->broken = 1;
+    return st != FM_AGAIN;
+}
+
+int
+fm_ring_take(fm_ring *r, uint32_t pid, int64_t deadline_ns, int64_t spin_ns, fm_ring_read *rd)
+{
+    take_args a = {pid, 0, 0, 0, rd};
+    int st = try_take(r, &a);
+    if (st != FM_AGAIN)
+        return st;
+    if (fm_now_ns() >= deadline_ns)
+        return FM_AGAIN;
+    int64_t until = spin_until(spin_ns, deadline_ns);
+    while (until > 0 && fm_now_ns() < until) {
+        for (int i = 0; i < 32; i++)
+            fm_cpu_relax();
+        st = try_take(r, &a);
+        if (st != FM_AGAIN)
+            return st;
+    }
+    for (;;) {
+        int sliced = 0;
+        st = wait_seq(r, &r->items_seq, &r->items_sleepers, deadline_ns, take_recheck, &a,
+                      &sliced);
+        if (a.got)
+            return FM_OK;
+        if (a.broken)
+            return FM_BROKEN;
+        if (st == FM_OK) {
+            st = try_take(r, &a);
+            if (st != FM_AGAIN)
+                return st;
+            continue;
+        }
+        if (sliced) {
+            /* The writer of the oldest record may have died. */
+            a.check_dead = 1;
+            int s2 = try_take(r, &a);
+            a.check_dead = 0;
+            if (s2 != FM_AGAIN)
+                return s2;
+        }
+        return st;
+    }
+}
+
+void
+fm_ring_release(fm_ring *r, const fm_ring_read *rd)
+{
+    uint64_t h = atomic_load_explicit(header_at(r, rd->pos), RLX);
+    release_at(r, rd->pos, h);
+}
+
+/* ----------------------------------------------------------------- state */
+
+uint64_t
+fm_ring_ready_count(const fm_ring *cr)
+{
+    fm_ring *r = (fm_ring *)cr;
+    for (int attempt = 0; attempt < 8; attempt++) {
+        uint64_t c = atomic_load_explicit(&r->cons, SEQ);
+        uint64_t p = atomic_load_explicit(&r->prod, SEQ) & POS_MASK;
+        uint64_t n = 0, pos = c;
+        int ok = 1;
+        while (pos < p) {
+            uint64_t h = peek_header(r, pos);
+            if (h == 0 || H_TAG(h) != lap_tag(r, pos))
+                break;              /* claimed, header not written yet */
+            if (H_KIND(h) == K_READY)
+                n++;
+            uint64_t t = rec_total(H_LEN(h));
+            if (t > r->capacity) {
+                ok = 0;
+                break;
+            }
+            pos += t;
+        }
+        if (ok && atomic_load_explicit(&r->cons, SEQ) == c)
+            return n;
+    }
+    return 0;
+}
+
+void
+fm_ring_seal(fm_ring *r, const char *next_name)
+{
+    if (!(atomic_load_explicit(&r->prod, ACQ) & SEALED_BIT)) {
+        /* the name is written before the seal bit is published (SEQ RMW) */
+        size_t n = next_name ? strlen(next_name) : 0;
+        if (n >= sizeof r->next_name)
+            n = sizeof r->next_name - 1;
+        memcpy(r->next_name, next_name ? next_name : "", n);
+        r->next_name[n] = '\0';
+        atomic_fetch_or_explicit(&r->prod, SEALED_BIT, SEQ);
+    }
+    fm_ring_wake_all(r);
+}
+
+int
+fm_ring_sealed(const fm_ring *r)
+{
+    return (atomic_load_explicit(&((fm_ring *)r)->prod, ACQ) & SEALED_BIT) != 0;
+}
+
+const char *
+fm_ring_next_name(const fm_ring *r)
+{
+    if (!fm_ring_sealed(r))
+        return "";
+    return r->next_name;
+}
+
+void
+fm_ring_wake_all(fm_ring *r)
+{
+    atomic_fetch_add_explicit(&r->items_seq, 1, SEQ);
+    fm_futex_wake(&r->items_seq, INT_MAX);
+    atomic_fetch_add_explicit(&r->space_seq, 1, SEQ);
+    fm_futex_wake(&r->space_seq, INT_MAX);
+}
