@@ -2,9 +2,10 @@
 
 They are the stdlib's contexts with other factories.  The synchronization primitives (Lock,
 RLock, Condition, Semaphore, BoundedSemaphore, Event, Barrier) are fastmp's own, from
-fastmp.synchronize.  Every other factory that takes a context (Queue, JoinableQueue,
-SimpleQueue, Pool, Value, Array, Manager) still builds the stdlib's object with the *stdlib's*
-context of the same start method, so that object keeps using the stdlib primitives it relies on
+fastmp.synchronize, and so is Pool (fastmp.pool).  Every other factory that takes a context
+(Queue, JoinableQueue, SimpleQueue, Value, Array, Manager) still builds the stdlib's object
+with the *stdlib's* context of the same start method, so that object keeps using the stdlib
+primitives it relies on
 (Queue.qsize() reads its semaphore's ``_semlock``).  The rest (Pipe, RawValue, RawArray,
 cpu_count, log_to_stderr, set_executable, reducer, ...) is inherited from the stdlib unchanged.
 
@@ -139,10 +140,10 @@ class FastContext(BaseContext):
 
     def Pool(self, processes=None, initializer=None, initargs=(),
              maxtasksperchild=None):
-        """The stdlib's multiprocessing.pool.Pool (until fastmp's Pool lands)."""
-        from multiprocessing.pool import Pool
+        """A pool of worker processes on fastmp's C dispatcher (fastmp.pool.Pool)."""
+        from .pool import Pool
         return Pool(processes, initializer, initargs, maxtasksperchild,
-                    context=self._stdlib_context())
+                    context=self.get_context())
 
     def Value(self, typecode_or_type, *args, lock=True):
         """The stdlib's multiprocessing.sharedctypes.Value (until fastmp's Value lands)."""

@@ -30,6 +30,7 @@ import threading
 import traceback
 import types
 import warnings
+import multiprocessing.pool as _std
 from multiprocessing import resource_tracker, util
 from multiprocessing.context import ProcessError, TimeoutError
 from multiprocessing.pool import MaybeEncodingError, RemoteTraceback
@@ -37,6 +38,7 @@ from multiprocessing.pool import ThreadPool  # noqa: F401  (see the module docst
 
 from . import _core
 from . import _lifecycle  # noqa: F401  (segment tracking, fork and exit hooks)
+from ._stdlib import forward as _forward
 
 __all__ = ['Pool', 'ThreadPool']
 
@@ -944,3 +946,8 @@ def _chunks(seq, size):
 def _flatten(result):
     for chunk in result:
         yield from chunk
+
+
+# The stdlib module's other public names (its helpers: worker, mapstar, ExceptionWithTraceback,
+# ...), for code that reaches them through this module; the dispatcher does not use them.
+__getattr__, __dir__ = _forward(globals(), _std)
