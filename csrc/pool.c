@@ -93,6 +93,10 @@ PyErr_SetRaisedException_compat(PyObject *exc)
 /* Most records (and bytes) the collector copies out per GIL acquisition. */
 #define FM_POOL_DRAIN_RECORDS 512
 #define FM_POOL_DRAIN_BYTES (4u << 20)
+/* The collector thread keeps off the ring while waiting threads collect,
+ * and for this long after one did; it looks again every FM_POOL_PARK_NS. */
+#define FM_POOL_LEADER_RECENT_NS (10 * 1000 * 1000LL)
+#define FM_POOL_PARK_NS (2 * 1000 * 1000LL)
 
 enum fm_slot_state {
     FM_SLOT_FREE = 0,       /* no worker */
@@ -110,7 +114,12 @@ enum fm_task_mode {
     FM_MODE_MAP = 2,        /* entry: a chunk; f(x) for each */
     FM_MODE_STARMAP = 3,    /* entry: a chunk; f(*x) for each */
 };
-enum fm_result_kind { FM_RES_RESULT = 1, FM_RES_INITFAIL = 2, FM_RES_STOP = 3 };
+enum fm_result_kind {
+    FM_RES_RESULT = 1,
+    FM_RES_INITFAIL = 2,
+    FM_RES_STOP = 3,        /* parent -> its collector thread: leave */
+    FM_RES_NUDGE = 4,       /* parent -> its other consumer: look again (see wait) */
+};
 
 typedef struct {
     _Atomic uint32_t pid;
@@ -263,6 +272,18 @@ typedef struct {
     PyObject *on_results, *on_dead;
     int64_t spin_ns;
     int64_t task_ns;                /* measured time per task (GIL held) */
+    /* A thread waiting for a result collects itself (the "leader"), so a
+     * result reaches it without a hop through the collector thread; the
+     * collector thread stays off the ring meanwhile.  Other waiting
+     * threads sleep on disp_seq, bumped after every dispatch.  These words
+     * are process-local: futexes without FUTEX_PRIVATE are fine here too. */
+    _Atomic uint32_t leader;        /* 1 while some thread collects in wait() */
+    _Atomic int64_t leader_seen;    /* when a thread last collected (ns) */
+    _Atomic uint32_t disp_seq;
+    _Atomic uint32_t disp_sleepers;
+    _Atomic uint32_t in_take;       /* the collector thread sleeps on the ring */
+    _Atomic uint32_t waiting;       /* threads inside wait() */
+    _Atomic uint32_t closing;
     PyObject *weakreflist;
 } PoolChannelObject;
 
@@ -375,10 +396,24 @@ channel_alive(PoolChannelObject *self)
 static void stop_collector(PoolChannelObject *self);
 
 static void drain_big(fm_ring *r, size_t hdr_size, int task, PyObject *release);
+static int post_control(PoolChannelObject *self, uint32_t kind, int64_t deadline);
+static void bump_dispatch(PoolChannelObject *self);
 
 static void
 channel_destroy(PoolChannelObject *self)
 {
+    if (self->hdr != NULL && self->owner == fm_self_pid()) {
+        /* No thread may still be inside wait() when the mapping goes. */
+        atomic_store_explicit(&self->closing, 1, memory_order_seq_cst);
+        Py_BEGIN_ALLOW_THREADS
+        while (atomic_load_explicit(&self->waiting, memory_order_seq_cst) > 0) {
+            if (atomic_load_explicit(&self->leader, memory_order_seq_cst))
+                post_control(self, FM_RES_NUDGE, 0);
+            bump_dispatch(self);
+            usleep(1000);
+        }
+        Py_END_ALLOW_THREADS
+    }
     stop_collector(self);
     if (self->seg != NULL && self->owner == fm_self_pid()) {
         /* large entries nobody will read any more */
@@ -989,12 +1024,13 @@ error:
 /* Copy out every ready record (up to the drain limits) into b: one
  * blocking take first when `wait`.  Returns the last take's status. */
 static int
-drain(fm_ring *r, fm_buf *b, uint32_t pid, int wait, int64_t spin)
+drain(fm_ring *r, fm_buf *b, uint32_t pid, int64_t first_deadline, int64_t spin)
 {
     int s = FM_OK;
+    int wait = first_deadline > 0;
     for (int n = 0; n < FM_POOL_DRAIN_RECORDS && b->len < FM_POOL_DRAIN_BYTES; n++) {
         fm_ring_read rd;
-        int64_t deadline = (wait && n == 0) ? fm_now_ns() + FM_POOL_CHECK_NS : 0;
+        int64_t deadline = (wait && n == 0) ? first_deadline : 0;
         s = fm_ring_take(r, pid, deadline, (wait && n == 0) ? spin : 0, &rd);
         if (s != FM_OK)
             return n > 0 ? FM_OK : s;
@@ -1012,6 +1048,71 @@ drain(fm_ring *r, fm_buf *b, uint32_t pid, int wait, int64_t spin)
     return s;
 }
 
+/* Post a STOP or NUDGE record (no GIL needed). */
+static int
+post_control(PoolChannelObject *self, uint32_t kind, int64_t deadline)
+{
+    fm_ring *r = result_ring(self->hdr);
+    fm_ring_claim c;
+    int s;
+    for (;;) {
+        s = fm_ring_claim_space(r, sizeof(fm_result_hdr), self->owner, deadline, 0, &c);
+        if (s != FM_EINTR)
+            break;
+    }
+    if (s == FM_OK) {
+        fm_result_hdr rh = {kind, 0, 0, 0, 0};
+        memcpy(c.data, &rh, sizeof rh);
+        fm_ring_commit(r, &c);
+    }
+    return s;
+}
+
+static void
+bump_dispatch(PoolChannelObject *self)
+{
+    atomic_fetch_add_explicit(&self->disp_seq, 1, memory_order_seq_cst);
+    if (atomic_load_explicit(&self->disp_sleepers, memory_order_seq_cst) > 0)
+        fm_futex_wake(&self->disp_seq, INT32_MAX);
+}
+
+/* Does the copied batch hold results (not only control records)? */
+static int
+has_results(const fm_buf *b)
+{
+    size_t off = 0;
+    while (off < b->len) {
+        uint32_t rlen;
+        fm_result_hdr rh;
+        memcpy(&rlen, b->p + off, sizeof rlen);
+        if (rlen >= sizeof rh) {
+            memcpy(&rh, b->p + off + 8, sizeof rh);
+            if (rh.kind == FM_RES_RESULT || rh.kind == FM_RES_INITFAIL)
+                return 1;
+        }
+        off += 8 + pad8(rlen);
+    }
+    return 0;
+}
+
+static int
+has_stop(const fm_buf *b)
+{
+    size_t off = 0;
+    while (off < b->len) {
+        uint32_t rlen;
+        fm_result_hdr rh;
+        memcpy(&rlen, b->p + off, sizeof rlen);
+        if (rlen >= sizeof rh) {
+            memcpy(&rh, b->p + off + 8, sizeof rh);
+            if (rh.kind == FM_RES_STOP)
+                return 1;
+        }
+        off += 8 + pad8(rlen);
+    }
+    return 0;
+}
+
 static void *
 collector_main(void *arg)
 {
@@ -1024,7 +1125,22 @@ collector_main(void *arg)
     int stop = 0;
     while (!stop) {
         b.len = 0;
-        int s = drain(r, &b, pid, 1, self->spin_ns);
+        int s;
+        if (atomic_load_explicit(&self->leader, ACQ) ||
+            fm_now_ns() - atomic_load_explicit(&self->leader_seen, RLX) < FM_POOL_LEADER_RECENT_NS) {
+            /* Waiting threads collect (one is at it, or was a moment ago, as
+             * in a loop of apply()): stay off the ring, so that they need not
+             * send us off it, and look again in a while (no wake-up is owed
+             * to us when they are done). */
+            fm_futex_wait(&self->leader, atomic_load_explicit(&self->leader, ACQ),
+                          fm_now_ns() + FM_POOL_PARK_NS);
+            s = FM_AGAIN;
+        }
+        else {
+            atomic_store_explicit(&self->in_take, 1, memory_order_seq_cst);
+            s = drain(r, &b, pid, fm_now_ns() + FM_POOL_CHECK_NS, self->spin_ns);
+            atomic_store_explicit(&self->in_take, 0, memory_order_seq_cst);
+        }
         int64_t now = fm_now_ns();
         int check = now >= next_check;
         int dead = 0;
@@ -1040,6 +1156,7 @@ collector_main(void *arg)
         if (b.len == 0 && !dead)
             continue;
         (void)s;
+        int real = has_results(&b);
         PyGILState_STATE g = PyGILState_Ensure();
         if (b.len)
             stop = dispatch(self, &b);
@@ -1050,9 +1167,139 @@ collector_main(void *arg)
             Py_XDECREF(r2);
         }
         PyGILState_Release(g);
+        if (real || dead) {
+            bump_dispatch(self);
+            /* a thread that became the collecting waiter meanwhile sleeps on
+             * the ring: what we handed over may be its result */
+            if (atomic_load_explicit(&self->leader, memory_order_seq_cst))
+                post_control(self, FM_RES_NUDGE, 0);
+        }
     }
     free(b.p);
     return NULL;
+}
+
+PyDoc_STRVAR(wait_doc,
+"wait($self, timeout=None, /)\n--\n\n"
+"Wait for results to be handed over, collecting them in this thread when no\n"
+"other thread does.  Returns True after a hand-over (to anyone), False when\n"
+"the timeout (at most a short slice) passed, None when the channel is closing\n"
+"or not collecting (wait some other way).  The caller checks what it waits\n"
+"for and calls again.");
+
+#define FM_POOL_LEADER_SLICE_NS (20 * 1000 * 1000LL)
+
+/* No GIL: a waiting thread that does not collect sleeps until disp_seq moves. */
+static int
+follower_sleep(PoolChannelObject *self, uint32_t seen, int64_t deadline)
+{
+    int s = FM_OK;
+    atomic_fetch_add_explicit(&self->disp_sleepers, 1, memory_order_seq_cst);
+    if (atomic_load_explicit(&self->disp_seq, memory_order_seq_cst) == seen &&
+        !atomic_load_explicit(&self->closing, memory_order_seq_cst))
+        s = fm_futex_wait(&self->disp_seq, seen, deadline);
+    atomic_fetch_sub_explicit(&self->disp_sleepers, 1, memory_order_seq_cst);
+    return s;
+}
+
+static PyObject *
+PoolChannel_wait(PoolChannelObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs > 1) {
+        PyErr_SetString(PyExc_TypeError, "wait() takes at most 1 argument");
+        return NULL;
+    }
+    if (self->hdr == NULL || self->owner != fm_self_pid() || !self->thread_running)
+        Py_RETURN_NONE;
+    int64_t deadline;
+    if (fm_timeout_to_deadline(nargs ? args[0] : Py_None, &deadline) < 0)
+        return NULL;
+    int64_t slice = fm_now_ns() + FM_POOL_LEADER_SLICE_NS;
+    if (slice < deadline)
+        deadline = slice;
+    atomic_fetch_add_explicit(&self->waiting, 1, memory_order_seq_cst);
+    if (atomic_load_explicit(&self->closing, memory_order_seq_cst)) {
+        atomic_fetch_sub_explicit(&self->waiting, 1, memory_order_seq_cst);
+        Py_RETURN_NONE;
+    }
+    uint32_t seen = atomic_load_explicit(&self->disp_seq, memory_order_seq_cst);
+    uint32_t zero = 0;
+    int got = 0, s = FM_OK;
+    if (atomic_compare_exchange_strong_explicit(&self->leader, &zero, 1, memory_order_seq_cst,
+                                                memory_order_seq_cst)) {
+        fm_buf b = {0};
+        fm_ring *r = result_ring(self->hdr);
+        uint32_t pid = self->owner;
+        int64_t spin = atomic_load_explicit(&fm_spin_ns, RLX);
+        Py_BEGIN_ALLOW_THREADS
+        /* the collector thread may be asleep on the ring: send it off */
+        if (atomic_load_explicit(&self->in_take, memory_order_seq_cst))
+            post_control(self, FM_RES_NUDGE, 0);
+        for (;;) {
+            b.len = 0;
+            s = drain(r, &b, pid, deadline, spin);
+            spin = 0;
+            /* only nudges, and nothing handed over meanwhile: keep waiting */
+            if (s == FM_OK && !has_results(&b) && !has_stop(&b) &&
+                atomic_load_explicit(&self->disp_seq, memory_order_seq_cst) == seen &&
+                !atomic_load_explicit(&self->closing, memory_order_seq_cst))
+                continue;
+            break;
+        }
+        atomic_store_explicit(&self->leader_seen, fm_now_ns(), RLX);
+        Py_END_ALLOW_THREADS
+        atomic_store_explicit(&self->leader, 0, memory_order_seq_cst);
+        if (b.len > 0) {
+            int real = has_results(&b);
+            if (dispatch(self, &b))
+                post_control(self, FM_RES_STOP, FM_FOREVER);    /* not ours */
+            if (real) {
+                got = 1;
+                bump_dispatch(self);
+            }
+        }
+        if (!got) {
+            got = atomic_load_explicit(&self->disp_seq, memory_order_seq_cst) != seen;
+            bump_dispatch(self);    /* a follower may take over the ring */
+        }
+        free(b.p);
+    }
+    else {
+        /* someone else collects: sleep until it hands something over */
+        FM_BLOCKING(s, ((void)fm_spin, follower_sleep(self, seen, deadline)));
+        got = atomic_load_explicit(&self->disp_seq, memory_order_seq_cst) != seen;
+    }
+    atomic_fetch_sub_explicit(&self->waiting, 1, memory_order_seq_cst);
+    if (s == FM_EINTR && PyErr_CheckSignals() < 0)
+        return NULL;
+    if (s == FM_PYERR)
+        return NULL;
+    return PyBool_FromLong(got);
+}
+
+PyDoc_STRVAR(in_collector_doc,
+"in_collector($self, /)\n--\n\n"
+"True when called from the channel's collector thread (its callbacks).");
+
+static PyObject *
+PoolChannel_in_collector(PoolChannelObject *self, PyObject *Py_UNUSED(ignored))
+{
+    return PyBool_FromLong(self->thread_running && pthread_equal(self->thread, pthread_self()));
+}
+
+PyDoc_STRVAR(notify_doc,
+"notify($self, /)\n--\n\n"
+"Wake the threads in wait(): a result was set outside a hand-over.");
+
+static PyObject *
+PoolChannel_notify(PoolChannelObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (self->hdr == NULL || self->owner != fm_self_pid())
+        Py_RETURN_NONE;
+    bump_dispatch(self);
+    if (atomic_load_explicit(&self->leader, memory_order_seq_cst))
+        post_control(self, FM_RES_NUDGE, 0);
+    Py_RETURN_NONE;
 }
 
 PyDoc_STRVAR(start_collector_doc,
@@ -1100,21 +1347,10 @@ stop_collector(PoolChannelObject *self)
     if (!self->thread_running || self->owner != fm_self_pid() ||
         pthread_equal(self->thread, pthread_self()))
         return;
-    /* Post STOP; the collector sees it after every result before it. */
-    fm_ring *r = result_ring(self->hdr);
-    fm_ring_claim c;
-    int s;
+    /* Post STOP; the collector sees it after every result before it (a
+     * waiting thread that takes it posts it again). */
     Py_BEGIN_ALLOW_THREADS
-    for (;;) {
-        s = fm_ring_claim_space(r, sizeof(fm_result_hdr), fm_self_pid(), FM_FOREVER, 0, &c);
-        if (s != FM_EINTR)
-            break;
-    }
-    if (s == FM_OK) {
-        fm_result_hdr rh = {FM_RES_STOP, 0, 0, 0, 0};
-        memcpy(c.data, &rh, sizeof rh);
-        fm_ring_commit(r, &c);
-    }
+    post_control(self, FM_RES_STOP, FM_FOREVER);
     pthread_join(self->thread, NULL);
     Py_END_ALLOW_THREADS
     self->thread_running = 0;
@@ -1686,6 +1922,9 @@ static PyMethodDef PoolChannel_methods[] = {
      METH_FASTCALL, start_collector_doc},
     {"stop_collector", (PyCFunction)PoolChannel_stop_collector, METH_NOARGS,
      stop_collector_doc},
+    {"wait", (PyCFunction)(void (*)(void))PoolChannel_wait, METH_FASTCALL, wait_doc},
+    {"notify", (PyCFunction)PoolChannel_notify, METH_NOARGS, notify_doc},
+    {"in_collector", (PyCFunction)PoolChannel_in_collector, METH_NOARGS, in_collector_doc},
     {"close", (PyCFunction)PoolChannel_close, METH_NOARGS, close_doc},
     {"worker_main", (PyCFunction)(void (*)(void))PoolChannel_worker_main,
      METH_FASTCALL | METH_CLASS, worker_main_doc},

@@ -27,6 +27,7 @@ import pickle
 import signal
 import sys
 import threading
+import time
 import traceback
 import types
 import warnings
@@ -154,6 +155,28 @@ def _worker_bootstrap(name, slot, initializer, initargs, maxtasks):
 
 # --------------------------------------------------------------------------- results
 
+def _channel_of(pool):
+    d = getattr(pool, "_dispatcher", None)
+    return d.channel if d is not None else None
+
+
+def _wait_on_channel(channel, done, timeout):
+    """Wait until done() or the timeout, collecting results in this thread when no other
+    thread does (see PoolChannel.wait).  Returns False if the channel cannot be waited on
+    any more (the pool is ending): the caller waits its own way then."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while not done():
+        if deadline is None:
+            remaining = None
+        else:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return True
+        if channel.wait(remaining) is None:
+            return False
+    return True
+
+
 def _report_callback_error():
     print("Exception in a fastmp.pool callback:", file=sys.stderr)
     traceback.print_exc()
@@ -169,7 +192,8 @@ class ApplyResult:
         self._callback = callback
         self._error_callback = error_callback
         self._ready = False
-        self._event = None          # made on the first wait that has to sleep
+        self._event = None          # made if a wait cannot use the channel
+        self._channel = _channel_of(pool)
         self._cache[self._job] = self
 
     def ready(self):
@@ -183,6 +207,13 @@ class ApplyResult:
     def wait(self, timeout=None):
         if self._ready:
             return
+        ch = self._channel
+        if ch is not None:
+            t0 = time.monotonic()
+            if _wait_on_channel(ch, self.ready, timeout):
+                return
+            if timeout is not None:
+                timeout = max(0.0, timeout - (time.monotonic() - t0))
         ev = self._event
         if ev is None:
             with _event_lock:
@@ -209,6 +240,7 @@ class ApplyResult:
             ev.set()
         self._cache.pop(self._job, None)
         self._pool = None
+        self._channel = None
 
     def _set(self, i, obj):
         self._success, self._value = obj
@@ -287,12 +319,23 @@ class IMapIterator:
         self._index = 0
         self._length = None
         self._unsorted = {}
+        self._channel = _channel_of(pool)
         self._cache[self._job] = self
 
     def __iter__(self):
         return self
 
+    def _has_news(self):
+        return bool(self._items) or self._index == self._length
+
     def next(self, timeout=None):
+        ch = self._channel
+        if ch is not None and not self._items:
+            t0 = time.monotonic()
+            if not _wait_on_channel(ch, self._has_news, timeout):
+                self._channel = None
+            if timeout is not None:
+                timeout = max(0.0, timeout - (time.monotonic() - t0))
         with self._cond:
             try:
                 item = self._items.popleft()
@@ -408,7 +451,6 @@ class _Dispatcher:
         self.channel = _core.PoolChannel(processes, fallback_dumps=_fallback_dumps,
                                          release_segment=_release_segment)
         self.name = self.channel.name
-        self.collector_ident = None
 
     # ---- workers
 
@@ -431,7 +473,6 @@ class _Dispatcher:
 
     def on_dead(self):
         """Collector thread, GIL held: some worker's process is gone."""
-        self.collector_ident = threading.get_ident()
         with self.lock:
             if self.channel.closed:
                 return
@@ -463,7 +504,6 @@ class _Dispatcher:
 
     def on_results(self, batch):
         """Collector thread, GIL held: a batch of (job, index, ok, value)."""
-        self.collector_ident = threading.get_ident()
         cache = self.cache
         for job, i, ok, value in batch:
             if job == 0:
@@ -571,6 +611,7 @@ class _Dispatcher:
             first += done
             if error is not None:
                 f.result._set(first, (False, error))
+                self.channel.notify()
                 first += 1
 
     def feed_lazy(self, f):
@@ -593,12 +634,14 @@ class _Dispatcher:
             except StopIteration:
                 self.post_group(f, index, group, batch)
                 f.result._set_length(index + len(group))
+                self.channel.notify()
                 return
             except Exception as exc:
                 self.post_group(f, index, group, batch)
                 index += len(group)
                 f.result._set(index, (False, exc))
                 f.result._set_length(index + 1)
+                self.channel.notify()
                 return
             self.post_group(f, index, group, batch)
             index += len(group)
@@ -612,6 +655,7 @@ class _Dispatcher:
             pos += done
             if error is not None:
                 f.result._set(index + pos, (False, error))
+                self.channel.notify()
                 pos += 1
 
     def dump_function(self, func):
@@ -654,7 +698,7 @@ class _Dispatcher:
 
     def join(self):
         self.finished.wait()
-        if threading.get_ident() != self.collector_ident:
+        if not self.channel.in_collector():
             self.channel.stop_collector()
         for p in list(self.workers):
             if p is not None:
@@ -688,7 +732,7 @@ class _Dispatcher:
                     p.terminate()
                 except OSError:
                     pass
-        if threading.get_ident() != self.collector_ident:
+        if not self.channel.in_collector():
             self.channel.stop_collector()
         for p in workers:
             p.join(2.0)
@@ -699,7 +743,7 @@ class _Dispatcher:
             self.workers = [None] * self.processes
             del self.pool[:]
         self.finished.set()
-        if threading.get_ident() != self.collector_ident:
+        if not self.channel.in_collector():
             self.close_channel()
 
 
