@@ -489,16 +489,24 @@ class _Dispatcher:
                     self.pool.remove(p)
                 except ValueError:
                     pass
-                if state == _SLOT_BUSY:
-                    result = self.cache.get(job)
-                    if result is not None:
-                        result._fail_held(first, count, WorkerLostError(
-                            f"pool worker process {p.pid} {_how_it_ended(p.exitcode)} "
-                            f"while running this task"))
+                if state not in (_SLOT_EXITED, _SLOT_INITFAIL):
+                    if not self.worker_lost(p, state, job, first, count):
+                        continue
                 if self.broken is None and state != _SLOT_INITFAIL and (
                         self.state == RUN or (self.state == CLOSE and self.cache)):
                     self.start_worker(slot)
             self.maybe_finish()
+
+    def worker_lost(self, p, state, job, first, count):
+        """A worker died on its own (not after an EXIT record or maxtasks): fail the tasks it
+        held.  Returns whether to start a replacement."""
+        if state == _SLOT_BUSY:
+            result = self.cache.get(job)
+            if result is not None:
+                result._fail_held(first, count, WorkerLostError(
+                    f"pool worker process {p.pid} {_how_it_ended(p.exitcode)} "
+                    f"while running this task"))
+        return True
 
     # ---- results
 
@@ -979,12 +987,13 @@ class Pool:
 
 
 def _chunks(seq, size):
-    """seq cut into tuples of size items (the last may be shorter)."""
+    """seq cut into chunks of size items (the last may be shorter).  A range is cut into
+    ranges: a chunk then pickles to a few bytes, and the worker makes its items."""
     if size == 1:
         return [(x,) for x in seq]
-    if not isinstance(seq, (list, tuple)):
+    if not isinstance(seq, (list, tuple, range)):
         seq = list(seq)
-    return [tuple(seq[i:i + size]) for i in range(0, len(seq), size)]
+    return [seq[i:i + size] for i in range(0, len(seq), size)]
 
 
 def _flatten(result):
