@@ -264,8 +264,21 @@ class ApplyResult:
 AsyncResult = ApplyResult
 
 
+def _progress_bar(total, progress):
+    """A tqdm progress bar for progress=True (or the arguments of tqdm, as a dict)."""
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        raise ImportError("progress=... needs tqdm: pip install 'fastmp[progress]'") from None
+    kwargs = dict(progress) if isinstance(progress, dict) else {}
+    kwargs.setdefault("total", total)
+    return tqdm(**kwargs)
+
+
 class MapResult(ApplyResult):
     """The result of map_async()/starmap_async(): the list of every result."""
+
+    _bar = None     # a progress bar (beyond the stdlib: progress=True)
 
     def __init__(self, pool, chunksize, length, callback, error_callback):
         ApplyResult.__init__(self, pool, callback, error_callback)
@@ -286,6 +299,11 @@ class MapResult(ApplyResult):
         self._done[i] = 1
         self._number_left -= 1
         success, result = success_result
+        bar = self._bar
+        if bar is not None:
+            bar.update(len(result) if success else 0)
+            if self._number_left == 0:
+                bar.close()
         if success and self._success:
             self._value[i * self._chunksize:(i + 1) * self._chunksize] = result
         elif not success and self._success:
@@ -872,25 +890,29 @@ class Pool:
 
     # ---- map
 
-    def map(self, func, iterable, chunksize=None):
-        """Apply func to every item; return the list of results, in order."""
-        return self._map_async(func, iterable, _MAP, chunksize).get()
+    def map(self, func, iterable, chunksize=None, *, progress=False):
+        """Apply func to every item; return the list of results, in order.
+        progress=True (beyond the stdlib) shows a tqdm progress bar."""
+        return self._map_async(func, iterable, _MAP, chunksize, progress=progress).get()
 
-    def starmap(self, func, iterable, chunksize=None):
+    def starmap(self, func, iterable, chunksize=None, *, progress=False):
         """Like map(), but each item is unpacked into arguments: func(*item)."""
-        return self._map_async(func, iterable, _STARMAP, chunksize).get()
+        return self._map_async(func, iterable, _STARMAP, chunksize, progress=progress).get()
 
-    def map_async(self, func, iterable, chunksize=None, callback=None, error_callback=None):
+    def map_async(self, func, iterable, chunksize=None, callback=None, error_callback=None,
+                  *, progress=False):
         """map() returning a MapResult."""
-        return self._map_async(func, iterable, _MAP, chunksize, callback, error_callback)
+        return self._map_async(func, iterable, _MAP, chunksize, callback, error_callback,
+                               progress)
 
     def starmap_async(self, func, iterable, chunksize=None, callback=None,
-                      error_callback=None):
+                      error_callback=None, *, progress=False):
         """starmap() returning a MapResult."""
-        return self._map_async(func, iterable, _STARMAP, chunksize, callback, error_callback)
+        return self._map_async(func, iterable, _STARMAP, chunksize, callback, error_callback,
+                               progress)
 
     def _map_async(self, func, iterable, mode, chunksize=None, callback=None,
-                   error_callback=None):
+                   error_callback=None, progress=False):
         self._check_running()
         if not hasattr(iterable, '__len__'):
             iterable = list(iterable)
@@ -900,9 +922,13 @@ class Pool:
                 chunksize += 1
         if len(iterable) == 0:
             chunksize = 0
+        bar = _progress_bar(len(iterable), progress) if progress else None
         result = MapResult(self, chunksize, len(iterable), callback, error_callback)
         if chunksize == 0:
+            if bar is not None:
+                bar.close()
             return result
+        result._bar = bar
         d = self._dispatcher
         try:
             fdata = d.dump_function(func)
@@ -915,13 +941,31 @@ class Pool:
 
     # ---- imap
 
-    def imap(self, func, iterable, chunksize=1):
-        """Like map(), lazily: an iterator over the results, in order."""
-        return self._imap(IMapIterator, func, iterable, chunksize)
+    def imap(self, func, iterable, chunksize=1, *, progress=False):
+        """Like map(), lazily: an iterator over the results, in order.
+        progress=True (beyond the stdlib) shows a tqdm progress bar."""
+        return self._with_bar(self._imap(IMapIterator, func, iterable, chunksize),
+                              iterable, progress)
 
-    def imap_unordered(self, func, iterable, chunksize=1):
+    def imap_unordered(self, func, iterable, chunksize=1, *, progress=False):
         """Like imap(), but results come in the order they finish."""
-        return self._imap(IMapUnorderedIterator, func, iterable, chunksize)
+        return self._with_bar(self._imap(IMapUnorderedIterator, func, iterable, chunksize),
+                              iterable, progress)
+
+    @staticmethod
+    def _with_bar(it, iterable, progress):
+        if not progress:
+            return it
+        bar = _progress_bar(len(iterable) if hasattr(iterable, "__len__") else None, progress)
+
+        def counted():
+            try:
+                for x in it:
+                    bar.update(1)
+                    yield x
+            finally:
+                bar.close()
+        return counted()
 
     def _imap(self, cls, func, iterable, chunksize):
         self._check_running()

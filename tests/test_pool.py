@@ -410,3 +410,17 @@ def test_abandoned_pool_is_collected(fastmp_ctx):
     gc.collect()
     assert all(p.exitcode is not None for p in workers)
     assert not os.path.exists("/dev/shm/" + name.lstrip("/"))
+
+
+def test_progress_bar(fastmp_ctx, capsys):
+    pytest.importorskip("tqdm")
+    pool = fastmp.pool.Pool(2, context=fastmp_ctx)
+    try:
+        assert pool.map(targets.square, range(50), progress=True) == [x * x for x in range(50)]
+        assert list(pool.imap(targets.square, range(20), progress={"desc": "sq"})) == \
+            [x * x for x in range(20)]
+        err = capsys.readouterr().err
+        assert "50/50" in err and "sq" in err and "20/20" in err
+    finally:
+        pool.close()
+        pool.join()
