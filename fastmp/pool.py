@@ -485,7 +485,7 @@ class _Dispatcher:
         p.name = p.name.replace("Process", "PoolWorker")
         p.daemon = True
         p.start()
-        ch.set_slot(slot, p.pid, None)
+        ch.set_slot(slot, getattr(p, "pid", None) or 0, None)
         self.workers[slot] = p
         self.pool.append(p)
 
@@ -761,8 +761,11 @@ class _Dispatcher:
         if not self.channel.in_collector():
             self.channel.stop_collector()
         for p in workers:
-            p.join(2.0)
-            if p.exitcode is None:
+            try:
+                p.join(2.0)
+            except TypeError:   # a Process-like object without join(timeout)
+                p.join()
+            if p.exitcode is None and hasattr(p, "kill"):
                 p.kill()
                 p.join()
         with self.lock:
@@ -861,6 +864,11 @@ class Pool:
     def __reduce__(self):
         raise NotImplementedError(
             'pool objects cannot be passed between processes or pickled')
+
+    def _repopulate_pool(self):
+        """Replace the workers that have exited (the collector does it on its own within
+        50 ms; this does it now)."""
+        self._dispatcher.on_dead()
 
     def _check_running(self):
         if self._state != RUN:
