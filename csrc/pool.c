@@ -284,6 +284,7 @@ typedef struct {
     _Atomic uint32_t in_take;       /* the collector thread sleeps on the ring */
     _Atomic uint32_t waiting;       /* threads inside wait() */
     _Atomic uint32_t closing;
+    _Atomic uint32_t stopping;      /* stop_collector(): do not park, take the STOP */
     PyObject *weakreflist;
 } PoolChannelObject;
 
@@ -364,7 +365,10 @@ PoolChannel_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     h->magic = FM_POOL_MAGIC;
     self->hdr = h;
     self->owner = fm_self_pid();
-    self->spin_ns = atomic_load_explicit(&fm_spin_ns, RLX);
+    /* The collector thread does not spin: a thread waiting for a result
+     * collects (and spins) itself; spinning here would only take a CPU from
+     * the workers. */
+    self->spin_ns = 0;
     /* The resource tracker must hear of the segment, so that a crash of
      * this process does not leave it in /dev/shm. */
     if (st->segment_hook != NULL) {
@@ -1126,8 +1130,10 @@ collector_main(void *arg)
     while (!stop) {
         b.len = 0;
         int s;
-        if (atomic_load_explicit(&self->leader, ACQ) ||
-            fm_now_ns() - atomic_load_explicit(&self->leader_seen, RLX) < FM_POOL_LEADER_RECENT_NS) {
+        if (!atomic_load_explicit(&self->stopping, ACQ) &&
+            (atomic_load_explicit(&self->leader, ACQ) ||
+             fm_now_ns() - atomic_load_explicit(&self->leader_seen, RLX) <
+                 FM_POOL_LEADER_RECENT_NS)) {
             /* Waiting threads collect (one is at it, or was a moment ago, as
              * in a loop of apply()): stay off the ring, so that they need not
              * send us off it, and look again in a while (no wake-up is owed
@@ -1350,7 +1356,9 @@ stop_collector(PoolChannelObject *self)
     /* Post STOP; the collector sees it after every result before it (a
      * waiting thread that takes it posts it again). */
     Py_BEGIN_ALLOW_THREADS
+    atomic_store_explicit(&self->stopping, 1, memory_order_seq_cst);
     post_control(self, FM_RES_STOP, FM_FOREVER);
+    fm_futex_wake(&self->leader, 1);    /* if parked, it looks again now */
     pthread_join(self->thread, NULL);
     Py_END_ALLOW_THREADS
     self->thread_running = 0;
