@@ -105,3 +105,14 @@ def big(n):
 
 def length(data):
     return len(data)
+
+
+def orphan_parent_main(method, out_path):
+    """Run in a child interpreter: start a pool, write its workers' pids, die without
+    cleanup (the workers must notice and leave)."""
+    import fastmp
+    pool = fastmp.get_context(method).Pool(2)
+    pool.map(square, range(4))
+    with open(out_path, "w") as f:
+        f.write(" ".join(str(p.pid) for p in pool._pool))
+    os._exit(0)

@@ -424,3 +424,52 @@ def test_progress_bar(fastmp_ctx, capsys):
     finally:
         pool.close()
         pool.join()
+
+
+@pytest.mark.parametrize("size", [3 << 20])
+def test_large_arguments_and_results(ctx, size):
+    """Larger than a ring record: they travel in segments of their own (fastmp)."""
+    before = set(os.listdir("/dev/shm"))
+    pool = make_pool(ctx, 2)
+    try:
+        data = b"y" * size
+        assert pool.apply(targets.length, (data,)) == size
+        assert pool.apply(targets.big, (size,)) == b"x" * size
+        assert pool.map(targets.length, [data, b"z", data], chunksize=1) == [size, 1, size]
+        out = pool.map(targets.big, [10, size], chunksize=1)
+        assert [len(x) for x in out] == [10, size]
+    finally:
+        pool.close()
+        pool.join()
+    if is_fastmp(ctx):
+        left = {n for n in set(os.listdir("/dev/shm")) - before if n.startswith("fastmp-")}
+        # only arenas this process still maps may remain, never a task's or result's segment
+        assert all(os.path.getsize("/dev/shm/" + n) == 1 << 20 for n in left), left
+
+
+@pytest.mark.timeout(60)
+def test_workers_leave_when_the_parent_dies(fastmp_ctx, tmp_path):
+    import subprocess
+    import sys
+    out = tmp_path / "pids"
+    src = os.path.dirname(os.path.dirname(fastmp.__file__))
+    tests = os.path.dirname(os.path.abspath(__file__))
+    code = (f"import sys; sys.path[:0] = [{src!r}, {tests!r}]; import _pool_targets as t; "
+            f"t.orphan_parent_main({fastmp_ctx.get_start_method()!r}, {str(out)!r})")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=50)
+    pids = [int(x) for x in out.read_text().split()]
+    assert len(pids) == 2
+    deadline = time.monotonic() + 20
+    alive = pids
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.1)
+        alive = [pid for pid in alive if _alive(pid)]
+    assert alive == []
+
+
+def _alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
