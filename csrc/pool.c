@@ -152,7 +152,7 @@ typedef struct {
 
 typedef struct {
     uint32_t kind;
-    uint32_t aux;                   /* RESULT: run time in us; INITFAIL: the slot */
+    uint32_t aux;                   /* RESULT: run time in ns (saturated); INITFAIL: the slot */
     uint64_t job;
     uint32_t first;
     uint32_t count;
@@ -970,8 +970,9 @@ dispatch(PoolChannelObject *self, fm_buf *b)
         }
         if (rh.kind == FM_RES_RESULT && rh.count > 0) {
             /* a moving average of the time per task, for batching decisions */
-            int64_t per = (int64_t)rh.aux * 1000 / rh.count;
-            self->task_ns = self->task_ns ? (self->task_ns * 7 + per) / 8 : (per ? per : 1);
+            int64_t per = (int64_t)rh.aux / rh.count;
+            int64_t avg = self->task_ns ? (self->task_ns * 7 + per) / 8 : per;
+            self->task_ns = avg > 0 ? avg : 1;     /* 0 means "not measured yet" */
         }
         size_t p = sizeof rh;
         for (uint32_t k = 0; k < rh.count; k++) {
@@ -1716,9 +1717,9 @@ run_batch(worker_ctx *w, const fm_task_hdr *th, const unsigned char *p, size_t l
     }
     Py_XDECREF(fexc);
     {
-        int64_t us = (fm_now_ns() - t0) / 1000;
+        int64_t ns = fm_now_ns() - t0;
         ((fm_result_hdr *)(out->p + rec_start))->aux =
-            us > (int64_t)UINT32_MAX ? UINT32_MAX : (uint32_t)us;
+            ns > (int64_t)UINT32_MAX ? UINT32_MAX : (uint32_t)ns;
     }
     return post_result(w, out->p + rec_start, out->len - rec_start);
 nomem:

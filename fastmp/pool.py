@@ -891,9 +891,18 @@ class Pool:
             result._set(0, (False, exc))
             return result
         if kwds:
-            d.submit(result, _APPLY_KW, fdata, [(args, kwds)])
+            mode, items = _APPLY_KW, [(args, kwds)]
         else:
-            d.submit(result, _APPLY, fdata, [tuple(args)])
+            mode, items = _APPLY, [args if type(args) is tuple else tuple(args)]
+        # the common case first: nothing queued in the feeder, room in the ring
+        if not d.feeds and not d.feeding and d.broken is None:
+            done, error = d.channel.put(result._job, mode, 0, fdata, items, 1, False)
+            if done == 1:
+                return result
+            if error is not None:
+                result._set(0, (False, error))
+                return result
+        d.submit(result, mode, fdata, items)
         return result
 
     # ---- map
