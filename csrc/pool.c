@@ -781,6 +781,8 @@ PoolChannel_put(PoolChannelObject *self, PyObject *const *args, Py_ssize_t nargs
                 pending_bytes = 0;
             }
             if (s != FM_OK) {
+                if (b != NULL && (bflag & FM_ENTRY_BIG))
+                    big_unlink(self->release, (const fm_big_ref *)PyBytes_AS_STRING(b));
                 Py_XDECREF(b);
                 break;
             }
@@ -1256,9 +1258,13 @@ PoolChannel_wait(PoolChannelObject *self, PyObject *const *args, Py_ssize_t narg
         atomic_store_explicit(&self->leader_seen, fm_now_ns(), RLX);
         Py_END_ALLOW_THREADS
         atomic_store_explicit(&self->leader, 0, memory_order_seq_cst);
+        /* Done with the ring: a callback run by dispatch() may close the
+         * channel (terminate the pool), which waits for the threads in here. */
+        atomic_fetch_sub_explicit(&self->waiting, 1, memory_order_seq_cst);
         if (b.len > 0) {
             int real = has_results(&b);
-            if (dispatch(self, &b))
+            int stop = dispatch(self, &b);
+            if (stop && self->hdr != NULL)
                 post_control(self, FM_RES_STOP, FM_FOREVER);    /* not ours */
             if (real) {
                 got = 1;
@@ -1270,6 +1276,9 @@ PoolChannel_wait(PoolChannelObject *self, PyObject *const *args, Py_ssize_t narg
             bump_dispatch(self);    /* a follower may take over the ring */
         }
         free(b.p);
+        if (s == FM_EINTR && PyErr_CheckSignals() < 0)
+            return NULL;
+        return PyBool_FromLong(got);
     }
     else {
         /* someone else collects: sleep until it hands something over */

@@ -473,3 +473,20 @@ def _alive(pid):
             return f.read().split(")")[-1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+@pytest.mark.timeout(60)
+def test_terminate_from_a_callback(fastmp_ctx):
+    pool = fastmp.pool.Pool(2, context=fastmp_ctx)
+    name = pool._dispatcher.name
+    try:
+        r = pool.apply_async(targets.square, (3,), callback=lambda _: pool.terminate())
+        assert r.get(WAIT) == 9
+        pool.join()
+        deadline = time.monotonic() + WAIT
+        while os.path.exists("/dev/shm/" + name.lstrip("/")):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    finally:
+        pool.terminate()
+        pool.join()
