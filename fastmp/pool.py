@@ -347,6 +347,16 @@ class IMapIterator:
         return bool(self._items) or self._index == self._length
 
     def next(self, timeout=None):
+        try:
+            # deque.popleft is atomic: no lock needed while results are waiting
+            success, value = self._items.popleft()
+        except IndexError:
+            return self._next_slow(timeout)
+        if success:
+            return value
+        raise value
+
+    def _next_slow(self, timeout):
         ch = self._channel
         if ch is not None and not self._items:
             t0 = time.monotonic()
@@ -531,11 +541,13 @@ class _Dispatcher:
     def on_results(self, batch):
         """Collector thread, GIL held: a batch of (job, index, ok, value)."""
         cache = self.cache
+        last, result = None, None
         for job, i, ok, value in batch:
-            if job == 0:
-                self.init_failed(i, value)
-                continue
-            result = cache.get(job)
+            if job != last:
+                if job == 0:
+                    self.init_failed(i, value)
+                    continue
+                last, result = job, cache.get(job)
             if result is not None:
                 result._set(i, (ok, value))
         if self.state != RUN and not cache:
