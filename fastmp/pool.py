@@ -21,6 +21,7 @@ ThreadPool stays the stdlib's: threads share the parent's memory, so a shared-me
 has nothing to offer them.
 """
 import collections
+import functools
 import itertools
 import os
 import pickle
@@ -476,6 +477,7 @@ class _Dispatcher:
         self.exits_sent = False
         self.finished = threading.Event()   # EXIT records posted (or terminated)
         self.func_cache = {}
+        self.make_process = ctx.Process     # Pool.Process for Pools (see Pool.__init__)
         self.channel = _core.PoolChannel(processes, fallback_dumps=_fallback_dumps,
                                          release_segment=_release_segment)
         self.name = self.channel.name
@@ -489,9 +491,9 @@ class _Dispatcher:
     def start_worker(self, slot):
         ch = self.channel
         ch.set_slot(slot, 0, _SLOT_STARTING)
-        p = self.ctx.Process(target=_worker_bootstrap,
-                             args=(self.name, slot, self.initializer, self.initargs,
-                                   self.maxtasks))
+        p = self.make_process(target=_worker_bootstrap,
+                              args=(self.name, slot, self.initializer, self.initargs,
+                                    self.maxtasks))
         p.name = p.name.replace("Process", "PoolWorker")
         p.daemon = True
         p.start()
@@ -852,6 +854,9 @@ class Pool:
         self._maxtasksperchild = maxtasksperchild
         d = self._dispatcher = _Dispatcher(context, processes, initializer, initargs,
                                            maxtasksperchild, self._cache)
+        # workers are made by Pool.Process, as in the stdlib (a subclass may override it);
+        # bound to the class, not to self, so that the dispatcher does not keep self alive
+        d.make_process = functools.partial(type(self).Process, context)
         self._pool = d.pool
         try:
             d.start_workers()
