@@ -29,7 +29,19 @@
  * Python state at all, copies out every record that is ready, and only then
  * takes the GIL (PyGILState_Ensure) to unpickle the results and pass them to
  * one Python callback per batch.  It is stopped by a STOP record the parent
- * posts to the result ring itself, so stopping is immediate. */
+ * posts to the result ring itself, so stopping is immediate.
+ *
+ * A thread that waits for a result (get(), next(), Future.result()) collects
+ * itself instead (PoolChannel.wait): one "leader" at a time takes from the
+ * result ring and dispatches, other waiting threads sleep on a process-local
+ * sequence word bumped after every dispatch, and the collector thread keeps
+ * off the ring while waiting threads collect (and for 10 ms after), so a
+ * round trip costs one wake-up in the parent instead of two, and no thread
+ * wakes up for nothing.  NUDGE records (parent to itself) make whichever
+ * consumer sleeps on the ring look again when the other one took a result.
+ *
+ * Entries larger than a quarter of a record travel in segments of their own
+ * (FM_ENTRY_BIG, below); everything else is copied through the rings. */
 #include "fastmp.h"
 
 #include <errno.h>
