@@ -442,9 +442,17 @@ def test_large_arguments_and_results(ctx, size):
         pool.close()
         pool.join()
     if is_fastmp(ctx):
-        left = {n for n in set(os.listdir("/dev/shm")) - before if n.startswith("fastmp-")}
-        # only arenas this process still maps may remain, never a task's or result's segment
-        assert all(os.path.getsize("/dev/shm/" + n) == 1 << 20 for n in left), left
+        # no segment of a large task or result is left (they are `size` bytes and a bit;
+        # other processes on the machine may create fastmp segments meanwhile, never these)
+        left = []
+        for n in set(os.listdir("/dev/shm")) - before:
+            try:
+                if n.startswith("fastmp-") and size <= os.path.getsize("/dev/shm/" + n) \
+                        <= size + (64 << 10):
+                    left.append(n)
+            except FileNotFoundError:
+                pass
+        assert left == []
 
 
 @pytest.mark.timeout(60)
