@@ -18,6 +18,7 @@ enum fm_kind {
     FM_KIND_CONDITION = 0x434e0001,
     FM_KIND_EVENT = 0x45560001,
     FM_KIND_BARRIER = 0x42520001,
+    FM_KIND_QUEUE = 0x51550001,         /* queue.c */
 };
 
 /* A process's reference to a shared block.  Live handles are linked in the
@@ -29,6 +30,10 @@ typedef struct fm_handle {
     void *ptr;                  /* payload, in this process's mapping */
     uint32_t pid;               /* process owning this reference; 0: none */
     struct fm_handle *prev, *next;
+    /* Called (GIL held) before the last reference of all processes is
+     * dropped, so the object can free what lives outside its block (a
+     * queue's ring segments); NULL for most objects. */
+    void (*before_last_release)(struct fm_handle *h);
 } fm_handle;
 
 typedef struct {
@@ -43,6 +48,11 @@ typedef struct {
     PyObject *BrokenBarrierError;   /* threading.BrokenBarrierError */
     PyObject *segment_hook;         /* called with a new arena's name */
     fm_handle handles;              /* list head of live handles */
+    /* queue.c */
+    PyTypeObject *QueueType;
+    PyObject *Empty, *Full;         /* queue.Empty, queue.Full */
+    PyObject *q_dumps, *q_loads;    /* set by fastmp.queues */
+    PyObject *segment_unlink_hook;  /* called with a name another process created */
 } fm_state;
 
 extern PyModuleDef fm_module_def;
@@ -101,5 +111,8 @@ int fm_sync_add_types(PyObject *module, fm_state *st);
 
 /* pool.c */
 int fm_pool_add_types(PyObject *module, fm_state *st);
+/* queue.c */
+int fm_queue_add_types(PyObject *module, fm_state *st);
+extern PyMethodDef fm_queue_module_methods[];
 
 #endif

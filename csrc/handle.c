@@ -92,11 +92,24 @@ fm_handle_attach(fm_state *st, fm_handle *h, PyObject *name, PyObject *offset, u
     return 0;
 }
 
+/* Drop this process's reference, running the object's last-release
+ * cleanup first when no other process holds one. */
+static void
+handle_decref(fm_handle *h)
+{
+    if (h->before_last_release != NULL) {
+        if (!fm_block_decref_unless_last(h->seg, h->offset))
+            return;             /* not the last: dropped */
+        h->before_last_release(h);
+    }
+    fm_block_decref(h->seg, h->offset);
+}
+
 void
 fm_handle_release(fm_handle *h)
 {
     if (h->seg != NULL && h->pid != 0 && h->pid == fm_self_pid())
-        fm_block_decref(h->seg, h->offset);
+        handle_decref(h);
     h->pid = 0;
     if (h->prev != NULL) {
         h->prev->next = h->next;
@@ -129,7 +142,7 @@ fm_handles_release_all(fm_state *st)
     uint32_t me = fm_self_pid();
     for (fm_handle *h = st->handles.next; h != &st->handles; h = h->next) {
         if (h->pid == me)
-            fm_block_decref(h->seg, h->offset);
+            handle_decref(h);
         h->pid = 0;
     }
 }

@@ -259,6 +259,10 @@ module_exec(PyObject *module)
         return -1;
     if (fm_pool_add_types(module, st) < 0)
         return -1;
+    if (fm_queue_add_types(module, st) < 0)
+        return -1;
+    if (PyModule_AddFunctions(module, fm_queue_module_methods) < 0)
+        return -1;
     if (PyModule_AddIntConstant(module, "SEM_VALUE_MAX", FM_SEM_VALUE_MAX) < 0)
         return -1;
     if (PyModule_AddStringConstant(module, "SHM_PREFIX", FM_SHM_PREFIX + 1) < 0)
@@ -280,6 +284,12 @@ module_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->PoolChannelType);
     Py_VISIT(st->BrokenBarrierError);
     Py_VISIT(st->segment_hook);
+    Py_VISIT(st->QueueType);
+    Py_VISIT(st->Empty);
+    Py_VISIT(st->Full);
+    Py_VISIT(st->q_dumps);
+    Py_VISIT(st->q_loads);
+    Py_VISIT(st->segment_unlink_hook);
     return 0;
 }
 
@@ -297,6 +307,12 @@ module_clear(PyObject *module)
     Py_CLEAR(st->PoolChannelType);
     Py_CLEAR(st->BrokenBarrierError);
     Py_CLEAR(st->segment_hook);
+    Py_CLEAR(st->QueueType);
+    Py_CLEAR(st->Empty);
+    Py_CLEAR(st->Full);
+    Py_CLEAR(st->q_dumps);
+    Py_CLEAR(st->q_loads);
+    Py_CLEAR(st->segment_unlink_hook);
     return 0;
 }
 

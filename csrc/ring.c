@@ -376,6 +376,8 @@ fm_ring_claim_space(fm_ring *r, uint32_t len, uint32_t pid, int64_t deadline_ns,
         return st;
     if (fm_now_ns() >= deadline_ns)
         return FM_AGAIN;
+    if (atomic_load_explicit(&r->space_sleepers, RLX) > 0)
+        spin_ns = 0;            /* as in fm_ring_take */
     int64_t until = spin_until(spin_ns, deadline_ns);
     while (until > 0 && fm_now_ns() < until) {
         for (int i = 0; i < 32; i++)
@@ -523,6 +525,11 @@ fm_ring_take(fm_ring *r, uint32_t pid, int64_t deadline_ns, int64_t spin_ns, fm_
         return st;
     if (fm_now_ns() >= deadline_ns)
         return FM_AGAIN;
+    /* Others already asleep on an empty ring: spinning too would only take
+     * the CPU from the producer that will fill it (many consumers on few
+     * cores). */
+    if (atomic_load_explicit(&r->items_sleepers, RLX) > 0)
+        spin_ns = 0;
     int64_t until = spin_until(spin_ns, deadline_ns);
     while (until > 0 && fm_now_ns() < until) {
         for (int i = 0; i < 32; i++)

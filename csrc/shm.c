@@ -232,6 +232,20 @@ fm_segment_destroy(fm_segment *seg, int unlink)
 }
 
 void
+fm_segment_disown(fm_segment *seg)
+{
+    pthread_mutex_lock(&table_lock);
+    seg->creator = 0;
+    pthread_mutex_unlock(&table_lock);
+}
+
+int
+fm_shm_random_name(char *out, size_t outlen)
+{
+    return random_name(out, outlen);
+}
+
+void
 fm_segment_list_own(void (*cb)(const char *name, void *arg), void *arg)
 {
     pid_t me = (pid_t)fm_self_pid();
@@ -417,4 +431,15 @@ uint32_t
 fm_block_refs(fm_segment *seg, uint64_t offset)
 {
     return atomic_load_explicit(&block_at(seg, offset)->refs, RLX);
+}
+
+int
+fm_block_decref_unless_last(fm_segment *seg, uint64_t offset)
+{
+    fm_block_header *h = block_at(seg, offset);
+    uint32_t r = atomic_load_explicit(&h->refs, RLX);
+    while (r > 1)
+        if (atomic_compare_exchange_weak_explicit(&h->refs, &r, r - 1, memory_order_acq_rel, RLX))
+            return 0;
+    return 1;
 }

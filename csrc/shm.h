@@ -74,6 +74,13 @@ void fm_segment_unlink_own(void (*cb)(const char *name, void *arg), void *arg);
  * the segments that carry one large message to another process, which the
  * receiver unlinks). */
 void fm_segment_destroy(fm_segment *seg, int unlink);
+/* Queues (issue 5): a segment whose lifetime is not its creator's (a queue's
+ * ring: another process may still need to attach it after the creator has
+ * exited): the creator's exit no longer unlinks it; its user does. */
+void fm_segment_disown(fm_segment *seg);
+/* A fresh random segment name (FM_SHM_PREFIX + hex), for segments made
+ * outside the table (a queue's one-item spill segments). */
+int fm_shm_random_name(char *out, size_t outlen);
 
 /* Call cb(name, arg) for every segment this process created and has not
  * unlinked (to register them again with a new tracker). */
@@ -99,5 +106,8 @@ void fm_block_incref(fm_segment *seg, uint64_t offset);
 /* Drop one reference; the last one returns the block to its free list. */
 void fm_block_decref(fm_segment *seg, uint64_t offset);
 uint32_t fm_block_refs(fm_segment *seg, uint64_t offset);
+/* Drop one reference unless it is the last one: returns 1 (and drops
+ * nothing) if it is, so the caller can clean up before fm_block_decref. */
+int fm_block_decref_unless_last(fm_segment *seg, uint64_t offset);
 
 #endif

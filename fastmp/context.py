@@ -2,12 +2,12 @@
 
 They are the stdlib's contexts with other factories.  The synchronization primitives (Lock,
 RLock, Condition, Semaphore, BoundedSemaphore, Event, Barrier) are fastmp's own, from
-fastmp.synchronize, and so is Pool (fastmp.pool).  Every other factory that takes a context
-(Queue, JoinableQueue, SimpleQueue, Value, Array, Manager) still builds the stdlib's object
-with the *stdlib's* context of the same start method, so that object keeps using the stdlib
-primitives it relies on
-(Queue.qsize() reads its semaphore's ``_semlock``).  The rest (Pipe, RawValue, RawArray,
-cpu_count, log_to_stderr, set_executable, reducer, ...) is inherited from the stdlib unchanged.
+fastmp.synchronize, and so are the queues (Queue, JoinableQueue, SimpleQueue, from
+fastmp.queues) and Pool (fastmp.pool).  Every other factory that takes a context (Value,
+Array, Manager) still builds the stdlib's object with the *stdlib's* context of the same start
+method, so that object keeps using the stdlib primitives it relies on.  The rest (Pipe,
+RawValue, RawArray, cpu_count, log_to_stderr, set_executable, reducer, ...) is inherited from
+the stdlib unchanged.
 
 fastmp's default context is separate from the stdlib's: ``fastmp.set_start_method('spawn')``
 changes fastmp.Process and fastmp's factories, not multiprocessing.Process.  Its initial start
@@ -121,22 +121,24 @@ class FastContext(BaseContext):
         from .synchronize import Barrier
         return Barrier(parties, action, timeout, ctx=self.get_context())
 
-    # the stdlib's, on the stdlib's context of the same start method ------------
+    # fastmp.queues (issue 5) ------------------------------------------------------
 
     def Queue(self, maxsize=0):
-        """The stdlib's multiprocessing.queues.Queue (until fastmp's Queue lands)."""
-        from multiprocessing.queues import Queue
-        return Queue(maxsize, ctx=self._stdlib_context())
+        """A queue on fastmp's shared-memory ring (fastmp.queues.Queue)."""
+        from .queues import Queue
+        return Queue(maxsize, ctx=self.get_context())
 
     def JoinableQueue(self, maxsize=0):
-        """The stdlib's multiprocessing.queues.JoinableQueue (until fastmp's Queue lands)."""
-        from multiprocessing.queues import JoinableQueue
-        return JoinableQueue(maxsize, ctx=self._stdlib_context())
+        """A queue with task_done() and join() (fastmp.queues.JoinableQueue)."""
+        from .queues import JoinableQueue
+        return JoinableQueue(maxsize, ctx=self.get_context())
 
     def SimpleQueue(self):
-        """The stdlib's multiprocessing.queues.SimpleQueue (until fastmp's Queue lands)."""
-        from multiprocessing.queues import SimpleQueue
-        return SimpleQueue(ctx=self._stdlib_context())
+        """A simplified queue (fastmp.queues.SimpleQueue)."""
+        from .queues import SimpleQueue
+        return SimpleQueue(ctx=self.get_context())
+
+    # the stdlib's, on the stdlib's context of the same start method ------------
 
     def Pool(self, processes=None, initializer=None, initargs=(),
              maxtasksperchild=None):

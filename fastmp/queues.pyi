@@ -1,7 +1,52 @@
-# The stdlib's multiprocessing.queues, re-exported (see queues.py).
-from multiprocessing.queues import *
+# fastmp.queues: Queue, JoinableQueue, SimpleQueue on fastmp's shared-memory ring (C).
+import types
 from queue import Empty as Empty, Full as Full
+from typing import Any, Generic, Iterable, List, Optional, TypeVar
 
-__all__ = [
-    "Queue", "SimpleQueue", "JoinableQueue",
-]
+from multiprocessing.util import (Finalize as Finalize, debug as debug, info as info,
+                                  is_exiting as is_exiting,
+                                  register_after_fork as register_after_fork)
+
+from ._core import Queue as _CoreQueue
+
+__all__ = ["Queue", "SimpleQueue", "JoinableQueue"]
+
+_T = TypeVar("_T")
+
+
+class Queue(_CoreQueue, Generic[_T]):
+    """A process-shared FIFO queue with multiprocessing.Queue's API (no feeder thread)."""
+    def __init__(self, maxsize: int = ..., *, ctx: Any = ...) -> None: ...
+    def put(self, obj: _T, block: bool = ..., timeout: Optional[float] = ...) -> None: ...
+    def get(self, block: bool = ..., timeout: Optional[float] = ...) -> _T: ...
+    def put_nowait(self, obj: _T) -> None: ...
+    def get_nowait(self) -> _T: ...
+    def qsize(self) -> int: ...
+    def empty(self) -> bool: ...
+    def full(self) -> bool: ...
+    def close(self) -> None: ...
+    def join_thread(self) -> None:
+        """Compatibility: no feeder thread to join (asserts close() was called, as the stdlib)."""
+    def cancel_join_thread(self) -> None:
+        """Compatibility: nothing to cancel."""
+    # beyond the stdlib
+    def put_many(self, items: Iterable[_T], block: bool = ..., timeout: Optional[float] = ...
+                 ) -> None:
+        """Put every item, in order; a bounded queue waits for room for each."""
+    def get_many(self, max_items: Optional[int] = ..., block: bool = ...,
+                 timeout: Optional[float] = ...) -> List[_T]:
+        """Up to max_items items (None: all there are); waits like get() for the first."""
+    def __class_getitem__(cls, item: Any) -> types.GenericAlias: ...
+
+
+class JoinableQueue(Queue[_T]):
+    """A Queue with task_done() and join()."""
+    def task_done(self) -> None: ...
+    def join(self) -> None: ...
+
+
+class SimpleQueue(Queue[_T]):
+    """An unbounded queue: put, get, empty, close."""
+    def __init__(self, *, ctx: Any = ...) -> None: ...
+    def put(self, obj: _T) -> None: ...  # type: ignore[override]
+    def get(self) -> _T: ...  # type: ignore[override]

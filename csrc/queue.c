@@ -1,0 +1,1713 @@
+/* queue.c: Queue, JoinableQueue and SimpleQueue on the shared ring (ring.c).
+ *
+ * One type, fastmp._core.Queue, with a kind (plain, joinable, simple) that
+ * fastmp/queues.py subclasses.  No feeder thread: put() pickles in the
+ * caller's thread and copies the bytes into a ring record with the GIL held;
+ * get() takes a record (the GIL released only while it waits), unpickles
+ * straight from shared memory, then releases the record.  So an item is in
+ * shared memory when put() returns: the process may exit at once, and
+ * joining it before getting never deadlocks.
+ *
+ * The shared block (fm_queue_shared, in an arena like the sync objects)
+ * holds the item count (maxsize, qsize, empty/full), JoinableQueue's
+ * unfinished count, and the list of the queue's live rings.  Rings are
+ * whole segments.  When a put finds the newest ring full, it links a ring
+ * twice the size (under the block's lock), records it in the list, and seals
+ * the old ring naming the new one: put never waits for space, only (in a
+ * bounded queue) for the item count.  Consumers drain a sealed ring, then
+ * move on to the next; the consumer that finds a sealed ring empty unlinks
+ * it.  The process that drops the last reference to the queue unlinks the
+ * rings left (fm_handle.before_last_release).  Rings are registered with
+ * the resource tracker by their creator and unregistered by whoever unlinks
+ * them, so a crash leaves nothing behind either.
+ *
+ * Items larger than an eighth of the ring make the ring grow to eight times
+ * their size, up to QUEUE_INLINE_RING_MAX; larger ones still are pickled
+ * into a segment of their own ("spill"), and only its name and length go
+ * through the ring.  The consumer maps it, unpickles, unmaps and unlinks it.
+ *
+ * Record payload: one kind byte, then the pickle (REC_INLINE), or the spill
+ * descriptor (REC_SPILL: 8-byte length, then the NUL-terminated name). */
+#include "fastmp.h"
+#include "ring.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stddef.h>
+#include <string.h>
+#include <structmember.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define SEQ memory_order_seq_cst
+#define ACQ memory_order_acquire
+#define REL memory_order_release
+#define RLX memory_order_relaxed
+
+#define QUEUE_RING_INITIAL (64u * 1024)           /* bytes of data in a new queue's ring */
+#define QUEUE_INLINE_RING_MAX ((size_t)64 << 20)  /* grow for big items up to this */
+#define QUEUE_MAX_RINGS 40      /* live rings at once: each at least doubles */
+#define QUEUE_GROW_GRACE_NS (1000 * 1000LL)       /* see claim_record */
+#define QUEUE_MAXSIZE_MAX 0x7fffffffu
+
+enum { KIND_QUEUE = 0, KIND_JOINABLE = 1, KIND_SIMPLE = 2 };
+enum { REC_INLINE = 'I', REC_SPILL = 'S', REC_PLAIN = 'P' };
+
+typedef struct {
+    uint32_t gen;
+    char name[FM_SHM_NAME_MAX];
+} fm_ring_entry;
+
+typedef struct {
+    fm_mutex lock;                  /* the ring list and growth */
+    uint32_t maxsize;               /* 0: unbounded */
+    uint32_t kind;
+    /* Hot words apart from each other by a cache line's worth of padding
+     * (a block's payload is 16-aligned only, so no _Alignas here). */
+    char _pad0[FM_CACHE_LINE];
+    /* items put and not yet taken.  Bounded: reserved before the record is
+     * written (put waits on this word); unbounded: counted after the
+     * commit, so it may dip below zero for a moment (read as int32). */
+    _Atomic uint32_t count;
+    _Atomic uint32_t count_sleepers;
+    char _pad1[FM_CACHE_LINE];
+    _Atomic uint32_t unfinished;    /* JoinableQueue */
+    _Atomic uint32_t join_sleepers;
+    char _pad2[FM_CACHE_LINE];
+    _Atomic uint32_t newest_gen;
+    uint32_t nrings;
+    fm_ring_entry rings[QUEUE_MAX_RINGS];       /* oldest first */
+} fm_queue_shared;
+
+typedef struct {
+    PyObject_HEAD
+    fm_handle h;
+    fm_queue_shared *sh;
+    fm_ring *pring;                 /* where this process puts */
+    uint32_t pgen;
+    fm_ring *cring;                 /* where this process gets */
+    uint32_t cgen;
+    int closed;
+    int kind;
+    PyObject *weakreflist;
+} FmQueueObject;
+
+static inline uint32_t
+self_pid(void)
+{
+    return fm_self_pid();
+}
+
+static fm_state *
+queue_state(FmQueueObject *self)
+{
+    return fm_state_of_type(Py_TYPE(self));
+}
+
+/* ------------------------------------------------------------ the lock */
+
+/* The block's lock guards short sections (no waits inside).  A holder
+ * that died leaves it recovered (FM_RECOVERED): the list it guards is
+ * updated so that a death half-way leaves it consistent. */
+static int
+queue_lock(FmQueueObject *self)
+{
+    int st = fm_mutex_trylock(&self->sh->lock, self_pid());
+    if (st == FM_OK)
+        return 0;
+    FM_BLOCKING(st, fm_mutex_lock(&self->sh->lock, self_pid(), FM_FOREVER, fm_spin));
+    if (st == FM_OK || st == FM_RECOVERED)
+        return 0;
+    fm_set_error(st);
+    return -1;
+}
+
+static void
+queue_unlock(FmQueueObject *self)
+{
+    fm_mutex_unlock(&self->sh->lock);
+}
+
+/* -------------------------------------------------------------- rings */
+
+static int
+call_name_hook(PyObject *hook, const char *name)
+{
+    if (hook == NULL)
+        return 0;
+    PyObject *r = PyObject_CallFunction(hook, "s", name);
+    if (r == NULL)
+        return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+/* A name the tracker must forget (we unlinked it): errors are dropped,
+ * the unlink happened. */
+static void
+forget_name(fm_state *st, const char *name)
+{
+    if (st != NULL && call_name_hook(st->segment_unlink_hook, name) < 0)
+        PyErr_Clear();
+}
+
+static int
+ring_attach(const char *name, fm_ring **out)
+{
+    fm_segment *seg;
+    if (fm_segment_attach(name, &seg) != FM_OK) {
+        PyErr_SetFromErrnoWithFilename(PyExc_OSError, name);
+        return -1;
+    }
+    if (fm_ring_check(seg->base, seg->size) != FM_OK) {
+        fm_set_error(FM_CORRUPT);
+        return -1;
+    }
+    *out = (fm_ring *)seg->base;
+    return 0;
+}
+
+/* Create a ring of `cap` data bytes; the caller holds the lock and calls
+ * the tracker hook with *name after releasing it. */
+static int
+ring_create(size_t cap, fm_ring **out, char *name)
+{
+    fm_segment *seg;
+    if (fm_segment_create(fm_ring_bytes(cap), &seg) != FM_OK) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    /* the queue, not this process, decides when the ring goes away */
+    fm_segment_disown(seg);
+    if (fm_ring_init(seg->base, cap) != FM_OK) {
+        shm_unlink(seg->name);
+        fm_set_error(FM_CORRUPT);
+        return -1;
+    }
+    snprintf(name, FM_SHM_NAME_MAX, "%s", seg->name);
+    *out = (fm_ring *)seg->base;
+    return 0;
+}
+
+static size_t
+pow2_at_least(size_t n)
+{
+    size_t c = FM_RING_MIN_CAPACITY;
+    while (c < n)
+        c <<= 1;
+    return c;
+}
+
+/* Producing: the ring we put into is sealed (or too small): attach the
+ * newest, or create a bigger one if ours still is the newest.  `min_cap`:
+ * the capacity the caller needs (0: twice the current one). */
+static int
+queue_grow(FmQueueObject *self, size_t min_cap)
+{
+    fm_state *st = queue_state(self);
+    if (st == NULL)
+        return -1;
+    fm_queue_shared *sh = self->sh;
+    char created[FM_SHM_NAME_MAX] = "";
+    if (queue_lock(self) < 0)
+        return -1;
+    fm_ring_entry *newest = &sh->rings[sh->nrings - 1];
+    fm_ring *ring;
+    if (newest->gen != self->pgen) {
+        /* someone grew it already: use theirs */
+        if (ring_attach(newest->name, &ring) < 0)
+            goto error;
+        if (min_cap == 0 || fm_ring_capacity(ring) >= min_cap) {
+            self->pring = ring;
+            self->pgen = newest->gen;
+            queue_unlock(self);
+            return 0;
+        }
+        self->pring = ring;
+        self->pgen = newest->gen;
+    }
+    if (sh->nrings >= QUEUE_MAX_RINGS) {
+        PyErr_SetString(PyExc_MemoryError, "fastmp queue: too many rings in use");
+        goto error;
+    }
+    size_t cap = fm_ring_capacity(self->pring) * 2;
+    if (min_cap > cap)
+        cap = pow2_at_least(min_cap);
+    if (ring_create(cap, &ring, created) < 0)
+        goto error;
+    fm_ring_entry *e = &sh->rings[sh->nrings];
+    e->gen = self->pgen + 1;
+    memcpy(e->name, created, FM_SHM_NAME_MAX);
+    /* publish the entry, then the seal that sends consumers to it */
+    atomic_thread_fence(REL);
+    sh->nrings++;
+    atomic_store_explicit(&sh->newest_gen, e->gen, REL);
+    fm_ring_seal(self->pring, created);
+    self->pring = ring;
+    self->pgen = e->gen;
+    queue_unlock(self);
+    /* register with the tracker: a crash from here on leaves no file */
+    if (st->segment_hook != NULL && call_name_hook(st->segment_hook, created) < 0)
+        return -1;
+    return 0;
+error:
+    queue_unlock(self);
+    return -1;
+}
+
+/* Consuming: our ring is sealed and empty.  Unlink it (if nobody did),
+ * drop it from the list, and move on to the next ring in the list. */
+static int
+queue_next_cring(FmQueueObject *self)
+{
+    fm_state *st = queue_state(self);
+    if (st == NULL)
+        return -1;
+    fm_queue_shared *sh = self->sh;
+    char gone[FM_SHM_NAME_MAX] = "";
+    if (queue_lock(self) < 0)
+        return -1;
+    uint32_t i, n = sh->nrings;
+    for (i = 0; i < n; i++)
+        if (sh->rings[i].gen == self->cgen)
+            break;
+    if (i < n && i + 1 < n) {
+        /* still listed, and not the newest: drained for good */
+        memcpy(gone, sh->rings[i].name, FM_SHM_NAME_MAX);
+        shm_unlink(gone);
+        memmove(&sh->rings[i], &sh->rings[i + 1], (n - i - 1) * sizeof sh->rings[0]);
+        sh->nrings = n - 1;
+        n--;
+    }
+    /* the oldest ring newer than ours */
+    for (i = 0; i < n; i++)
+        if (sh->rings[i].gen > self->cgen)
+            break;
+    int rc = 0;
+    if (i < n) {
+        fm_ring *ring;
+        if (ring_attach(sh->rings[i].name, &ring) < 0)
+            rc = -1;
+        else {
+            self->cring = ring;
+            self->cgen = sh->rings[i].gen;
+        }
+    }
+    else {
+        PyErr_SetString(PyExc_RuntimeError, "fastmp queue: sealed ring with no successor");
+        rc = -1;
+    }
+    queue_unlock(self);
+    if (gone[0])
+        forget_name(st, gone);
+    return rc;
+}
+
+/* -------------------------------------------------------------- spill */
+
+static int
+spill_write(fm_state *st, const char *data, size_t len, char *name)
+{
+    int fd = -1;
+    for (int attempt = 0; attempt < 8 && fd < 0; attempt++) {
+        if (fm_shm_random_name(name, FM_SHM_NAME_MAX) != FM_OK)
+            break;
+        fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        if (fd < 0 && errno != EEXIST)
+            break;
+    }
+    if (fd < 0) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    /* registered before anything can fail half-way: the tracker removes
+     * it if this process dies before the consumer does */
+    if (call_name_hook(st->segment_hook, name) < 0) {
+        close(fd);
+        shm_unlink(name);
+        return -1;
+    }
+    int ok = 0;
+    void *p = MAP_FAILED;
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    do
+        rc = ftruncate(fd, (off_t)(len ? len : 1));
+    while (rc < 0 && errno == EINTR);
+    if (rc == 0)
+        p = mmap(NULL, len ? len : 1, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (p != MAP_FAILED) {
+        memcpy(p, data, len);
+        munmap(p, len ? len : 1);
+        ok = 1;
+    }
+    Py_END_ALLOW_THREADS
+    int saved = errno;
+    close(fd);
+    if (!ok) {
+        shm_unlink(name);
+        forget_name(st, name);
+        errno = saved;
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    return 0;
+}
+
+/* Unlink a spill segment and tell the tracker. */
+static void
+spill_discard(fm_state *st, const char *name)
+{
+    shm_unlink(name);
+    forget_name(st, name);
+}
+
+/* ------------------------------------------------------------- putting */
+
+/* ---- plain data: a compact encoding for the common small items ----
+ *
+ * Items made only of None, bool, int (64-bit), float, str, bytes and
+ * tuples of those (and, at the top level only, a list or dict of those)
+ * are written straight into the ring record in a tagged binary form and
+ * rebuilt by C on the other side: no pickle call on either side, and no
+ * intermediate bytes object.  The rebuilt object is equal to the original,
+ * with the same exact types.  Mutable containers only at the top level, so
+ * no object can appear twice in one item (pickle would keep that sharing;
+ * this encoding could not).  Anything else, subclasses included, goes
+ * through pickle. */
+
+#define PLAIN_MAX_DEPTH 4
+#define PLAIN_MAX_ITEMS 4096
+
+enum {
+    P_NONE = 'N', P_TRUE = 'T', P_FALSE = 'F', P_INT = 'i', P_FLOAT = 'f', P_STR = 's',
+    P_BYTES = 'b', P_TUPLE = 't', P_LIST = 'l', P_DICT = 'd'
+};
+
+/* Encoded size of o, or -1 if o is not plain data (no exception set). */
+static Py_ssize_t
+plain_size(PyObject *o, int depth)
+{
+    PyTypeObject *t = Py_TYPE(o);
+    if (o == Py_None || t == &PyBool_Type)
+        return 1;
+    if (t == &PyFloat_Type)
+        return 9;
+    if (t == &PyLong_Type) {
+        int overflow;
+        (void)PyLong_AsLongLongAndOverflow(o, &overflow);
+        if (overflow)
+            return -1;
+        return 9;
+    }
+    if (t == &PyUnicode_Type) {
+        Py_ssize_t n;
+        if (PyUnicode_AsUTF8AndSize(o, &n) == NULL) {
+            PyErr_Clear();      /* lone surrogates: pickle copes */
+            return -1;
+        }
+        return n > UINT32_MAX - 16 ? -1 : 5 + n;
+    }
+    if (t == &PyBytes_Type) {
+        Py_ssize_t n = PyBytes_GET_SIZE(o);
+        return n > UINT32_MAX - 16 ? -1 : 5 + n;
+    }
+    if (depth >= PLAIN_MAX_DEPTH)
+        return -1;
+    if (t == &PyTuple_Type || (depth == 0 && t == &PyList_Type)) {
+        Py_ssize_t n = PySequence_Fast_GET_SIZE(o);
+        if (n > PLAIN_MAX_ITEMS)
+            return -1;
+        Py_ssize_t total = 5;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            Py_ssize_t k = plain_size(PySequence_Fast_GET_ITEM(o, i), depth + 1);
+            if (k < 0)
+                return -1;
+            total += k;
+        }
+        return total;
+    }
+    if (depth == 0 && t == &PyDict_Type) {
+        if (PyDict_GET_SIZE(o) > PLAIN_MAX_ITEMS)
+            return -1;
+        Py_ssize_t pos = 0, total = 5;
+        PyObject *k, *v;
+        while (PyDict_Next(o, &pos, &k, &v)) {
+            Py_ssize_t a = plain_size(k, depth + 1), b = plain_size(v, depth + 1);
+            if (a < 0 || b < 0)
+                return -1;
+            total += a + b;
+        }
+        return total;
+    }
+    return -1;
+}
+
+static inline unsigned char *
+put_u32(unsigned char *p, uint32_t v)
+{
+    memcpy(p, &v, 4);
+    return p + 4;
+}
+
+/* Write o (plain_size said yes, nothing changed since: the GIL is held). */
+static unsigned char *
+plain_write(PyObject *o, unsigned char *p)
+{
+    PyTypeObject *t = Py_TYPE(o);
+    if (o == Py_None) {
+        *p++ = P_NONE;
+        return p;
+    }
+    if (t == &PyBool_Type) {
+        *p++ = o == Py_True ? P_TRUE : P_FALSE;
+        return p;
+    }
+    if (t == &PyFloat_Type) {
+        double d = PyFloat_AS_DOUBLE(o);
+        *p++ = P_FLOAT;
+        memcpy(p, &d, 8);
+        return p + 8;
+    }
+    if (t == &PyLong_Type) {
+        long long v = PyLong_AsLongLong(o);
+        *p++ = P_INT;
+        memcpy(p, &v, 8);
+        return p + 8;
+    }
+    if (t == &PyUnicode_Type) {
+        Py_ssize_t n;
+        const char *u = PyUnicode_AsUTF8AndSize(o, &n);     /* cached by plain_size */
+        *p++ = P_STR;
+        p = put_u32(p, (uint32_t)n);
+        memcpy(p, u, (size_t)n);
+        return p + n;
+    }
+    if (t == &PyBytes_Type) {
+        Py_ssize_t n = PyBytes_GET_SIZE(o);
+        *p++ = P_BYTES;
+        p = put_u32(p, (uint32_t)n);
+        memcpy(p, PyBytes_AS_STRING(o), (size_t)n);
+        return p + n;
+    }
+    if (t == &PyTuple_Type || t == &PyList_Type) {
+        Py_ssize_t n = PySequence_Fast_GET_SIZE(o);
+        *p++ = t == &PyTuple_Type ? P_TUPLE : P_LIST;
+        p = put_u32(p, (uint32_t)n);
+        for (Py_ssize_t i = 0; i < n; i++)
+            p = plain_write(PySequence_Fast_GET_ITEM(o, i), p);
+        return p;
+    }
+    /* dict */
+    *p++ = P_DICT;
+    p = put_u32(p, (uint32_t)PyDict_GET_SIZE(o));
+    Py_ssize_t pos = 0;
+    PyObject *k, *v;
+    while (PyDict_Next(o, &pos, &k, &v)) {
+        p = plain_write(k, p);
+        p = plain_write(v, p);
+    }
+    return p;
+}
+
+/* Rebuild an object from [*pp, end); NULL with an exception if the bytes
+ * are not a valid encoding. */
+static PyObject *
+plain_read(const unsigned char **pp, const unsigned char *end, int depth)
+{
+    const unsigned char *p = *pp;
+    PyObject *res = NULL;
+    uint32_t n = 0;
+    if (p >= end || depth > PLAIN_MAX_DEPTH)
+        goto corrupt;
+    unsigned char tag = *p++;
+    switch (tag) {
+    case P_NONE:
+        res = Py_NewRef(Py_None);
+        break;
+    case P_TRUE:
+        res = Py_NewRef(Py_True);
+        break;
+    case P_FALSE:
+        res = Py_NewRef(Py_False);
+        break;
+    case P_INT: {
+        long long v;
+        if (end - p < 8)
+            goto corrupt;
+        memcpy(&v, p, 8);
+        p += 8;
+        res = PyLong_FromLongLong(v);
+        break;
+    }
+    case P_FLOAT: {
+        double d;
+        if (end - p < 8)
+            goto corrupt;
+        memcpy(&d, p, 8);
+        p += 8;
+        res = PyFloat_FromDouble(d);
+        break;
+    }
+    case P_STR:
+    case P_BYTES:
+        if (end - p < 4)
+            goto corrupt;
+        memcpy(&n, p, 4);
+        p += 4;
+        if ((size_t)(end - p) < n)
+            goto corrupt;
+        res = tag == P_STR ? PyUnicode_DecodeUTF8((const char *)p, n, "strict")
+                           : PyBytes_FromStringAndSize((const char *)p, n);
+        p += n;
+        break;
+    case P_TUPLE:
+    case P_LIST:
+    case P_DICT: {
+        if (end - p < 4)
+            goto corrupt;
+        memcpy(&n, p, 4);
+        p += 4;
+        if (n > PLAIN_MAX_ITEMS || (size_t)(end - p) < n)
+            goto corrupt;
+        res = tag == P_TUPLE ? PyTuple_New(n) : tag == P_LIST ? PyList_New(n) : PyDict_New();
+        if (res == NULL)
+            break;
+        for (uint32_t i = 0; i < n; i++) {
+            PyObject *a = plain_read(&p, end, depth + 1);
+            if (a == NULL)
+                goto fail;
+            if (tag == P_TUPLE)
+                PyTuple_SET_ITEM(res, i, a);
+            else if (tag == P_LIST)
+                PyList_SET_ITEM(res, i, a);
+            else {
+                PyObject *b = plain_read(&p, end, depth + 1);
+                if (b == NULL) {
+                    Py_DECREF(a);
+                    goto fail;
+                }
+                int r = PyDict_SetItem(res, a, b);
+                Py_DECREF(a);
+                Py_DECREF(b);
+                if (r < 0)
+                    goto fail;
+            }
+        }
+        break;
+    }
+    default:
+        goto corrupt;
+    }
+    *pp = p;
+    return res;
+corrupt:
+    PyErr_SetString(PyExc_RuntimeError, "fastmp queue: corrupt record");
+    return NULL;
+fail:
+    Py_XDECREF(res);
+    return NULL;
+}
+
+/* The pickle of obj, as a buffer (the ForkingPickler, as the stdlib's
+ * queues: objects with reducers registered there pickle as they would in a
+ * stdlib queue). */
+static PyObject *
+pickle_obj(fm_state *st, PyObject *obj, Py_buffer *view)
+{
+    PyObject *data = PyObject_CallOneArg(st->q_dumps, obj);
+    if (data == NULL)
+        return NULL;
+    if (PyObject_GetBuffer(data, view, PyBUF_SIMPLE) < 0) {
+        Py_DECREF(data);
+        return NULL;
+    }
+    return data;
+}
+
+/* One wait (GIL released) until the count may be below max: FM_OK (look
+ * again), FM_TIMEOUT, FM_EINTR.  Only called through FM_BLOCKING (the
+ * `_wait_once` suffix tells tests/test_c_lint.py to check that). */
+static int
+count_wait_once(fm_queue_shared *sh, uint32_t max, int64_t deadline, int64_t spin)
+{
+    uint32_t v = atomic_load_explicit(&sh->count, ACQ);
+    if (v < max)
+        return FM_OK;
+    if (spin > 0) {
+        int64_t left = deadline - fm_now_ns();
+        if (fm_spin_while(&sh->count, v, spin < left ? spin : left) != v)
+            return FM_OK;
+    }
+    atomic_fetch_add_explicit(&sh->count_sleepers, 1, SEQ);
+    int st = FM_OK;
+    v = atomic_load_explicit(&sh->count, SEQ);
+    if (v >= max)
+        st = fm_futex_wait(&sh->count, v, deadline);
+    atomic_fetch_sub_explicit(&sh->count_sleepers, 1, RLX);
+    return st;
+}
+
+/* Bounded queue: reserve one item of the count.  0, or -1 with Full (or
+ * KeyboardInterrupt) set. */
+static int
+reserve_slot(FmQueueObject *self, int block, int64_t deadline)
+{
+    fm_queue_shared *sh = self->sh;
+    uint32_t max = sh->maxsize;
+    for (;;) {
+        uint32_t c = atomic_load_explicit(&sh->count, RLX);
+        while (c < max)
+            if (atomic_compare_exchange_weak_explicit(&sh->count, &c, c + 1, SEQ, RLX))
+                return 0;
+        if (!block || fm_now_ns() >= deadline)
+            goto full;
+        int st;
+        FM_BLOCKING(st, count_wait_once(sh, max, deadline, fm_spin));
+        if (st == FM_PYERR)
+            return -1;
+        if (st == FM_TIMEOUT) {
+            /* one last look: a slot freed right at the deadline */
+            c = atomic_load_explicit(&sh->count, RLX);
+            while (c < max)
+                if (atomic_compare_exchange_weak_explicit(&sh->count, &c, c + 1, SEQ, RLX))
+                    return 0;
+            goto full;
+        }
+    }
+full:
+    PyErr_SetNone(queue_state(self)->Full);
+    return -1;
+}
+
+static void
+count_taken(FmQueueObject *self, uint32_t n)
+{
+    fm_queue_shared *sh = self->sh;
+    if (n == 0)
+        return;
+    atomic_fetch_sub_explicit(&sh->count, n, SEQ);
+    if (sh->maxsize && atomic_load_explicit(&sh->count_sleepers, SEQ) > 0)
+        fm_futex_wake(&sh->count, (int)n);
+}
+
+/* Claim a record of `len` payload bytes in the newest ring, growing it
+ * when it is full or too small.  A full ring gets a grace of
+ * QUEUE_GROW_GRACE_NS first (GIL released): a consumer that is draining it
+ * frees room sooner than a bigger ring could be made, and fresh shared
+ * pages cost a fault each, in every process that touches them (a 1 MiB
+ * stream through an ever-growing ring ran at a fifth of its speed).  After
+ * the grace the ring grows: put() never waits for a consumer.  0 or -1
+ * with an exception. */
+static int
+claim_record(FmQueueObject *self, size_t len, fm_ring **ringp, fm_ring_claim *c)
+{
+    if (len > UINT32_MAX) {
+        PyErr_SetString(PyExc_OverflowError, "record too large");
+        return -1;
+    }
+    for (;;) {
+        fm_ring *ring = self->pring;
+        int st = fm_ring_claim_space(ring, (uint32_t)len, self_pid(), 0, 0, c);
+        if (st == FM_AGAIN) {
+            int64_t grace = fm_now_ns() + QUEUE_GROW_GRACE_NS;
+            FM_BLOCKING(st, fm_ring_claim_space(ring, (uint32_t)len, self_pid(), grace, fm_spin,
+                                                c));
+            if (st == FM_PYERR)
+                return -1;
+            if (st == FM_TIMEOUT)
+                st = FM_AGAIN;
+        }
+        if (st == FM_OK) {
+            *ringp = ring;
+            return 0;
+        }
+        size_t need = 0;
+        if (st == FM_OVERFLOW)
+            need = pow2_at_least(len * 8);
+        else if (st != FM_AGAIN && st != FM_BROKEN) {
+            fm_set_error(st);
+            return -1;
+        }
+        if (queue_grow(self, need) < 0)
+            return -1;
+    }
+}
+
+/* Before writing a `len`-byte record: 1 if it goes in the ring (grown to
+ * eight times its size if need be), 0 if it must be spilled, -1 on error. */
+static int
+fits_inline(FmQueueObject *self, size_t len)
+{
+    if (len <= fm_ring_capacity(self->pring) / 8)
+        return 1;
+    size_t want = pow2_at_least(len * 8);
+    if (want > QUEUE_INLINE_RING_MAX)
+        return 0;
+    return queue_grow(self, want) < 0 ? -1 : 1;
+}
+
+/* Put one pickled item (inline, or spilled to a segment of its own). */
+static int
+put_pickled(FmQueueObject *self, fm_state *st, const char *buf, size_t len)
+{
+    fm_ring *ring;
+    fm_ring_claim c;
+    int inl = fits_inline(self, len + 1);
+    if (inl < 0)
+        return -1;
+    if (inl) {
+        if (claim_record(self, len + 1, &ring, &c) < 0)
+            return -1;
+        unsigned char *dst = c.data;
+        dst[0] = REC_INLINE;
+        memcpy(dst + 1, buf, len);
+        fm_ring_commit(ring, &c);
+        return 0;
+    }
+    char name[FM_SHM_NAME_MAX];
+    if (spill_write(st, buf, len, name) < 0)
+        return -1;
+    size_t nl = strlen(name) + 1;
+    if (claim_record(self, 9 + nl, &ring, &c) < 0) {
+        spill_discard(st, name);
+        return -1;
+    }
+    unsigned char *dst = c.data;
+    uint64_t n64 = len;
+    dst[0] = REC_SPILL;
+    memcpy(dst + 1, &n64, 8);
+    memcpy(dst + 9, name, nl);
+    fm_ring_commit(ring, &c);
+    return 0;
+}
+
+static int
+check_open(FmQueueObject *self)
+{
+    if (!self->closed)
+        return 0;
+    if (self->kind == KIND_SIMPLE)
+        PyErr_SetString(PyExc_OSError, "handle is closed");
+    else
+        PyErr_Format(PyExc_ValueError, "Queue %R is closed", (PyObject *)self);
+    return -1;
+}
+
+/* Write obj's record: the plain encoding straight into the ring, or a
+ * pickle.  Nothing counted here. */
+static int
+write_item(FmQueueObject *self, fm_state *st, PyObject *obj, Py_ssize_t plain)
+{
+    if (plain >= 0) {
+        int inl = fits_inline(self, (size_t)plain + 1);
+        if (inl < 0)
+            return -1;
+        if (inl) {
+            fm_ring *ring;
+            fm_ring_claim c;
+            if (claim_record(self, (size_t)plain + 1, &ring, &c) < 0)
+                return -1;
+            unsigned char *dst = c.data;
+            dst[0] = REC_PLAIN;
+            plain_write(obj, dst + 1);
+            fm_ring_commit(ring, &c);
+            return 0;
+        }
+    }
+    Py_buffer view;
+    PyObject *data = pickle_obj(st, obj, &view);
+    if (data == NULL)
+        return -1;
+    int rc = put_pickled(self, st, view.buf, (size_t)view.len);
+    PyBuffer_Release(&view);
+    Py_DECREF(data);
+    return rc;
+}
+
+/* put one object: check it encodes, reserve (bounded), write.  An unbounded
+ * queue's count is left to the caller (*uncounted += 1), so that put_many
+ * can add its items in one go. */
+static int
+put_one(FmQueueObject *self, fm_state *st, PyObject *obj, int block, int64_t deadline,
+        uint32_t *uncounted)
+{
+    fm_queue_shared *sh = self->sh;
+    Py_ssize_t plain = plain_size(obj, 0);
+    /* Pickle first when it is not plain data: a pickling error must raise
+     * before anything is reserved. */
+    Py_buffer view;
+    PyObject *data = NULL;
+    if (plain < 0 && (data = pickle_obj(st, obj, &view)) == NULL)
+        return -1;
+    int rc = -1;
+    if (sh->maxsize && reserve_slot(self, block, deadline) < 0)
+        goto done;
+    if (self->kind == KIND_JOINABLE)
+        atomic_fetch_add_explicit(&sh->unfinished, 1, SEQ);
+    int w = data ? put_pickled(self, st, view.buf, (size_t)view.len)
+                 : write_item(self, st, obj, plain);
+    if (w < 0) {
+        if (self->kind == KIND_JOINABLE)
+            atomic_fetch_sub_explicit(&sh->unfinished, 1, SEQ);
+        if (sh->maxsize)
+            count_taken(self, 1);
+        goto done;
+    }
+    if (!sh->maxsize)
+        (*uncounted)++;
+    rc = 0;
+done:
+    if (data) {
+        PyBuffer_Release(&view);
+        Py_DECREF(data);
+    }
+    return rc;
+}
+
+static inline void
+count_put(FmQueueObject *self, uint32_t n)
+{
+    if (n)
+        atomic_fetch_add_explicit(&self->sh->count, n, SEQ);
+}
+
+/* Parse FASTCALL arguments into slots by position or keyword name (slots
+ * left NULL when not given).  `required` leading ones must be there. */
+static int
+parse_fast(const char *fname, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
+           const char *const *names, int n, int required, PyObject **slots)
+{
+    for (int j = 0; j < n; j++)
+        slots[j] = NULL;
+    if (nargs > n) {
+        PyErr_Format(PyExc_TypeError, "%s() takes at most %d arguments (%zd given)", fname, n,
+                     nargs);
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < nargs; i++)
+        slots[i] = args[i];
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    for (Py_ssize_t i = 0; i < nkw; i++) {
+        PyObject *key = PyTuple_GET_ITEM(kwnames, i);
+        int j;
+        for (j = 0; j < n; j++)
+            if (PyUnicode_CompareWithASCIIString(key, names[j]) == 0)
+                break;
+        if (j == n) {
+            PyErr_Format(PyExc_TypeError, "%s() got an unexpected keyword argument '%U'", fname,
+                         key);
+            return -1;
+        }
+        if (slots[j] != NULL) {
+            PyErr_Format(PyExc_TypeError, "%s() got multiple values for argument '%U'", fname,
+                         key);
+            return -1;
+        }
+        slots[j] = args[nargs + i];
+    }
+    for (int j = 0; j < required; j++)
+        if (slots[j] == NULL) {
+            PyErr_Format(PyExc_TypeError, "%s() missing required argument '%s'", fname,
+                         names[j]);
+            return -1;
+        }
+    return 0;
+}
+
+static int
+parse_block_timeout(PyObject *block_obj, PyObject *timeout_obj, int *block, int64_t *deadline)
+{
+    *block = 1;
+    *deadline = FM_FOREVER;
+    if (block_obj != NULL) {
+        int b = PyObject_IsTrue(block_obj);
+        if (b < 0)
+            return -1;
+        *block = b;
+    }
+    if (*block && timeout_obj != NULL && timeout_obj != Py_None) {
+        double secs = PyFloat_AsDouble(timeout_obj);
+        if (secs == -1.0 && PyErr_Occurred())
+            return -1;
+        if (secs != secs) {
+            PyErr_SetString(PyExc_ValueError, "timeout must not be NaN");
+            return -1;
+        }
+        *deadline = fm_deadline_after(secs < 0 ? 0 : secs);
+    }
+    if (!*block)
+        *deadline = 0;
+    return 0;
+}
+
+PyDoc_STRVAR(Queue_put_doc,
+"put($self, obj, block=True, timeout=None)\n--\n\n"
+"Put obj on the queue.  It is pickled and copied into shared memory before\n"
+"put returns (no feeder thread): a pickling error raises here.  A bounded\n"
+"queue waits for room (block, timeout), else raises queue.Full; an\n"
+"unbounded one never waits.");
+
+static PyObject *
+Queue_put(FmQueueObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    static const char *const names[] = {"obj", "block", "timeout"};
+    PyObject *a[3];
+    if (parse_fast("put", args, nargs, kwnames, names, 3, 1, a) < 0)
+        return NULL;
+    if (check_open(self) < 0)
+        return NULL;
+    int block;
+    int64_t deadline;
+    if (parse_block_timeout(a[1], a[2], &block, &deadline) < 0)
+        return NULL;
+    fm_state *st = queue_state(self);
+    if (st == NULL)
+        return NULL;
+    uint32_t uncounted = 0;
+    int rc = put_one(self, st, a[0], block, deadline, &uncounted);
+    count_put(self, uncounted);
+    if (rc < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(Queue_put_many_doc,
+"put_many($self, items, block=True, timeout=None)\n--\n\n"
+"Put every item of the iterable, in order (beyond the stdlib).  A bounded\n"
+"queue waits for room for each; on queue.Full (or any error) the items\n"
+"before the failing one stay put.");
+
+static PyObject *
+Queue_put_many(FmQueueObject *self, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"items", "block", "timeout", NULL};
+    PyObject *items, *block_obj = NULL, *timeout_obj = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|OO:put_many", kwlist, &items,
+                                     &block_obj, &timeout_obj))
+        return NULL;
+    if (check_open(self) < 0)
+        return NULL;
+    int block;
+    int64_t deadline;
+    if (parse_block_timeout(block_obj, timeout_obj, &block, &deadline) < 0)
+        return NULL;
+    fm_state *st = queue_state(self);
+    if (st == NULL)
+        return NULL;
+    PyObject *seq = PySequence_Fast(items, "put_many() needs an iterable");
+    if (seq == NULL)
+        return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    uint32_t uncounted = 0;
+    int rc = 0;
+    for (Py_ssize_t i = 0; i < n && rc == 0; i++) {
+        rc = put_one(self, st, PySequence_Fast_GET_ITEM(seq, i), block, deadline, &uncounted);
+        if (uncounted >= 256) {     /* keep qsize() near the truth on long batches */
+            count_put(self, uncounted);
+            uncounted = 0;
+        }
+    }
+    count_put(self, uncounted);
+    Py_DECREF(seq);
+    if (rc < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+/* ------------------------------------------------------------- getting */
+
+/* Unpickle a spilled item. */
+static PyObject *
+spill_read(fm_state *st, const unsigned char *desc, size_t dlen)
+{
+    uint64_t n64;
+    char name[FM_SHM_NAME_MAX];
+    if (dlen < 9 || dlen - 8 > sizeof name) {
+        fm_set_error(FM_CORRUPT);
+        return NULL;
+    }
+    memcpy(&n64, desc, 8);
+    memcpy(name, desc + 8, dlen - 8);
+    name[sizeof name - 1] = '\0';
+    int fd = shm_open(name, O_RDONLY | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        PyErr_SetFromErrnoWithFilename(PyExc_OSError, name);
+        return NULL;
+    }
+    size_t maplen = n64 ? (size_t)n64 : 1;
+    void *p = mmap(NULL, maplen, PROT_READ, MAP_SHARED, fd, 0);
+    close(fd);
+    if (p == MAP_FAILED) {
+        PyErr_SetFromErrnoWithFilename(PyExc_OSError, name);
+        spill_discard(st, name);
+        return NULL;
+    }
+    PyObject *res = NULL;
+    PyObject *mv = PyMemoryView_FromMemory(p, (Py_ssize_t)n64, PyBUF_READ);
+    if (mv != NULL) {
+        res = PyObject_CallOneArg(st->q_loads, mv);
+        if (Py_REFCNT(mv) == 1) {
+            Py_DECREF(mv);
+            munmap(p, maplen);
+        }
+        else
+            Py_DECREF(mv);      /* someone kept a view: keep the mapping */
+    }
+    spill_discard(st, name);
+    return res;
+}
+
+/* Unpickle a taken record, then release it.  Steals nothing. */
+static PyObject *
+decode_record(FmQueueObject *self, fm_state *st, fm_ring *ring, fm_ring_read *rd)
+{
+    const unsigned char *p = rd->data;
+    PyObject *res = NULL;
+    (void)self;
+    if (rd->len < 1) {
+        fm_ring_release(ring, rd);
+        fm_set_error(FM_CORRUPT);
+        return NULL;
+    }
+    if (p[0] == REC_PLAIN) {
+        const unsigned char *q = p + 1, *end = p + rd->len;
+        res = plain_read(&q, end, 0);
+        if (res != NULL && q != end) {
+            Py_CLEAR(res);
+            PyErr_SetString(PyExc_RuntimeError, "fastmp queue: corrupt record");
+        }
+        fm_ring_release(ring, rd);
+        return res;
+    }
+    if (p[0] == REC_INLINE) {
+        PyObject *mv = PyMemoryView_FromMemory((char *)p + 1, (Py_ssize_t)rd->len - 1,
+                                               PyBUF_READ);
+        if (mv != NULL) {
+            res = PyObject_CallOneArg(st->q_loads, mv);
+            if (Py_REFCNT(mv) > 1 && res != NULL) {
+                /* a view of the record escaped: copy before the space is reused */
+                Py_CLEAR(res);
+                PyObject *b = PyBytes_FromStringAndSize((const char *)p + 1,
+                                                        (Py_ssize_t)rd->len - 1);
+                if (b != NULL) {
+                    res = PyObject_CallOneArg(st->q_loads, b);
+                    Py_DECREF(b);
+                }
+            }
+            Py_DECREF(mv);
+        }
+        fm_ring_release(ring, rd);
+        return res;
+    }
+    if (p[0] == REC_SPILL) {
+        unsigned char desc[8 + FM_SHM_NAME_MAX];
+        size_t dlen = rd->len - 1;
+        if (dlen > sizeof desc)
+            dlen = sizeof desc;
+        memcpy(desc, p + 1, dlen);
+        fm_ring_release(ring, rd);
+        return spill_read(st, desc, dlen);
+    }
+    fm_ring_release(ring, rd);
+    fm_set_error(FM_CORRUPT);
+    return NULL;
+}
+
+/* Take one record: FM_OK (rd, *ringp set), or -1 with Empty/an error set. */
+static int
+take_one(FmQueueObject *self, int block, int64_t deadline, fm_ring **ringp, fm_ring_read *rd)
+{
+    for (;;) {
+        fm_ring *ring = self->cring;
+        int st = fm_ring_take(ring, self_pid(), 0, 0, rd);
+        if (st == FM_AGAIN && block && deadline > 0)
+            FM_BLOCKING(st, fm_ring_take(ring, self_pid(), deadline, fm_spin, rd));
+        switch (st) {
+        case FM_OK:
+            *ringp = ring;
+            return 0;
+        case FM_BROKEN:
+            if (queue_next_cring(self) < 0)
+                return -1;
+            continue;
+        case FM_AGAIN:
+        case FM_TIMEOUT:
+            PyErr_SetNone(queue_state(self)->Empty);
+            return -1;
+        default:
+            fm_set_error(st);
+            return -1;
+        }
+    }
+}
+
+PyDoc_STRVAR(Queue_get_doc,
+"get($self, block=True, timeout=None)\n--\n\n"
+"Remove and return an item: wait for one (block, timeout, in seconds),\n"
+"else raise queue.Empty.");
+
+static PyObject *
+Queue_get(FmQueueObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    static const char *const names[] = {"block", "timeout"};
+    PyObject *a[2] = {NULL, NULL};
+    if ((nargs || kwnames) && parse_fast("get", args, nargs, kwnames, names, 2, 0, a) < 0)
+        return NULL;
+    PyObject *block_obj = a[0], *timeout_obj = a[1];
+    if (check_open(self) < 0)
+        return NULL;
+    int block;
+    int64_t deadline;
+    if (parse_block_timeout(block_obj, timeout_obj, &block, &deadline) < 0)
+        return NULL;
+    fm_state *st = queue_state(self);
+    if (st == NULL)
+        return NULL;
+    fm_ring *ring;
+    fm_ring_read rd;
+    if (take_one(self, block, deadline, &ring, &rd) < 0)
+        return NULL;
+    count_taken(self, 1);
+    return decode_record(self, st, ring, &rd);
+}
+
+PyDoc_STRVAR(Queue_get_many_doc,
+"get_many($self, max_items=None, block=True, timeout=None)\n--\n\n"
+"Remove and return a list of up to max_items items (None: all there are),\n"
+"in order (beyond the stdlib).  Waits like get() for the first one (raising\n"
+"queue.Empty), then takes what is there without waiting.");
+
+static PyObject *
+Queue_get_many(FmQueueObject *self, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"max_items", "block", "timeout", NULL};
+    PyObject *max_obj = Py_None, *block_obj = NULL, *timeout_obj = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|OOO:get_many", kwlist, &max_obj,
+                                     &block_obj, &timeout_obj))
+        return NULL;
+    if (check_open(self) < 0)
+        return NULL;
+    Py_ssize_t max = PY_SSIZE_T_MAX;
+    if (max_obj != Py_None) {
+        max = PyNumber_AsSsize_t(max_obj, PyExc_OverflowError);
+        if (max == -1 && PyErr_Occurred())
+            return NULL;
+        if (max < 1) {
+            PyErr_SetString(PyExc_ValueError, "max_items must be at least 1");
+            return NULL;
+        }
+    }
+    int block;
+    int64_t deadline;
+    if (parse_block_timeout(block_obj, timeout_obj, &block, &deadline) < 0)
+        return NULL;
+    fm_state *st = queue_state(self);
+    if (st == NULL)
+        return NULL;
+    PyObject *list = PyList_New(0);
+    if (list == NULL)
+        return NULL;
+    fm_ring *ring;
+    fm_ring_read rd;
+    uint32_t taken = 0;
+    if (take_one(self, block, deadline, &ring, &rd) < 0)
+        goto error;
+    for (;;) {
+        taken++;
+        PyObject *item = decode_record(self, st, ring, &rd);
+        if (item == NULL)
+            goto error;
+        int r = PyList_Append(list, item);
+        Py_DECREF(item);
+        if (r < 0)
+            goto error;
+        if (PyList_GET_SIZE(list) >= max)
+            break;
+        /* what is there now, without waiting */
+        int s;
+        for (;;) {
+            ring = self->cring;
+            s = fm_ring_take(ring, self_pid(), 0, 0, &rd);
+            if (s != FM_BROKEN)
+                break;
+            if (queue_next_cring(self) < 0)
+                goto error;
+        }
+        if (s != FM_OK)
+            break;
+    }
+    count_taken(self, taken);
+    return list;
+error:
+    count_taken(self, taken);
+    Py_DECREF(list);
+    return NULL;
+}
+
+/* --------------------------------------------------------------- state */
+
+static PyObject *
+Queue_qsize(FmQueueObject *self, PyObject *Py_UNUSED(ignored))
+{
+    int32_t c = (int32_t)atomic_load_explicit(&self->sh->count, ACQ);
+    return PyLong_FromLong(c < 0 ? 0 : c);
+}
+
+static PyObject *
+Queue_empty(FmQueueObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (self->kind == KIND_SIMPLE && check_open(self) < 0)
+        return NULL;
+    int32_t c = (int32_t)atomic_load_explicit(&self->sh->count, ACQ);
+    return PyBool_FromLong(c <= 0);
+}
+
+static PyObject *
+Queue_full(FmQueueObject *self, PyObject *Py_UNUSED(ignored))
+{
+    uint32_t max = self->sh->maxsize;
+    int32_t c = (int32_t)atomic_load_explicit(&self->sh->count, ACQ);
+    return PyBool_FromLong(max != 0 && c >= (int32_t)max);
+}
+
+PyDoc_STRVAR(Queue_close_doc,
+"close($self, /)\n--\n\n"
+"This object (in this process) will not be used again: later calls raise.\n"
+"Items already put stay in the queue for the other processes.");
+
+static PyObject *
+Queue_close(FmQueueObject *self, PyObject *Py_UNUSED(ignored))
+{
+    self->closed = 1;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+Queue_get_closed(FmQueueObject *self, void *Py_UNUSED(closure))
+{
+    return PyBool_FromLong(self->closed);
+}
+
+static PyObject *
+Queue_get_maxsize(FmQueueObject *self, void *Py_UNUSED(closure))
+{
+    return PyLong_FromUnsignedLong(self->sh->maxsize);
+}
+
+PyDoc_STRVAR(Queue_task_done_doc,
+"_task_done($self, /)\n--\n\n"
+"JoinableQueue: one item taken with get() has been processed.  ValueError\n"
+"when called more times than items were put.");
+
+static PyObject *
+Queue_task_done(FmQueueObject *self, PyObject *Py_UNUSED(ignored))
+{
+    fm_queue_shared *sh = self->sh;
+    uint32_t u = atomic_load_explicit(&sh->unfinished, RLX);
+    for (;;) {
+        if (u == 0) {
+            PyErr_SetString(PyExc_ValueError, "task_done() called too many times");
+            return NULL;
+        }
+        if (atomic_compare_exchange_weak_explicit(&sh->unfinished, &u, u - 1, SEQ, RLX))
+            break;
+    }
+    if (u == 1 && atomic_load_explicit(&sh->join_sleepers, SEQ) > 0)
+        fm_futex_wake(&sh->unfinished, INT32_MAX);
+    Py_RETURN_NONE;
+}
+
+static int
+join_wait_once(fm_queue_shared *sh, int64_t spin)
+{
+    uint32_t u = atomic_load_explicit(&sh->unfinished, ACQ);
+    if (u == 0)
+        return FM_OK;
+    if (spin > 0 && fm_spin_while(&sh->unfinished, u, spin) == 0)
+        return FM_OK;
+    atomic_fetch_add_explicit(&sh->join_sleepers, 1, SEQ);
+    int st = FM_OK;
+    u = atomic_load_explicit(&sh->unfinished, SEQ);
+    if (u != 0)
+        st = fm_futex_wait(&sh->unfinished, u, FM_FOREVER);
+    atomic_fetch_sub_explicit(&sh->join_sleepers, 1, RLX);
+    if (atomic_load_explicit(&sh->unfinished, ACQ) == 0)
+        return FM_OK;
+    return st == FM_OK ? FM_EINTR : st;    /* changed, not zero: look again */
+}
+
+PyDoc_STRVAR(Queue_join_doc,
+"_join($self, /)\n--\n\n"
+"JoinableQueue: wait until every item put has been marked task_done().");
+
+static PyObject *
+Queue_join(FmQueueObject *self, PyObject *Py_UNUSED(ignored))
+{
+    int st;
+    FM_BLOCKING(st, join_wait_once(self->sh, fm_spin));
+    if (st == FM_PYERR)
+        return NULL;
+    if (st != FM_OK)
+        return fm_set_error(st);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+Queue_unfinished(FmQueueObject *self, PyObject *Py_UNUSED(ignored))
+{
+    return PyLong_FromUnsignedLong(atomic_load_explicit(&self->sh->unfinished, ACQ));
+}
+
+/* Test hook: claim a record in the ring, write half of it and return
+ * without committing (a process killed after this is "killed in the middle
+ * of a put").  The item count is not touched. */
+static PyObject *
+Queue_debug_stall_put(FmQueueObject *self, PyObject *Py_UNUSED(ignored))
+{
+    fm_ring_claim c;
+    int st = fm_ring_claim_space(self->pring, 64, self_pid(), 0, 0, &c);
+    if (st != FM_OK)
+        return fm_set_error(st);
+    memset(c.data, 'x', 32);
+    Py_RETURN_NONE;
+}
+
+/* ------------------------------------------------------ life and state */
+
+#define QUEUE_OF(hp) ((FmQueueObject *)((char *)(hp) - offsetof(FmQueueObject, h)))
+
+/* Called before the last reference of all processes goes: take what is
+ * left (unlinking the spill segments of items nobody got), then unlink the
+ * rings.  Runs in dealloc or at exit: keeps any exception already set. */
+static void
+queue_before_last_release(fm_handle *h)
+{
+    FmQueueObject *self = QUEUE_OF(h);
+    fm_queue_shared *sh = self->sh;
+    fm_state *st = fm_state_of_type(Py_TYPE(self));
+#if PY_VERSION_HEX >= 0x030C0000
+    PyObject *exc = PyErr_GetRaisedException();
+#else
+    PyObject *et, *ev, *tb;
+    PyErr_Fetch(&et, &ev, &tb);
+#endif
+    if (st == NULL)
+        PyErr_Clear();
+    uint32_t me = self_pid();
+    for (uint32_t i = 0; i < sh->nrings && i < QUEUE_MAX_RINGS; i++) {
+        fm_ring *ring;
+        if (ring_attach(sh->rings[i].name, &ring) < 0) {
+            PyErr_Clear();
+            continue;
+        }
+        fm_ring_read rd;
+        int s;
+        while ((s = fm_ring_take(ring, me, 0, 0, &rd)) == FM_OK) {
+            const unsigned char *p = rd.data;
+            if (rd.len > 9 && p[0] == REC_SPILL) {
+                char name[FM_SHM_NAME_MAX];
+                size_t n = rd.len - 9 < sizeof name ? rd.len - 9 : sizeof name - 1;
+                memcpy(name, p + 9, n);
+                name[n < sizeof name ? n : sizeof name - 1] = '\0';
+                spill_discard(st, name);
+            }
+            fm_ring_release(ring, &rd);
+        }
+    }
+    for (uint32_t i = 0; i < sh->nrings && i < QUEUE_MAX_RINGS; i++) {
+        if (shm_unlink(sh->rings[i].name) == 0)
+            forget_name(st, sh->rings[i].name);
+    }
+    sh->nrings = 0;
+#if PY_VERSION_HEX >= 0x030C0000
+    PyErr_SetRaisedException(exc);
+#else
+    PyErr_Restore(et, ev, tb);
+#endif
+}
+
+static int
+queue_init_object(FmQueueObject *self, int kind)
+{
+    self->kind = kind;
+    self->sh = self->h.ptr;
+    self->h.before_last_release = queue_before_last_release;
+    fm_queue_shared *sh = self->sh;
+    /* producers start at the newest ring, consumers at the oldest (it may
+     * still hold items) */
+    if (queue_lock(self) < 0)
+        return -1;
+    int rc = -1;
+    if (sh->nrings == 0 || sh->nrings > QUEUE_MAX_RINGS) {
+        fm_set_error(FM_CORRUPT);
+        goto done;
+    }
+    if (ring_attach(sh->rings[sh->nrings - 1].name, &self->pring) < 0 ||
+        ring_attach(sh->rings[0].name, &self->cring) < 0)
+        goto done;
+    self->pgen = sh->rings[sh->nrings - 1].gen;
+    self->cgen = sh->rings[0].gen;
+    rc = 0;
+done:
+    queue_unlock(self);
+    return rc;
+}
+
+/* fastmp.queues sets the pickler hooks on import; a queue needs them. */
+static int
+hooks_ready(fm_state *st)
+{
+    if (st->q_dumps != NULL && st->q_loads != NULL)
+        return 0;
+    PyErr_SetString(PyExc_RuntimeError, "import fastmp.queues before making a queue");
+    return -1;
+}
+
+static PyObject *
+Queue_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"maxsize", "kind", "ctx", NULL};
+    PyObject *maxsize_obj = NULL, *ctx = NULL;
+    int kind = KIND_QUEUE;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|O$iO:Queue", kwlist, &maxsize_obj, &kind,
+                                     &ctx))
+        return NULL;
+    if (kind < KIND_QUEUE || kind > KIND_SIMPLE) {
+        PyErr_SetString(PyExc_ValueError, "unknown queue kind");
+        return NULL;
+    }
+    long long maxsize = 0;
+    if (maxsize_obj != NULL) {
+        maxsize = PyLong_AsLongLong(maxsize_obj);
+        if (maxsize == -1 && PyErr_Occurred())
+            return NULL;
+    }
+    /* The stdlib: maxsize <= 0 means unbounded (its semaphore gets
+     * SEM_VALUE_MAX); so does fastmp, and caps the rest alike. */
+    if (maxsize <= 0)
+        maxsize = 0;
+    if (maxsize > QUEUE_MAXSIZE_MAX)
+        maxsize = QUEUE_MAXSIZE_MAX;
+    fm_state *st = fm_state_of_type(type);
+    if (st == NULL || hooks_ready(st) < 0)
+        return NULL;
+    FmQueueObject *self = (FmQueueObject *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        return NULL;
+    if (fm_handle_new(st, &self->h, sizeof(fm_queue_shared), FM_KIND_QUEUE) < 0) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    fm_queue_shared *sh = self->h.ptr;
+    self->sh = sh;
+    fm_mutex_init(&sh->lock);
+    sh->maxsize = (uint32_t)maxsize;
+    sh->kind = (uint32_t)kind;
+    fm_ring *ring;
+    char name[FM_SHM_NAME_MAX];
+    if (ring_create(QUEUE_RING_INITIAL, &ring, name) < 0)
+        goto error;
+    sh->rings[0].gen = 1;
+    memcpy(sh->rings[0].name, name, FM_SHM_NAME_MAX);
+    sh->nrings = 1;
+    atomic_store_explicit(&sh->newest_gen, 1, REL);
+    if (st->segment_hook != NULL && call_name_hook(st->segment_hook, name) < 0) {
+        shm_unlink(name);
+        sh->nrings = 0;
+        goto error;
+    }
+    if (queue_init_object(self, kind) < 0)
+        goto error;
+    return (PyObject *)self;
+error:
+    Py_DECREF(self);
+    return NULL;
+}
+
+static int
+Queue_traverse(PyObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(self));
+    return 0;
+}
+
+static void
+Queue_dealloc(PyObject *op)
+{
+    FmQueueObject *self = (FmQueueObject *)op;
+    PyTypeObject *tp = Py_TYPE(op);
+    PyObject_GC_UnTrack(op);
+    if (self->weakreflist != NULL)
+        PyObject_ClearWeakRefs(op);
+    fm_handle_release(&self->h);
+    tp->tp_free(op);
+    Py_DECREF(tp);
+}
+
+PyDoc_STRVAR(Queue_state_doc,
+"_fm_state($self, /)\n--\n\n"
+"What another process needs to attach this queue: (segment, offset, kind).");
+
+static PyObject *
+Queue_state(FmQueueObject *self, PyObject *Py_UNUSED(ignored))
+{
+    return Py_BuildValue("(NKi)", fm_handle_name(&self->h), (unsigned long long)self->h.offset,
+                         self->kind);
+}
+
+PyDoc_STRVAR(Queue_attach_doc,
+"_fm_attach($type, state, /)\n--\n\n"
+"Attach to the queue another process described with _fm_state().");
+
+static PyObject *
+Queue_attach(PyObject *type, PyObject *state)
+{
+    PyTypeObject *tp = (PyTypeObject *)type;
+    if (!PyTuple_Check(state) || PyTuple_GET_SIZE(state) != 3) {
+        PyErr_SetString(PyExc_TypeError, "_fm_attach() needs the tuple _fm_state() returned");
+        return NULL;
+    }
+    int kind = PyLong_AsLong(PyTuple_GET_ITEM(state, 2));
+    if (kind == -1 && PyErr_Occurred())
+        return NULL;
+    if (kind < KIND_QUEUE || kind > KIND_SIMPLE) {
+        PyErr_SetString(PyExc_ValueError, "unknown queue kind");
+        return NULL;
+    }
+    fm_state *st = fm_state_of_type(tp);
+    if (st == NULL || hooks_ready(st) < 0)
+        return NULL;
+    FmQueueObject *self = (FmQueueObject *)tp->tp_alloc(tp, 0);
+    if (self == NULL)
+        return NULL;
+    if (fm_handle_attach(st, &self->h, PyTuple_GET_ITEM(state, 0), PyTuple_GET_ITEM(state, 1),
+                         FM_KIND_QUEUE) < 0 ||
+        queue_init_object(self, kind) < 0) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    if (self->sh->kind != (uint32_t)kind) {
+        PyErr_SetString(PyExc_ValueError, "queue kind does not match the shared object");
+        Py_DECREF(self);
+        return NULL;
+    }
+    return (PyObject *)self;
+}
+
+static PyMethodDef Queue_methods[] = {
+    {"put", (PyCFunction)(void (*)(void))Queue_put, METH_FASTCALL | METH_KEYWORDS,
+     Queue_put_doc},
+    {"get", (PyCFunction)(void (*)(void))Queue_get, METH_FASTCALL | METH_KEYWORDS,
+     Queue_get_doc},
+    {"put_many", (PyCFunction)(void (*)(void))Queue_put_many, METH_VARARGS | METH_KEYWORDS,
+     Queue_put_many_doc},
+    {"get_many", (PyCFunction)(void (*)(void))Queue_get_many, METH_VARARGS | METH_KEYWORDS,
+     Queue_get_many_doc},
+    {"qsize", (PyCFunction)Queue_qsize, METH_NOARGS,
+     "qsize($self, /)\n--\n\nThe number of items in the queue (exact: counted in shared "
+     "memory)."},
+    {"empty", (PyCFunction)Queue_empty, METH_NOARGS,
+     "empty($self, /)\n--\n\nTrue if the queue holds no item."},
+    {"full", (PyCFunction)Queue_full, METH_NOARGS,
+     "full($self, /)\n--\n\nTrue if a bounded queue holds maxsize items."},
+    {"close", (PyCFunction)Queue_close, METH_NOARGS, Queue_close_doc},
+    {"_task_done", (PyCFunction)Queue_task_done, METH_NOARGS, Queue_task_done_doc},
+    {"_join", (PyCFunction)Queue_join, METH_NOARGS, Queue_join_doc},
+    {"_unfinished", (PyCFunction)Queue_unfinished, METH_NOARGS, NULL},
+    {"_debug_stall_put", (PyCFunction)Queue_debug_stall_put, METH_NOARGS, NULL},
+    {"_fm_state", (PyCFunction)Queue_state, METH_NOARGS, Queue_state_doc},
+    {"_fm_attach", Queue_attach, METH_O | METH_CLASS, Queue_attach_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef Queue_getset[] = {
+    {"_closed", (getter)Queue_get_closed, NULL, "close() was called on this object", NULL},
+    {"_maxsize", (getter)Queue_get_maxsize, NULL, "maxsize (0: unbounded)", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyMemberDef Queue_members[] = {
+    {"__weaklistoffset__", T_PYSSIZET, offsetof(FmQueueObject, weakreflist), READONLY, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyType_Slot Queue_slots[] = {
+    {Py_tp_new, Queue_new},
+    {Py_tp_dealloc, Queue_dealloc},
+    {Py_tp_traverse, Queue_traverse},
+    {Py_tp_methods, Queue_methods},
+    {Py_tp_getset, Queue_getset},
+    {Py_tp_members, Queue_members},
+    {Py_tp_doc, "Queue(maxsize=0, *, kind=0, ctx=None)\n--\n\n"
+                "A queue in shared memory (fastmp.queues subclasses it)."},
+    {0, NULL},
+};
+
+static PyType_Spec Queue_spec = {
+    .name = "fastmp._core.Queue",
+    .basicsize = sizeof(FmQueueObject),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .slots = Queue_slots,
+};
+
+/* ---------------------------------------------------- module functions */
+
+PyDoc_STRVAR(set_queue_hooks_doc,
+"_set_queue_hooks($module, dumps, loads, unlink_hook, /)\n--\n\n"
+"Set the pickler queues use for what is not plain data (the\n"
+"ForkingPickler's dumps), the unpickler, and unlink_hook(name), called\n"
+"when this process unlinks a segment another one registered with the\n"
+"resource tracker.");
+
+static PyObject *
+set_queue_hooks(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "_set_queue_hooks() takes 3 arguments");
+        return NULL;
+    }
+    for (int i = 0; i < 3; i++)
+        if (!PyCallable_Check(args[i])) {
+            PyErr_SetString(PyExc_TypeError, "_set_queue_hooks() takes callables");
+            return NULL;
+        }
+    fm_state *st = fm_state_of_module(module);
+    Py_INCREF(args[0]);
+    Py_XSETREF(st->q_dumps, args[0]);
+    Py_INCREF(args[1]);
+    Py_XSETREF(st->q_loads, args[1]);
+    Py_INCREF(args[2]);
+    Py_XSETREF(st->segment_unlink_hook, args[2]);
+    Py_RETURN_NONE;
+}
+
+PyMethodDef fm_queue_module_methods[] = {
+    {"_set_queue_hooks", (PyCFunction)(void (*)(void))set_queue_hooks, METH_FASTCALL,
+     set_queue_hooks_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+int
+fm_queue_add_types(PyObject *module, fm_state *st)
+{
+    PyObject *queue = PyImport_ImportModule("queue");
+    if (queue == NULL)
+        return -1;
+    st->Empty = PyObject_GetAttrString(queue, "Empty");
+    st->Full = PyObject_GetAttrString(queue, "Full");
+    Py_DECREF(queue);
+    if (st->Empty == NULL || st->Full == NULL)
+        return -1;
+    PyObject *tp = PyType_FromModuleAndSpec(module, &Queue_spec, NULL);
+    if (tp == NULL)
+        return -1;
+    st->QueueType = (PyTypeObject *)tp;
+    Py_INCREF(tp);
+    if (PyModule_AddObject(module, "Queue", tp) < 0) {
+        Py_DECREF(tp);
+        return -1;
+    }
+    return 0;
+}
