@@ -1212,7 +1212,7 @@ PyDoc_STRVAR(wait_doc,
 
 /* No GIL: a waiting thread that does not collect sleeps until disp_seq moves. */
 static int
-follower_sleep(PoolChannelObject *self, uint32_t seen, int64_t deadline)
+follower_wait_once(PoolChannelObject *self, uint32_t seen, int64_t deadline)
 {
     int s = FM_OK;
     atomic_fetch_add_explicit(&self->disp_sleepers, 1, memory_order_seq_cst);
@@ -1294,7 +1294,7 @@ PoolChannel_wait(PoolChannelObject *self, PyObject *const *args, Py_ssize_t narg
     }
     else {
         /* someone else collects: sleep until it hands something over */
-        FM_BLOCKING(s, ((void)fm_spin, follower_sleep(self, seen, deadline)));
+        FM_BLOCKING(s, ((void)fm_spin, follower_wait_once(self, seen, deadline)));
         got = atomic_load_explicit(&self->disp_seq, memory_order_seq_cst) != seen;
     }
     atomic_fetch_sub_explicit(&self->waiting, 1, memory_order_seq_cst);

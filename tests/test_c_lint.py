@@ -43,10 +43,9 @@ def test_no_python_api_without_the_gil():
             assert calls == [], (path.name, calls)
 
 
-# Functions that block on purpose without Python: threads that never run Python code (the
-# pool's collector thread: signals are handled by the interpreter's main thread), and GIL-free
-# helpers only ever called through FM_BLOCKING().
-NO_PYTHON_THREAD = {"pool.c": ("collector_main", "follower_sleep")}
+# Functions that run in threads that never run Python code (the pool's collector thread:
+# signals are handled by the interpreter's main thread): they block without FM_BLOCKING().
+NO_PYTHON_THREAD = {"pool.c": ("collector_main",)}
 
 
 def _without_functions(text, names):
