@@ -45,6 +45,7 @@ typedef struct {
     PyTypeObject *ConditionType;
     PyTypeObject *EventType;
     PyTypeObject *BarrierType;
+    PyTypeObject *PoolChannelType;  /* pool.c */
     PyObject *BrokenBarrierError;   /* threading.BrokenBarrierError */
     PyObject *segment_hook;         /* called with a new arena's name */
     fm_handle handles;              /* list head of live handles */
@@ -119,6 +120,9 @@ int fm_sync_add_types(PyObject *module, fm_state *st);
 
 /* value.c */
 int fm_value_add_types(PyObject *module, fm_state *st);
+
+/* pool.c */
+int fm_pool_add_types(PyObject *module, fm_state *st);
 /* queue.c */
 int fm_queue_add_types(PyObject *module, fm_state *st);
 extern PyMethodDef fm_queue_module_methods[];

@@ -259,6 +259,8 @@ module_exec(PyObject *module)
         return -1;
     if (fm_value_add_types(module, st) < 0)
         return -1;
+    if (fm_pool_add_types(module, st) < 0)
+        return -1;
     if (fm_queue_add_types(module, st) < 0)
         return -1;
     if (PyModule_AddFunctions(module, fm_queue_module_methods) < 0)
@@ -281,6 +283,7 @@ module_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->ConditionType);
     Py_VISIT(st->EventType);
     Py_VISIT(st->BarrierType);
+    Py_VISIT(st->PoolChannelType);
     Py_VISIT(st->BrokenBarrierError);
     Py_VISIT(st->segment_hook);
     Py_VISIT(st->BufferWrapperType);
@@ -310,6 +313,7 @@ module_clear(PyObject *module)
     Py_CLEAR(st->ConditionType);
     Py_CLEAR(st->EventType);
     Py_CLEAR(st->BarrierType);
+    Py_CLEAR(st->PoolChannelType);
     Py_CLEAR(st->BrokenBarrierError);
     Py_CLEAR(st->segment_hook);
     Py_CLEAR(st->BufferWrapperType);

@@ -216,6 +216,23 @@ fm_segment_unlink_own(void (*cb)(const char *name, void *arg), void *arg)
 }
 
 void
+fm_segment_destroy(fm_segment *seg, int unlink)
+{
+    pthread_mutex_lock(&table_lock);
+    for (fm_segment **pp = &table_head; *pp; pp = &(*pp)->next) {
+        if (*pp != seg)
+            continue;
+        *pp = seg->next;
+        if (unlink && seg->creator == (pid_t)fm_self_pid() && !seg->unlinked)
+            shm_unlink(seg->name);
+        munmap(seg->base, seg->size);
+        free(seg);
+        break;
+    }
+    pthread_mutex_unlock(&table_lock);
+}
+
+void
 fm_segment_disown(fm_segment *seg)
 {
     pthread_mutex_lock(&table_lock);

@@ -76,6 +76,12 @@ int fm_segment_attach(const char *name, fm_segment **out);
  * calls cb(name, arg) for each name removed.  Mappings stay valid. */
 void fm_segment_unlink_own(void (*cb)(const char *name, void *arg), void *arg);
 
+/* Forget one segment: unmap it and drop it from the table; with `unlink`,
+ * also unlink it if this process created it and has not yet.  Only for
+ * segments nothing in this process uses any more (pool.c's channels, and
+ * the segments that carry one large message to another process, which the
+ * receiver unlinks). */
+void fm_segment_destroy(fm_segment *seg, int unlink);
 /* Queues (issue 5): a segment whose lifetime is not its creator's (a queue's
  * ring: another process may still need to attach it after the creator has
  * exited): the creator's exit no longer unlinks it; its user does. */

@@ -1313,6 +1313,69 @@ def bench_pool_start(mp, n, start_method="fork"):
     return n / (perf_counter() - t0)
 
 
+def bench_pool_apply(mp, n, start_method="fork"):
+    """n pool.apply(f, (i,)) round trips, one after the other."""
+    k = processes()
+    with _pool_closing(mp.get_context(start_method).Pool(k)) as pool:
+        _until_all_up(lambda xs: pool.map(_work, xs, chunksize=1), k)
+        apply = pool.apply
+        t0 = perf_counter()
+        for i in range(n):
+            apply(_work, (i,))
+        dt = perf_counter() - t0
+    return n / dt
+
+
+def bench_pool_imap(mp, n, start_method="fork"):
+    """list(pool.imap(f, range(n))): chunksize 1, one task per item."""
+    k = processes()
+    with _pool_closing(mp.get_context(start_method).Pool(k)) as pool:
+        _until_all_up(lambda xs: pool.map(_work, xs, chunksize=1), k)
+        t0 = perf_counter()
+        out = list(pool.imap(_work, range(n)))
+        dt = perf_counter() - t0
+    _check_squares(out, n)
+    return n / dt
+
+
+def _executor_class(mp):
+    """The library's ProcessPoolExecutor: fastmp.futures', or concurrent.futures' for the
+    stdlib (its process pool is multiprocessing's)."""
+    if mp.__name__ == FASTMP:
+        return importlib.import_module(FASTMP + ".futures").ProcessPoolExecutor
+    return importlib.import_module("concurrent.futures").ProcessPoolExecutor
+
+
+def bench_executor_submit(mp, n, start_method="fork"):
+    """n executor.submit(f, i).result() round trips."""
+    k = processes()
+    ex = _executor_class(mp)(k, mp_context=mp.get_context(start_method))
+    try:
+        _until_all_up(lambda xs: [f.result() for f in [ex.submit(_work, x) for x in xs]], k)
+        submit = ex.submit
+        t0 = perf_counter()
+        for i in range(n):
+            submit(_work, i).result()
+        dt = perf_counter() - t0
+    finally:
+        ex.shutdown(wait=True)
+    return n / dt
+
+
+def loky_executor_submit(n, start_method="fork"):
+    k = processes()
+    ex = _loky_executor()
+    try:
+        _until_all_up(lambda xs: [f.result() for f in [ex.submit(_work, x) for x in xs]], k)
+        t0 = perf_counter()
+        for i in range(n):
+            ex.submit(_work, i).result()
+        dt = perf_counter() - t0
+    finally:
+        ex.shutdown(wait=True)
+    return n / dt
+
+
 def _mpire_pool(start_method, keep_alive=True):
     from mpire import WorkerPool
     return WorkerPool(n_jobs=processes(), start_method=start_method, keep_alive=keep_alive)
@@ -1403,6 +1466,10 @@ def _probe_pool(mp, ctx):
     return importlib.import_module(mp.__name__ + ".pool").Pool
 
 
+def _probe_executor(mp, ctx):
+    return _executor_class(mp)
+
+
 POOL_WORKLOADS = [
     Workload("pool-map", bench_pool_map, 100_000, "task",
              "pool.map(f, range(n)), trivial f, the stdlib's default chunk size",
@@ -1414,6 +1481,16 @@ POOL_WORKLOADS = [
     Workload("pool-start", bench_pool_start, 10, "pool",
              "start a pool of --processes workers, one task each, close and join",
              probe=_probe_pool, peers={"mpire": mpire_pool_start, "loky": loky_pool_start}),
+    Workload("pool-apply", bench_pool_apply, 2_000, "round trip",
+             "pool.apply(f, (i,)), one call after the other",
+             probe=_probe_pool),
+    Workload("pool-imap", bench_pool_imap, 50_000, "task",
+             "list(pool.imap(f, range(n))), chunksize 1",
+             probe=_probe_pool),
+    Workload("executor-submit", bench_executor_submit, 2_000, "round trip",
+             "ProcessPoolExecutor: submit(f, i).result(), one after the other "
+             "(stdlib: concurrent.futures')",
+             probe=_probe_executor, peers={"loky": loky_executor_submit}),
 ]
 
 

@@ -3,11 +3,11 @@
 They are the stdlib's contexts with other factories.  The synchronization primitives (Lock,
 RLock, Condition, Semaphore, BoundedSemaphore, Event, Barrier) are fastmp's own, from
 fastmp.synchronize; so are the shared ctypes (RawValue, RawArray, Value, Array) from
-fastmp.sharedctypes and the queues (Queue, JoinableQueue, SimpleQueue) from fastmp.queues.
-Every other factory that takes a context (Pool, Manager) still builds the stdlib's object with
-the *stdlib's* context of the same start method, so that object keeps using the stdlib
-primitives it relies on.  The rest (Pipe, cpu_count, log_to_stderr, set_executable, reducer,
-...) is inherited from the stdlib unchanged.
+fastmp.sharedctypes, the queues (Queue, JoinableQueue, SimpleQueue) from fastmp.queues and
+Pool from fastmp.pool.  Manager still builds the stdlib's object with the *stdlib's* context of
+the same start method, so that object keeps using the stdlib primitives it relies on.  The rest
+(Pipe, cpu_count, log_to_stderr, set_executable, reducer, ...) is inherited from the stdlib
+unchanged.
 
 fastmp's default context is separate from the stdlib's: ``fastmp.set_start_method('spawn')``
 changes fastmp.Process and fastmp's factories, not multiprocessing.Process.  Its initial start
@@ -165,10 +165,10 @@ class FastContext(BaseContext):
 
     def Pool(self, processes=None, initializer=None, initargs=(),
              maxtasksperchild=None):
-        """The stdlib's multiprocessing.pool.Pool (until fastmp's Pool lands)."""
-        from multiprocessing.pool import Pool
+        """A pool of worker processes on fastmp's C dispatcher (fastmp.pool.Pool)."""
+        from .pool import Pool
         return Pool(processes, initializer, initargs, maxtasksperchild,
-                    context=self._stdlib_context())
+                    context=self.get_context())
 
     def Manager(self):
         """A started multiprocessing.managers.SyncManager (the stdlib's)."""

@@ -1,12 +1,1084 @@
-"""The stdlib's multiprocessing.pool until its C part lands (issue kind: "Pool")."""
-import multiprocessing.pool as _std
-from multiprocessing.pool import *  # noqa: F401,F403
-from multiprocessing.pool import (  # noqa: F401
-    ApplyResult, AsyncResult, IMapIterator, IMapUnorderedIterator, MapResult,
-    MaybeEncodingError, RemoteTraceback, TimeoutError,
-)
+"""Pool on fastmp's C dispatcher (``fastmp._core.PoolChannel``); ThreadPool is the stdlib's.
 
+The stdlib's Pool runs three Python threads in the parent and sends every task, function
+included, through a pipe under a lock.  Here tasks and results travel through two rings in one
+shared segment; each worker runs a loop in C (take a batch, unpickle, call, pickle, post); the
+function is pickled once per call of map/imap/starmap (and once per function for apply), and a
+worker unpickles it once per job; the parent collects results in a C thread that holds the GIL
+only to hand them over.  The API and semantics are the stdlib's, with these differences:
+
+* a worker that dies (killed, ``os._exit``, segfault) fails the tasks it held with
+  :class:`WorkerLostError`, naming the exit code or signal, and is replaced (the stdlib hangs);
+* a result that cannot be pickled in the worker fails its task with ``MaybeEncodingError`` as
+  in the stdlib, and one that cannot be *unpickled* in the parent fails its task with the
+  unpickling error (the stdlib's result thread dies and the pool hangs);
+* an initializer that raises breaks the pool: pending and later tasks fail with
+  :class:`InitializerError` (its ``__cause__`` is the worker's exception) instead of an endless
+  restart of workers;
+* lambdas and closures work when cloudpickle is installed (pickle is tried first).
+
+ThreadPool stays the stdlib's: threads share the parent's memory, so a shared-memory channel
+has nothing to offer them.
+"""
+import collections
+import functools
+import itertools
+import os
+import pickle
+import signal
+import sys
+import threading
+import time
+import traceback
+import types
+import warnings
+import multiprocessing.pool as _std
+from multiprocessing import resource_tracker, util
+from multiprocessing.context import ProcessError, TimeoutError
+from multiprocessing.pool import MaybeEncodingError, RemoteTraceback
+from multiprocessing.pool import ThreadPool  # noqa: F401  (see the module docstring)
+
+from . import _core
+from . import _lifecycle  # noqa: F401  (segment tracking, fork and exit hooks)
 from ._stdlib import forward as _forward
 
-__all__ = list(_std.__all__)
+__all__ = ['Pool', 'ThreadPool']
+
+# Pool states, as the stdlib names them.
+INIT = "INIT"
+RUN = "RUN"
+CLOSE = "CLOSE"
+TERMINATE = "TERMINATE"
+
+# The channel's task modes and worker-slot states (csrc/pool.c).
+_APPLY, _APPLY_KW, _MAP, _STARMAP = 0, 1, 2, 3
+_SLOT_FREE, _SLOT_STARTING, _SLOT_IDLE, _SLOT_BUSY, _SLOT_INITFAIL, _SLOT_EXITED = range(6)
+
+# Transport batching: tasks measured shorter than this are sent several per record.
+_BATCH_TARGET_NS = 200_000
+_BATCH_MAX = 64
+
+_job_counter = itertools.count(1)     # 0 is the channel's "initializer failed" record
+_event_lock = threading.Lock()
+
+
+class WorkerLostError(ProcessError):
+    """A pool worker process died while it held this task (beyond the stdlib, which hangs)."""
+
+
+class InitializerError(ProcessError):
+    """The pool's initializer raised in a worker: the pool cannot run tasks any more."""
+
+
+# --------------------------------------------------------------------------- pickling
+
+def _cloudpickle():
+    try:
+        import cloudpickle
+    except ImportError:
+        return None
+    return cloudpickle
+
+
+def _fallback_dumps(obj, exc):
+    """What pickle.dumps could not do: multiprocessing's reducers, then cloudpickle (lambdas,
+    closures, functions defined interactively); else the original error."""
+    from multiprocessing.reduction import ForkingPickler
+    try:
+        return bytes(ForkingPickler.dumps(obj, pickle.HIGHEST_PROTOCOL))
+    except Exception:
+        pass
+    cp = _cloudpickle()
+    if cp is not None:
+        try:
+            return cp.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception:
+            pass
+    raise exc
+
+
+def _release_segment(name):
+    """A segment was unlinked (a large task or result, or a pool's channel): the resource
+    tracker need not clean it up any more."""
+    try:
+        resource_tracker.unregister(name, "shared_memory")
+    except Exception:   # the tracker may be gone at interpreter shutdown
+        pass
+
+
+def _dump_function(func):
+    try:
+        return pickle.dumps(func, pickle.HIGHEST_PROTOCOL), True
+    except Exception as exc:
+        return _fallback_dumps(func, exc), False
+
+
+def _rebuild_exc(exc, tb_text):
+    exc.__cause__ = RemoteTraceback(tb_text)
+    return exc
+
+
+class _WithTraceback:
+    """Pickles as the exception itself, whose __cause__ then carries the worker's traceback
+    as text (what the stdlib's ExceptionWithTraceback gives the caller)."""
+
+    def __init__(self, exc):
+        text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        self.exc = exc
+        self.tb_text = '\n"""\n' + text + '"""'
+
+    def __reduce__(self):
+        return _rebuild_exc, (self.exc, self.tb_text)
+
+
+def _encode_failure(kind, exc, value):
+    """Called by the C worker loop: pickle a failed call (kind 0: it raised exc) or a result
+    that could not be pickled (kind 1: pickling value raised exc)."""
+    err = MaybeEncodingError(exc, value) if kind == 1 else _WithTraceback(exc)
+    try:
+        return pickle.dumps(err, pickle.HIGHEST_PROTOCOL)
+    except Exception as e:
+        return pickle.dumps(MaybeEncodingError(e, exc), pickle.HIGHEST_PROTOCOL)
+
+
+# --------------------------------------------------------------------------- the worker
+
+def _worker_bootstrap(name, slot, initializer, initargs, maxtasks):
+    """The target of every pool worker process."""
+    if initializer is not None:
+        try:
+            initializer(*initargs)
+        except BaseException as exc:
+            _core.PoolChannel.worker_init_failed(name, slot, _encode_failure(0, exc, None))
+            sys.exit(1)
+    _core.PoolChannel.worker_main(name, slot, maxtasks, _encode_failure, _release_segment)
+
+
+# --------------------------------------------------------------------------- results
+
+def _channel_of(pool):
+    d = getattr(pool, "_dispatcher", None)
+    return d.channel if d is not None else None
+
+
+def _wait_on_channel(channel, done, timeout):
+    """Wait until done() or the timeout, collecting results in this thread when no other
+    thread does (see PoolChannel.wait).  Returns False if the channel cannot be waited on
+    any more (the pool is ending): the caller waits its own way then."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while not done():
+        if deadline is None:
+            remaining = None
+        else:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return True
+        if channel.wait(remaining) is None:
+            return False
+    return True
+
+
+def _report_callback_error():
+    print("Exception in a fastmp.pool callback:", file=sys.stderr)
+    traceback.print_exc()
+
+
+class ApplyResult:
+    """The result of apply_async(): get(), wait(), ready(), successful()."""
+
+    def __init__(self, pool, callback, error_callback):
+        self._pool = pool
+        self._job = next(_job_counter)
+        self._cache = pool._cache
+        self._callback = callback
+        self._error_callback = error_callback
+        self._ready = False
+        self._event = None          # made if a wait cannot use the channel
+        self._channel = _channel_of(pool)
+        self._cache[self._job] = self
+
+    def ready(self):
+        return self._ready
+
+    def successful(self):
+        if not self._ready:
+            raise ValueError("{0!r} not ready".format(self))
+        return self._success
+
+    def wait(self, timeout=None):
+        if self._ready:
+            return
+        ch = self._channel
+        if ch is not None:
+            t0 = time.monotonic()
+            if _wait_on_channel(ch, self.ready, timeout):
+                return
+            if timeout is not None:
+                timeout = max(0.0, timeout - (time.monotonic() - t0))
+        ev = self._event
+        if ev is None:
+            with _event_lock:
+                ev = self._event
+                if ev is None:
+                    ev = self._event = threading.Event()
+            # _set() marks ready, then reads _event: one of us sees the other
+            if self._ready:
+                return
+        ev.wait(timeout)
+
+    def get(self, timeout=None):
+        self.wait(timeout)
+        if not self._ready:
+            raise TimeoutError
+        if self._success:
+            return self._value
+        raise self._value
+
+    def _finish(self):
+        self._ready = True
+        ev = self._event
+        if ev is not None:
+            ev.set()
+        self._cache.pop(self._job, None)
+        self._pool = None
+        self._channel = None
+
+    def _set(self, i, obj):
+        self._success, self._value = obj
+        try:
+            if self._success:
+                if self._callback:
+                    self._callback(self._value)
+            elif self._error_callback:
+                self._error_callback(self._value)
+        except Exception:
+            _report_callback_error()
+        self._finish()
+
+    def _fail_held(self, first, count, exc):
+        if not self._ready:
+            self._set(0, (False, exc))
+
+    __class_getitem__ = classmethod(types.GenericAlias)
+
+
+AsyncResult = ApplyResult
+
+
+def _progress_bar(total, progress):
+    """A tqdm progress bar for progress=True (or the arguments of tqdm, as a dict)."""
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        raise ImportError("progress=... needs tqdm: pip install 'fastmp[progress]'") from None
+    kwargs = dict(progress) if isinstance(progress, dict) else {}
+    kwargs.setdefault("total", total)
+    return tqdm(**kwargs)
+
+
+class MapResult(ApplyResult):
+    """The result of map_async()/starmap_async(): the list of every result."""
+
+    _bar = None     # a progress bar (beyond the stdlib: progress=True)
+
+    def __init__(self, pool, chunksize, length, callback, error_callback):
+        ApplyResult.__init__(self, pool, callback, error_callback)
+        self._success = True
+        self._value = [None] * length
+        self._chunksize = chunksize
+        if chunksize <= 0:
+            self._number_left = 0
+            self._done = bytearray()
+            self._finish()
+        else:
+            self._number_left = length // chunksize + bool(length % chunksize)
+            self._done = bytearray(self._number_left)
+
+    def _set(self, i, success_result):
+        if self._done[i]:
+            return
+        self._done[i] = 1
+        self._number_left -= 1
+        success, result = success_result
+        bar = self._bar
+        if bar is not None:
+            bar.update(len(result) if success else 0)
+            if self._number_left == 0:
+                bar.close()
+        if success and self._success:
+            self._value[i * self._chunksize:(i + 1) * self._chunksize] = result
+        elif not success and self._success:
+            self._success = False       # the first failure is the one reported
+            self._value = result
+        if self._number_left == 0:
+            try:
+                if self._success:
+                    if self._callback:
+                        self._callback(self._value)
+                elif self._error_callback:
+                    self._error_callback(self._value)
+            except Exception:
+                _report_callback_error()
+            self._finish()
+
+    def _fail_held(self, first, count, exc):
+        for i in range(first, min(first + count, len(self._done))):
+            self._set(i, (False, exc))
+
+
+class IMapIterator:
+    """The iterator imap() returns: results in the order of the input."""
+
+    def __init__(self, pool):
+        self._pool = pool
+        self._cond = threading.Condition(threading.Lock())
+        self._job = next(_job_counter)
+        self._cache = pool._cache
+        self._items = collections.deque()
+        self._index = 0
+        self._length = None
+        self._unsorted = {}
+        self._channel = _channel_of(pool)
+        self._cache[self._job] = self
+
+    def __iter__(self):
+        return self
+
+    def _has_news(self):
+        return bool(self._items) or self._index == self._length
+
+    def next(self, timeout=None):
+        try:
+            # deque.popleft is atomic: no lock needed while results are waiting
+            success, value = self._items.popleft()
+        except IndexError:
+            return self._next_slow(timeout)
+        if success:
+            return value
+        raise value
+
+    def _next_slow(self, timeout):
+        ch = self._channel
+        if ch is not None and not self._items:
+            t0 = time.monotonic()
+            if not _wait_on_channel(ch, self._has_news, timeout):
+                self._channel = None
+            if timeout is not None:
+                timeout = max(0.0, timeout - (time.monotonic() - t0))
+        with self._cond:
+            try:
+                item = self._items.popleft()
+            except IndexError:
+                if self._index == self._length:
+                    self._pool = None
+                    raise StopIteration from None
+                self._cond.wait(timeout)
+                try:
+                    item = self._items.popleft()
+                except IndexError:
+                    if self._index == self._length:
+                        self._pool = None
+                        raise StopIteration from None
+                    raise TimeoutError from None
+        success, value = item
+        if success:
+            return value
+        raise value
+
+    __next__ = next
+
+    def _is_done(self, i):
+        return i < self._index or i in self._unsorted
+
+    def _set(self, i, obj):
+        with self._cond:
+            if self._is_done(i):
+                return
+            if i != self._index:
+                self._unsorted[i] = obj
+            else:
+                self._items.append(obj)
+                self._index += 1
+                while self._index in self._unsorted:
+                    self._items.append(self._unsorted.pop(self._index))
+                    self._index += 1
+                self._cond.notify()
+            if self._index == self._length:
+                self._cache.pop(self._job, None)
+                self._pool = None
+
+    def _set_length(self, length):
+        with self._cond:
+            self._length = length
+            if self._index == self._length:
+                self._cond.notify()
+                self._cache.pop(self._job, None)
+                self._pool = None
+
+    def _fail_held(self, first, count, exc):
+        for i in range(first, first + count):
+            self._set(i, (False, exc))
+
+
+class IMapUnorderedIterator(IMapIterator):
+    """The iterator imap_unordered() returns: results as they come."""
+
+    def __init__(self, pool):
+        IMapIterator.__init__(self, pool)
+        self._seen = set()
+
+    def _is_done(self, i):
+        return i in self._seen
+
+    def _set(self, i, obj):
+        with self._cond:
+            if i in self._seen:
+                return
+            self._seen.add(i)
+            self._items.append(obj)
+            self._index += 1
+            self._cond.notify()
+            if self._index == self._length:
+                self._cache.pop(self._job, None)
+                self._pool = None
+
+
+# --------------------------------------------------------------------------- the dispatcher
+
+class _Feed:
+    """Tasks of one call that did not fit in the task ring at once (or come from a lazy
+    iterable): the feeder thread posts them, waiting for room with the GIL released."""
+    __slots__ = ("result", "mode", "func", "items", "first", "lazy", "chunksize", "batch")
+
+    def __init__(self, result, mode, func, items, first, lazy=False, chunksize=1, batch=1):
+        self.result, self.mode, self.func, self.items = result, mode, func, items
+        self.first, self.lazy, self.chunksize, self.batch = first, lazy, chunksize, batch
+
+
+class _Dispatcher:
+    """Everything the collector thread and the finalizer touch, kept apart from the Pool so
+    that an abandoned Pool can be garbage-collected (and its finalizer terminate it)."""
+
+    def __init__(self, ctx, processes, initializer, initargs, maxtasks, cache):
+        self.ctx = ctx
+        self.processes = processes
+        self.initializer = initializer
+        self.initargs = initargs
+        self.maxtasks = maxtasks
+        self.cache = cache
+        self.state = RUN
+        self.broken = None              # InitializerError once an initializer failed
+        self.lock = threading.RLock()   # state changes, worker table, feeder
+        self.workers = [None] * processes
+        self.pool = []                  # live Process objects (Pool._pool)
+        self.feeds = collections.deque()
+        self.feeder = None
+        self.feeding = False
+        self.exits_sent = False
+        self.finished = threading.Event()   # EXIT records posted (or terminated)
+        self.func_cache = {}
+        self.make_process = ctx.Process     # Pool.Process for Pools (see Pool.__init__)
+        self.channel = _core.PoolChannel(processes, fallback_dumps=_fallback_dumps,
+                                         release_segment=_release_segment)
+        self.name = self.channel.name
+
+    # ---- workers
+
+    def start_workers(self):
+        for slot in range(self.processes):
+            self.start_worker(slot)
+
+    def start_worker(self, slot):
+        ch = self.channel
+        ch.set_slot(slot, 0, _SLOT_STARTING)
+        p = self.make_process(target=_worker_bootstrap,
+                              args=(self.name, slot, self.initializer, self.initargs,
+                                    self.maxtasks))
+        p.name = p.name.replace("Process", "PoolWorker")
+        p.daemon = True
+        p.start()
+        ch.set_slot(slot, getattr(p, "pid", None) or 0, None)
+        self.workers[slot] = p
+        self.pool.append(p)
+
+    def on_dead(self):
+        """Collector thread, GIL held: some worker's process is gone."""
+        with self.lock:
+            if self.channel.closed:
+                return
+            for slot, p in enumerate(self.workers):
+                if p is None or p.is_alive():
+                    continue
+                pid, state, job, first, count, _ = self.channel.slot(slot)
+                if state == _SLOT_FREE:
+                    continue
+                p.join()
+                self.channel.set_slot(slot, 0, _SLOT_FREE)
+                self.workers[slot] = None
+                try:
+                    self.pool.remove(p)
+                except ValueError:
+                    pass
+                if state not in (_SLOT_EXITED, _SLOT_INITFAIL):
+                    if not self.worker_lost(p, state, job, first, count):
+                        continue
+                if self.broken is None and state != _SLOT_INITFAIL and (
+                        self.state == RUN or (self.state == CLOSE and self.cache)):
+                    self.start_worker(slot)
+            self.maybe_finish()
+
+    def worker_lost(self, p, state, job, first, count):
+        """A worker died on its own (not after an EXIT record or maxtasks): fail the tasks it
+        held.  Returns whether to start a replacement."""
+        if state == _SLOT_BUSY:
+            result = self.cache.get(job)
+            if result is not None:
+                result._fail_held(first, count, WorkerLostError(
+                    f"pool worker process {p.pid} {_how_it_ended(p.exitcode)} "
+                    f"while running this task"))
+        return True
+
+    # ---- results
+
+    def on_results(self, batch):
+        """Collector thread, GIL held: a batch of (job, index, ok, value)."""
+        cache = self.cache
+        last, result = None, None
+        for job, i, ok, value in batch:
+            if job != last:
+                if job == 0:
+                    self.init_failed(i, value)
+                    continue
+                last, result = job, cache.get(job)
+            if result is not None:
+                result._set(i, (ok, value))
+        if self.state != RUN and not cache:
+            self.maybe_finish()
+
+    def init_failed(self, slot, exc):
+        with self.lock:
+            if self.broken is None:
+                p = self.workers[slot]
+                pid = p.pid if p is not None else "?"
+                err = InitializerError(
+                    f"the pool's initializer raised {exc!r} in worker process {pid}; "
+                    f"the pool cannot run tasks")
+                err.__cause__ = exc
+                self.broken = err
+                self.feeds.clear()
+            for result in list(self.cache.values()):
+                _fail_everything(result, self.broken)
+            self.maybe_finish()
+
+    # ---- posting tasks
+
+    def batch_size(self, ntasks):
+        """Tasks per record: several only for short tasks (measured), so a slow task never
+        waits behind another in the same record."""
+        if self.maxtasks is not None:
+            return 1
+        task_ns = self.channel.task_ns
+        if task_ns <= 0 or task_ns >= _BATCH_TARGET_NS // 2:
+            return 1
+        per_worker = max(1, ntasks // (2 * self.processes))
+        return max(1, min(_BATCH_MAX, _BATCH_TARGET_NS // task_ns, per_worker))
+
+    def submit(self, result, mode, func, items, first=0, chunksize=1):
+        """Post items as tasks first, first+1, ... of result's job: at once what fits, the
+        rest through the feeder thread."""
+        if self.broken is not None:
+            _fail_everything(result, self.broken)
+            return
+        if not self.feeds and not self.feeding:
+            batch = self.batch_size(len(items))
+            while first < len(items):
+                done, error = self.channel.put(result._job, mode, first, func,
+                                               items[first:] if first else items,
+                                               batch, False)
+                first += done
+                if error is None:
+                    break
+                result._set(first, (False, error))
+                first += 1
+            if first >= len(items):
+                return
+        self.feed(_Feed(result, mode, func, items, first))
+
+    def feed(self, f):
+        with self.lock:
+            self.feeds.append(f)
+            self.feeding = True
+            if self.feeder is None:
+                self.feeder = threading.Thread(target=self.feeder_main, daemon=True,
+                                               name="fastmp-pool-feeder")
+                self.feeder.start()
+            self.lock_cond().notify()
+
+    def lock_cond(self):
+        cond = getattr(self, "_cond", None)
+        if cond is None:
+            cond = self._cond = threading.Condition(self.lock)
+        return cond
+
+    def feeder_main(self):
+        cond = self.lock_cond()
+        while True:
+            with self.lock:
+                while not self.feeds and self.state != TERMINATE:
+                    self.feeding = False
+                    self.maybe_finish()
+                    cond.wait()
+                if self.state == TERMINATE:
+                    self.feeding = False
+                    return
+                f = self.feeds.popleft()
+            try:
+                if f.lazy:
+                    self.feed_lazy(f)
+                else:
+                    self.feed_list(f)
+            except Exception:
+                if self.state == TERMINATE or self.channel.closed:
+                    return
+                raise
+
+    def feed_list(self, f):
+        items, first = f.items, f.first
+        batch = self.batch_size(len(items) - first)
+        while first < len(items) and self.state != TERMINATE and self.broken is None:
+            done, error = self.channel.put(f.result._job, f.mode, first, f.func,
+                                           items[first:first + 1024], batch, True)
+            first += done
+            if error is not None:
+                f.result._set(first, (False, error))
+                self.channel.notify()
+                first += 1
+
+    def feed_lazy(self, f):
+        """imap/imap_unordered over any iterable: the items are read here, as the stdlib's
+        task thread reads them; an exception from the iterable fails that index and ends the
+        input."""
+        it, index, size = f.items, f.first, f.chunksize
+        batch = 1
+        while self.state != TERMINATE and self.broken is None:
+            group = []
+            try:
+                for _ in range(256):
+                    if size == 1:
+                        group.append((next(it),))
+                    else:
+                        chunk = tuple(itertools.islice(it, size))
+                        if not chunk:
+                            raise StopIteration
+                        group.append(chunk)
+            except StopIteration:
+                self.post_group(f, index, group, batch)
+                f.result._set_length(index + len(group))
+                self.channel.notify()
+                return
+            except Exception as exc:
+                self.post_group(f, index, group, batch)
+                index += len(group)
+                f.result._set(index, (False, exc))
+                f.result._set_length(index + 1)
+                self.channel.notify()
+                return
+            self.post_group(f, index, group, batch)
+            index += len(group)
+            batch = self.batch_size(len(group) * 4)
+
+    def post_group(self, f, index, group, batch):
+        pos = 0
+        while pos < len(group):
+            done, error = self.channel.put(f.result._job, f.mode, index + pos, f.func,
+                                           group[pos:], batch, True)
+            pos += done
+            if error is not None:
+                f.result._set(index + pos, (False, error))
+                self.channel.notify()
+                pos += 1
+
+    def dump_function(self, func):
+        """The function's pickle; remembered for plain functions (pickled by reference, so
+        the same object always gives the same bytes)."""
+        cacheable = isinstance(func, (types.FunctionType, types.BuiltinFunctionType))
+        if cacheable:
+            try:
+                return self.func_cache[func]
+            except (KeyError, TypeError):
+                pass
+        data, by_pickle = _dump_function(func)
+        if cacheable and by_pickle:
+            if len(self.func_cache) > 256:
+                self.func_cache.clear()
+            self.func_cache[func] = data
+        return data
+
+    # ---- ending
+
+    def maybe_finish(self):
+        """After close(): once every job is done and every task posted, post one EXIT per
+        worker (workers replaced after a crash meanwhile get theirs too)."""
+        with self.lock:
+            if self.state != CLOSE or self.exits_sent or self.channel.closed:
+                return
+            if self.cache and self.broken is None:
+                return
+            if self.feeds or self.feeding:
+                return
+            self.exits_sent = True
+            self.channel.put_exit(self.processes)
+            self.finished.set()
+
+    def close(self):
+        with self.lock:
+            if self.state == RUN:
+                self.state = CLOSE
+        self.maybe_finish()
+
+    def join(self):
+        self.finished.wait()
+        if not self.channel.in_collector():
+            self.channel.stop_collector()
+        for p in list(self.workers):
+            if p is not None:
+                p.join()
+        with self.lock:
+            self.workers = [None] * self.processes
+            del self.pool[:]
+            self.stop_feeder()
+        self.close_channel()
+
+    def close_channel(self):
+        if not self.channel.closed:
+            self.channel.close()
+            _release_segment(self.name)
+
+    def stop_feeder(self):
+        if self.feeder is not None:
+            self.lock_cond().notify_all()
+
+    def terminate(self):
+        with self.lock:
+            if self.state == TERMINATE and self.channel.closed:
+                return
+            self.state = TERMINATE
+            self.feeds.clear()
+            self.stop_feeder()
+            workers = [p for p in self.workers if p is not None]
+        for p in workers:
+            if p.exitcode is None:
+                try:
+                    p.terminate()
+                except OSError:
+                    pass
+        if not self.channel.in_collector():
+            self.channel.stop_collector()
+        for p in workers:
+            try:
+                p.join(2.0)
+            except TypeError:   # a Process-like object without join(timeout)
+                p.join()
+            if p.exitcode is None and hasattr(p, "kill"):
+                p.kill()
+                p.join()
+        with self.lock:
+            self.workers = [None] * self.processes
+            del self.pool[:]
+        self.finished.set()
+        if not self.channel.in_collector():
+            self.close_channel()
+
+
+def _how_it_ended(exitcode):
+    if exitcode is None:
+        return "ended"
+    if exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = f"signal {-exitcode}"
+        return f"was killed by {name}"
+    return f"exited with exit code {exitcode}"
+
+
+def _fail_everything(result, exc):
+    if isinstance(result, MapResult):
+        result._fail_held(0, len(result._done), exc)
+    elif isinstance(result, IMapIterator):
+        with result._cond:
+            n = result._length
+            end = n if n is not None else result._index + 1
+        result._fail_held(0, end, exc)      # indices already done are skipped
+        if n is None:
+            result._set_length(end)
+    else:
+        result._fail_held(0, 1, exc)
+
+
+def _terminate_dispatcher(dispatcher):
+    dispatcher.terminate()
+
+
+# --------------------------------------------------------------------------- Pool
+
+class Pool:
+    """A pool of worker processes (the stdlib's API) on fastmp's C dispatcher."""
+    _wrap_exception = True
+
+    @staticmethod
+    def Process(ctx, *args, **kwds):
+        return ctx.Process(*args, **kwds)
+
+    def __init__(self, processes=None, initializer=None, initargs=(),
+                 maxtasksperchild=None, context=None):
+        self._state = INIT
+        self._pool = []
+        self._cache = {}
+        if context is None:
+            from .context import _default_context
+            context = _default_context.get_context()
+        self._ctx = context
+        if processes is None:
+            processes = os.cpu_count() or 1
+        if processes < 1:
+            raise ValueError("Number of processes must be at least 1")
+        if maxtasksperchild is not None:
+            if not isinstance(maxtasksperchild, int) or maxtasksperchild <= 0:
+                raise ValueError("maxtasksperchild must be a positive int or None")
+        if initializer is not None and not callable(initializer):
+            raise TypeError('initializer must be a callable')
+        self._processes = processes
+        self._initializer = initializer
+        self._initargs = initargs
+        self._maxtasksperchild = maxtasksperchild
+        d = self._dispatcher = _Dispatcher(context, processes, initializer, initargs,
+                                           maxtasksperchild, self._cache)
+        # workers are made by Pool.Process, as in the stdlib (a subclass may override it);
+        # bound to the class, not to self, so that the dispatcher does not keep self alive
+        d.make_process = functools.partial(type(self).Process, context)
+        self._pool = d.pool
+        try:
+            d.start_workers()
+            d.channel.start_collector(d.on_results, d.on_dead)
+        except BaseException:
+            d.terminate()
+            raise
+        self._state = RUN
+        self._terminate = util.Finalize(self, _terminate_dispatcher, args=(d,),
+                                        exitpriority=15)
+
+    def __del__(self, _warn=warnings.warn, RUN=RUN):
+        if self._state == RUN:
+            _warn(f"unclosed running multiprocessing pool {self!r}", ResourceWarning,
+                  source=self)
+
+    def __repr__(self):
+        cls = self.__class__
+        return (f'<{cls.__module__}.{cls.__qualname__} state={self._state} '
+                f'pool_size={len(self._pool)}>')
+
+    def __reduce__(self):
+        raise NotImplementedError(
+            'pool objects cannot be passed between processes or pickled')
+
+    def _repopulate_pool(self):
+        """Replace the workers that have exited (the collector does it on its own within
+        50 ms; this does it now)."""
+        self._dispatcher.on_dead()
+
+    def _check_running(self):
+        if self._state != RUN:
+            raise ValueError("Pool not running")
+
+    # ---- apply
+
+    def apply(self, func, args=(), kwds={}):
+        """Call func(*args, **kwds) in a worker and return its result."""
+        return self.apply_async(func, args, kwds).get()
+
+    def apply_async(self, func, args=(), kwds={}, callback=None, error_callback=None):
+        """Call func(*args, **kwds) in a worker; return an AsyncResult."""
+        self._check_running()
+        d = self._dispatcher
+        result = ApplyResult(self, callback, error_callback)
+        try:
+            fdata = d.dump_function(func)
+        except Exception as exc:
+            result._set(0, (False, exc))
+            return result
+        if kwds:
+            mode, items = _APPLY_KW, [(args, kwds)]
+        else:
+            mode, items = _APPLY, [args if type(args) is tuple else tuple(args)]
+        # the common case first: nothing queued in the feeder, room in the ring
+        if not d.feeds and not d.feeding and d.broken is None:
+            done, error = d.channel.put(result._job, mode, 0, fdata, items, 1, False)
+            if done == 1:
+                return result
+            if error is not None:
+                result._set(0, (False, error))
+                return result
+        d.submit(result, mode, fdata, items)
+        return result
+
+    # ---- map
+
+    def map(self, func, iterable, chunksize=None, *, progress=False):
+        """Apply func to every item; return the list of results, in order.
+        progress=True (beyond the stdlib) shows a tqdm progress bar."""
+        return self._map_async(func, iterable, _MAP, chunksize, progress=progress).get()
+
+    def starmap(self, func, iterable, chunksize=None, *, progress=False):
+        """Like map(), but each item is unpacked into arguments: func(*item)."""
+        return self._map_async(func, iterable, _STARMAP, chunksize, progress=progress).get()
+
+    def map_async(self, func, iterable, chunksize=None, callback=None, error_callback=None,
+                  *, progress=False):
+        """map() returning a MapResult."""
+        return self._map_async(func, iterable, _MAP, chunksize, callback, error_callback,
+                               progress)
+
+    def starmap_async(self, func, iterable, chunksize=None, callback=None,
+                      error_callback=None, *, progress=False):
+        """starmap() returning a MapResult."""
+        return self._map_async(func, iterable, _STARMAP, chunksize, callback, error_callback,
+                               progress)
+
+    def _map_async(self, func, iterable, mode, chunksize=None, callback=None,
+                   error_callback=None, progress=False):
+        self._check_running()
+        if not hasattr(iterable, '__len__'):
+            iterable = list(iterable)
+        if chunksize is None:
+            chunksize, extra = divmod(len(iterable), self._processes * 4)
+            if extra:
+                chunksize += 1
+        if len(iterable) == 0:
+            chunksize = 0
+        bar = _progress_bar(len(iterable), progress) if progress else None
+        result = MapResult(self, chunksize, len(iterable), callback, error_callback)
+        if chunksize == 0:
+            if bar is not None:
+                bar.close()
+            return result
+        result._bar = bar
+        d = self._dispatcher
+        try:
+            fdata = d.dump_function(func)
+        except Exception as exc:
+            _fail_everything(result, exc)
+            return result
+        chunks = _chunks(iterable, chunksize)
+        d.submit(result, mode, fdata, chunks, chunksize=chunksize)
+        return result
+
+    # ---- imap
+
+    def imap(self, func, iterable, chunksize=1, *, progress=False):
+        """Like map(), lazily: an iterator over the results, in order.
+        progress=True (beyond the stdlib) shows a tqdm progress bar."""
+        return self._with_bar(self._imap(IMapIterator, func, iterable, chunksize),
+                              iterable, progress)
+
+    def imap_unordered(self, func, iterable, chunksize=1, *, progress=False):
+        """Like imap(), but results come in the order they finish."""
+        return self._with_bar(self._imap(IMapUnorderedIterator, func, iterable, chunksize),
+                              iterable, progress)
+
+    @staticmethod
+    def _with_bar(it, iterable, progress):
+        if not progress:
+            return it
+        bar = _progress_bar(len(iterable) if hasattr(iterable, "__len__") else None, progress)
+
+        def counted():
+            try:
+                for x in it:
+                    bar.update(1)
+                    yield x
+            finally:
+                bar.close()
+        return counted()
+
+    def _imap(self, cls, func, iterable, chunksize):
+        self._check_running()
+        if chunksize < 1:
+            raise ValueError("Chunksize must be 1+, not {0!r}".format(chunksize))
+        d = self._dispatcher
+        result = cls(self)
+        # one item per task: an apply of f(x); larger chunks: a map over the chunk
+        mode = _APPLY if chunksize == 1 else _MAP
+        try:
+            fdata = d.dump_function(func)
+        except Exception as exc:
+            result._set(0, (False, exc))
+            result._set_length(1)
+            return result if chunksize == 1 else _flatten(result)
+        if isinstance(iterable, (list, tuple, range)):
+            # known length: post from here what fits at once
+            if chunksize == 1:
+                items = [(x,) for x in iterable]
+            else:
+                items = _chunks(iterable, chunksize)
+            result._set_length(len(items))
+            if items:
+                d.submit(result, mode, fdata, items, chunksize=chunksize)
+        else:
+            d.feed(_Feed(result, mode, fdata, iter(iterable), 0, lazy=True,
+                         chunksize=chunksize))
+        return result if chunksize == 1 else _flatten(result)
+
+    # ---- ending
+
+    def close(self):
+        """Accept no more tasks; workers leave once every task is done."""
+        util.debug('closing pool')
+        if self._state == RUN:
+            self._state = CLOSE
+            self._dispatcher.close()
+
+    def terminate(self):
+        """Stop the workers at once (pending results stay unset, as in the stdlib)."""
+        util.debug('terminating pool')
+        self._state = TERMINATE
+        self._terminate()
+
+    def join(self):
+        """Wait for the workers to exit; close() or terminate() first."""
+        util.debug('joining pool')
+        if self._state == RUN:
+            raise ValueError("Pool is still running")
+        elif self._state not in (CLOSE, TERMINATE):
+            raise ValueError("In unknown state")
+        if self._state == CLOSE:
+            self._dispatcher.join()
+        else:
+            self._dispatcher.terminate()
+
+    def __enter__(self):
+        self._check_running()
+        return self
+
+    def __exit__(self, exc_type, exc_val, exc_tb):
+        self.terminate()
+
+
+def _chunks(seq, size):
+    """seq cut into chunks of size items (the last may be shorter).  A range is cut into
+    ranges: a chunk then pickles to a few bytes, and the worker makes its items."""
+    if size == 1:
+        return [(x,) for x in seq]
+    if not isinstance(seq, (list, tuple, range)):
+        seq = list(seq)
+    return [seq[i:i + size] for i in range(0, len(seq), size)]
+
+
+def _flatten(result):
+    for chunk in result:
+        yield from chunk
+
+
+# The stdlib module's other public names (its helpers: worker, mapstar, ExceptionWithTraceback,
+# ...), for code that reaches them through this module; the dispatcher does not use them.
 __getattr__, __dir__ = _forward(globals(), _std)

@@ -1,14 +1,97 @@
-# The stdlib's multiprocessing.pool, re-exported (see pool.py).
+# fastmp.pool: Pool on fastmp's C dispatcher; ThreadPool is the stdlib's.
+import threading
+from multiprocessing.context import ProcessError
 from multiprocessing.context import TimeoutError as TimeoutError
-from multiprocessing.pool import *
-from multiprocessing.pool import (
-    ApplyResult as ApplyResult,
-    AsyncResult as AsyncResult,
-    IMapIterator as IMapIterator,
-    IMapUnorderedIterator as IMapUnorderedIterator,
-    MapResult as MapResult,
+from multiprocessing.pool import MaybeEncodingError as MaybeEncodingError
+from multiprocessing.pool import RemoteTraceback as RemoteTraceback
+from multiprocessing.pool import ThreadPool as ThreadPool
+from types import TracebackType
+from typing import (
+    Any, Callable, Dict, Generic, Iterable, Iterator, List, Mapping, Optional, Type, TypeVar,
+    Union,
 )
 
-__all__ = [
-    "Pool", "ThreadPool",
-]
+__all__ = ["Pool", "ThreadPool"]
+
+_S = TypeVar("_S")
+_T = TypeVar("_T")
+_Progress = Union[bool, Dict[str, Any]]
+
+INIT: str
+RUN: str
+CLOSE: str
+TERMINATE: str
+
+class WorkerLostError(ProcessError):
+    """A worker process died while it held the task (beyond the stdlib, which hangs)."""
+
+class InitializerError(ProcessError):
+    """The pool's initializer raised in a worker; __cause__ is its exception."""
+
+class ApplyResult(Generic[_T]):
+    def __init__(self, pool: Pool, callback: Optional[Callable[[_T], object]],
+                 error_callback: Optional[Callable[[BaseException], object]]) -> None: ...
+    def get(self, timeout: Optional[float] = ...) -> _T: ...
+    def wait(self, timeout: Optional[float] = ...) -> None: ...
+    def ready(self) -> bool: ...
+    def successful(self) -> bool: ...
+    def __class_getitem__(cls, item: Any) -> Any: ...
+
+AsyncResult = ApplyResult
+
+class MapResult(ApplyResult[List[_T]]):
+    def __init__(self, pool: Pool, chunksize: int, length: int,
+                 callback: Optional[Callable[[List[_T]], object]],
+                 error_callback: Optional[Callable[[BaseException], object]]) -> None: ...
+
+class IMapIterator(Iterator[_T]):
+    def __init__(self, pool: Pool) -> None: ...
+    def __iter__(self) -> "IMapIterator[_T]": ...
+    def next(self, timeout: Optional[float] = ...) -> _T: ...
+    def __next__(self) -> _T: ...
+
+class IMapUnorderedIterator(IMapIterator[_T]): ...
+
+class Pool:
+    _pool: List[Any]
+    _cache: Dict[int, Any]
+    _state: str
+    @staticmethod
+    def Process(ctx: Any, *args: Any, **kwds: Any) -> Any: ...
+    def __init__(self, processes: Optional[int] = ...,
+                 initializer: Optional[Callable[..., object]] = ...,
+                 initargs: Iterable[Any] = ..., maxtasksperchild: Optional[int] = ...,
+                 context: Optional[Any] = ...) -> None: ...
+    def apply(self, func: Callable[..., _T], args: Iterable[Any] = ...,
+              kwds: Mapping[str, Any] = ...) -> _T: ...
+    def apply_async(self, func: Callable[..., _T], args: Iterable[Any] = ...,
+                    kwds: Mapping[str, Any] = ...,
+                    callback: Optional[Callable[[_T], object]] = ...,
+                    error_callback: Optional[Callable[[BaseException], object]] = ...
+                    ) -> AsyncResult[_T]: ...
+    def map(self, func: Callable[[_S], _T], iterable: Iterable[_S],
+            chunksize: Optional[int] = ..., *, progress: _Progress = ...) -> List[_T]: ...
+    def map_async(self, func: Callable[[_S], _T], iterable: Iterable[_S],
+                  chunksize: Optional[int] = ...,
+                  callback: Optional[Callable[[List[_T]], object]] = ...,
+                  error_callback: Optional[Callable[[BaseException], object]] = ...,
+                  *, progress: _Progress = ...) -> MapResult[_T]: ...
+    def imap(self, func: Callable[[_S], _T], iterable: Iterable[_S], chunksize: int = ...,
+             *, progress: _Progress = ...) -> Iterator[_T]: ...
+    def imap_unordered(self, func: Callable[[_S], _T], iterable: Iterable[_S],
+                       chunksize: int = ..., *, progress: _Progress = ...) -> Iterator[_T]: ...
+    def starmap(self, func: Callable[..., _T], iterable: Iterable[Iterable[Any]],
+                chunksize: Optional[int] = ..., *, progress: _Progress = ...) -> List[_T]: ...
+    def starmap_async(self, func: Callable[..., _T], iterable: Iterable[Iterable[Any]],
+                      chunksize: Optional[int] = ...,
+                      callback: Optional[Callable[[List[_T]], object]] = ...,
+                      error_callback: Optional[Callable[[BaseException], object]] = ...,
+                      *, progress: _Progress = ...) -> MapResult[_T]: ...
+    def close(self) -> None: ...
+    def terminate(self) -> None: ...
+    def join(self) -> None: ...
+    def __enter__(self) -> "Pool": ...
+    def __exit__(self, exc_type: Optional[Type[BaseException]],
+                 exc_val: Optional[BaseException], exc_tb: Optional[TracebackType]) -> None: ...
+
+def __getattr__(name: str) -> Any: ...   # the stdlib module's other public names

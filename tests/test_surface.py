@@ -27,6 +27,7 @@ import _surface_targets as targets  # noqa: E402
 
 import fastmp  # noqa: E402
 import fastmp.context  # noqa: E402
+import fastmp.pool  # noqa: E402
 
 METHODS = ("fork", "spawn", "forkserver")
 EXCEPTIONS = ("ProcessError", "BufferTooShort", "TimeoutError", "AuthenticationError")
@@ -209,7 +210,7 @@ def test_other_factories_build_stdlib_objects_on_stdlib_context(method):
 
     pool = ctx.Pool(1)
     try:
-        assert pool._ctx is std
+        assert isinstance(pool, fastmp.pool.Pool) and pool._ctx is ctx
         assert pool.map(targets.square, range(4)) == [0, 1, 4, 9]
     finally:
         pool.close()
@@ -232,7 +233,7 @@ def test_default_context_factories_use_stdlib_context_of_fastmp_method():
     q.join_thread()
     pool = fastmp.Pool(1)
     try:
-        assert pool._ctx is multiprocessing.get_context(fastmp.get_start_method())
+        assert pool._ctx is fastmp.get_context(fastmp.get_start_method())
     finally:
         pool.close()
         pool.join()

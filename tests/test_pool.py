@@ -1,0 +1,500 @@
+"""Pool: the stdlib's semantics (every method, every start method, the stdlib as reference),
+and what fastmp adds (dead workers, unpicklable results, raising initializers, cleanup).
+
+``make_pool(ctx, ...)`` builds ``fastmp.pool.Pool(..., context=ctx)`` for fastmp contexts and
+``ctx.Pool(...)`` for the stdlib's, so the same scenario runs against both.
+"""
+import gc
+import os
+import pickle
+import signal
+import threading
+import time
+
+import pytest
+
+import _pool_targets as targets
+import fastmp
+import fastmp.pool
+
+WAIT = 60.0         # generous bound for any result that should come
+SHORT = 0.2         # a timeout meant to expire
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def is_fastmp(ctx):
+    return type(ctx).__module__.startswith("fastmp")
+
+
+def make_pool(ctx, *args, **kwargs):
+    if is_fastmp(ctx):
+        return fastmp.pool.Pool(*args, context=ctx, **kwargs)
+    return ctx.Pool(*args, **kwargs)
+
+
+def mod_of(ctx):
+    if is_fastmp(ctx):
+        return fastmp
+    import multiprocessing
+    return multiprocessing
+
+
+@pytest.fixture
+def pool2(ctx):
+    pool = make_pool(ctx, 2)
+    yield pool
+    pool.terminate()
+    pool.join()
+
+
+# ---------------------------------------------------------------- apply
+
+def test_apply_and_apply_async(ctx, pool2):
+    assert pool2.apply(targets.square, (7,)) == 49
+    assert pool2.apply(targets.kwargs, (1,), {"b": 2, "c": 3}) == (1, 2, 3)
+    r = pool2.apply_async(targets.add, (2, 3))
+    assert r.get(WAIT) == 5
+    assert r.ready() and r.successful()
+    rs = [pool2.apply_async(targets.square, (i,)) for i in range(200)]
+    assert [r.get(WAIT) for r in rs] == [i * i for i in range(200)]
+
+
+def test_callbacks_run_in_the_parent(ctx, pool2):
+    seen, errors = [], []
+    done = threading.Event()
+
+    def cb(value):
+        seen.append((value, os.getpid()))
+
+    def ecb(exc):
+        errors.append((type(exc), os.getpid()))
+        done.set()
+
+    r1 = pool2.apply_async(targets.square, (4,), callback=cb)
+    r2 = pool2.apply_async(targets.raise_value, (1,), error_callback=ecb)
+    assert r1.get(WAIT) == 16
+    with pytest.raises(ValueError):
+        r2.get(WAIT)
+    # stdlib: the callback has run before get() returns
+    assert seen == [(16, os.getpid())]
+    assert done.wait(WAIT)
+    assert errors == [(ValueError, os.getpid())]
+    got = []
+    m = pool2.map_async(targets.square, range(10), callback=got.append)
+    assert m.get(WAIT) == [i * i for i in range(10)]
+    assert got == [[i * i for i in range(10)]]
+
+
+def test_get_timeout_ready_successful(ctx, pool2):
+    mp = mod_of(ctx)
+    r = pool2.apply_async(targets.sleep_for, (1.0,))
+    assert not r.ready()
+    with pytest.raises(ValueError):
+        r.successful()
+    t0 = time.monotonic()
+    with pytest.raises(mp.TimeoutError):
+        r.get(SHORT)
+    assert time.monotonic() - t0 < WAIT / 2
+    r.wait(WAIT)
+    assert r.ready() and r.successful() and r.get() == 1.0
+
+
+def test_exception_carries_remote_traceback(ctx, pool2):
+    with pytest.raises(ValueError) as info:
+        pool2.apply(targets.raise_value, (5,))
+    assert info.value.args == ("bad item 5",)
+    cause = info.value.__cause__
+    assert type(cause).__name__ == "RemoteTraceback"
+    assert "raise_value" in str(cause) and "bad item 5" in str(cause)
+    r = pool2.apply_async(targets.raise_value, (6,))
+    r.wait(WAIT)
+    assert r.ready() and not r.successful()
+
+
+# ---------------------------------------------------------------- map and friends
+
+@pytest.mark.parametrize("chunksize", [None, 1, 3, 1000])
+def test_map_and_starmap(ctx, pool2, chunksize):
+    data = list(range(101))
+    assert pool2.map(targets.square, data, chunksize) == [x * x for x in data]
+    assert pool2.map(targets.square, iter(data), chunksize) == [x * x for x in data]
+    pairs = [(i, 2 * i) for i in range(57)]
+    assert pool2.starmap(targets.add, pairs, chunksize) == [3 * i for i in range(57)]
+    assert pool2.starmap_async(targets.add, pairs, chunksize).get(WAIT) == \
+        [3 * i for i in range(57)]
+    assert pool2.map_async(targets.square, data, chunksize).get(WAIT) == [x * x for x in data]
+
+
+def test_map_empty_and_errors(ctx, pool2):
+    assert pool2.map(targets.square, []) == []
+    assert pool2.map_async(targets.square, []).get(WAIT) == []
+    assert pool2.starmap(targets.add, []) == []
+    with pytest.raises(ValueError, match="bad item 3"):
+        pool2.map(targets.fail_on, range(10), chunksize=2)
+    errs = []
+    r = pool2.map_async(targets.fail_on, range(10), chunksize=1, error_callback=errs.append)
+    with pytest.raises(ValueError):
+        r.get(WAIT)
+    assert len(errs) == 1 and isinstance(errs[0], ValueError)
+    # the pool still works
+    assert pool2.map(targets.square, range(5)) == [0, 1, 4, 9, 16]
+
+
+def test_default_chunksize_formula(ctx):
+    """The stdlib's: ceil(len / (4 * processes)); one task per chunk, seen in the results'
+    grouping by worker pid when each task sleeps."""
+    if not is_fastmp(ctx):
+        pytest.skip("the formula is read from the fastmp object")
+    pool = make_pool(ctx, 3)
+    try:
+        r = pool.map_async(targets.square, range(25))
+        assert r._chunksize == 3          # ceil(25 / 12)
+        assert r.get(WAIT) == [x * x for x in range(25)]
+        assert pool.map_async(targets.square, range(24))._chunksize == 2
+    finally:
+        pool.terminate()
+        pool.join()
+
+
+@pytest.mark.parametrize("chunksize", [1, 4])
+def test_imap_order(ctx, pool2, chunksize):
+    data = list(range(300))
+    assert list(pool2.imap(targets.square, data, chunksize)) == [x * x for x in data]
+    gen = (x for x in data)
+    assert list(pool2.imap(targets.square, gen, chunksize)) == [x * x for x in data]
+    # slow early items must not reorder imap's output
+    delays = [0.2, 0.0, 0.1, 0.0, 0.0, 0.05]
+    assert list(pool2.imap(targets.sleep_for, delays, chunksize)) == delays
+    out = list(pool2.imap_unordered(targets.square, data, chunksize))
+    assert sorted(out) == [x * x for x in data]
+    assert list(pool2.imap(targets.square, [], chunksize)) == []
+
+
+def test_imap_next_timeout_and_errors(ctx, pool2):
+    mp = mod_of(ctx)
+    it = pool2.imap(targets.sleep_for, [1.0, 0.0])
+    with pytest.raises(mp.TimeoutError):
+        it.next(SHORT)
+    assert it.next(WAIT) == 1.0
+    assert it.next(WAIT) == 0.0
+    with pytest.raises(StopIteration):
+        it.next(WAIT)
+    it = pool2.imap(targets.fail_on, range(6))
+    assert [next(it) for _ in range(3)] == [0, 1, 4]
+    with pytest.raises(ValueError, match="bad item 3"):
+        next(it)
+    assert list(it) == [16, 25]
+    with pytest.raises(ValueError):
+        pool2.imap(targets.square, range(3), 0)
+
+
+def test_imap_iterable_that_raises(ctx, pool2):
+    def gen():
+        yield 1
+        yield 2
+        raise KeyError("input broke")
+
+    it = pool2.imap(targets.square, gen())
+    assert next(it) == 1
+    assert next(it) == 4
+    with pytest.raises(KeyError):
+        next(it)
+    with pytest.raises(StopIteration):
+        next(it)
+
+
+# ---------------------------------------------------------------- lifecycle
+
+def test_close_join_and_state_errors(ctx):
+    pool = make_pool(ctx, 2)
+    results = [pool.apply_async(targets.slow_square, (i, 0.02)) for i in range(10)]
+    with pytest.raises(ValueError):
+        pool.join()            # still running
+    pool.close()
+    with pytest.raises(ValueError):
+        pool.apply_async(targets.square, (1,))
+    with pytest.raises(ValueError):
+        pool.map(targets.square, [1])
+    pool.join()
+    # close() lets queued work finish
+    assert [r.get(0) for r in results] == [i * i for i in range(10)]
+    assert pool._pool == [] or all(p.exitcode is not None for p in pool._pool)
+
+
+def test_context_manager_terminates(ctx):
+    with make_pool(ctx, 2) as pool:
+        assert pool.map(targets.square, range(4)) == [0, 1, 4, 9]
+        workers = list(pool._pool)
+    pool.join()
+    for p in workers:
+        assert p.exitcode is not None
+    with pytest.raises(ValueError):
+        pool.apply_async(targets.square, (1,))
+
+
+@pytest.mark.timeout(60)
+def test_terminate_is_prompt(ctx):
+    pool = make_pool(ctx, 2)
+    for _ in range(4):
+        pool.apply_async(targets.sleep_for, (30,))
+    time.sleep(0.3)
+    workers = list(pool._pool)
+    t0 = time.monotonic()
+    pool.terminate()
+    pool.join()
+    assert time.monotonic() - t0 < 10
+    for p in workers:
+        assert p.exitcode is not None
+
+
+def test_initializer_and_maxtasksperchild(ctx):
+    pool = make_pool(ctx, 2, initializer=targets.set_state, initargs=("ready",))
+    try:
+        assert pool.map(targets.get_state, range(4)) == ["ready"] * 4
+    finally:
+        pool.close()
+        pool.join()
+    pool = make_pool(ctx, 1, maxtasksperchild=2)
+    try:
+        pids = [pool.apply_async(targets.getpid).get(WAIT) for _ in range(6)]
+        assert len(set(pids)) == 3           # a new worker every two tasks
+        assert pool.map(targets.square, range(10), chunksize=1) == [x * x for x in range(10)]
+    finally:
+        pool.close()
+        pool.join()
+
+
+def test_argument_errors(ctx):
+    with pytest.raises(ValueError):
+        make_pool(ctx, 0)
+    with pytest.raises(ValueError):
+        make_pool(ctx, 1, maxtasksperchild=0)
+    with pytest.raises(TypeError):
+        make_pool(ctx, 1, initializer=3)
+    pool = make_pool(ctx, 1)
+    try:
+        with pytest.raises(NotImplementedError):
+            pickle.dumps(pool)
+        assert "state=RUN" in repr(pool) and "pool_size=1" in repr(pool)
+    finally:
+        pool.terminate()
+        pool.join()
+
+
+def test_unpicklable_result_is_maybe_encoding_error(ctx, pool2):
+    mp = mod_of(ctx)
+    with pytest.raises(mp.pool.MaybeEncodingError) as info:
+        pool2.apply(targets.unpicklable_result)
+    assert "lock" in str(info.value).lower()
+    with pytest.raises(mp.pool.MaybeEncodingError):
+        pool2.map(targets.unpicklable_result, range(3))
+    assert pool2.apply(targets.square, (3,)) == 9
+
+
+def test_unpicklable_argument_fails_its_task(ctx, pool2):
+    r = pool2.apply_async(targets.identity, (threading.Lock(),))
+    with pytest.raises(Exception):
+        r.get(WAIT)
+    assert pool2.apply(targets.square, (3,)) == 9
+
+
+# ---------------------------------------------------------------- beyond the stdlib (fastmp)
+
+def test_killed_worker_fails_only_its_task(fastmp_ctx):
+    pool = fastmp.pool.Pool(2, context=fastmp_ctx)
+    try:
+        slow = [pool.apply_async(targets.slow_square, (i, 0.3)) for i in range(4)]
+        r = pool.apply_async(targets.kill_self)
+        with pytest.raises(fastmp.pool.WorkerLostError, match="SIGKILL"):
+            r.get(WAIT)
+        assert [s.get(WAIT) for s in slow] == [0, 1, 4, 9]
+        # replaced: the pool carries on with two workers
+        assert pool.map(targets.square, range(20)) == [x * x for x in range(20)]
+        deadline = time.monotonic() + WAIT
+        while len([p for p in pool._pool if p.is_alive()]) != 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        r = pool.apply_async(targets.die, (3,))
+        with pytest.raises(fastmp.pool.WorkerLostError, match="exit code 3"):
+            r.get(WAIT)
+        with pytest.raises(fastmp.pool.WorkerLostError):
+            pool.map(targets.die_on, range(8), chunksize=1)
+        assert pool.apply(targets.square, (5,)) == 25
+    finally:
+        pool.terminate()
+        pool.join()
+
+
+def test_result_unpicklable_in_parent_fails_its_task(fastmp_ctx):
+    pool = fastmp.pool.Pool(1, context=fastmp_ctx)
+    try:
+        with pytest.raises(TypeError):
+            pool.apply(targets.raise_unpicklable_in_parent)
+        assert pool.apply(targets.square, (4,)) == 16
+    finally:
+        pool.terminate()
+        pool.join()
+
+
+def test_initializer_that_raises_breaks_the_pool(fastmp_ctx):
+    pool = fastmp.pool.Pool(2, initializer=targets.init_raise, initargs=("no db",),
+                            context=fastmp_ctx)
+    try:
+        with pytest.raises(fastmp.pool.InitializerError, match="no db") as info:
+            pool.map(targets.square, range(10))
+        assert isinstance(info.value.__cause__, RuntimeError)
+        with pytest.raises(fastmp.pool.InitializerError):
+            pool.apply(targets.square, (1,))
+    finally:
+        pool.terminate()
+        pool.join()
+
+
+@pytest.mark.timeout(60)
+def test_terminate_leaves_nothing_behind(fastmp_ctx):
+    pool = fastmp.pool.Pool(2, context=fastmp_ctx)
+    name = pool._dispatcher.name
+    pool.map(targets.square, range(10))
+    for _ in range(3):
+        pool.apply_async(targets.sleep_for, (30,))
+    pids = [p.pid for p in pool._pool]
+    pool.terminate()
+    pool.join()
+    assert not os.path.exists("/dev/shm/" + name.lstrip("/"))
+    for pid in pids:
+        with pytest.raises(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)      # reaped: no zombie left
+    pool = fastmp.pool.Pool(1, context=fastmp_ctx)
+    name = pool._dispatcher.name
+    pool.close()
+    pool.join()
+    assert not os.path.exists("/dev/shm/" + name.lstrip("/"))
+
+
+@pytest.mark.timeout(60)
+def test_ctrl_c_during_map(fastmp_ctx):
+    pool = fastmp.pool.Pool(2, context=fastmp_ctx)
+    try:
+        timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
+        timer.start()
+        t0 = time.monotonic()
+        with pytest.raises(KeyboardInterrupt):
+            pool.map(targets.sleep_for, [5] * 8, chunksize=1)
+        assert time.monotonic() - t0 < 4
+    finally:
+        pool.terminate()
+        pool.join()
+
+
+def test_lambdas_with_cloudpickle(fastmp_ctx):
+    pytest.importorskip("cloudpickle")
+    offset = 10
+    pool = fastmp.pool.Pool(2, context=fastmp_ctx)
+    try:
+        assert pool.map(lambda x: x + offset, range(5)) == [10, 11, 12, 13, 14]
+        assert pool.apply(lambda: offset * 2) == 20
+    finally:
+        pool.close()
+        pool.join()
+
+
+def test_abandoned_pool_is_collected(fastmp_ctx):
+    pool = fastmp.pool.Pool(1, context=fastmp_ctx)
+    assert pool.apply(targets.square, (3,)) == 9
+    workers = list(pool._pool)
+    name = pool._dispatcher.name
+    pool.close()
+    pool.join()
+    del pool
+    gc.collect()
+    assert all(p.exitcode is not None for p in workers)
+    assert not os.path.exists("/dev/shm/" + name.lstrip("/"))
+
+
+def test_progress_bar(fastmp_ctx, capsys):
+    pytest.importorskip("tqdm")
+    pool = fastmp.pool.Pool(2, context=fastmp_ctx)
+    try:
+        assert pool.map(targets.square, range(50), progress=True) == [x * x for x in range(50)]
+        assert list(pool.imap(targets.square, range(20), progress={"desc": "sq"})) == \
+            [x * x for x in range(20)]
+        err = capsys.readouterr().err
+        assert "50/50" in err and "sq" in err and "20/20" in err
+    finally:
+        pool.close()
+        pool.join()
+
+
+@pytest.mark.parametrize("size", [3 << 20])
+def test_large_arguments_and_results(ctx, size):
+    """Larger than a ring record: they travel in segments of their own (fastmp)."""
+    before = set(os.listdir("/dev/shm"))
+    pool = make_pool(ctx, 2)
+    try:
+        data = b"y" * size
+        assert pool.apply(targets.length, (data,)) == size
+        assert pool.apply(targets.big, (size,)) == b"x" * size
+        assert pool.map(targets.length, [data, b"z", data], chunksize=1) == [size, 1, size]
+        out = pool.map(targets.big, [10, size], chunksize=1)
+        assert [len(x) for x in out] == [10, size]
+    finally:
+        pool.close()
+        pool.join()
+    if is_fastmp(ctx):
+        # no segment of a large task or result is left (they are `size` bytes and a bit;
+        # other processes on the machine may create fastmp segments meanwhile, never these)
+        left = []
+        for n in set(os.listdir("/dev/shm")) - before:
+            try:
+                if n.startswith("fastmp-") and size <= os.path.getsize("/dev/shm/" + n) \
+                        <= size + (64 << 10):
+                    left.append(n)
+            except FileNotFoundError:
+                pass
+        assert left == []
+
+
+@pytest.mark.timeout(60)
+def test_workers_leave_when_the_parent_dies(fastmp_ctx, tmp_path):
+    import subprocess
+    import sys
+    out = tmp_path / "pids"
+    src = os.path.dirname(os.path.dirname(fastmp.__file__))
+    tests = os.path.dirname(os.path.abspath(__file__))
+    code = (f"import sys; sys.path[:0] = [{src!r}, {tests!r}]; import _pool_targets as t; "
+            f"t.orphan_parent_main({fastmp_ctx.get_start_method()!r}, {str(out)!r})")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=50)
+    pids = [int(x) for x in out.read_text().split()]
+    assert len(pids) == 2
+    deadline = time.monotonic() + 20
+    alive = pids
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.1)
+        alive = [pid for pid in alive if _alive(pid)]
+    assert alive == []
+
+
+def _alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.timeout(60)
+def test_terminate_from_a_callback(fastmp_ctx):
+    pool = fastmp.pool.Pool(2, context=fastmp_ctx)
+    name = pool._dispatcher.name
+    try:
+        r = pool.apply_async(targets.square, (3,), callback=lambda _: pool.terminate())
+        assert r.get(WAIT) == 9
+        pool.join()
+        deadline = time.monotonic() + WAIT
+        while os.path.exists("/dev/shm/" + name.lstrip("/")):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    finally:
+        pool.terminate()
+        pool.join()
