@@ -78,6 +78,9 @@ def test_shutdown(ctx):
     with pytest.raises(RuntimeError):
         ex.submit(targets.square, 1)
     ex = executor(ctx, 1)
+    # The worker must be up (slow under spawn and the sanitizers) before `first` is
+    # submitted, so that 0.2 s is ample for it to take `first`: shutdown spares held tasks.
+    assert ex.submit(targets.square, 3).result(60) == 9
     first = ex.submit(targets.sleep_for, 0.5)
     time.sleep(0.2)
     rest = [ex.submit(targets.square, i) for i in range(5)]
