@@ -218,15 +218,6 @@ result_ring(fm_pool_hdr *h)
     return (fm_ring *)((unsigned char *)h + h->result_off);
 }
 
-static size_t
-round_pow2(size_t n)
-{
-    size_t p = FM_RING_MIN_CAPACITY;
-    while (p < n)
-        p <<= 1;
-    return p;
-}
-
 /* Check a mapped channel before trusting any offset in it. */
 static int
 pool_check(fm_segment *seg)
@@ -349,8 +340,8 @@ PoolChannel_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         self->release = release;
     }
 
-    size_t tsize = fm_ring_bytes(round_pow2((size_t)tcap));
-    size_t rsize = fm_ring_bytes(round_pow2((size_t)rcap));
+    size_t tsize = fm_ring_bytes(fm_ring_capacity_for((size_t)tcap));
+    size_t rsize = fm_ring_bytes(fm_ring_capacity_for((size_t)rcap));
     size_t slots_end = FM_POOL_HDR_SPACE + (size_t)nslots * sizeof(fm_pool_slot);
     size_t task_off = (slots_end + 4095u) & ~(size_t)4095u;
     size_t result_off = (task_off + tsize + 4095u) & ~(size_t)4095u;
@@ -368,8 +359,8 @@ PoolChannel_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     h->task_bytes = tsize;
     h->result_off = result_off;
     h->result_bytes = rsize;
-    if (fm_ring_init(task_ring(h), round_pow2((size_t)tcap)) != FM_OK ||
-        fm_ring_init(result_ring(h), round_pow2((size_t)rcap)) != FM_OK) {
+    if (fm_ring_init(task_ring(h), fm_ring_capacity_for((size_t)tcap)) != FM_OK ||
+        fm_ring_init(result_ring(h), fm_ring_capacity_for((size_t)rcap)) != FM_OK) {
         PyErr_SetString(PyExc_RuntimeError, "fastmp: cannot initialize the pool's rings");
         goto error;
     }

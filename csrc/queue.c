@@ -190,15 +190,6 @@ ring_create(size_t cap, fm_ring **out, char *name)
     return 0;
 }
 
-static size_t
-pow2_at_least(size_t n)
-{
-    size_t c = FM_RING_MIN_CAPACITY;
-    while (c < n)
-        c <<= 1;
-    return c;
-}
-
 /* Producing: the ring we put into is sealed (or too small): attach the
  * newest, or create a bigger one if ours still is the newest.  `min_cap`:
  * the capacity the caller needs (0: twice the current one). */
@@ -233,7 +224,7 @@ queue_grow(FmQueueObject *self, size_t min_cap)
     }
     size_t cap = fm_ring_capacity(self->pring) * 2;
     if (min_cap > cap)
-        cap = pow2_at_least(min_cap);
+        cap = fm_ring_capacity_for(min_cap);
     if (ring_create(cap, &ring, created) < 0)
         goto error;
     fm_ring_entry *e = &sh->rings[sh->nrings];
@@ -726,7 +717,7 @@ claim_record(FmQueueObject *self, size_t len, fm_ring **ringp, fm_ring_claim *c)
         }
         size_t need = 0;
         if (st == FM_OVERFLOW)
-            need = pow2_at_least(len * 8);
+            need = fm_ring_capacity_for(len * 8);
         else if (st != FM_AGAIN && st != FM_BROKEN) {
             fm_set_error(st);
             return -1;
@@ -743,7 +734,7 @@ fits_inline(FmQueueObject *self, size_t len)
 {
     if (len <= fm_ring_capacity(self->pring) / 8)
         return 1;
-    size_t want = pow2_at_least(len * 8);
+    size_t want = fm_ring_capacity_for(len * 8);
     if (want > QUEUE_INLINE_RING_MAX)
         return 0;
     return queue_grow(self, want) < 0 ? -1 : 1;

@@ -75,6 +75,16 @@ int fm_ring_check(const void *mem, size_t size);
  * segment of their own with only a descriptor in the ring (queue.c). */
 size_t fm_ring_max_record(const fm_ring *r);
 size_t fm_ring_capacity(const fm_ring *r);
+/* The smallest valid capacity (a power of two, >= FM_RING_MIN_CAPACITY)
+ * that holds n bytes. */
+static inline size_t
+fm_ring_capacity_for(size_t n)
+{
+    size_t c = FM_RING_MIN_CAPACITY;
+    while (c < n)
+        c <<= 1;
+    return c;
+}
 
 /* ---- producing ---- */
 typedef struct {
