@@ -62,6 +62,11 @@ typedef struct {
     PyObject *Empty, *Full;         /* queue.Empty, queue.Full */
     PyObject *q_dumps, *q_loads;    /* set by fastmp.queues */
     PyObject *segment_unlink_hook;  /* called with a name another process created */
+    /* pool_result.c */
+    PyTypeObject *ApplyResultType;
+    uint64_t pool_last_job;         /* job numbers of the pool dispatcher */
+    PyObject *PoolTimeoutError;     /* multiprocessing.TimeoutError, imported when needed */
+    PyObject *ThreadingEvent;       /* threading.Event, imported when needed */
 } fm_state;
 
 extern PyModuleDef fm_module_def;
@@ -123,6 +128,9 @@ int fm_value_add_types(PyObject *module, fm_state *st);
 
 /* pool.c */
 int fm_pool_add_types(PyObject *module, fm_state *st);
+/* pool_result.c */
+int fm_pool_result_add_types(PyObject *module, fm_state *st);
+extern PyMethodDef fm_pool_result_module_methods[];
 /* queue.c */
 int fm_queue_add_types(PyObject *module, fm_state *st);
 extern PyMethodDef fm_queue_module_methods[];

@@ -265,6 +265,10 @@ module_exec(PyObject *module)
         return -1;
     if (PyModule_AddFunctions(module, fm_queue_module_methods) < 0)
         return -1;
+    if (fm_pool_result_add_types(module, st) < 0)
+        return -1;
+    if (PyModule_AddFunctions(module, fm_pool_result_module_methods) < 0)
+        return -1;
     if (PyModule_AddIntConstant(module, "SEM_VALUE_MAX", FM_SEM_VALUE_MAX) < 0)
         return -1;
     if (PyModule_AddStringConstant(module, "SHM_PREFIX", FM_SHM_PREFIX + 1) < 0)
@@ -298,6 +302,9 @@ module_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->Full);
     Py_VISIT(st->q_dumps);
     Py_VISIT(st->q_loads);
+    Py_VISIT(st->ApplyResultType);
+    Py_VISIT(st->PoolTimeoutError);
+    Py_VISIT(st->ThreadingEvent);
     Py_VISIT(st->segment_unlink_hook);
     return 0;
 }
@@ -329,6 +336,9 @@ module_clear(PyObject *module)
     Py_CLEAR(st->q_dumps);
     Py_CLEAR(st->q_loads);
     Py_CLEAR(st->segment_unlink_hook);
+    Py_CLEAR(st->ApplyResultType);
+    Py_CLEAR(st->PoolTimeoutError);
+    Py_CLEAR(st->ThreadingEvent);
     return 0;
 }
 

@@ -51,6 +51,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "pool.h"
 #include "ring.h"
 #include "structmember.h"
 
@@ -273,6 +274,10 @@ typedef struct {
     pthread_t thread;
     int thread_running;
     PyObject *on_results, *on_dead;
+    /* Set by pool.py: the pool's {job: result}, whose exact ApplyResults
+     * dispatch() completes itself; apply()'s function-pickle cache, its
+     * pickler for misses, and its fallback when the ring is full. */
+    PyObject *cache, *func_cache, *dump_function, *submit;
     int64_t spin_ns;
     int64_t task_ns;                /* measured time per task (GIL held) */
     /* A thread waiting for a result collects itself (the "leader"), so a
@@ -442,6 +447,10 @@ PoolChannel_traverse(PoolChannelObject *self, visitproc visit, void *arg)
     Py_VISIT(self->release);
     Py_VISIT(self->on_results);
     Py_VISIT(self->on_dead);
+    Py_VISIT(self->cache);
+    Py_VISIT(self->func_cache);
+    Py_VISIT(self->dump_function);
+    Py_VISIT(self->submit);
     return 0;
 }
 
@@ -455,6 +464,10 @@ PoolChannel_clear(PoolChannelObject *self)
     Py_CLEAR(self->release);
     Py_CLEAR(self->on_results);
     Py_CLEAR(self->on_dead);
+    Py_CLEAR(self->cache);
+    Py_CLEAR(self->func_cache);
+    Py_CLEAR(self->dump_function);
+    Py_CLEAR(self->submit);
     return 0;
 }
 
@@ -848,6 +861,123 @@ PoolChannel_put(PoolChannelObject *self, PyObject *const *args, Py_ssize_t nargs
     return res;
 }
 
+PyDoc_STRVAR(apply_doc,
+"apply($self, pool, func, args, kwds, callback, error_callback, /)\n--\n\n"
+"Pool.apply_async() when nothing waits in the feeder: a new ApplyResult\n"
+"(registered in cache) whose task is posted at once, or handed to submit()\n"
+"when the ring has no room.  A function or arguments that cannot be pickled\n"
+"fail the result, as in the stdlib.");
+
+static PyObject *
+PoolChannel_apply(PoolChannelObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 6) {
+        PyErr_SetString(PyExc_TypeError, "apply() takes 6 arguments");
+        return NULL;
+    }
+    if (!channel_alive(self))
+        return NULL;
+    if (self->cache == NULL || self->func_cache == NULL || self->dump_function == NULL ||
+        self->submit == NULL || !PyDict_Check(self->func_cache)) {
+        PyErr_SetString(PyExc_RuntimeError, "apply(): the channel is not set up for it");
+        return NULL;
+    }
+    fm_state *st = fm_state_of_type(Py_TYPE(self));
+    if (st == NULL)
+        return NULL;
+    PyObject *func = args[1], *fargs = args[2], *kwds = args[3];
+    int has_kw = kwds == Py_None ? 0 : PyObject_IsTrue(kwds);
+    if (has_kw < 0)
+        return NULL;
+    /* the entry: the args tuple, or (args, kwds) */
+    uint32_t mode = has_kw ? FM_MODE_APPLY_KW : FM_MODE_APPLY;
+    PyObject *entry = has_kw ? PyTuple_Pack(2, fargs, kwds)
+                             : PyTuple_CheckExact(fargs) ? Py_NewRef(fargs)
+                                                         : PySequence_Tuple(fargs);
+    if (entry == NULL)
+        return NULL;
+    PyObject *result = fm_apply_result_new(st, args[0], self->cache, (PyObject *)self,
+                                           args[4], args[5]);
+    if (result == NULL) {
+        Py_DECREF(entry);
+        return NULL;
+    }
+    PyObject *fdata = NULL, *b = NULL;
+    if (PyFunction_Check(func) || PyCFunction_Check(func)) {
+        fdata = PyDict_GetItemWithError(self->func_cache, func);
+        Py_XINCREF(fdata);
+        if (fdata == NULL && PyErr_Occurred())
+            goto failed;
+    }
+    if (fdata == NULL) {
+        fdata = PyObject_CallOneArg(self->dump_function, func);
+        if (fdata == NULL)
+            goto failed;
+        if (!PyBytes_Check(fdata)) {
+            PyErr_SetString(PyExc_TypeError, "dump_function must return bytes");
+            goto failed;
+        }
+    }
+    b = pickle_obj(self->dumps, self->fallback_dumps, entry);
+    if (b == NULL)
+        goto failed;
+    int s = FM_AGAIN;
+    if ((size_t)PyBytes_GET_SIZE(b) <= big_threshold(task_ring(self->hdr))) {
+        uint32_t flag = FM_ENTRY_OK;
+        unsigned long long job = PyLong_AsUnsignedLongLong(fm_apply_result_job(result));
+        if (job == (unsigned long long)-1 && PyErr_Occurred())
+            goto failed;
+        s = put_record(self, FM_TASK_RUN, mode, job, 0, fdata, &b, &flag, 1, 0);
+    }
+    if (s == FM_AGAIN || s == FM_OVERFLOW) {
+        /* no room now, or a large entry: the Python path posts it */
+        PyObject *items = PyList_New(1);
+        if (items == NULL)
+            goto failed;
+        PyList_SET_ITEM(items, 0, Py_NewRef(entry));
+        PyObject *r = PyObject_CallFunction(self->submit, "OIOO", result, mode, fdata, items);
+        Py_DECREF(items);
+        if (r == NULL)
+            goto error;
+        Py_DECREF(r);
+    }
+    else if (s != FM_OK) {
+        if (s == FM_BROKEN)
+            PyErr_SetString(PyExc_ValueError, "pool channel is closed");
+        else
+            fm_set_error(s);
+        goto error;
+    }
+    Py_DECREF(b);
+    Py_DECREF(fdata);
+    Py_DECREF(entry);
+    return result;
+failed: {
+        /* the task cannot be sent: its result is that exception */
+        PyObject *exc = PyErr_GetRaisedException_compat();
+        fm_apply_result_complete(result, 0, exc);
+        Py_DECREF(exc);
+        Py_XDECREF(b);
+        Py_XDECREF(fdata);
+        Py_DECREF(entry);
+        return result;
+    }
+error:
+    /* the pool is ending under us: no result to return, so no task either */
+    {
+        PyObject *exc = PyErr_GetRaisedException_compat();
+        PyObject *cache = self->cache;
+        if (cache != NULL && PyDict_DelItem(cache, fm_apply_result_job(result)) < 0)
+            PyErr_Clear();
+        PyErr_SetRaisedException_compat(exc);
+    }
+    Py_XDECREF(b);
+    Py_XDECREF(fdata);
+    Py_DECREF(entry);
+    Py_DECREF(result);
+    return NULL;
+}
+
 PyDoc_STRVAR(put_exit_doc,
 "put_exit($self, n, /)\n--\n\n"
 "Post n EXIT records: each makes one worker leave its loop.");
@@ -955,9 +1085,12 @@ any_dead(fm_pool_hdr *h)
 static int
 dispatch(PoolChannelObject *self, fm_buf *b)
 {
-    int stop = 0;
+    int stop = 0, completed = 0;
+    uint64_t key_job = 0;
+    PyObject *key = NULL;           /* key_job as an int, for cache lookups */
+    fm_state *st = fm_state_of_type(Py_TYPE(self));
     PyObject *list = PyList_New(0);
-    if (list == NULL)
+    if (list == NULL || st == NULL)
         goto error;
     size_t off = 0;
     while (off < b->len) {
@@ -1003,6 +1136,30 @@ dispatch(PoolChannelObject *self, fm_buf *b)
                 value = PyErr_GetRaisedException_compat();
                 ok = 0;
             }
+            if (rh.kind == FM_RES_RESULT && rh.first + k == 0 && self->cache != NULL &&
+                PyDict_CheckExact(self->cache)) {
+                /* an apply_async() result: completed here, no Python code
+                 * in between (unless it has a callback) */
+                if (key == NULL || key_job != rh.job) {
+                    Py_XSETREF(key, PyLong_FromUnsignedLongLong((unsigned long long)rh.job));
+                    key_job = rh.job;
+                    if (key == NULL) {
+                        Py_DECREF(value);
+                        goto error;
+                    }
+                }
+                PyObject *res = PyDict_GetItemWithError(self->cache, key);
+                if (res != NULL && fm_is_apply_result(st, res)) {
+                    Py_INCREF(res);
+                    fm_apply_result_complete(res, ok, value);
+                    Py_DECREF(res);
+                    Py_DECREF(value);
+                    completed = 1;
+                    continue;
+                }
+                if (res == NULL && PyErr_Occurred())
+                    PyErr_Clear();
+            }
             PyObject *t;
             if (rh.kind == FM_RES_INITFAIL)
                 t = Py_BuildValue("(KINN)", 0ULL, rh.aux, PyBool_FromLong(0), value);
@@ -1017,16 +1174,20 @@ dispatch(PoolChannelObject *self, fm_buf *b)
                 goto error;
         }
     }
-    if (PyList_GET_SIZE(list) > 0 && self->on_results != NULL) {
+    /* called after completions too, even with nothing more: it finishes a
+     * closed pool once its last job is done */
+    if ((PyList_GET_SIZE(list) > 0 || completed) && self->on_results != NULL) {
         PyObject *r = PyObject_CallOneArg(self->on_results, list);
         if (r == NULL)
             PyErr_WriteUnraisable(self->on_results);
         Py_XDECREF(r);
     }
+    Py_XDECREF(key);
     Py_DECREF(list);
     return stop;
 error:
     PyErr_WriteUnraisable((PyObject *)self);
+    Py_XDECREF(key);
     Py_XDECREF(list);
     return stop;
 }
@@ -1214,25 +1375,20 @@ follower_wait_once(PoolChannelObject *self, uint32_t seen, int64_t deadline)
     return s;
 }
 
-static PyObject *
-PoolChannel_wait(PoolChannelObject *self, PyObject *const *args, Py_ssize_t nargs)
+/* PoolChannel.wait(), and ApplyResult's waits: 1 handed over, 0 nothing,
+ * 2 cannot wait here, -1 error (see pool.h). */
+static int
+channel_wait(PoolChannelObject *self, int64_t deadline)
 {
-    if (nargs > 1) {
-        PyErr_SetString(PyExc_TypeError, "wait() takes at most 1 argument");
-        return NULL;
-    }
     if (self->hdr == NULL || self->owner != fm_self_pid() || !self->thread_running)
-        Py_RETURN_NONE;
-    int64_t deadline;
-    if (fm_timeout_to_deadline(nargs ? args[0] : Py_None, &deadline) < 0)
-        return NULL;
+        return 2;
     int64_t slice = fm_now_ns() + FM_POOL_LEADER_SLICE_NS;
     if (slice < deadline)
         deadline = slice;
     atomic_fetch_add_explicit(&self->waiting, 1, memory_order_seq_cst);
     if (atomic_load_explicit(&self->closing, memory_order_seq_cst)) {
         atomic_fetch_sub_explicit(&self->waiting, 1, memory_order_seq_cst);
-        Py_RETURN_NONE;
+        return 2;
     }
     uint32_t seen = atomic_load_explicit(&self->disp_seq, memory_order_seq_cst);
     uint32_t zero = 0;
@@ -1280,8 +1436,8 @@ PoolChannel_wait(PoolChannelObject *self, PyObject *const *args, Py_ssize_t narg
         }
         free(b.p);
         if (s == FM_EINTR && PyErr_CheckSignals() < 0)
-            return NULL;
-        return PyBool_FromLong(got);
+            return -1;
+        return got;
     }
     else {
         /* someone else collects: sleep until it hands something over */
@@ -1290,10 +1446,39 @@ PoolChannel_wait(PoolChannelObject *self, PyObject *const *args, Py_ssize_t narg
     }
     atomic_fetch_sub_explicit(&self->waiting, 1, memory_order_seq_cst);
     if (s == FM_EINTR && PyErr_CheckSignals() < 0)
-        return NULL;
+        return -1;
     if (s == FM_PYERR)
+        return -1;
+    return got;
+}
+
+int
+fm_pool_channel_wait(PyObject *channel, int64_t deadline)
+{
+    fm_state *st = fm_state_of_type(Py_TYPE(channel));
+    if (st == NULL)
+        return -1;
+    if (!Py_IS_TYPE(channel, st->PoolChannelType))
+        return 2;
+    return channel_wait((PoolChannelObject *)channel, deadline);
+}
+
+static PyObject *
+PoolChannel_wait(PoolChannelObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs > 1) {
+        PyErr_SetString(PyExc_TypeError, "wait() takes at most 1 argument");
         return NULL;
-    return PyBool_FromLong(got);
+    }
+    int64_t deadline;
+    if (fm_timeout_to_deadline(nargs ? args[0] : Py_None, &deadline) < 0)
+        return NULL;
+    int r = channel_wait(self, deadline);
+    if (r < 0)
+        return NULL;
+    if (r == 2)
+        Py_RETURN_NONE;
+    return PyBool_FromLong(r);
 }
 
 PyDoc_STRVAR(in_collector_doc,
@@ -1935,6 +2120,7 @@ PoolChannel_worker_init_failed(PyObject *Py_UNUSED(cls), PyObject *const *args,
 
 static PyMethodDef PoolChannel_methods[] = {
     {"put", (PyCFunction)(void (*)(void))PoolChannel_put, METH_FASTCALL, put_doc},
+    {"apply", (PyCFunction)(void (*)(void))PoolChannel_apply, METH_FASTCALL, apply_doc},
     {"put_exit", (PyCFunction)PoolChannel_put_exit, METH_O, put_exit_doc},
     {"slot", (PyCFunction)PoolChannel_slot, METH_O, slot_doc},
     {"set_slot", (PyCFunction)(void (*)(void))PoolChannel_set_slot, METH_FASTCALL,
@@ -1967,6 +2153,14 @@ static PyGetSetDef PoolChannel_getset[] = {
 
 static PyMemberDef PoolChannel_members[] = {
     {"__weaklistoffset__", T_PYSSIZET, offsetof(PoolChannelObject, weakreflist), READONLY, NULL},
+    {"cache", T_OBJECT, offsetof(PoolChannelObject, cache), 0,
+     "the pool's {job: result}: exact ApplyResults in it are completed in C"},
+    {"func_cache", T_OBJECT, offsetof(PoolChannelObject, func_cache), 0,
+     "apply()'s {function: its pickle}, filled by dump_function"},
+    {"dump_function", T_OBJECT, offsetof(PoolChannelObject, dump_function), 0,
+     "apply(): pickles a function not in func_cache"},
+    {"submit", T_OBJECT, offsetof(PoolChannelObject, submit), 0,
+     "apply(): submit(result, mode, func, items) when the ring has no room"},
     {NULL, 0, 0, 0, NULL},
 };
 

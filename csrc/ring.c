@@ -48,7 +48,7 @@
 #define REL memory_order_release
 #define RLX memory_order_relaxed
 
-#define RING_VERSION 1u
+#define RING_VERSION 2u
 #define SEALED_BIT (1ull << 63)
 #define POS_MASK (SEALED_BIT - 1)
 
@@ -74,6 +74,7 @@ struct fm_ring {
     _Alignas(FM_CACHE_LINE) _Atomic uint64_t reclaim;
     _Alignas(FM_CACHE_LINE) _Atomic uint32_t items_seq;
     _Atomic uint32_t items_sleepers;
+    _Atomic uint32_t items_spinner;     /* pid of the consumer spinning, or 0 (fm_ring_take) */
     _Alignas(FM_CACHE_LINE) _Atomic uint32_t space_seq;
     _Atomic uint32_t space_sleepers;
     _Alignas(FM_CACHE_LINE) char next_name[FM_SHM_NAME_MAX];
@@ -194,6 +195,7 @@ fm_ring_init(void *mem, size_t capacity)
     atomic_store_explicit(&r->reclaim, 0, RLX);
     atomic_store_explicit(&r->items_seq, 0, RLX);
     atomic_store_explicit(&r->items_sleepers, 0, RLX);
+    atomic_store_explicit(&r->items_spinner, 0, RLX);
     atomic_store_explicit(&r->space_seq, 0, RLX);
     atomic_store_explicit(&r->space_sleepers, 0, RLX);
     memset(r->next_name, 0, sizeof r->next_name);
@@ -411,13 +413,28 @@ fm_ring_claim_space(fm_ring *r, uint32_t len, uint32_t pid, int64_t deadline_ns,
     }
 }
 
+/* A new record is ready: wake a sleeping consumer, unless one is spinning.
+ * The spinner stands in for the wake-up: it takes this record, or, if it
+ * stops spinning first, it looks again after it stopped (as a sleeper's
+ * recheck, or in wake_next after its own take), and our seq_cst store of
+ * the header precedes our load of items_spinner, which precedes its store
+ * of 0.  A producer in a burst then makes no system call at all, while the
+ * consumers wake each other (wake_next) as the records pile up. */
+static inline void
+items_ready(fm_ring *r)
+{
+    if (atomic_load_explicit(&r->items_spinner, SEQ) != 0)
+        return;
+    bump_if_sleepers(&r->items_seq, &r->items_sleepers, 1);
+}
+
 void
 fm_ring_commit(fm_ring *r, const fm_ring_claim *c)
 {
     _Atomic uint64_t *hp = header_at(r, c->pos);
     uint64_t h = atomic_load_explicit(hp, RLX);
     atomic_store_explicit(hp, make_header(K_READY, H_TAG(h), 0, c->len), SEQ);
-    bump_if_sleepers(&r->items_seq, &r->items_sleepers, 1);
+    items_ready(r);
 }
 
 void
@@ -427,7 +444,7 @@ fm_ring_abandon(fm_ring *r, const fm_ring_claim *c)
     uint64_t h = atomic_load_explicit(hp, RLX);
     /* a PAD is skipped (and its area zeroed) by the consumer that meets it */
     atomic_store_explicit(hp, make_header(K_PAD, H_TAG(h), 0, c->len), SEQ);
-    bump_if_sleepers(&r->items_seq, &r->items_sleepers, 1);
+    items_ready(r);
 }
 
 /* ------------------------------------------------------------- consuming */
@@ -516,49 +533,81 @@ take_recheck(fm_ring *r, void *arg)
     return st != FM_AGAIN;
 }
 
+/* After a take: records left behind and a consumer asleep, with nobody
+ * spinning.  Producers skip the wake-up while a consumer spins
+ * (items_ready), so whoever takes passes it on: every record left has a
+ * consumer awake for it, or one woken now. */
+static inline void
+wake_next(fm_ring *r)
+{
+    uint64_t c = atomic_load_explicit(&r->cons, SEQ);
+    uint64_t p = atomic_load_explicit(&r->prod, SEQ) & POS_MASK;
+    if (p > c && atomic_load_explicit(&r->items_spinner, SEQ) == 0)
+        bump_if_sleepers(&r->items_seq, &r->items_sleepers, 1);
+}
+
+static inline int
+taken(fm_ring *r, int st)
+{
+    if (st == FM_OK)
+        wake_next(r);
+    return st;
+}
+
 int
 fm_ring_take(fm_ring *r, uint32_t pid, int64_t deadline_ns, int64_t spin_ns, fm_ring_read *rd)
 {
     take_args a = {pid, 0, 0, 0, rd};
     int st = try_take(r, &a);
     if (st != FM_AGAIN)
-        return st;
+        return taken(r, st);
     if (fm_now_ns() >= deadline_ns)
         return FM_AGAIN;
-    /* Others already asleep on an empty ring: spinning too would only take
-     * the CPU from the producer that will fill it (many consumers on few
-     * cores). */
-    if (atomic_load_explicit(&r->items_sleepers, RLX) > 0)
-        spin_ns = 0;
-    int64_t until = spin_until(spin_ns, deadline_ns);
-    while (until > 0 && fm_now_ns() < until) {
-        for (int i = 0; i < 32; i++)
-            fm_cpu_relax();
-        st = try_take(r, &a);
+    /* One consumer spins at a time; the others sleep.  More spinners would
+     * only take the CPU from the producer that fills the ring (many
+     * consumers on few cores), and producers wake nobody while one spins. */
+    uint32_t none = 0;
+    if (spin_ns > 0 &&
+        atomic_compare_exchange_strong_explicit(&r->items_spinner, &none, pid, SEQ, SEQ)) {
+        int64_t until = spin_until(spin_ns, deadline_ns);
+        while (fm_now_ns() < until) {
+            for (int i = 0; i < 32; i++)
+                fm_cpu_relax();
+            st = try_take(r, &a);
+            if (st != FM_AGAIN)
+                break;
+        }
+        /* from here on producers wake sleepers again; what they committed
+         * meanwhile is seen by wake_next, or by our recheck in wait_seq */
+        atomic_store_explicit(&r->items_spinner, 0, SEQ);
         if (st != FM_AGAIN)
-            return st;
+            return taken(r, st);
     }
     for (;;) {
         int sliced = 0;
         st = wait_seq(r, &r->items_seq, &r->items_sleepers, deadline_ns, take_recheck, &a,
                       &sliced);
         if (a.got)
-            return FM_OK;
+            return taken(r, FM_OK);
         if (a.broken)
             return FM_BROKEN;
         if (st == FM_OK) {
             st = try_take(r, &a);
             if (st != FM_AGAIN)
-                return st;
+                return taken(r, st);
             continue;
         }
         if (sliced) {
-            /* The writer of the oldest record may have died. */
+            /* The writer of the oldest record may have died; so may a
+             * spinner, which producers would count on for ever. */
+            uint32_t sp = atomic_load_explicit(&r->items_spinner, SEQ);
+            if (sp != 0 && !fm_pid_alive((pid_t)sp))
+                atomic_compare_exchange_strong_explicit(&r->items_spinner, &sp, 0, SEQ, SEQ);
             a.check_dead = 1;
             int s2 = try_take(r, &a);
             a.check_dead = 0;
             if (s2 != FM_AGAIN)
-                return s2;
+                return taken(r, s2);
         }
         return st;
     }

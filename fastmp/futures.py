@@ -61,7 +61,7 @@ class _FutureJob:
     __slots__ = ("_job", "_futures", "_cache", "_left")
 
     def __init__(self, cache, futures):
-        self._job = next(_pool._job_counter)
+        self._job = _pool._next_job()
         self._futures = futures
         self._cache = cache
         self._left = len(futures)

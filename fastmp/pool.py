@@ -58,8 +58,7 @@ _SLOT_FREE, _SLOT_STARTING, _SLOT_IDLE, _SLOT_BUSY, _SLOT_INITFAIL, _SLOT_EXITED
 _BATCH_TARGET_NS = 200_000
 _BATCH_MAX = 64
 
-_job_counter = itertools.count(1)     # 0 is the channel's "initializer failed" record
-_event_lock = threading.Lock()
+_next_job = _core.pool_next_job     # job numbers start at 1: 0 is "initializer failed"
 
 
 class WorkerLostError(ProcessError):
@@ -183,83 +182,10 @@ def _report_callback_error():
     traceback.print_exc()
 
 
-class ApplyResult:
-    """The result of apply_async(): get(), wait(), ready(), successful()."""
-
-    def __init__(self, pool, callback, error_callback):
-        self._pool = pool
-        self._job = next(_job_counter)
-        self._cache = pool._cache
-        self._callback = callback
-        self._error_callback = error_callback
-        self._ready = False
-        self._event = None          # made if a wait cannot use the channel
-        self._channel = _channel_of(pool)
-        self._cache[self._job] = self
-
-    def ready(self):
-        return self._ready
-
-    def successful(self):
-        if not self._ready:
-            raise ValueError("{0!r} not ready".format(self))
-        return self._success
-
-    def wait(self, timeout=None):
-        if self._ready:
-            return
-        ch = self._channel
-        if ch is not None:
-            t0 = time.monotonic()
-            if _wait_on_channel(ch, self.ready, timeout):
-                return
-            if timeout is not None:
-                timeout = max(0.0, timeout - (time.monotonic() - t0))
-        ev = self._event
-        if ev is None:
-            with _event_lock:
-                ev = self._event
-                if ev is None:
-                    ev = self._event = threading.Event()
-            # _set() marks ready, then reads _event: one of us sees the other
-            if self._ready:
-                return
-        ev.wait(timeout)
-
-    def get(self, timeout=None):
-        self.wait(timeout)
-        if not self._ready:
-            raise TimeoutError
-        if self._success:
-            return self._value
-        raise self._value
-
-    def _finish(self):
-        self._ready = True
-        ev = self._event
-        if ev is not None:
-            ev.set()
-        self._cache.pop(self._job, None)
-        self._pool = None
-        self._channel = None
-
-    def _set(self, i, obj):
-        self._success, self._value = obj
-        try:
-            if self._success:
-                if self._callback:
-                    self._callback(self._value)
-            elif self._error_callback:
-                self._error_callback(self._value)
-        except Exception:
-            _report_callback_error()
-        self._finish()
-
-    def _fail_held(self, first, count, exc):
-        if not self._ready:
-            self._set(0, (False, exc))
-
-    __class_getitem__ = classmethod(types.GenericAlias)
+# The result of apply_async() is a C type (csrc/pool_result.c), so that the collector hands
+# results over without running Python code: get(timeout), wait(timeout), ready(), successful(),
+# as the stdlib's; MapResult below subclasses it.
+ApplyResult = _core.ApplyResult
 
 
 AsyncResult = ApplyResult
@@ -332,7 +258,7 @@ class IMapIterator:
     def __init__(self, pool):
         self._pool = pool
         self._cond = threading.Condition(threading.Lock())
-        self._job = next(_job_counter)
+        self._job = _next_job()
         self._cache = pool._cache
         self._items = collections.deque()
         self._index = 0
@@ -481,6 +407,11 @@ class _Dispatcher:
         self.channel = _core.PoolChannel(processes, fallback_dumps=_fallback_dumps,
                                          release_segment=_release_segment)
         self.name = self.channel.name
+        # what PoolChannel.apply() and its C hand-over of apply_async() results use
+        self.channel.cache = cache
+        self.channel.func_cache = self.func_cache
+        self.channel.dump_function = self.dump_function
+        self.channel.submit = self.submit
 
     # ---- workers
 
@@ -899,8 +830,13 @@ class Pool:
 
     def apply_async(self, func, args=(), kwds={}, callback=None, error_callback=None):
         """Call func(*args, **kwds) in a worker; return an AsyncResult."""
-        self._check_running()
+        if self._state != RUN:
+            self._check_running()
         d = self._dispatcher
+        if not d.feeds and not d.feeding and d.broken is None:
+            # the common case, in C: the result object, the function's pickle (cached), the
+            # arguments' pickle, the task record (or d.submit when the ring is full)
+            return d.channel.apply(self, func, args, kwds, callback, error_callback)
         result = ApplyResult(self, callback, error_callback)
         try:
             fdata = d.dump_function(func)
@@ -911,14 +847,6 @@ class Pool:
             mode, items = _APPLY_KW, [(args, kwds)]
         else:
             mode, items = _APPLY, [args if type(args) is tuple else tuple(args)]
-        # the common case first: nothing queued in the feeder, room in the ring
-        if not d.feeds and not d.feeding and d.broken is None:
-            done, error = d.channel.put(result._job, mode, 0, fdata, items, 1, False)
-            if done == 1:
-                return result
-            if error is not None:
-                result._set(0, (False, error))
-                return result
         d.submit(result, mode, fdata, items)
         return result
 
