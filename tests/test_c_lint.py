@@ -20,8 +20,8 @@ def _strip_comments(text):
 
 def test_csrc_exists():
     assert sorted(p.name for p in CSRC.glob("*.c")) == [
-        "futex.c", "handle.c", "module.c", "pool.c", "prims.c", "queue.c", "ring.c", "shm.c",
-        "sync.c", "value.c"]
+        "futex.c", "handle.c", "module.c", "pool.c", "pool_result.c", "prims.c", "queue.c",
+        "ring.c", "shm.c", "sync.c", "value.c"]
 
 
 def test_python_free_files_do_not_include_python():
