@@ -1079,9 +1079,10 @@ any_dead(fm_pool_hdr *h)
     return 0;
 }
 
-/* With the GIL: unpickle the copied records into a list of
- * (job, index, ok, value) and hand it to on_results; returns 1 when a STOP
- * record was among them. */
+/* With the GIL: unpickle the copied records; complete exact ApplyResults
+ * at once, and hand everything else to on_results as a list of runs,
+ * (job, first, [(ok, value), ...]) for tasks first, first+1, ...; returns
+ * 1 when a STOP record was among them. */
 static int
 dispatch(PoolChannelObject *self, fm_buf *b)
 {
@@ -1113,6 +1114,8 @@ dispatch(PoolChannelObject *self, fm_buf *b)
             self->task_ns = avg > 0 ? avg : 1;     /* 0 means "not measured yet" */
         }
         size_t p = sizeof rh;
+        PyObject *pairs = NULL;     /* [(ok, value), ...] of tasks run_first, ... */
+        uint32_t run_first = 0;
         for (uint32_t k = 0; k < rh.count; k++) {
             fm_entry_hdr eh;
             if (rlen - p < sizeof eh)
@@ -1145,6 +1148,7 @@ dispatch(PoolChannelObject *self, fm_buf *b)
                     key_job = rh.job;
                     if (key == NULL) {
                         Py_DECREF(value);
+                        Py_XDECREF(pairs);
                         goto error;
                     }
                 }
@@ -1160,12 +1164,30 @@ dispatch(PoolChannelObject *self, fm_buf *b)
                 if (res == NULL && PyErr_Occurred())
                     PyErr_Clear();
             }
-            PyObject *t;
-            if (rh.kind == FM_RES_INITFAIL)
-                t = Py_BuildValue("(KINN)", 0ULL, rh.aux, PyBool_FromLong(0), value);
-            else
-                t = Py_BuildValue("(KINN)", (unsigned long long)rh.job, rh.first + k,
-                                  PyBool_FromLong(ok), value);
+            if (pairs == NULL) {
+                pairs = PyList_New(0);
+                run_first = rh.first + k;
+                if (pairs == NULL) {
+                    Py_DECREF(value);
+                    goto error;
+                }
+            }
+            /* "N" consumes value, on failure too */
+            PyObject *pair = Py_BuildValue("(NN)", PyBool_FromLong(ok), value);
+            int rc = pair == NULL ? -1 : PyList_Append(pairs, pair);
+            Py_XDECREF(pair);
+            if (rc < 0) {
+                Py_DECREF(pairs);
+                goto error;
+            }
+        }
+        if (pairs != NULL) {
+            /* one run per record: (job, first, pairs); an initializer's
+             * failure is job 0, with the worker's slot for first */
+            PyObject *t = rh.kind == FM_RES_INITFAIL
+                              ? Py_BuildValue("(KIN)", 0ULL, rh.aux, pairs)
+                              : Py_BuildValue("(KIN)", (unsigned long long)rh.job, run_first,
+                                              pairs);
             if (t == NULL)
                 goto error;
             int rc = PyList_Append(list, t);

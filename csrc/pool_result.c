@@ -374,6 +374,28 @@ ApplyResult_set(ApplyResultObject *self, PyObject *const *args, Py_ssize_t nargs
     Py_RETURN_NONE;
 }
 
+/* _set_run(first, pairs): the dispatcher's hand-over of a run of tasks; an
+ * ApplyResult has one task (first 0). */
+static PyObject *
+ApplyResult_set_run(ApplyResultObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2 || !PyList_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "_set_run(first, pairs: list)");
+        return NULL;
+    }
+    if (PyList_GET_SIZE(args[1]) == 0)
+        Py_RETURN_NONE;
+    PyObject *pair = PyList_GET_ITEM(args[1], 0);
+    PyObject *call[3] = {(PyObject *)self, args[0], pair};
+    /* through _set, which a subclass may have replaced */
+    PyObject *name = PyUnicode_InternFromString("_set");
+    if (name == NULL)
+        return NULL;
+    PyObject *r = PyObject_VectorcallMethod(name, call, 3, NULL);
+    Py_DECREF(name);
+    return r;
+}
+
 /* _fail_held(first, count, exc): a lost worker held this task. */
 static PyObject *
 ApplyResult_fail_held(ApplyResultObject *self, PyObject *const *args, Py_ssize_t nargs)
@@ -463,6 +485,7 @@ static PyMethodDef ApplyResult_methods[] = {
     {"get", (PyCFunction)(void (*)(void))ApplyResult_get, METH_FASTCALL | METH_KEYWORDS,
      get_doc},
     {"_set", (PyCFunction)(void (*)(void))ApplyResult_set, METH_FASTCALL, NULL},
+    {"_set_run", (PyCFunction)(void (*)(void))ApplyResult_set_run, METH_FASTCALL, NULL},
     {"_fail_held", (PyCFunction)(void (*)(void))ApplyResult_fail_held, METH_FASTCALL, NULL},
     {"_finish", (PyCFunction)ApplyResult_finish, METH_NOARGS, NULL},
     {"__class_getitem__", Py_GenericAlias, METH_O | METH_CLASS,

@@ -85,6 +85,10 @@ class _FutureJob:
         except InvalidStateError:   # cancelled meanwhile: the outcome is dropped
             pass
 
+    def _set_run(self, first, pairs):
+        for k, pair in enumerate(pairs):
+            self._set(first + k, pair)
+
     def _fail_held(self, first, count, exc):
         for i in range(first, min(first + count, len(self._futures))):
             self._set(i, (False, exc))

@@ -247,6 +247,10 @@ class MapResult(ApplyResult):
                 _report_callback_error()
             self._finish()
 
+    def _set_run(self, first, pairs):
+        for k, pair in enumerate(pairs):
+            self._set(first + k, pair)
+
     def _fail_held(self, first, count, exc):
         for i in range(first, min(first + count, len(self._done))):
             self._set(i, (False, exc))
@@ -317,18 +321,26 @@ class IMapIterator:
         return i < self._index or i in self._unsorted
 
     def _set(self, i, obj):
+        self._set_run(i, [obj])
+
+    def _set_run(self, first, pairs):
+        """Tasks first, first+1, ... are done: pairs holds their (success, value).  Runs
+        that arrive early wait in _unsorted, keyed by their first index; a run seen before
+        (a task failed for a lost worker, then its result after all) is dropped."""
         with self._cond:
-            if self._is_done(i):
+            if self._is_done(first):
                 return
-            if i != self._index:
-                self._unsorted[i] = obj
-            else:
-                self._items.append(obj)
-                self._index += 1
-                while self._index in self._unsorted:
-                    self._items.append(self._unsorted.pop(self._index))
-                    self._index += 1
-                self._cond.notify()
+            if first != self._index:
+                self._unsorted[first] = pairs
+                return
+            self._items.extend(pairs)
+            self._index += len(pairs)
+            unsorted = self._unsorted
+            while self._index in unsorted:
+                run = unsorted.pop(self._index)
+                self._items.extend(run)
+                self._index += len(run)
+            self._cond.notify()
             if self._index == self._length:
                 self._cache.pop(self._job, None)
                 self._pool = None
@@ -356,13 +368,13 @@ class IMapUnorderedIterator(IMapIterator):
     def _is_done(self, i):
         return i in self._seen
 
-    def _set(self, i, obj):
+    def _set_run(self, first, pairs):
         with self._cond:
-            if i in self._seen:
+            if first in self._seen:
                 return
-            self._seen.add(i)
-            self._items.append(obj)
-            self._index += 1
+            self._seen.add(first)
+            self._items.extend(pairs)
+            self._index += len(pairs)
             self._cond.notify()
             if self._index == self._length:
                 self._cache.pop(self._job, None)
@@ -472,17 +484,17 @@ class _Dispatcher:
     # ---- results
 
     def on_results(self, batch):
-        """Collector thread, GIL held: a batch of (job, index, ok, value)."""
+        """Collector (or a waiting thread), GIL held: a list of runs (job, first, pairs),
+        pairs being the (ok, value) of tasks first, first+1, ... of that job (exact
+        ApplyResults were completed in C before)."""
         cache = self.cache
-        last, result = None, None
-        for job, i, ok, value in batch:
-            if job != last:
-                if job == 0:
-                    self.init_failed(i, value)
-                    continue
-                last, result = job, cache.get(job)
+        for job, first, pairs in batch:
+            if job == 0:
+                self.init_failed(first, pairs[0][1])
+                continue
+            result = cache.get(job)
             if result is not None:
-                result._set(i, (ok, value))
+                result._set_run(first, pairs)
         if self.state != RUN and not cache:
             self.maybe_finish()
 
