@@ -563,8 +563,27 @@ pool_next_job(PyObject *module, PyObject *Py_UNUSED(ignored))
     return next_job(fm_state_of_module(module));
 }
 
+PyDoc_STRVAR(pool_report_callback_error_doc,
+"pool_report_callback_error($module, callback, exc, /)\n--\n\n"
+"Report exc, raised by a result's callback, through sys.unraisablehook (as\n"
+"the C hand-over does): the pool carries on.");
+
+static PyObject *
+pool_report_callback_error(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2 || !PyExceptionInstance_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "pool_report_callback_error(callback, exc)");
+        return NULL;
+    }
+    PyErr_SetObject((PyObject *)Py_TYPE(args[1]), args[1]);
+    PyErr_WriteUnraisable(args[0]);
+    Py_RETURN_NONE;
+}
+
 PyMethodDef fm_pool_result_module_methods[] = {
     {"pool_next_job", pool_next_job, METH_NOARGS, pool_next_job_doc},
+    {"pool_report_callback_error", (PyCFunction)(void (*)(void))pool_report_callback_error,
+     METH_FASTCALL, pool_report_callback_error_doc},
     {NULL, NULL, 0, NULL},
 };
 

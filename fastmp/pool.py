@@ -177,9 +177,10 @@ def _wait_on_channel(channel, done, timeout):
     return True
 
 
-def _report_callback_error():
-    print("Exception in a fastmp.pool callback:", file=sys.stderr)
-    traceback.print_exc()
+def _report_callback_error(callback, exc):
+    """A callback raised: report it through sys.unraisablehook (ApplyResult's C hand-over
+    does the same) and carry on; the stdlib's result thread dies instead."""
+    _core.pool_report_callback_error(callback, exc)
 
 
 # The result of apply_async() is a C type (csrc/pool_result.c), so that the collector hands
@@ -237,14 +238,12 @@ class MapResult(ApplyResult):
             self._success = False       # the first failure is the one reported
             self._value = result
         if self._number_left == 0:
-            try:
-                if self._success:
-                    if self._callback:
-                        self._callback(self._value)
-                elif self._error_callback:
-                    self._error_callback(self._value)
-            except Exception:
-                _report_callback_error()
+            cb = self._callback if self._success else self._error_callback
+            if cb:
+                try:
+                    cb(self._value)
+                except Exception as exc:
+                    _report_callback_error(cb, exc)
             self._finish()
 
     def _set_run(self, first, pairs):

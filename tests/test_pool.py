@@ -100,6 +100,50 @@ def test_get_timeout_ready_successful(ctx, pool2):
     assert r.ready() and r.successful() and r.get() == 1.0
 
 
+def test_apply_async_burst_with_callbacks(ctx, pool2):
+    # every callback runs once, in the parent, before its get() returns; the C path takes
+    # plain, keyword and non-tuple arguments alike
+    seen, errors = [], []
+    main = threading.get_ident()
+    rs = []
+    for i in range(3000):
+        if i % 3 == 0:
+            rs.append(pool2.apply_async(targets.square, (i,), callback=seen.append))
+        elif i % 3 == 1:
+            rs.append(pool2.apply_async(targets.kwargs, [i], {"c": i}, callback=seen.append))
+        else:
+            rs.append(pool2.apply_async(targets.fail_on, (i, i), error_callback=errors.append))
+    out = []
+    for i, r in enumerate(rs):
+        if i % 3 == 2:
+            with pytest.raises(ValueError):
+                r.get(WAIT)
+            assert not r.successful()
+        else:
+            out.append(r.get(WAIT))
+    want = [i * i if i % 3 == 0 else (i, 0, i) for i in range(3000) if i % 3 != 2]
+    assert out == want
+    assert sorted(seen, key=repr) == sorted(want, key=repr)
+    assert len(errors) == 1000 and all(type(e) is ValueError for e in errors)
+    assert threading.get_ident() == main
+
+
+def test_result_wait_get_keywords(ctx, pool2):
+    mp = mod_of(ctx)
+    r = pool2.apply_async(targets.sleep_for, (1.0,))
+    assert r.wait(timeout=SHORT) is None and not r.ready()
+    with pytest.raises(mp.TimeoutError):
+        r.get(timeout=SHORT)
+    with pytest.raises(TypeError):
+        r.get(timeout="soon")
+    with pytest.raises(TypeError):
+        r.get(SHORT, "extra")
+    assert r.get(timeout=WAIT) == 1.0
+    assert r.get(timeout="not looked at once ready") == 1.0
+    assert isinstance(r, mp.pool.AsyncResult)
+    assert mp.pool.ApplyResult[int].__origin__ is mp.pool.ApplyResult
+
+
 def test_exception_carries_remote_traceback(ctx, pool2):
     with pytest.raises(ValueError) as info:
         pool2.apply(targets.raise_value, (5,))
@@ -498,3 +542,36 @@ def test_terminate_from_a_callback(fastmp_ctx):
     finally:
         pool.terminate()
         pool.join()
+
+
+def test_raising_callback_keeps_the_pool_going(fastmp_ctx, monkeypatch):
+    # the stdlib's result thread dies on it (later results never come); fastmp reports the
+    # exception through sys.unraisablehook and carries on
+    import sys
+    reported = []
+    monkeypatch.setattr(sys, "unraisablehook", reported.append)
+
+    def bad_callback(value):
+        raise RuntimeError(f"callback saw {value}")
+
+    with fastmp.pool.Pool(2, context=fastmp_ctx) as pool:
+        r = pool.apply_async(targets.square, (5,), callback=bad_callback)
+        assert r.get(WAIT) == 25 and r.successful()
+        assert pool.apply(targets.square, (6,)) == 36
+        assert [x.get(WAIT) for x in [pool.apply_async(targets.add, (i, 1)) for i in range(50)]] \
+            == list(range(1, 51))
+        m = pool.map_async(targets.square, range(4), callback=bad_callback)
+        assert m.get(WAIT) == [0, 1, 4, 9]
+        assert pool.apply(targets.square, (7,)) == 49
+    assert [str(r.exc_value) for r in reported] == ["callback saw 25",
+                                                    "callback saw [0, 1, 4, 9]"]
+    assert all(type(r.exc_value) is RuntimeError and r.object is bad_callback for r in reported)
+
+
+def test_imap_runs_out_of_order(ctx, pool2):
+    # results come back in records of several tasks, from two workers, out of order: imap
+    # still yields them in input order, imap_unordered yields each exactly once
+    delays = [0.03 if i % 97 == 0 else 0.0 for i in range(2000)]
+    assert list(pool2.imap(targets.sleep_for, delays)) == delays
+    assert list(pool2.imap(targets.sleep_for, delays, 7)) == delays
+    assert sorted(pool2.imap_unordered(targets.sleep_for, delays)) == sorted(delays)
