@@ -46,6 +46,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -94,7 +95,7 @@ PyErr_SetRaisedException_compat(PyObject *exc)
 #define RLX memory_order_relaxed
 
 #define FM_POOL_MAGIC 0x4c4f4f50u           /* "POOL" */
-#define FM_POOL_VERSION 1u
+#define FM_POOL_VERSION 2u
 #define FM_POOL_MAX_SLOTS 4096u
 #define FM_POOL_HDR_SPACE 256u
 #define FM_POOL_DEFAULT_RING (1u << 20)
@@ -151,6 +152,9 @@ typedef struct {
     uint32_t owner;                 /* the parent's pid: workers exit if it dies */
     uint64_t task_off, task_bytes;
     uint64_t result_off, result_bytes;
+    /* Test hook: the next worker to take a task record dies (SIGKILL)
+     * before it says in its slot what it holds (see adopt_held). */
+    _Atomic uint32_t debug_die_after_take;
 } fm_pool_hdr;
 
 typedef struct {
@@ -590,6 +594,41 @@ big_load(PyObject *release, const unsigned char *p, uint32_t len)
     return b;
 }
 
+/* Unlink the big entries of one record nobody will read. */
+static void
+unlink_big_entries(const fm_ring_read *rd, size_t hdr_size, int task, PyObject *release)
+{
+    const unsigned char *p = rd->data;
+    size_t left = rd->len, off = hdr_size;
+    uint32_t count = 0;
+    if (left >= hdr_size) {
+        if (task) {
+            fm_task_hdr th;
+            memcpy(&th, p, sizeof th);
+            count = th.kind == FM_TASK_RUN ? th.count : 0;
+            off += pad8(th.func_len);
+        }
+        else {
+            fm_result_hdr rh;
+            memcpy(&rh, p, sizeof rh);
+            count = rh.kind == FM_RES_STOP ? 0 : rh.count;
+        }
+    }
+    for (uint32_t k = 0; k < count && off <= left && left - off >= sizeof(fm_entry_hdr); k++) {
+        fm_entry_hdr eh;
+        memcpy(&eh, p + off, sizeof eh);
+        off += sizeof eh;
+        if (left - off < eh.len)
+            break;
+        if ((eh.flags & FM_ENTRY_BIG) && eh.len == sizeof(fm_big_ref)) {
+            fm_big_ref ref;
+            memcpy(&ref, p + off, sizeof ref);
+            big_unlink(release, &ref);
+        }
+        off += pad8(eh.len);
+    }
+}
+
 /* Unlink the big entries of every record left in a ring (at close: nobody
  * will read them).  Task and result records share the entry format after
  * their headers. */
@@ -601,36 +640,7 @@ drain_big(fm_ring *r, size_t hdr_size, int task, PyObject *release)
         fm_ring_read rd;
         if (fm_ring_take(r, pid, 0, 0, &rd) != FM_OK)
             return;
-        const unsigned char *p = rd.data;
-        size_t left = rd.len, off = hdr_size;
-        uint32_t count = 0;
-        if (left >= hdr_size) {
-            if (task) {
-                fm_task_hdr th;
-                memcpy(&th, p, sizeof th);
-                count = th.kind == FM_TASK_RUN ? th.count : 0;
-                off += pad8(th.func_len);
-            }
-            else {
-                fm_result_hdr rh;
-                memcpy(&rh, p, sizeof rh);
-                count = rh.kind == FM_RES_STOP ? 0 : rh.count;
-            }
-        }
-        for (uint32_t k = 0; k < count && off <= left && left - off >= sizeof(fm_entry_hdr);
-             k++) {
-            fm_entry_hdr eh;
-            memcpy(&eh, p + off, sizeof eh);
-            off += sizeof eh;
-            if (left - off < eh.len)
-                break;
-            if ((eh.flags & FM_ENTRY_BIG) && eh.len == sizeof(fm_big_ref)) {
-                fm_big_ref ref;
-                memcpy(&ref, p + off, sizeof ref);
-                big_unlink(release, &ref);
-            }
-            off += pad8(eh.len);
-        }
+        unlink_big_entries(&rd, hdr_size, task, release);
         fm_ring_release(r, &rd);
     }
 }
@@ -976,6 +986,47 @@ error:
     Py_DECREF(entry);
     Py_DECREF(result);
     return NULL;
+}
+
+PyDoc_STRVAR(adopt_held_doc,
+"adopt_held($self, pid, /)\n--\n\n"
+"A dead worker took a task record off the ring and died before saying so in\n"
+"its slot: take the record over, release it, and return (kind, job, first,\n"
+"count) of the tasks it held (kind 1: tasks, 2: an EXIT), or None.");
+
+static PyObject *
+PoolChannel_adopt_held(PoolChannelObject *self, PyObject *arg)
+{
+    if (!channel_alive(self))
+        return NULL;
+    unsigned long pid = PyLong_AsUnsignedLong(arg);
+    if (pid == (unsigned long)-1 && PyErr_Occurred())
+        return NULL;
+    if (pid == 0 || pid > UINT32_MAX || fm_pid_alive((pid_t)pid)) {
+        PyErr_SetString(PyExc_ValueError, "adopt_held(): pid must be a dead process's");
+        return NULL;
+    }
+    fm_ring *r = task_ring(self->hdr);
+    fm_ring_read rd;
+    if (fm_ring_adopt(r, (uint32_t)pid, fm_self_pid(), &rd) != FM_OK)
+        Py_RETURN_NONE;
+    fm_task_hdr th = {0};
+    if (rd.len >= sizeof th)
+        memcpy(&th, rd.data, sizeof th);
+    unlink_big_entries(&rd, sizeof th, 1, self->release);
+    fm_ring_release(r, &rd);
+    if (th.kind != FM_TASK_RUN && th.kind != FM_TASK_EXIT)
+        Py_RETURN_NONE;
+    return Py_BuildValue("(IKII)", th.kind, (unsigned long long)th.job, th.first, th.count);
+}
+
+static PyObject *
+PoolChannel_debug_kill_next_taker(PoolChannelObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (!channel_alive(self))
+        return NULL;
+    atomic_store_explicit(&self->hdr->debug_die_after_take, 1, memory_order_seq_cst);
+    Py_RETURN_NONE;
 }
 
 PyDoc_STRVAR(put_exit_doc,
@@ -2051,8 +2102,12 @@ PoolChannel_worker_main(PyObject *cls, PyObject *const *args, Py_ssize_t nargs)
         memcpy(in.p, rd.data, rd.len);
         fm_task_hdr th;
         memcpy(&th, in.p, sizeof th);
+        if (atomic_load_explicit(&w.h->debug_die_after_take, RLX) &&
+            atomic_exchange_explicit(&w.h->debug_die_after_take, 0, RLX))
+            raise(SIGKILL);
         /* Say what we hold before the record leaves the ring, so that a
-         * crash from here on fails exactly these tasks. */
+         * crash from here on fails exactly these tasks (a crash before it
+         * leaves the record READING in our name: the parent adopts it). */
         atomic_store_explicit(&w.slot->job, th.job, RLX);
         atomic_store_explicit(&w.slot->first, th.first, RLX);
         atomic_store_explicit(&w.slot->count, th.count, RLX);
@@ -2143,6 +2198,10 @@ PoolChannel_worker_init_failed(PyObject *Py_UNUSED(cls), PyObject *const *args,
 static PyMethodDef PoolChannel_methods[] = {
     {"put", (PyCFunction)(void (*)(void))PoolChannel_put, METH_FASTCALL, put_doc},
     {"apply", (PyCFunction)(void (*)(void))PoolChannel_apply, METH_FASTCALL, apply_doc},
+    {"adopt_held", (PyCFunction)PoolChannel_adopt_held, METH_O, adopt_held_doc},
+    {"_debug_kill_next_taker", (PyCFunction)PoolChannel_debug_kill_next_taker, METH_NOARGS,
+     PyDoc_STR("_debug_kill_next_taker($self, /)\n--\n\nTest hook: the next worker to take "
+               "a task record is killed before it records it in its slot.")},
     {"put_exit", (PyCFunction)PoolChannel_put_exit, METH_O, put_exit_doc},
     {"slot", (PyCFunction)PoolChannel_slot, METH_O, slot_doc},
     {"set_slot", (PyCFunction)(void (*)(void))PoolChannel_set_slot, METH_FASTCALL,

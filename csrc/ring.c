@@ -620,6 +620,47 @@ fm_ring_release(fm_ring *r, const fm_ring_read *rd)
     release_at(r, rd->pos, h);
 }
 
+int
+fm_ring_adopt(fm_ring *r, uint32_t dead, uint32_t pid, fm_ring_read *rd)
+{
+    /* Taken records not yet reclaimed lie between reclaim and cons.  The
+     * walk re-reads reclaim after each header: once it has moved past a
+     * position, that header may be a later lap's (its tag says so), and the
+     * walk starts over from the new reclaim. */
+    for (;;) {
+        uint64_t start = atomic_load_explicit(&r->reclaim, SEQ);
+        uint64_t pos = start;
+        uint64_t c = atomic_load_explicit(&r->cons, SEQ);
+        int restart = 0;
+        while (pos < c) {
+            uint64_t h = peek_header(r, pos);
+            if (atomic_load_explicit(&r->reclaim, SEQ) > pos) {
+                restart = 1;
+                break;
+            }
+            if (h == 0 || H_TAG(h) != lap_tag(r, pos))
+                return FM_AGAIN;
+            if (H_KIND(h) == K_READING && H_PID(h) == (dead & 0x3fffffu)) {
+                uint64_t mine = make_header(K_READING, H_TAG(h), pid, H_LEN(h));
+                if (!cas_header(r, pos, &h, mine)) {
+                    restart = 1;    /* someone released it meanwhile */
+                    break;
+                }
+                rd->pos = pos;
+                rd->data = payload_at(r, pos);
+                rd->len = H_LEN(h);
+                return FM_OK;
+            }
+            uint64_t t = rec_total(H_LEN(h));
+            if (t > r->capacity)
+                return FM_AGAIN;    /* not a header: a corrupt ring */
+            pos += t;
+        }
+        if (!restart)
+            return FM_AGAIN;
+    }
+}
+
 /* ----------------------------------------------------------------- state */
 
 uint64_t

@@ -119,6 +119,10 @@ int fm_ring_take(fm_ring *r, uint32_t pid, int64_t deadline_ns, int64_t spin_ns,
 /* Done with a taken record: its space can be reclaimed; wakes a sleeping
  * producer if there is one. */
 void fm_ring_release(fm_ring *r, const fm_ring_read *rd);
+/* Adopt a record that process `dead` took and never released (it died
+ * holding it): it becomes `pid`'s, to read and then fm_ring_release.
+ * FM_OK with *rd filled, or FM_AGAIN when `dead` holds none (any more). */
+int fm_ring_adopt(fm_ring *r, uint32_t dead, uint32_t pid, fm_ring_read *rd);
 
 /* ---- state ---- */
 /* Records committed and not yet taken (exact when nothing is in flight). */

@@ -53,6 +53,7 @@ TERMINATE = "TERMINATE"
 # The channel's task modes and worker-slot states (csrc/pool.c).
 _APPLY, _APPLY_KW, _MAP, _STARMAP = 0, 1, 2, 3
 _SLOT_FREE, _SLOT_STARTING, _SLOT_IDLE, _SLOT_BUSY, _SLOT_INITFAIL, _SLOT_EXITED = range(6)
+_TASK_RUN = 1       # adopt_held(): a record of tasks (2: an EXIT)
 
 # Transport batching: tasks measured shorter than this are sent several per record.
 _BATCH_TARGET_NS = 200_000
@@ -461,6 +462,13 @@ class _Dispatcher:
                     self.pool.remove(p)
                 except ValueError:
                     pass
+                if state != _SLOT_BUSY and p.pid:
+                    # it may have died between taking a task record and saying so in its
+                    # slot: the record is still in the ring, in its name
+                    held = self.channel.adopt_held(p.pid)
+                    if held is not None:
+                        kind, job, first, count = held
+                        state = _SLOT_BUSY if kind == _TASK_RUN else _SLOT_EXITED
                 if state not in (_SLOT_EXITED, _SLOT_INITFAIL):
                     if not self.worker_lost(p, state, job, first, count):
                         continue

@@ -575,3 +575,17 @@ def test_imap_runs_out_of_order(ctx, pool2):
     assert list(pool2.imap(targets.sleep_for, delays)) == delays
     assert list(pool2.imap(targets.sleep_for, delays, 7)) == delays
     assert sorted(pool2.imap_unordered(targets.sleep_for, delays)) == sorted(delays)
+
+
+@pytest.mark.timeout(60)
+def test_worker_killed_before_recording_its_task(fastmp_ctx):
+    # the worker dies between taking the task record off the ring and writing it into its
+    # slot: the parent finds the record still held in its name and fails that task
+    with fastmp.pool.Pool(2, context=fastmp_ctx) as pool:
+        assert pool.apply(targets.square, (2,)) == 4
+        pool._dispatcher.channel._debug_kill_next_taker()
+        r = pool.apply_async(targets.square, (3,))
+        with pytest.raises(fastmp.pool.WorkerLostError, match="SIGKILL"):
+            r.get(WAIT)
+        assert pool.apply(targets.square, (4,)) == 16
+        assert sorted(pool.map(targets.square, range(20))) == [x * x for x in range(20)]
