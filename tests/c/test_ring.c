@@ -522,6 +522,8 @@ on_usr1(int sig)
     (void)sig;
 }
 
+static _Atomic int eintr_returned;
+
 static void *
 eintr_waiter(void *arg)
 {
@@ -530,6 +532,7 @@ eintr_waiter(void *arg)
     int st = fm_ring_take(wk.r, fmt_pid(), fm_deadline_after(10), 0, &rd);
     double el = fmt_secs_since(t0);
     *(int *)arg = st;
+    atomic_store(&eintr_returned, 1);
     CHECK_MSG(el < 0.04, "returned after %.3fs", el);
     return NULL;
 }
@@ -545,8 +548,16 @@ test_signal_interrupts_wait(void)
     int st = -1;
     pthread_t th;
     pthread_create(&th, NULL, eintr_waiter, &st);
+    atomic_store(&eintr_returned, 0);
     CHECK(fmt_await_u32((_Atomic uint32_t *)((char *)wk.r + 4 * 64 + 4), 1, 5));
-    pthread_kill(th, SIGUSR1);
+    /* The sleeper count goes up just before the futex call: a signal that
+     * lands in between runs its handler and does not cut the sleep short
+     * (futex.h), and then the wait lasts a whole slice (seen under TSan on a
+     * loaded machine).  Signal again until the waiter is back. */
+    for (int i = 0; i < 6 && !atomic_load(&eintr_returned); i++) {
+        pthread_kill(th, SIGUSR1);
+        fmt_sleep_ms(5);
+    }
     pthread_join(th, NULL);
     CHECK_ST(st, FM_EINTR);
     free(wk.r);
