@@ -14,6 +14,21 @@
 #include "check.h"
 #include "ring.h"
 
+#ifdef __SANITIZE_THREAD__
+/* tsan.supp names ring.c's deliberate optimistic header read (peek_header),
+ * but a suppression matches only if TSan can still restore the stack of
+ * the earlier access.  With the default history a busy producer's peek can
+ * fall out of it ("failed to restore the stack") and the race is reported
+ * in put_bytes' memcpy (seen in test_threads_4p4c_big_ring, twice in about
+ * twenty runs with the machine loaded): keep the longest history. */
+const char *__tsan_default_options(void);
+const char *
+__tsan_default_options(void)
+{
+    return "history_size=7";
+}
+#endif
+
 static void *
 new_ring(size_t cap)
 {
@@ -615,13 +630,14 @@ take_u32(fm_ring *r, int64_t deadline, int64_t spin, uint32_t *v, int64_t *at)
  * committed: both are in the ring when A takes, which is the case wake_next
  * exists for.  The commits come ~3 ms after B fell asleep, so a missing
  * pass-on costs B ~45 ms (its slice) per round: each round is bounded by
- * 150 ms (B did not wait for A) and the median by 20 ms (B did not wait for
- * its slice either). */
+ * 150 ms (B did not wait for A) and the median by 25 ms (B did not wait for
+ * its slice either: ~46 ms per round with wake_next made a no-op; up to
+ * 12 ms seen here with the machine oversubscribed, 30-50 us when idle). */
 #define PASS_ROUNDS 9
 #define PASS_A_SPIN_NS (300 * NS_PER_MS)
 #define PASS_A_HOLD_MS 500
 #define PASS_ROUND_MAX 0.150
-#define PASS_MEDIAN_MAX 0.020
+#define PASS_MEDIAN_MAX 0.025
 
 static struct {
     fm_ring *r;
