@@ -50,6 +50,8 @@
 
 #define RING_VERSION 2u
 #define SEALED_BIT (1ull << 63)
+/* A spinner's mark this long past the end of its spin is stale. */
+#define FM_RING_STALE_SPIN_NS (1000 * 1000LL)
 #define POS_MASK (SEALED_BIT - 1)
 
 enum { K_FREE = 0, K_WRITING = 1, K_READY = 2, K_READING = 3, K_DONE = 4, K_PAD = 5 };
@@ -75,6 +77,7 @@ struct fm_ring {
     _Alignas(FM_CACHE_LINE) _Atomic uint32_t items_seq;
     _Atomic uint32_t items_sleepers;
     _Atomic uint32_t items_spinner;     /* pid of the consumer spinning, or 0 (fm_ring_take) */
+    _Atomic int64_t items_spin_until;   /* when its spin ends (fm_now_ns) */
     _Alignas(FM_CACHE_LINE) _Atomic uint32_t space_seq;
     _Atomic uint32_t space_sleepers;
     _Alignas(FM_CACHE_LINE) char next_name[FM_SHM_NAME_MAX];
@@ -196,6 +199,7 @@ fm_ring_init(void *mem, size_t capacity)
     atomic_store_explicit(&r->items_seq, 0, RLX);
     atomic_store_explicit(&r->items_sleepers, 0, RLX);
     atomic_store_explicit(&r->items_spinner, 0, RLX);
+    atomic_store_explicit(&r->items_spin_until, 0, RLX);
     atomic_store_explicit(&r->space_seq, 0, RLX);
     atomic_store_explicit(&r->space_sleepers, 0, RLX);
     memset(r->next_name, 0, sizeof r->next_name);
@@ -378,8 +382,10 @@ fm_ring_claim_space(fm_ring *r, uint32_t len, uint32_t pid, int64_t deadline_ns,
         return st;
     if (fm_now_ns() >= deadline_ns)
         return FM_AGAIN;
+    /* Others already asleep waiting for room: spinning too would only take
+     * the CPU from the consumer that makes it. */
     if (atomic_load_explicit(&r->space_sleepers, RLX) > 0)
-        spin_ns = 0;            /* as in fm_ring_take */
+        spin_ns = 0;
     int64_t until = spin_until(spin_ns, deadline_ns);
     while (until > 0 && fm_now_ns() < until) {
         for (int i = 0; i < 32; i++)
@@ -423,7 +429,10 @@ fm_ring_claim_space(fm_ring *r, uint32_t len, uint32_t pid, int64_t deadline_ns,
 static inline void
 items_ready(fm_ring *r)
 {
-    if (atomic_load_explicit(&r->items_spinner, SEQ) != 0)
+    /* A spinner past the end of its spin budget is not spinning: it was
+     * preempted (or died); wake a sleeper as if there were none. */
+    if (atomic_load_explicit(&r->items_spinner, SEQ) != 0 &&
+        fm_now_ns() < atomic_load_explicit(&r->items_spin_until, SEQ))
         return;
     bump_if_sleepers(&r->items_seq, &r->items_sleepers, 1);
 }
@@ -565,11 +574,16 @@ fm_ring_take(fm_ring *r, uint32_t pid, int64_t deadline_ns, int64_t spin_ns, fm_
         return FM_AGAIN;
     /* One consumer spins at a time; the others sleep.  More spinners would
      * only take the CPU from the producer that fills the ring (many
-     * consumers on few cores), and producers wake nobody while one spins. */
-    uint32_t none = 0;
+     * consumers on few cores), and producers wake nobody while one spins.
+     * A mark left well past its spin's end (its owner preempted, or dead)
+     * is taken over. */
+    uint32_t cur = atomic_load_explicit(&r->items_spinner, SEQ);
     if (spin_ns > 0 &&
-        atomic_compare_exchange_strong_explicit(&r->items_spinner, &none, pid, SEQ, SEQ)) {
+        (cur == 0 ||
+         fm_now_ns() > atomic_load_explicit(&r->items_spin_until, SEQ) + FM_RING_STALE_SPIN_NS) &&
+        atomic_compare_exchange_strong_explicit(&r->items_spinner, &cur, pid, SEQ, SEQ)) {
         int64_t until = spin_until(spin_ns, deadline_ns);
+        atomic_store_explicit(&r->items_spin_until, until, SEQ);
         while (fm_now_ns() < until) {
             for (int i = 0; i < 32; i++)
                 fm_cpu_relax();
@@ -577,9 +591,11 @@ fm_ring_take(fm_ring *r, uint32_t pid, int64_t deadline_ns, int64_t spin_ns, fm_
             if (st != FM_AGAIN)
                 break;
         }
-        /* from here on producers wake sleepers again; what they committed
-         * meanwhile is seen by wake_next, or by our recheck in wait_seq */
-        atomic_store_explicit(&r->items_spinner, 0, SEQ);
+        /* From here on producers wake sleepers again; what they committed
+         * meanwhile is seen by wake_next, or by our recheck in wait_seq.
+         * Only our own mark is cleared (another may have taken ours over). */
+        uint32_t me = pid;
+        atomic_compare_exchange_strong_explicit(&r->items_spinner, &me, 0, SEQ, SEQ);
         if (st != FM_AGAIN)
             return taken(r, st);
     }

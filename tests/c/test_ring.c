@@ -1266,6 +1266,54 @@ test_dead_spinner_cleared(void)
     munmap(flag, 4096);
 }
 
+/* fm_ring_adopt: a record a dead reader took and never released is taken
+ * over (once), with its payload intact; other records are not. */
+static void
+test_adopt_dead_readers_record(void)
+{
+    fm_segment *seg;
+    fm_ring *r = segment_ring(4096, &seg);
+    _Atomic uint32_t *flag = fmt_shared_page(4096);
+    const char *msgs[3] = {"first, taken and released", "second, held by the dead",
+                           "third, still ready"};
+    for (int i = 0; i < 3; i++)
+        CHECK_ST(put_bytes(r, msgs[i], (uint32_t)strlen(msgs[i]) + 1, 0), FM_OK);
+    pid_t kid = fmt_fork();
+    if (kid == 0) {
+        fm_refresh_pid();
+        fm_ring_read rd;
+        if (fm_ring_take(r, fmt_pid(), 0, 0, &rd) != FM_OK)
+            _exit(10);
+        fm_ring_release(r, &rd);
+        if (fm_ring_take(r, fmt_pid(), 0, 0, &rd) != FM_OK)
+            _exit(11);
+        atomic_store(flag, 1);
+        for (;;)
+            pause();
+    }
+    CHECK(fmt_await_u32(flag, 1, 5));
+    fm_ring_read rd;
+    /* alive, or holding nothing: nothing to adopt */
+    CHECK_ST(fm_ring_adopt(r, (uint32_t)getpid() + 1000000u, fmt_pid(), &rd), FM_AGAIN);
+    kill(kid, SIGKILL);
+    CHECK_EQ(fmt_reap(kid), 128 + SIGKILL);
+    CHECK_ST(fm_ring_adopt(r, (uint32_t)kid, fmt_pid(), &rd), FM_OK);
+    CHECK_EQ(rd.len, (uint32_t)strlen(msgs[1]) + 1);
+    CHECK(memcmp(rd.data, msgs[1], rd.len) == 0);
+    fm_ring_release(r, &rd);
+    CHECK_ST(fm_ring_adopt(r, (uint32_t)kid, fmt_pid(), &rd), FM_AGAIN);
+    /* the ring carries on: the third record, then room for more */
+    char out[64];
+    uint32_t len;
+    CHECK_ST(get_bytes(r, out, &len, 0), FM_OK);
+    CHECK(strcmp(out, msgs[2]) == 0);
+    CHECK_ST(get_bytes(r, out, &len, 0), FM_AGAIN);
+    char big[1000] = {0};
+    for (int i = 0; i < 3; i++)
+        CHECK_ST(put_bytes(r, big, sizeof big, fm_deadline_after(1)), FM_OK);
+    munmap(flag, 4096);
+}
+
 int
 main(void)
 {
@@ -1290,6 +1338,7 @@ main(void)
     RUN(test_processes_fork);
     RUN(test_writer_killed_mid_record);
     RUN(test_reader_killed_holding_record);
+    RUN(test_adopt_dead_readers_record);
     RUN(test_processes_consumers);
     RUN(test_dead_spinner_cleared);
     return fmt_finish();
