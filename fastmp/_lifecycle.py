@@ -80,6 +80,9 @@ def _install_exit_hook(*_ignored):
 
 
 def _after_fork_child():
+    # names the parent unlinked and has yet to unregister are the parent's to tell the
+    # tracker: told twice, the tracker prints a KeyError
+    del _gone[:]
     _core._after_fork_child()
     _install_exit_hook()
 

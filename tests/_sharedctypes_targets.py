@@ -120,3 +120,10 @@ def _script(mode):
 
 if __name__ == "__main__":
     _script(sys.argv[1])
+
+
+def exit_with_pending_gone():
+    """Exit code: how many early-unlinked names this (forked) process thinks it must still
+    unregister from the resource tracker (its parent's are not its own)."""
+    from fastmp import _lifecycle
+    sys.exit(len(_lifecycle._gone))

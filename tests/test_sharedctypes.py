@@ -627,6 +627,24 @@ def test_fastmp_huge_block_reclaimed_when_dropped(sc):
 
 
 @pytest.mark.timeout(60)
+def test_fastmp_forked_child_leaves_the_parents_gone_names(sc):
+    # a huge block unlinked by the parent waits in _gone until the parent's next creation;
+    # a child forked meanwhile must not unregister it too (the tracker then prints a KeyError)
+    import fastmp
+    from fastmp import _lifecycle
+    arr = sc.Array('d', 1_000_000)
+    del arr
+    gc.collect()
+    assert len(_lifecycle._gone) == 1
+    p = fastmp.get_context("fork").Process(target=targets.exit_with_pending_gone)
+    p.start()
+    p.join(30)
+    assert p.exitcode == 0
+    sc.Value('i')
+    assert _lifecycle._gone == []
+
+
+@pytest.mark.timeout(60)
 def test_fastmp_huge_block_kept_while_a_view_lives(sc):
     raw = sc.RawArray('b', 100_000)
     name = raw._wrapper._fm_state()[0].lstrip("/")
