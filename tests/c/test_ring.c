@@ -1082,6 +1082,29 @@ test_writer_killed_mid_record(void)
     munmap(flag, 4096);
 }
 
+/* A child that takes `released` records (releasing each), then takes one
+ * more and holds it until killed; returns once it holds it. */
+static pid_t
+fork_holding_reader(fm_ring *r, _Atomic uint32_t *flag, int released)
+{
+    pid_t kid = fmt_fork();
+    if (kid == 0) {
+        fm_refresh_pid();
+        fm_ring_read rd;
+        for (int i = 0; i <= released; i++) {
+            if (fm_ring_take(r, fmt_pid(), 0, 0, &rd) != FM_OK)
+                _exit(10 + i);
+            if (i < released)
+                fm_ring_release(r, &rd);
+        }
+        atomic_store(flag, 1);
+        for (;;)
+            pause();
+    }
+    CHECK(fmt_await_u32(flag, 1, 5));
+    return kid;
+}
+
 /* A reader killed holding a record: a producer waiting for space steps
  * over it after a wait slice. */
 static void
@@ -1095,17 +1118,7 @@ test_reader_killed_holding_record(void)
     while (put_bytes(r, big, sizeof big, 0) == FM_OK)
         n++;
     CHECK_EQ(n, 4);
-    pid_t kid = fmt_fork();
-    if (kid == 0) {
-        fm_refresh_pid();
-        fm_ring_read rd;
-        if (fm_ring_take(r, fmt_pid(), 0, 0, &rd) != FM_OK)
-            _exit(10);
-        atomic_store(flag, 1);
-        for (;;)
-            pause();
-    }
-    CHECK(fmt_await_u32(flag, 1, 5));
+    pid_t kid = fork_holding_reader(r, flag, 0);
     /* the reader lives: no room */
     CHECK_ST(put_bytes(r, big, sizeof big, fm_deadline_after(0.12)), FM_TIMEOUT);
     kill(kid, SIGKILL);
@@ -1278,20 +1291,7 @@ test_adopt_dead_readers_record(void)
                            "third, still ready"};
     for (int i = 0; i < 3; i++)
         CHECK_ST(put_bytes(r, msgs[i], (uint32_t)strlen(msgs[i]) + 1, 0), FM_OK);
-    pid_t kid = fmt_fork();
-    if (kid == 0) {
-        fm_refresh_pid();
-        fm_ring_read rd;
-        if (fm_ring_take(r, fmt_pid(), 0, 0, &rd) != FM_OK)
-            _exit(10);
-        fm_ring_release(r, &rd);
-        if (fm_ring_take(r, fmt_pid(), 0, 0, &rd) != FM_OK)
-            _exit(11);
-        atomic_store(flag, 1);
-        for (;;)
-            pause();
-    }
-    CHECK(fmt_await_u32(flag, 1, 5));
+    pid_t kid = fork_holding_reader(r, flag, 1);
     fm_ring_read rd;
     /* alive, or holding nothing: nothing to adopt */
     CHECK_ST(fm_ring_adopt(r, (uint32_t)getpid() + 1000000u, fmt_pid(), &rd), FM_AGAIN);
