@@ -170,6 +170,42 @@ def test_map_and_starmap(ctx, pool2, chunksize):
     assert pool2.map_async(targets.square, data, chunksize).get(WAIT) == [x * x for x in data]
 
 
+def _same_items(a, b):
+    """Equal, item by item, with the same exact types (and -0.0 and NaN kept)."""
+    import math
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+        assert type(x) is type(y), (x, y)
+        if type(x) is float and (math.isnan(x) or math.isnan(y)):
+            assert math.isnan(x) and math.isnan(y)
+        else:
+            assert x == y and (type(x) is not float or math.copysign(1, x) == math.copysign(1, y))
+
+
+def test_map_results_keep_exact_types(ctx, pool2):
+    # map chunks of all-int or all-float results travel packed (fastmp); anything else, and
+    # ints beyond 64 bits, pickled: the caller sees the same values and exact types either way
+    ints = list(range(-10**6, 10**6, 997)) + [2**31, 2**62, -2**63, 2**63 - 1, 0, -1]
+    floats = [0.0, -0.0, 1.5, float("inf"), float("-inf"), float("nan"), 1e308, 5e-324] * 5
+    bools = [True, False] * 20
+    huge = [1, 2, 3] * 10 + [2**63, -2**63 - 1, 10**30] + [4] * 20
+    mixed = [1, 2.0] * 20
+    for data in (ints, floats, bools, huge, mixed, ints + floats + bools):
+        for chunksize in (None, 7, 50, len(data)):
+            _same_items(pool2.map(targets.identity, data, chunksize), data)
+    _same_items(list(pool2.imap(targets.identity, ints, 50)), ints)
+    finite = [x for x in floats if x == x]       # sorted() needs no NaN
+    key = lambda x: (x, str(x))                  # noqa: E731  (-0.0 before 0.0, always)
+    _same_items(sorted(pool2.imap_unordered(targets.identity, finite, 20), key=key),
+                sorted(finite, key=key))
+    starmapped = pool2.starmap(targets.add, [(i, i) for i in range(300)], 60)
+    _same_items(starmapped, [2 * i for i in range(300)])
+    # a chunk too large for the ring travels in a segment of its own, packed too
+    big = list(range(300_000))
+    _same_items(pool2.map(targets.identity, big, len(big)), big)
+    assert pool2.map(targets.identity, [0.5] * 300_000, 300_000) == [0.5] * 300_000
+
+
 def test_map_empty_and_errors(ctx, pool2):
     assert pool2.map(targets.square, []) == []
     assert pool2.map_async(targets.square, []).get(WAIT) == []
