@@ -111,6 +111,9 @@ PyErr_SetRaisedException_compat(PyObject *exc)
  * and for this long after one did; it looks again every FM_POOL_PARK_NS. */
 #define FM_POOL_LEADER_RECENT_NS (10 * 1000 * 1000LL)
 #define FM_POOL_PARK_NS (2 * 1000 * 1000LL)
+/* apply() leaves a record to a busy worker only when tasks take less than
+ * this on average (see put_record's `lazy`). */
+#define FM_POOL_LAZY_TASK_NS (20 * 1000LL)
 
 enum fm_slot_state {
     FM_SLOT_FREE = 0,       /* no worker */
@@ -290,6 +293,7 @@ typedef struct {
      * dispatch() completes itself; apply()'s function-pickle cache, its
      * pickler for misses, and its fallback when the ring is full. */
     PyObject *cache, *func_cache, *dump_function, *submit;
+    char lazy_wake;                 /* apply() may skip wake-ups (no maxtasksperchild) */
     int64_t spin_ns;
     int64_t task_ns;                /* measured time per task (GIL held) */
     /* A thread waiting for a result collects itself (the "leader"), so a
@@ -767,10 +771,20 @@ big_threshold(fm_ring *r)
  * GIL released when `block`; the copy happens with the GIL back (the bytes
  * objects are Python objects).  Returns FM_OK, FM_AGAIN (ring full and not
  * blocking), FM_OVERFLOW (too big for one record), FM_PYERR. */
+/* Some worker holds a batch (and will come back to the ring for more). */
+static int
+any_busy(fm_pool_hdr *h)
+{
+    for (uint32_t i = 0; i < h->nslots; i++)
+        if (atomic_load_explicit(&slot_at(h, i)->state, memory_order_seq_cst) == FM_SLOT_BUSY)
+            return 1;
+    return 0;
+}
+
 static int
 put_record(PoolChannelObject *self, uint32_t kind, uint32_t mode, uint64_t job,
            uint32_t first, PyObject *func, PyObject **entries, const uint32_t *flags,
-           uint32_t n, int block)
+           uint32_t n, int block, int lazy)
 {
     fm_ring *r = task_ring(self->hdr);
     size_t flen = func ? (size_t)PyBytes_GET_SIZE(func) : 0;
@@ -806,7 +820,21 @@ put_record(PoolChannelObject *self, uint32_t kind, uint32_t mode, uint64_t job,
         memcpy(p, PyBytes_AS_STRING(entries[i]), eh.len);
         p += pad8(eh.len);
     }
-    fm_ring_commit(r, &c);
+    if (lazy) {
+        /* `lazy`: tasks are short (measured).  When this record is the only
+         * one waiting and a worker is busy, that worker takes it as soon as
+         * it is done, so no sleeping worker is woken: in a burst of
+         * apply_async() the wake-up (and, on few cores, the preemption of
+         * this thread by the woken worker) cost more than the task.  The
+         * worker's seq_cst store of its slot state after its batch comes
+         * after our load of BUSY, and its take after that sees our record. */
+        fm_ring_publish(r, &c);
+        if (!fm_ring_is_oldest(r, &c) || !any_busy(self->hdr))
+            fm_ring_wake_consumer(r);
+    }
+    else {
+        fm_ring_commit(r, &c);
+    }
     return FM_OK;
 }
 
@@ -892,13 +920,13 @@ PoolChannel_put(PoolChannelObject *self, PyObject *const *args, Py_ssize_t nargs
                      pending_bytes + (b ? (size_t)PyBytes_GET_SIZE(b) : 0) > FM_POOL_BATCH_BYTES);
         if (flush) {
             s = put_record(self, FM_TASK_RUN, (uint32_t)mode, job, (uint32_t)(first + done),
-                           func, pending, pflags, npending, block);
+                           func, pending, pflags, npending, block, 0);
             if (s == FM_OVERFLOW && npending > 1) {
                 /* a record with several tasks got too big: send them one by one */
                 for (uint32_t k = 0; k < npending && s != FM_PYERR; k++) {
                     s = put_record(self, FM_TASK_RUN, (uint32_t)mode, job,
                                    (uint32_t)(first + done), func, pending + k, pflags + k, 1,
-                                   block);
+                                   block, 0);
                     if (s != FM_OK)
                         break;
                     Py_CLEAR(pending[k]);
@@ -933,7 +961,7 @@ PoolChannel_put(PoolChannelObject *self, PyObject *const *args, Py_ssize_t nargs
         /* flush what came before, then report this item */
         if (npending) {
             s = put_record(self, FM_TASK_RUN, (uint32_t)mode, job, (uint32_t)(first + done),
-                           func, pending, pflags, npending, 1);
+                           func, pending, pflags, npending, 1, 0);
             if (s == FM_OK) {
                 for (uint32_t k = 0; k < npending; k++)
                     Py_CLEAR(pending[k]);
@@ -1047,7 +1075,8 @@ PoolChannel_apply(PoolChannelObject *self, PyObject *const *args, Py_ssize_t nar
         unsigned long long job = PyLong_AsUnsignedLongLong(fm_apply_result_job(result));
         if (job == (unsigned long long)-1 && PyErr_Occurred())
             goto failed;
-        s = put_record(self, FM_TASK_RUN, mode, job, 0, fdata, &b, &flag, 1, 0);
+        int lazy = self->lazy_wake && self->task_ns > 0 && self->task_ns < FM_POOL_LAZY_TASK_NS;
+        s = put_record(self, FM_TASK_RUN, mode, job, 0, fdata, &b, &flag, 1, 0, lazy);
     }
     if (s == FM_AGAIN || s == FM_OVERFLOW) {
         /* no room now, or a large entry: the Python path posts it */
@@ -1152,7 +1181,7 @@ PoolChannel_put_exit(PoolChannelObject *self, PyObject *arg)
     if (n == -1 && PyErr_Occurred())
         return NULL;
     for (long i = 0; i < n; i++) {
-        int s = put_record(self, FM_TASK_EXIT, 0, 0, 0, NULL, NULL, NULL, 0, 1);
+        int s = put_record(self, FM_TASK_EXIT, 0, 0, 0, NULL, NULL, NULL, 0, 1, 0);
         if (s != FM_OK)
             return fm_set_error(s);
     }
@@ -2353,6 +2382,9 @@ static PyMemberDef PoolChannel_members[] = {
      "apply(): pickles a function not in func_cache"},
     {"submit", T_OBJECT, offsetof(PoolChannelObject, submit), 0,
      "apply(): submit(result, mode, func, items) when the ring has no room"},
+    {"lazy_wake", T_BOOL, offsetof(PoolChannelObject, lazy_wake), 0,
+     "apply(): with short tasks, leave the only waiting record to a busy worker "
+     "(False when workers may leave after a task: maxtasksperchild)"},
     {NULL, 0, 0, 0, NULL},
 };
 

@@ -78,6 +78,7 @@ struct fm_ring {
     _Atomic uint32_t items_sleepers;
     _Atomic uint32_t items_spinner;     /* pid of the consumer spinning, or 0 (fm_ring_take) */
     _Atomic int64_t items_spin_until;   /* when its spin ends (fm_now_ns) */
+    _Atomic uint32_t items_waking;      /* 1: a consumer was woken and has not run yet */
     _Alignas(FM_CACHE_LINE) _Atomic uint32_t space_seq;
     _Atomic uint32_t space_sleepers;
     _Alignas(FM_CACHE_LINE) char next_name[FM_SHM_NAME_MAX];
@@ -200,6 +201,7 @@ fm_ring_init(void *mem, size_t capacity)
     atomic_store_explicit(&r->items_sleepers, 0, RLX);
     atomic_store_explicit(&r->items_spinner, 0, RLX);
     atomic_store_explicit(&r->items_spin_until, 0, RLX);
+    atomic_store_explicit(&r->items_waking, 0, RLX);
     atomic_store_explicit(&r->space_seq, 0, RLX);
     atomic_store_explicit(&r->space_sleepers, 0, RLX);
     memset(r->next_name, 0, sizeof r->next_name);
@@ -285,10 +287,17 @@ reclaim_some(fm_ring *r, uint32_t pid, int check_dead)
 typedef int (*recheck_fn)(fm_ring *r, void *arg);
 
 static int
-wait_seq(fm_ring *r, _Atomic uint32_t *seq, _Atomic uint32_t *sleepers, int64_t deadline_ns,
-         recheck_fn recheck, void *arg, int *sliced)
+wait_seq(fm_ring *r, _Atomic uint32_t *seq, _Atomic uint32_t *sleepers,
+         _Atomic uint32_t *waking, int64_t deadline_ns, recheck_fn recheck, void *arg,
+         int *sliced)
 {
-    atomic_fetch_add_explicit(sleepers, 1, SEQ);
+    uint32_t before = atomic_fetch_add_explicit(sleepers, 1, SEQ);
+    /* A consumer woken and not yet running is still counted in sleepers:
+     * with nobody counted before us, a raised items_waking is stale (its
+     * sleeper left on its own as the wake-up was sent), and would keep
+     * producers from waking us. */
+    if (waking != NULL && before == 0)
+        atomic_store_explicit(waking, 0, SEQ);
     uint32_t seen = atomic_load_explicit(seq, SEQ);
     int st = FM_OK;
     if (!recheck(r, arg)) {
@@ -297,6 +306,10 @@ wait_seq(fm_ring *r, _Atomic uint32_t *seq, _Atomic uint32_t *sleepers, int64_t 
         if (st == FM_EINTR && fm_now_ns() - t0 >= FM_WAIT_SLICE_NS)
             *sliced = 1;
     }
+    /* running again, whatever woke us (or we did not sleep): the next
+     * record may wake another consumer */
+    if (waking != NULL)
+        atomic_store_explicit(waking, 0, SEQ);
     atomic_fetch_sub_explicit(sleepers, 1, RLX);
     return st;
 }
@@ -397,7 +410,7 @@ fm_ring_claim_space(fm_ring *r, uint32_t len, uint32_t pid, int64_t deadline_ns,
     for (;;) {
         int sliced = 0;
         c->data = NULL;
-        st = wait_seq(r, &r->space_seq, &r->space_sleepers, deadline_ns, claim_recheck, &a,
+        st = wait_seq(r, &r->space_seq, &r->space_sleepers, NULL, deadline_ns, claim_recheck, &a,
                       &sliced);
         if (c->data != NULL)
             return FM_OK;           /* the recheck claimed it */
@@ -419,6 +432,22 @@ fm_ring_claim_space(fm_ring *r, uint32_t len, uint32_t pid, int64_t deadline_ns,
     }
 }
 
+/* Wake one sleeping consumer, unless one was woken and has not run yet:
+ * until it runs, a wake-up finds nobody left to wake in the kernel for it
+ * (a system call for nothing), and on few cores it may not run for a while.
+ * The woken consumer clears items_waking as soon as it runs (wait_seq) and
+ * then passes the wake-up on if records remain (wake_next). */
+static inline void
+wake_one_consumer(fm_ring *r)
+{
+    if (atomic_load_explicit(&r->items_sleepers, SEQ) == 0)
+        return;
+    if (atomic_exchange_explicit(&r->items_waking, 1, SEQ) != 0)
+        return;
+    atomic_fetch_add_explicit(&r->items_seq, 1, SEQ);
+    fm_futex_wake(&r->items_seq, 1);
+}
+
 /* A new record is ready: wake a sleeping consumer, unless one is spinning.
  * The spinner stands in for the wake-up: it takes this record, or, if it
  * stops spinning first, it looks again after it stopped (as a sleeper's
@@ -434,15 +463,33 @@ items_ready(fm_ring *r)
     if (atomic_load_explicit(&r->items_spinner, SEQ) != 0 &&
         fm_now_ns() < atomic_load_explicit(&r->items_spin_until, SEQ))
         return;
-    bump_if_sleepers(&r->items_seq, &r->items_sleepers, 1);
+    wake_one_consumer(r);
+}
+
+void
+fm_ring_publish(fm_ring *r, const fm_ring_claim *c)
+{
+    _Atomic uint64_t *hp = header_at(r, c->pos);
+    uint64_t h = atomic_load_explicit(hp, RLX);
+    atomic_store_explicit(hp, make_header(K_READY, H_TAG(h), 0, c->len), SEQ);
+}
+
+void
+fm_ring_wake_consumer(fm_ring *r)
+{
+    items_ready(r);
+}
+
+int
+fm_ring_is_oldest(fm_ring *r, const fm_ring_claim *c)
+{
+    return atomic_load_explicit(&r->cons, SEQ) >= c->pos;
 }
 
 void
 fm_ring_commit(fm_ring *r, const fm_ring_claim *c)
 {
-    _Atomic uint64_t *hp = header_at(r, c->pos);
-    uint64_t h = atomic_load_explicit(hp, RLX);
-    atomic_store_explicit(hp, make_header(K_READY, H_TAG(h), 0, c->len), SEQ);
+    fm_ring_publish(r, c);
     items_ready(r);
 }
 
@@ -552,7 +599,7 @@ wake_next(fm_ring *r)
     uint64_t c = atomic_load_explicit(&r->cons, SEQ);
     uint64_t p = atomic_load_explicit(&r->prod, SEQ) & POS_MASK;
     if (p > c && atomic_load_explicit(&r->items_spinner, SEQ) == 0)
-        bump_if_sleepers(&r->items_seq, &r->items_sleepers, 1);
+        wake_one_consumer(r);
 }
 
 static inline int
@@ -601,7 +648,8 @@ fm_ring_take(fm_ring *r, uint32_t pid, int64_t deadline_ns, int64_t spin_ns, fm_
     }
     for (;;) {
         int sliced = 0;
-        st = wait_seq(r, &r->items_seq, &r->items_sleepers, deadline_ns, take_recheck, &a,
+        st = wait_seq(r, &r->items_seq, &r->items_sleepers, &r->items_waking, deadline_ns,
+                      take_recheck, &a,
                       &sliced);
         if (a.got)
             return taken(r, FM_OK);

@@ -103,6 +103,14 @@ int fm_ring_claim_space(fm_ring *r, uint32_t len, uint32_t pid, int64_t deadline
 void fm_ring_commit(fm_ring *r, const fm_ring_claim *c);
 /* Give up a claimed record: consumers skip it. */
 void fm_ring_abandon(fm_ring *r, const fm_ring_claim *c);
+/* fm_ring_commit in two halves, for a producer that knows more than the
+ * ring about whether a consumer must be woken: publish the record (no
+ * wake-up), then, unless a consumer that is awake is sure to come back for
+ * it, fm_ring_wake_consumer.  fm_ring_is_oldest: no record is waiting ahead
+ * of this one (every earlier one was taken). */
+void fm_ring_publish(fm_ring *r, const fm_ring_claim *c);
+void fm_ring_wake_consumer(fm_ring *r);
+int fm_ring_is_oldest(fm_ring *r, const fm_ring_claim *c);
 
 /* ---- consuming ---- */
 typedef struct {

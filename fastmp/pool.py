@@ -424,6 +424,8 @@ class _Dispatcher:
         self.channel.func_cache = self.func_cache
         self.channel.dump_function = self.dump_function
         self.channel.submit = self.submit
+        # a busy worker comes back for the next short task by itself, unless it may leave
+        self.channel.lazy_wake = maxtasks is None
 
     # ---- workers
 
