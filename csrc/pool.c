@@ -1009,6 +1009,38 @@ PoolChannel_put(PoolChannelObject *self, PyObject *const *args, Py_ssize_t nargs
     return res;
 }
 
+static int drain(fm_ring *r, fm_buf *b, uint32_t pid, int64_t first_deadline, int64_t spin);
+static int dispatch(PoolChannelObject *self, fm_buf *b);
+static int has_results(const fm_buf *b);
+
+/* GIL held, in apply(): results pile up in the result ring while this
+ * thread submits, since the collector thread waits for the GIL it holds
+ * (up to a switch interval, 5 ms, each time); past this many bytes, hand a
+ * batch over from here instead. */
+#define FM_POOL_HELP_BYTES (32u * 1024u)
+
+static void
+help_collect(PoolChannelObject *self)
+{
+    if (self->hdr == NULL || self->owner != fm_self_pid())
+        return;
+    fm_ring *r = result_ring(self->hdr);
+    if (fm_ring_pending_bytes(r) < FM_POOL_HELP_BYTES)
+        return;
+    fm_buf b = {0};
+    drain(r, &b, self->owner, 0, 0);
+    if (b.len > 0) {
+        int real = has_results(&b);
+        /* may run callbacks, which may even close the channel */
+        int stop = dispatch(self, &b);
+        if (stop && self->hdr != NULL)
+            post_control(self, FM_RES_STOP, FM_FOREVER);    /* the collector's */
+        if (real)
+            bump_dispatch(self);
+    }
+    free(b.p);
+}
+
 PyDoc_STRVAR(apply_doc,
 "apply($self, pool, func, args, kwds, callback, error_callback, /)\n--\n\n"
 "Pool.apply_async() when nothing waits in the feeder: a new ApplyResult\n"
@@ -1100,6 +1132,7 @@ PoolChannel_apply(PoolChannelObject *self, PyObject *const *args, Py_ssize_t nar
     Py_DECREF(b);
     Py_DECREF(fdata);
     Py_DECREF(entry);
+    help_collect(self);
     return result;
 failed: {
         /* the task cannot be sent: its result is that exception */

@@ -60,7 +60,10 @@ result_finish(ApplyResultObject *self)
                 PyErr_WriteUnraisable((PyObject *)self);
         }
     }
-    /* the pool may go now (and run its finalizer): do it last */
+    /* the pool may go now (and run its finalizer): do it last; a callback
+     * that refers to this result would otherwise keep a cycle alive */
+    Py_CLEAR(self->callback);
+    Py_CLEAR(self->error_callback);
     Py_CLEAR(self->channel);
     Py_CLEAR(self->pool);
 }
@@ -493,22 +496,8 @@ static PyMethodDef ApplyResult_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-static int
-ApplyResult_traverse(ApplyResultObject *self, visitproc visit, void *arg)
-{
-    Py_VISIT(Py_TYPE(self));
-    Py_VISIT(self->cache);
-    Py_VISIT(self->pool);
-    Py_VISIT(self->channel);
-    Py_VISIT(self->callback);
-    Py_VISIT(self->error_callback);
-    Py_VISIT(self->event);
-    Py_VISIT(self->value);
-    return 0;
-}
-
-static int
-ApplyResult_clear(ApplyResultObject *self)
+static void
+result_drop_refs(ApplyResultObject *self)
 {
     Py_CLEAR(self->cache);
     Py_CLEAR(self->pool);
@@ -517,17 +506,15 @@ ApplyResult_clear(ApplyResultObject *self)
     Py_CLEAR(self->error_callback);
     Py_CLEAR(self->event);
     Py_CLEAR(self->value);
-    return 0;
 }
 
 static void
 ApplyResult_dealloc(ApplyResultObject *self)
 {
     PyTypeObject *tp = Py_TYPE(self);
-    PyObject_GC_UnTrack(self);
     if (self->weakreflist != NULL)
         PyObject_ClearWeakRefs((PyObject *)self);
-    ApplyResult_clear(self);
+    result_drop_refs(self);
     Py_CLEAR(self->job);
     tp->tp_free(self);
     Py_DECREF(tp);
@@ -538,8 +525,6 @@ static PyType_Slot ApplyResult_slots[] = {
     {Py_tp_new, PyType_GenericNew},
     {Py_tp_init, ApplyResult_init},
     {Py_tp_dealloc, ApplyResult_dealloc},
-    {Py_tp_traverse, ApplyResult_traverse},
-    {Py_tp_clear, ApplyResult_clear},
     {Py_tp_methods, ApplyResult_methods},
     {Py_tp_members, ApplyResult_members},
     {Py_tp_getset, ApplyResult_getset},
@@ -549,7 +534,14 @@ static PyType_Slot ApplyResult_slots[] = {
 static PyType_Spec ApplyResult_spec = {
     .name = "fastmp.pool.ApplyResult",
     .basicsize = sizeof(ApplyResultObject),
-    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_BASETYPE,
+    /* Not tracked by the garbage collector: a burst of apply_async() keeps
+     * tens of thousands of them alive at once, and each collection of the
+     * young generation would walk them all.  The cycles one is part of
+     * (result -> pool -> its cache -> result; result -> callback -> result)
+     * are broken when it completes (result_finish), and a pool's workers
+     * complete every result unless the pool is terminated, which drops the
+     * pool from the results left pending (fastmp/pool.py). */
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
     .slots = ApplyResult_slots,
 };
 

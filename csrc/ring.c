@@ -728,6 +728,15 @@ fm_ring_adopt(fm_ring *r, uint32_t dead, uint32_t pid, fm_ring_read *rd)
 /* ----------------------------------------------------------------- state */
 
 uint64_t
+fm_ring_pending_bytes(const fm_ring *cr)
+{
+    fm_ring *r = (fm_ring *)cr;
+    uint64_t c = atomic_load_explicit(&r->cons, SEQ);
+    uint64_t p = atomic_load_explicit(&r->prod, SEQ) & POS_MASK;
+    return p > c ? p - c : 0;
+}
+
+uint64_t
 fm_ring_ready_count(const fm_ring *cr)
 {
     fm_ring *r = (fm_ring *)cr;

@@ -135,6 +135,8 @@ int fm_ring_adopt(fm_ring *r, uint32_t dead, uint32_t pid, fm_ring_read *rd);
 /* ---- state ---- */
 /* Records committed and not yet taken (exact when nothing is in flight). */
 uint64_t fm_ring_ready_count(const fm_ring *r);
+/* Bytes claimed and not yet taken (records and their headers): O(1). */
+uint64_t fm_ring_pending_bytes(const fm_ring *r);
 /* Seal the ring after setting its successor's name (may be "" for none):
  * claims fail with FM_BROKEN from now on; wakes every sleeper. */
 void fm_ring_seal(fm_ring *r, const char *next_name);

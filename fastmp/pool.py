@@ -737,6 +737,11 @@ class _Dispatcher:
         with self.lock:
             self.workers = [None] * self.processes
             del self.pool[:]
+        # Results left pending never complete now: drop what they hold of the pool, so the
+        # pool -> cache -> result -> pool cycle goes (ApplyResult is not tracked by the GC).
+        for result in list(self.cache.values()):
+            if type(result) is ApplyResult and not result.ready():
+                result._pool = result._channel = None
         self.finished.set()
         if not self.channel.in_collector():
             self.close_channel()

@@ -625,3 +625,22 @@ def test_worker_killed_before_recording_its_task(fastmp_ctx):
             r.get(WAIT)
         assert pool.apply(targets.square, (4,)) == 16
         assert sorted(pool.map(targets.square, range(20))) == [x * x for x in range(20)]
+
+
+@pytest.mark.timeout(120)
+def test_burst_results_handed_over_while_submitting(ctx, pool2):
+    # a long burst: results pile up while the caller submits, and are handed over from inside
+    # apply_async() itself; callbacks there may submit more tasks; each runs exactly once
+    seen, nested = [], []
+
+    def cb(value):
+        seen.append(value)
+        if value % 1000 == 0:
+            nested.append(pool2.apply_async(targets.square, (value,)))
+
+    rs = [pool2.apply_async(targets.square, (i,), callback=cb) for i in range(30000)]
+    assert [r.get(WAIT) for r in rs] == [i * i for i in range(30000)]
+    assert sorted(seen) == [i * i for i in range(30000)]
+    want = sorted((i * i) ** 2 for i in range(30000) if (i * i) % 1000 == 0)
+    assert len(want) == 300
+    assert sorted(r.get(WAIT) for r in nested) == want
