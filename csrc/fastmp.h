@@ -56,12 +56,11 @@ typedef struct {
     PyTypeObject *SyncArrayType;
     PyTypeObject *SyncStringType;
     PyObject *ctypes_kinds;         /* {ctypes simple type: its _type_ letter} */
-    PyObject *segment_gone_hook;    /* called with a reclaimed segment's name */
+    PyObject *segment_gone_hook;    /* called with a segment's name once unlinked (module.c) */
     /* queue.c */
     PyTypeObject *QueueType;
     PyObject *Empty, *Full;         /* queue.Empty, queue.Full */
     PyObject *q_dumps, *q_loads;    /* set by fastmp.queues */
-    PyObject *segment_unlink_hook;  /* called with a name another process created */
     /* pool_result.c */
     PyTypeObject *ApplyResultType;
     uint64_t pool_last_job;         /* job numbers of the pool dispatcher */
@@ -82,6 +81,10 @@ fm_state *fm_state_of_type(PyTypeObject *tp);
 
 /* module.c: a status code from GIL-free code -> a Python exception. */
 PyObject *fm_set_error(int status);
+/* module.c: this process unlinked segment `name` before exit (whoever made
+ * it): the resource tracker must forget it (through the hook fastmp's
+ * _lifecycle sets).  GIL held; safe in a deallocator. */
+void fm_segment_gone(fm_state *st, const char *name);
 
 /* handle.c */
 int fm_handle_new(fm_state *st, fm_handle *h, size_t size, uint32_t tag);

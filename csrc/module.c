@@ -203,6 +203,40 @@ set_segment_hook(PyObject *module, PyObject *hook)
     Py_RETURN_NONE;
 }
 
+PyDoc_STRVAR(set_segment_gone_hook_doc,
+"_set_segment_gone_hook($module, hook, /)\n--\n\n"
+"hook(name) is called whenever this process unlinks a segment before exit\n"
+"(a huge shared ctypes block, a queue's old ring, a pool's large entry or\n"
+"channel), whoever created it: the resource tracker must forget it.");
+
+static PyObject *
+set_segment_gone_hook(PyObject *module, PyObject *hook)
+{
+    fm_state *st = fm_state_of_module(module);
+    if (hook != Py_None && !PyCallable_Check(hook)) {
+        PyErr_SetString(PyExc_TypeError, "hook must be callable or None");
+        return NULL;
+    }
+    Py_XSETREF(st->segment_gone_hook, hook == Py_None ? NULL : (Py_INCREF(hook), hook));
+    Py_RETURN_NONE;
+}
+
+void
+fm_segment_gone(fm_state *st, const char *name)
+{
+    if (st == NULL || st->segment_gone_hook == NULL)
+        return;
+    /* often called from a deallocator: keep any pending exception, and
+     * report the hook's own errors as unraisable */
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyObject *r = PyObject_CallFunction(st->segment_gone_hook, "s", name);
+    if (r == NULL)
+        PyErr_WriteUnraisable(st->segment_gone_hook);
+    Py_XDECREF(r);
+    PyErr_Restore(type, value, tb);
+}
+
 PyDoc_STRVAR(spin_ns_doc,
 "spin_ns($module, value=None, /)\n--\n\n"
 "Return how long (ns) a blocked call spins before it sleeps; with a value,\n"
@@ -235,6 +269,7 @@ static PyMethodDef module_methods[] = {
     {"_unlink_own_segments", unlink_own_segments, METH_NOARGS, unlink_own_segments_doc},
     {"_own_segments", own_segments, METH_NOARGS, own_segments_doc},
     {"_set_segment_hook", set_segment_hook, METH_O, set_segment_hook_doc},
+    {"_set_segment_gone_hook", set_segment_gone_hook, METH_O, set_segment_gone_hook_doc},
     {"spin_ns", (PyCFunction)(void (*)(void))spin_ns, METH_FASTCALL, spin_ns_doc},
     {NULL, NULL, 0, NULL},
 };
@@ -305,7 +340,6 @@ module_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->ApplyResultType);
     Py_VISIT(st->PoolTimeoutError);
     Py_VISIT(st->ThreadingEvent);
-    Py_VISIT(st->segment_unlink_hook);
     return 0;
 }
 
@@ -335,7 +369,6 @@ module_clear(PyObject *module)
     Py_CLEAR(st->Full);
     Py_CLEAR(st->q_dumps);
     Py_CLEAR(st->q_loads);
-    Py_CLEAR(st->segment_unlink_hook);
     Py_CLEAR(st->ApplyResultType);
     Py_CLEAR(st->PoolTimeoutError);
     Py_CLEAR(st->ThreadingEvent);

@@ -284,7 +284,7 @@ typedef struct {
     fm_pool_hdr *hdr;
     uint32_t owner;                 /* pid that created it (and collects) */
     PyObject *dumps, *loads, *fallback_dumps;
-    PyObject *release;              /* release_segment(name): unregister it */
+    fm_state *st;                   /* the module's: fm_segment_gone() for unlinked segments */
     /* collector thread */
     pthread_t thread;
     int thread_running;
@@ -327,12 +327,12 @@ static PyObject *
 PoolChannel_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"slots", "task_capacity", "result_capacity", "fallback_dumps",
-                             "release_segment", NULL};
+                             NULL};
     unsigned int nslots;
     Py_ssize_t tcap = FM_POOL_DEFAULT_RING, rcap = FM_POOL_DEFAULT_RING;
-    PyObject *fallback = Py_None, *release = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "I|nnOO:PoolChannel", kwlist, &nslots, &tcap,
-                                     &rcap, &fallback, &release))
+    PyObject *fallback = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "I|nnO:PoolChannel", kwlist, &nslots, &tcap,
+                                     &rcap, &fallback))
         return NULL;
     if (nslots < 1 || nslots > FM_POOL_MAX_SLOTS) {
         PyErr_Format(PyExc_ValueError, "slots must be between 1 and %u", FM_POOL_MAX_SLOTS);
@@ -356,10 +356,7 @@ PoolChannel_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         Py_INCREF(fallback);
         self->fallback_dumps = fallback;
     }
-    if (release != Py_None) {
-        Py_INCREF(release);
-        self->release = release;
-    }
+    self->st = st;
 
     size_t tsize = fm_ring_bytes(fm_ring_capacity_for((size_t)tcap));
     size_t rsize = fm_ring_bytes(fm_ring_capacity_for((size_t)rcap));
@@ -423,7 +420,7 @@ channel_alive(PoolChannelObject *self)
 
 static void stop_collector(PoolChannelObject *self);
 
-static void drain_big(fm_ring *r, size_t hdr_size, int task, PyObject *release);
+static void drain_big(fm_ring *r, size_t hdr_size, int task, fm_state *st);
 static int post_control(PoolChannelObject *self, uint32_t kind, int64_t deadline);
 static void bump_dispatch(PoolChannelObject *self);
 
@@ -445,9 +442,12 @@ channel_destroy(PoolChannelObject *self)
     stop_collector(self);
     if (self->seg != NULL && self->owner == fm_self_pid()) {
         /* large entries nobody will read any more */
-        drain_big(task_ring(self->hdr), sizeof(fm_task_hdr), 1, self->release);
-        drain_big(result_ring(self->hdr), sizeof(fm_result_hdr), 0, self->release);
+        drain_big(task_ring(self->hdr), sizeof(fm_task_hdr), 1, self->st);
+        drain_big(result_ring(self->hdr), sizeof(fm_result_hdr), 0, self->st);
+        char name[FM_SHM_NAME_MAX];
+        snprintf(name, sizeof name, "%s", self->seg->name);
         fm_segment_destroy(self->seg, 1);
+        fm_segment_gone(self->st, name);
     }
     self->seg = NULL;
     self->hdr = NULL;
@@ -460,7 +460,6 @@ PoolChannel_traverse(PoolChannelObject *self, visitproc visit, void *arg)
     Py_VISIT(self->dumps);
     Py_VISIT(self->loads);
     Py_VISIT(self->fallback_dumps);
-    Py_VISIT(self->release);
     Py_VISIT(self->on_results);
     Py_VISIT(self->on_dead);
     Py_VISIT(self->cache);
@@ -477,7 +476,6 @@ PoolChannel_clear(PoolChannelObject *self)
     Py_CLEAR(self->dumps);
     Py_CLEAR(self->loads);
     Py_CLEAR(self->fallback_dumps);
-    Py_CLEAR(self->release);
     Py_CLEAR(self->on_results);
     Py_CLEAR(self->on_dead);
     Py_CLEAR(self->cache);
@@ -564,7 +562,7 @@ big_store(fm_state *st, const char *data, size_t len, fm_big_ref *ref)
 
 /* GIL held: unlink a big entry's segment and tell the tracker. */
 static void
-big_unlink(PyObject *release, const fm_big_ref *ref)
+big_unlink(fm_state *st, const fm_big_ref *ref)
 {
     char name[FM_SHM_NAME_MAX];
     memcpy(name, ref->name, sizeof name);
@@ -572,12 +570,7 @@ big_unlink(PyObject *release, const fm_big_ref *ref)
     if (strncmp(name, FM_SHM_PREFIX, strlen(FM_SHM_PREFIX)) != 0)
         return;
     shm_unlink(name);
-    if (release != NULL) {
-        PyObject *r = PyObject_CallFunction(release, "s", name);
-        if (r == NULL)
-            PyErr_Clear();      /* the tracker may be gone at shutdown */
-        Py_XDECREF(r);
-    }
+    fm_segment_gone(st, name);
 }
 
 /* The packed form of a list of results (see FM_ENTRY_I64), or NULL with no
@@ -679,7 +672,7 @@ load_payload(PyObject *loads, const unsigned char *p, size_t len, uint32_t flags
  * the pickle), then unmap and unlink it.  The memoryview is released
  * before the unmap, so nothing can read the mapping after it is gone. */
 static PyObject *
-big_loads(PyObject *release, PyObject *loads, const unsigned char *p, uint32_t len,
+big_loads(fm_state *st, PyObject *loads, const unsigned char *p, uint32_t len,
           uint32_t flags)
 {
     fm_big_ref ref;
@@ -704,13 +697,13 @@ big_loads(PyObject *release, PyObject *loads, const unsigned char *p, uint32_t l
     /* a view something kept (BufferError from its release): never unmap under it */
     if (value != NULL || !PyErr_ExceptionMatches(PyExc_BufferError))
         fm_segment_destroy(seg, 0);
-    big_unlink(release, &ref);
+    big_unlink(st, &ref);
     return value;
 }
 
 /* Unlink the big entries of one record nobody will read. */
 static void
-unlink_big_entries(const fm_ring_read *rd, size_t hdr_size, int task, PyObject *release)
+unlink_big_entries(const fm_ring_read *rd, size_t hdr_size, int task, fm_state *st)
 {
     const unsigned char *p = rd->data;
     size_t left = rd->len, off = hdr_size;
@@ -737,7 +730,7 @@ unlink_big_entries(const fm_ring_read *rd, size_t hdr_size, int task, PyObject *
         if ((eh.flags & FM_ENTRY_BIG) && eh.len == sizeof(fm_big_ref)) {
             fm_big_ref ref;
             memcpy(&ref, p + off, sizeof ref);
-            big_unlink(release, &ref);
+            big_unlink(st, &ref);
         }
         off += pad8(eh.len);
     }
@@ -747,14 +740,14 @@ unlink_big_entries(const fm_ring_read *rd, size_t hdr_size, int task, PyObject *
  * will read them).  Task and result records share the entry format after
  * their headers. */
 static void
-drain_big(fm_ring *r, size_t hdr_size, int task, PyObject *release)
+drain_big(fm_ring *r, size_t hdr_size, int task, fm_state *st)
 {
     uint32_t pid = fm_self_pid();
     for (;;) {
         fm_ring_read rd;
         if (fm_ring_take(r, pid, 0, 0, &rd) != FM_OK)
             return;
-        unlink_big_entries(&rd, hdr_size, task, release);
+        unlink_big_entries(&rd, hdr_size, task, st);
         fm_ring_release(r, &rd);
     }
 }
@@ -909,7 +902,7 @@ PoolChannel_put(PoolChannelObject *self, PyObject *const *args, Py_ssize_t nargs
                            : PyBytes_FromStringAndSize((const char *)&ref, sizeof ref);
                 if (b == NULL) {
                     if (rc == 0)
-                        big_unlink(self->release, &ref);
+                        big_unlink(self->st, &ref);
                     goto item_failed;
                 }
                 bflag |= FM_ENTRY_BIG;
@@ -946,7 +939,7 @@ PoolChannel_put(PoolChannelObject *self, PyObject *const *args, Py_ssize_t nargs
             }
             if (s != FM_OK) {
                 if (b != NULL && (bflag & FM_ENTRY_BIG))
-                    big_unlink(self->release, (const fm_big_ref *)PyBytes_AS_STRING(b));
+                    big_unlink(self->st, (const fm_big_ref *)PyBytes_AS_STRING(b));
                 Py_XDECREF(b);
                 break;
             }
@@ -981,7 +974,7 @@ PoolChannel_put(PoolChannelObject *self, PyObject *const *args, Py_ssize_t nargs
     for (uint32_t k = 0; k < npending; k++) {
         /* not posted (ring full, or an error): nobody will read them */
         if (pending[k] != NULL && (pflags[k] & FM_ENTRY_BIG))
-            big_unlink(self->release, (const fm_big_ref *)PyBytes_AS_STRING(pending[k]));
+            big_unlink(self->st, (const fm_big_ref *)PyBytes_AS_STRING(pending[k]));
         Py_XDECREF(pending[k]);
     }
     Py_DECREF(seq);
@@ -1185,7 +1178,7 @@ PoolChannel_adopt_held(PoolChannelObject *self, PyObject *arg)
     fm_task_hdr th = {0};
     if (rd.len >= sizeof th)
         memcpy(&th, rd.data, sizeof th);
-    unlink_big_entries(&rd, sizeof th, 1, self->release);
+    unlink_big_entries(&rd, sizeof th, 1, self->st);
     fm_ring_release(r, &rd);
     if (th.kind != FM_TASK_RUN && th.kind != FM_TASK_EXIT)
         Py_RETURN_NONE;
@@ -1348,7 +1341,7 @@ dispatch(PoolChannelObject *self, fm_buf *b)
             if (rlen - p < eh.len)
                 break;
             PyObject *value = (eh.flags & FM_ENTRY_BIG)
-                                  ? big_loads(self->release, self->loads, rec + p, eh.len,
+                                  ? big_loads(self->st, self->loads, rec + p, eh.len,
                                               eh.flags)
                                   : load_payload(self->loads, rec + p, eh.len, eh.flags);
             p += pad8(eh.len);
@@ -1877,7 +1870,7 @@ typedef struct {
     fm_pool_hdr *h;
     fm_pool_slot *slot;
     uint32_t pid;
-    PyObject *dumps, *loads, *encode_failure, *release;
+    PyObject *dumps, *loads, *encode_failure;
     fm_state *st;
     /* the last function, by the bytes of its pickle */
     unsigned char *fbytes;
@@ -1974,7 +1967,7 @@ run_entry(worker_ctx *w, PyObject *f, uint32_t mode, const unsigned char *data, 
 {
     PyObject *value = NULL, *a;
     if (flags & FM_ENTRY_BIG)
-        a = big_loads(w->release, w->loads, data, len, flags);
+        a = big_loads(w->st, w->loads, data, len, flags);
     else
         a = load_payload(w->loads, data, len, flags);
     if (a == NULL || f == NULL)
@@ -2123,7 +2116,7 @@ run_batch(worker_ctx *w, const fm_task_hdr *th, const unsigned char *p, size_t l
             b = rc < 0 ? NULL : PyBytes_FromStringAndSize((const char *)&ref, sizeof ref);
             if (b == NULL) {
                 if (rc == 0)
-                    big_unlink(w->release, &ref);
+                    big_unlink(w->st, &ref);
                 b = encode_outcome(w, NULL, &ok);       /* that error, for this task */
                 if (b == NULL)
                     goto error;
@@ -2196,19 +2189,18 @@ worker_attach(PyObject *name, fm_pool_hdr **hp, long slot)
 }
 
 PyDoc_STRVAR(worker_main_doc,
-"worker_main(name, slot, maxtasks, encode_failure, release_segment, /)\n--\n\n"
+"worker_main(name, slot, maxtasks, encode_failure, /)\n--\n\n"
 "The worker loop (in a pool's child process): take a task batch from the\n"
 "channel named name, run it, post its results; until an EXIT record, or\n"
 "maxtasks tasks (None: no limit), or the pool's owner is gone.  Returns the\n"
 "number of tasks run.  encode_failure(kind, exc, value) pickles a failure:\n"
-"kind 0 the call raised exc, kind 1 pickling value raised exc.\n"
-"release_segment(name) unregisters a large entry's segment once unlinked.");
+"kind 0 the call raised exc, kind 1 pickling value raised exc.");
 
 static PyObject *
 PoolChannel_worker_main(PyObject *cls, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 5) {
-        PyErr_SetString(PyExc_TypeError, "worker_main() takes 5 arguments");
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "worker_main() takes 4 arguments");
         return NULL;
     }
     fm_state *st = fm_state_of_type((PyTypeObject *)cls);
@@ -2229,7 +2221,6 @@ PoolChannel_worker_main(PyObject *cls, PyObject *const *args, Py_ssize_t nargs)
     w.slot = slot_at(w.h, (uint32_t)slot);
     w.pid = fm_self_pid();
     w.encode_failure = args[3];
-    w.release = args[4] == Py_None ? NULL : args[4];
     w.st = st;
     w.dumps = import_attr("pickle", "dumps");
     w.loads = import_attr("pickle", "loads");

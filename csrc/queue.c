@@ -148,8 +148,7 @@ call_name_hook(PyObject *hook, const char *name)
 static void
 forget_name(fm_state *st, const char *name)
 {
-    if (st != NULL && call_name_hook(st->segment_unlink_hook, name) < 0)
-        PyErr_Clear();
+    fm_segment_gone(st, name);
 }
 
 static int
@@ -1654,20 +1653,18 @@ static PyType_Spec Queue_spec = {
 /* ---------------------------------------------------- module functions */
 
 PyDoc_STRVAR(set_queue_hooks_doc,
-"_set_queue_hooks($module, dumps, loads, unlink_hook, /)\n--\n\n"
+"_set_queue_hooks($module, dumps, loads, /)\n--\n\n"
 "Set the pickler queues use for what is not plain data (the\n"
-"ForkingPickler's dumps), the unpickler, and unlink_hook(name), called\n"
-"when this process unlinks a segment another one registered with the\n"
-"resource tracker.");
+"ForkingPickler's dumps) and the unpickler.");
 
 static PyObject *
 set_queue_hooks(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 3) {
-        PyErr_SetString(PyExc_TypeError, "_set_queue_hooks() takes 3 arguments");
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "_set_queue_hooks() takes 2 arguments");
         return NULL;
     }
-    for (int i = 0; i < 3; i++)
+    for (int i = 0; i < 2; i++)
         if (!PyCallable_Check(args[i])) {
             PyErr_SetString(PyExc_TypeError, "_set_queue_hooks() takes callables");
             return NULL;
@@ -1677,8 +1674,6 @@ set_queue_hooks(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     Py_XSETREF(st->q_dumps, args[0]);
     Py_INCREF(args[1]);
     Py_XSETREF(st->q_loads, args[1]);
-    Py_INCREF(args[2]);
-    Py_XSETREF(st->segment_unlink_hook, args[2]);
     Py_RETURN_NONE;
 }
 

@@ -51,24 +51,17 @@ typedef struct {
     PyObject *weakreflist;
 } FmBufferObject;
 
-/* Tell the hook (fastmp._lifecycle) that a segment was unlinked here, so
- * the resource tracker forgets it.  Runs in dealloc: keeps any pending
- * exception, reports its own errors as unraisable. */
+/* A segment was unlinked here: the resource tracker must forget it.  Runs
+ * in dealloc. */
 static void
 notify_gone(PyTypeObject *tp, const char *name)
 {
     PyObject *type, *value, *tb;
     PyErr_Fetch(&type, &value, &tb);
     fm_state *st = fm_state_of_type(tp);
-    if (st == NULL)
-        PyErr_Clear();      /* the module is going away: nothing to tell */
-    else if (st->segment_gone_hook != NULL) {
-        PyObject *r = PyObject_CallFunction(st->segment_gone_hook, "s", name);
-        if (r == NULL)
-            PyErr_WriteUnraisable(st->segment_gone_hook);
-        Py_XDECREF(r);
-    }
+    PyErr_Clear();      /* no state: the module is going away, nothing to tell */
     PyErr_Restore(type, value, tb);
+    fm_segment_gone(st, name);
 }
 
 static void
@@ -207,25 +200,6 @@ Buffer_attach(PyObject *type, PyObject *state)
     return (PyObject *)self;
 }
 
-PyDoc_STRVAR(Buffer_set_gone_hook_doc,
-"_fm_set_gone_hook($type, hook, /)\n--\n\n"
-"hook(name) is called when this process unlinks a segment before exit\n"
-"(a huge block whose last reference it dropped).");
-
-static PyObject *
-Buffer_set_gone_hook(PyObject *type, PyObject *hook)
-{
-    fm_state *st = fm_state_of_type((PyTypeObject *)type);
-    if (st == NULL)
-        return NULL;
-    if (hook != Py_None && !PyCallable_Check(hook)) {
-        PyErr_SetString(PyExc_TypeError, "hook must be callable or None");
-        return NULL;
-    }
-    Py_XSETREF(st->segment_gone_hook, hook == Py_None ? NULL : (Py_INCREF(hook), hook));
-    Py_RETURN_NONE;
-}
-
 static PyObject *
 Buffer_get_size(PyObject *op, void *Py_UNUSED(closure))
 {
@@ -236,7 +210,6 @@ static PyMethodDef Buffer_methods[] = {
     {"create_memoryview", Buffer_create_memoryview, METH_NOARGS, Buffer_create_memoryview_doc},
     {"_fm_state", Buffer_state, METH_NOARGS, Buffer_state_doc},
     {"_fm_attach", Buffer_attach, METH_O | METH_CLASS, Buffer_attach_doc},
-    {"_fm_set_gone_hook", Buffer_set_gone_hook, METH_O | METH_CLASS, Buffer_set_gone_hook_doc},
     {NULL, NULL, 0, NULL},
 };
 

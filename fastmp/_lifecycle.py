@@ -6,10 +6,13 @@
   unlinks the segments it created.  This runs as a multiprocessing finalizer
   of low priority, so in the main process it runs after the children have
   been joined (a spawned child attaches segments by name when it starts).
-- A segment this process unlinks before exit (a huge block of fastmp.sharedctypes whose last
-  reference it dropped) is unregistered from the tracker, at the next object creation or at
-  exit: not at once, since the hook runs in a deallocator, possibly while this thread is
-  inside the tracker's (non-reentrant) lock.
+- A segment this process unlinks before exit, whoever created it (a huge block of
+  fastmp.sharedctypes whose last reference it dropped, a queue's outgrown ring, a pool's large
+  entry or its channel), is unregistered from the tracker: one hook for them all
+  (_core._set_segment_gone_hook).  Not at once: the hook often runs in a deallocator, possibly
+  while this thread is inside the tracker's lock (not reentrant before Python 3.11.?); the
+  names wait for the next object creation, for exit, or for a moment the lock is free once
+  enough of them are waiting.
 - A forked child takes its own references on every shared object it
   inherited (os.register_at_fork), so that the parent dropping its object
   cannot free a block the child still uses.
@@ -29,9 +32,18 @@ _tracker_fd = None
 _gone = []      # names unlinked early, not yet unregistered from the tracker
 
 
+_GONE_FLUSH = 64     # names waiting before _segment_gone tries to unregister them itself
+
+
 def _segment_gone(name):
-    """Called (from a deallocator) when this process has unlinked a segment before exit."""
+    """Called (often from a deallocator) when this process has unlinked a segment before exit."""
     _gone.append(name)
+    if len(_gone) >= _GONE_FLUSH:
+        # a process that only receives (a pool's parent getting large results) creates
+        # nothing for a long time: do not let the list grow without bound
+        lock = getattr(getattr(resource_tracker, "_resource_tracker", None), "_lock", None)
+        if lock is not None and not lock.locked():
+            _unregister_gone()
 
 
 def _unregister_gone():
@@ -94,7 +106,7 @@ class _AfterForkAnchor:
 _anchor = _AfterForkAnchor()
 
 _core._set_segment_hook(_object_created)
-_core.BufferWrapper._fm_set_gone_hook(_segment_gone)
+_core._set_segment_gone_hook(_segment_gone)
 _install_exit_hook()
 # multiprocessing's own children clear the finalizer registry after the fork
 # hooks have run; its after-fork callbacks run after that clearing.

@@ -33,7 +33,7 @@ import traceback
 import types
 import warnings
 import multiprocessing.pool as _std
-from multiprocessing import resource_tracker, util
+from multiprocessing import util
 from multiprocessing.context import ProcessError, TimeoutError
 from multiprocessing.pool import MaybeEncodingError, RemoteTraceback
 from multiprocessing.pool import ThreadPool  # noqa: F401  (see the module docstring)
@@ -97,15 +97,6 @@ def _fallback_dumps(obj, exc):
     raise exc
 
 
-def _release_segment(name):
-    """A segment was unlinked (a large task or result, or a pool's channel): the resource
-    tracker need not clean it up any more."""
-    try:
-        resource_tracker.unregister(name, "shared_memory")
-    except Exception:   # the tracker may be gone at interpreter shutdown
-        pass
-
-
 def _dump_function(func):
     try:
         return pickle.dumps(func, pickle.HIGHEST_PROTOCOL), True
@@ -151,7 +142,7 @@ def _worker_bootstrap(name, slot, initializer, initargs, maxtasks):
         except BaseException as exc:
             _core.PoolChannel.worker_init_failed(name, slot, _encode_failure(0, exc, None))
             sys.exit(1)
-    _core.PoolChannel.worker_main(name, slot, maxtasks, _encode_failure, _release_segment)
+    _core.PoolChannel.worker_main(name, slot, maxtasks, _encode_failure)
 
 
 # --------------------------------------------------------------------------- results
@@ -416,8 +407,7 @@ class _Dispatcher:
         self.finished = threading.Event()   # EXIT records posted (or terminated)
         self.func_cache = {}
         self.make_process = ctx.Process     # Pool.Process for Pools (see Pool.__init__)
-        self.channel = _core.PoolChannel(processes, fallback_dumps=_fallback_dumps,
-                                         release_segment=_release_segment)
+        self.channel = _core.PoolChannel(processes, fallback_dumps=_fallback_dumps)
         self.name = self.channel.name
         # what PoolChannel.apply() and its C hand-over of apply_async() results use
         self.channel.cache = cache
@@ -703,8 +693,7 @@ class _Dispatcher:
 
     def close_channel(self):
         if not self.channel.closed:
-            self.channel.close()
-            _release_segment(self.name)
+            self.channel.close()        # unlinks the segment and tells the tracker
 
     def stop_feeder(self):
         if self.feeder is not None:

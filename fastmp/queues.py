@@ -19,7 +19,6 @@ import types as _types
 import multiprocessing.queues as _std
 from multiprocessing import context as _mp_context
 from multiprocessing import reduction as _reduction
-from multiprocessing import resource_tracker as _resource_tracker
 
 from multiprocessing.util import Finalize, debug, info, is_exiting, register_after_fork  # noqa: F401
 
@@ -35,18 +34,10 @@ Full = _queue.Full
 _KIND_QUEUE, _KIND_JOINABLE, _KIND_SIMPLE = 0, 1, 2
 
 
-def _forget_segment(name):
-    """This process unlinked a segment another one registered: the tracker must forget it."""
-    try:
-        _resource_tracker.unregister(name, "shared_memory")
-    except Exception:   # the tracker may be gone at interpreter shutdown
-        pass
-
-
 # Items that are plain data (None, bool, int, float, str, bytes, tuples of them; a list or dict
 # of them at the top) travel in a compact form C writes and reads itself; everything else is
 # pickled with the ForkingPickler, as the stdlib's queues do.
-_core._set_queue_hooks(_reduction.ForkingPickler.dumps, pickle.loads, _forget_segment)
+_core._set_queue_hooks(_reduction.ForkingPickler.dumps, pickle.loads)
 
 
 def _rebuild(cls, state):

@@ -122,3 +122,45 @@ def test_attach_rejects_a_forged_state():
     with pytest.raises(OSError):
         fastmp.synchronize.Lock._fm_attach(("/etc/passwd", 0))
     assert lock.acquire(False)      # the real one is intact
+
+
+@pytest.mark.timeout(120)
+def test_every_early_unlink_goes_through_the_one_hook(monkeypatch):
+    # a huge shared ctypes block, a pool's large result and its channel, a queue's outgrown
+    # ring: whoever created the segment, the process that unlinks it tells the one hook
+    # (fastmp._lifecycle, which tells the resource tracker)
+    from fastmp import _core, _lifecycle
+    seen = []
+
+    def hook(name):
+        seen.append(name)
+        _lifecycle._segment_gone(name)
+
+    _core._set_segment_gone_hook(hook)
+    try:
+        arr = fastmp.Array('d', 1_000_000)
+        del arr
+        gc.collect()
+        assert len(seen) == 1 and seen[0].startswith("/fastmp-")
+        ctx = fastmp.get_context("fork")
+        with ctx.Pool(1) as pool:
+            channel = pool._dispatcher.name
+            out = pool.apply(bytes, (3_000_000,))     # a result too large for the ring
+            assert len(out) == 3_000_000
+            assert len(seen) == 2 and seen[1] != channel
+            pool.close()
+            pool.join()
+        assert seen[2:] == [channel]
+        q = fastmp.Queue()
+        q.put(b"x" * (4 << 20))                      # grows the ring: the old one goes
+        assert q.get(timeout=30) == b"x" * (4 << 20)
+        q.close()
+        q.join_thread()
+        del q
+        gc.collect()
+        assert len(seen) > 3
+        assert all(n.startswith("/fastmp-") for n in seen)
+        assert not [n for n in seen if os.path.exists("/dev/shm/" + n.lstrip("/"))]
+    finally:
+        _core._set_segment_gone_hook(_lifecycle._segment_gone)
+        _lifecycle._unregister_gone()
