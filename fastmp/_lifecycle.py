@@ -10,7 +10,7 @@
   fastmp.sharedctypes whose last reference it dropped, a queue's outgrown ring, a pool's large
   entry or its channel), is unregistered from the tracker: one hook for them all
   (_core._set_segment_gone_hook).  Not at once: the hook often runs in a deallocator, possibly
-  while this thread is inside the tracker's lock (not reentrant before Python 3.11.?); the
+  while this thread is inside the tracker's lock (a plain Lock in some Python versions); the
   names wait for the next object creation, for exit, or for a moment the lock is free once
   enough of them are waiting.
 - A forked child takes its own references on every shared object it
