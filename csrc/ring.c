@@ -466,12 +466,20 @@ items_ready(fm_ring *r)
     wake_one_consumer(r);
 }
 
-void
-fm_ring_publish(fm_ring *r, const fm_ring_claim *c)
+/* Turn a claimed record's WRITING header into `kind` (READY, or PAD for an
+ * abandoned one): consumers may act on it from here on. */
+static inline void
+set_claimed_kind(fm_ring *r, const fm_ring_claim *c, unsigned kind)
 {
     _Atomic uint64_t *hp = header_at(r, c->pos);
     uint64_t h = atomic_load_explicit(hp, RLX);
-    atomic_store_explicit(hp, make_header(K_READY, H_TAG(h), 0, c->len), SEQ);
+    atomic_store_explicit(hp, make_header(kind, H_TAG(h), 0, c->len), SEQ);
+}
+
+void
+fm_ring_publish(fm_ring *r, const fm_ring_claim *c)
+{
+    set_claimed_kind(r, c, K_READY);
 }
 
 void
@@ -496,10 +504,8 @@ fm_ring_commit(fm_ring *r, const fm_ring_claim *c)
 void
 fm_ring_abandon(fm_ring *r, const fm_ring_claim *c)
 {
-    _Atomic uint64_t *hp = header_at(r, c->pos);
-    uint64_t h = atomic_load_explicit(hp, RLX);
     /* a PAD is skipped (and its area zeroed) by the consumer that meets it */
-    atomic_store_explicit(hp, make_header(K_PAD, H_TAG(h), 0, c->len), SEQ);
+    set_claimed_kind(r, c, K_PAD);
     items_ready(r);
 }
 

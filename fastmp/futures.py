@@ -56,7 +56,7 @@ class _ChannelFuture(Future):
         return super().exception(self._fm_wait(timeout))
 
 
-class _FutureJob:
+class _FutureJob(_pool._ItemwiseRuns):
     """A dispatcher job whose tasks' outcomes go to futures (one per task index)."""
     __slots__ = ("_job", "_futures", "_cache", "_left")
 
@@ -84,10 +84,6 @@ class _FutureJob:
                 f.set_exception(value)
         except InvalidStateError:   # cancelled meanwhile: the outcome is dropped
             pass
-
-    def _set_run(self, first, pairs):
-        for k, pair in enumerate(pairs):
-            self._set(first + k, pair)
 
     def _fail_held(self, first, count, exc):
         for i in range(first, min(first + count, len(self._futures))):

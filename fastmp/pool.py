@@ -195,7 +195,16 @@ def _progress_bar(total, progress):
     return tqdm(**kwargs)
 
 
-class MapResult(ApplyResult):
+class _ItemwiseRuns:
+    """_set_run() for results that take their tasks' outcomes one _set() at a time."""
+    __slots__ = ()
+
+    def _set_run(self, first, pairs):
+        for k, pair in enumerate(pairs):
+            self._set(first + k, pair)
+
+
+class MapResult(_ItemwiseRuns, ApplyResult):
     """The result of map_async()/starmap_async(): the list of every result."""
 
     _bar = None     # a progress bar (beyond the stdlib: progress=True)
@@ -237,10 +246,6 @@ class MapResult(ApplyResult):
                 except Exception as exc:
                     _report_callback_error(cb, exc)
             self._finish()
-
-    def _set_run(self, first, pairs):
-        for k, pair in enumerate(pairs):
-            self._set(first + k, pair)
 
     def _fail_held(self, first, count, exc):
         for i in range(first, min(first + count, len(self._done))):
@@ -287,20 +292,15 @@ class IMapIterator:
             if timeout is not None:
                 timeout = max(0.0, timeout - (time.monotonic() - t0))
         with self._cond:
+            if not self._items and self._index != self._length:
+                self._cond.wait(timeout)
             try:
                 item = self._items.popleft()
             except IndexError:
                 if self._index == self._length:
                     self._pool = None
                     raise StopIteration from None
-                self._cond.wait(timeout)
-                try:
-                    item = self._items.popleft()
-                except IndexError:
-                    if self._index == self._length:
-                        self._pool = None
-                        raise StopIteration from None
-                    raise TimeoutError from None
+                raise TimeoutError from None
         success, value = item
         if success:
             return value
