@@ -2,7 +2,9 @@
  * prims.h says (and as sync.c does):
  *   lock held: seen = fm_cond_signaled(); ticket = fm_cond_enter_wait();
  *   unlock; fm_cond_wait(ticket, seen) (loop on FM_EINTR); relock;
- *   notified = FM_OK || fm_cond_leave_wait(ticket, seen).
+ *   on FM_RECOVERED: fm_cond_repair(), and unless fm_cond_notified(),
+ *   unlock and wait again;
+ *   notified = fm_cond_leave_wait(ticket, seen) (after every wait).
  * notify(n) wakes exactly min(n, waiters), oldest first, only threads that
  * were waiting when it was made; the bookkeeping returns to 0. */
 #include <sched.h>
@@ -17,12 +19,20 @@ cond_wait(fm_cond *c, fm_mutex *m, int64_t deadline, int64_t spin)
     uint32_t me = fmt_pid();
     uint32_t seen = fm_cond_signaled(c);
     uint32_t ticket = fm_cond_enter_wait(c);
-    fm_mutex_unlock(m);
-    int st = fmt_cond_wait(c, ticket, seen, deadline, spin);
-    int lst = fmt_mutex_lock(m, me, FM_FOREVER, spin);
-    if (lst != FM_OK)
-        fprintf(stderr, "cond_wait: relock gave %s\n", fmt_st(lst));
-    return st == FM_OK ? 1 : fm_cond_leave_wait(c, ticket, seen);
+    for (;;) {
+        fm_mutex_unlock(m);
+        int st = fmt_cond_wait(c, ticket, seen, deadline, spin);
+        int lst = fmt_mutex_lock(m, me, FM_FOREVER, spin);
+        if (lst != FM_OK)
+            fprintf(stderr, "cond_wait: relock gave %s\n", fmt_st(lst));
+        if (st != FM_RECOVERED)
+            break;
+        fm_cond_repair(c);
+        if (fm_cond_notified(c, ticket, seen))
+            break;
+        spin = 0;
+    }
+    return fm_cond_leave_wait(c, ticket, seen);
 }
 
 /* A waiter played by hand in one thread (the lock is notional here: one
@@ -215,8 +225,7 @@ latency_waiter(void *arg)
     lc.st = fmt_cond_wait(&lc.c, ticket, seen, fm_deadline_after(5), 0);
     lc.lat = (double)(fm_now_ns() - atomic_load(&lc.notify_at)) / 1e9;
     fmt_mutex_lock(&lc.m, me, FM_FOREVER, 0);
-    if (lc.st != FM_OK)
-        fm_cond_leave_wait(&lc.c, ticket, seen);
+    fm_cond_leave_wait(&lc.c, ticket, seen);
     fm_mutex_unlock(&lc.m);
     return NULL;
 }
@@ -279,7 +288,9 @@ waiter(void *arg)
     int st = fmt_cond_wait(&cv.c, ticket, seen, cv.deadline, cv.spin);
     cv.lat[i] = (double)(fm_now_ns() - atomic_load(&cv.notify_at)) / 1e9;
     fmt_mutex_lock(&cv.m, me, FM_FOREVER, cv.spin);
-    cv.notified[i] = st == FM_OK ? 1 : fm_cond_leave_wait(&cv.c, ticket, seen);
+    cv.notified[i] = fm_cond_leave_wait(&cv.c, ticket, seen);
+    if (st == FM_OK && !cv.notified[i])
+        cv.notified[i] = -1;        /* FM_OK always means notified */
     fm_mutex_unlock(&cv.m);
     cv.el[i] = fmt_secs_since(cv.t0);
     return NULL;
@@ -471,6 +482,8 @@ static void test_bounded_queue_nospin(void) { bounded_queue(0); }
 
 /* ---- waiters in other processes ---- */
 
+#define SHARED_COND_PAGE 16384      /* an fm_cond with its waiter slots: ~4.3 KB */
+
 static void
 test_cross_process(void)
 {
@@ -478,7 +491,7 @@ test_cross_process(void)
         fm_mutex m;
         fm_cond c;
         _Atomic uint32_t notified;
-    } *sh = fmt_shared_page(4096);
+    } *sh = fmt_shared_page(SHARED_COND_PAGE);
     fm_mutex_init(&sh->m);
     fm_cond_init(&sh->c);
     pid_t kids[3];
@@ -511,7 +524,7 @@ test_cross_process(void)
     CHECK(fmt_secs_since(t0) < 1.0);
     CHECK_EQ(atomic_load(&sh->notified), 3);
     CHECK_EQ(fm_cond_waiters(&sh->c), 0);
-    munmap(sh, 4096);
+    munmap(sh, SHARED_COND_PAGE);
 }
 
 int
