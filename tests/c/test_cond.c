@@ -527,6 +527,150 @@ test_cross_process(void)
     munmap(sh, SHARED_COND_PAGE);
 }
 
+/* ---- a waiter killed in its wait does not swallow a notify ---- */
+
+/* A dead waiter played by hand: its ticket's slot names a process that has
+ * exited (the slots are what fm_cond_enter_wait fills in). */
+static void
+make_dead(fm_cond *c, struct pw w, uint32_t dead_sid)
+{
+    atomic_store(&c->owner[w.ticket % FM_COND_RING], dead_sid);
+}
+
+static void
+test_dead_waiter_protocol(void)
+{
+    fm_cond c;
+    fm_cond_init(&c);
+    pid_t pid = fmt_fork();
+    if (pid == 0)
+        _exit(0);
+    CHECK_EQ(fmt_reap(pid), 0);
+    uint32_t dead = fm_sid_make((uint32_t)pid, FM_IDENT_UNKNOWN);
+    CHECK_EQ(fm_cond_repair(&c), 0);
+
+    /* the oldest is dead and notified: the live one gets it on repair */
+    struct pw d = pw_enter(&c), a = pw_enter(&c);
+    make_dead(&c, d, dead);
+    CHECK_EQ(fm_cond_notify(&c, 1), 1);
+    CHECK(pw_notified(&c, d) && !pw_notified(&c, a));
+    /* the live waiter's slice finds it (no lock held) */
+    int64_t t0 = fm_now_ns();
+    CHECK_ST(fmt_cond_wait(&c, a.ticket, a.seen, fm_deadline_after(5), 0), FM_RECOVERED);
+    CHECK(fmt_secs_since(t0) < 1.0);
+    CHECK(!fm_cond_notified(&c, a.ticket, a.seen));
+    CHECK_EQ(fm_cond_repair(&c), 1);
+    CHECK(fm_cond_notified(&c, a.ticket, a.seen));
+    CHECK_EQ(fm_cond_leave_wait(&c, a.ticket, a.seen), 1);
+    CHECK_EQ(fm_cond_repair(&c), 0);        /* handed on once */
+    CHECK_EQ(fm_cond_waiters(&c), 0);
+
+    /* a waiter that came after the notify does not get it */
+    d = pw_enter(&c);
+    make_dead(&c, d, dead);
+    CHECK_EQ(fm_cond_notify(&c, 1), 1);
+    struct pw late = pw_enter(&c);
+    CHECK_EQ(fm_cond_repair(&c), 1);
+    CHECK(!pw_notified(&c, late));
+    CHECK_EQ(fm_cond_waiters(&c), 1);
+    CHECK_EQ(fm_cond_leave_wait(&c, late.ticket, late.seen), 0);
+    CHECK_EQ(fm_cond_waiters(&c), 0);
+
+    /* notify(2) over a dead, a live and a live: both live ones, in the end */
+    struct pw w[3];
+    for (int i = 0; i < 3; i++)
+        w[i] = pw_enter(&c);
+    make_dead(&c, w[0], dead);
+    CHECK_EQ(fm_cond_notify(&c, 2), 2);
+    CHECK(pw_notified(&c, w[1]) && !pw_notified(&c, w[2]));
+    CHECK_EQ(fm_cond_repair(&c), 1);
+    CHECK(pw_notified(&c, w[2]));
+    CHECK_EQ(fm_cond_leave_wait(&c, w[1].ticket, w[1].seen), 1);
+    CHECK_EQ(fm_cond_leave_wait(&c, w[2].ticket, w[2].seen), 1);
+    CHECK_EQ(fm_cond_waiters(&c), 0);
+
+    /* dead and not notified yet: cancelled, so a notify is not spent on it */
+    d = pw_enter(&c);
+    a = pw_enter(&c);
+    make_dead(&c, d, dead);
+    CHECK_EQ(fm_cond_waiters(&c), 2);
+    CHECK_EQ(fm_cond_repair(&c), 1);
+    CHECK_EQ(fm_cond_waiters(&c), 1);
+    CHECK_EQ(fm_cond_notify(&c, 1), 1);
+    CHECK(pw_notified(&c, a));
+    CHECK_EQ(fm_cond_leave_wait(&c, a.ticket, a.seen), 1);
+    /* ... the newest one too (its ticket is handed back) */
+    a = pw_enter(&c);
+    d = pw_enter(&c);
+    make_dead(&c, d, dead);
+    CHECK_EQ(fm_cond_repair(&c), 1);
+    CHECK_EQ(fm_cond_waiters(&c), 1);
+    CHECK_EQ(fm_cond_notify(&c, UINT32_MAX), 1);
+    CHECK_EQ(fm_cond_leave_wait(&c, a.ticket, a.seen), 1);
+    CHECK_EQ(fm_cond_waiters(&c), 0);
+    CHECK_EQ(fm_cond_repair(&c), 0);
+
+    /* live waiters that were notified but have not taken the lock yet are
+     * left alone */
+    a = pw_enter(&c);
+    CHECK_EQ(fm_cond_notify(&c, 1), 1);
+    CHECK_EQ(fm_cond_repair(&c), 0);
+    CHECK_EQ(fm_cond_leave_wait(&c, a.ticket, a.seen), 1);
+}
+
+/* The issue's case: the oldest waiter, in another process, is SIGKILLed in
+ * its wait; notify(1) then lands on it; the other waiter must still wake
+ * (well before its 5 s timeout).  Several trials, the kill at a random
+ * moment of the first waiter's sleep. */
+static void
+test_killed_waiter_does_not_swallow_notify(void)
+{
+    struct {
+        fm_mutex m;
+        fm_cond c;
+    } *sh = fmt_shared_page(SHARED_COND_PAGE);
+    for (int trial = 0; trial < 4; trial++) {
+        fm_mutex_init(&sh->m);
+        fm_cond_init(&sh->c);
+        pid_t victim = fmt_fork();
+        if (victim == 0) {
+            fmt_mutex_lock(&sh->m, fmt_pid(), FM_FOREVER, 0);
+            cond_wait(&sh->c, &sh->m, fm_deadline_after(30), 0);
+            _exit(1);
+        }
+        CHECK(fmt_await_u32(&sh->c.sleepers, 1, 5));
+        pid_t live = fmt_fork();
+        if (live == 0) {
+            fmt_mutex_lock(&sh->m, fmt_pid(), FM_FOREVER, 0);
+            int n = cond_wait(&sh->c, &sh->m, fm_deadline_after(5), 0);
+            fm_mutex_unlock(&sh->m);
+            _exit(n ? 0 : 2);
+        }
+        CHECK(fmt_await_u32(&sh->c.sleepers, 2, 5));
+        fmt_sleep_ms(rand() % 60);
+        kill(victim, SIGKILL);
+        if (trial % 2 == 0)
+            fmt_wait_zombie(victim);        /* dead, not reaped yet */
+        else
+            CHECK_EQ(fmt_reap(victim), 128 + SIGKILL);
+        int64_t t0 = fm_now_ns();
+        uint32_t me = fmt_pid();
+        CHECK_ST(fmt_mutex_lock(&sh->m, me, FM_FOREVER, 0), FM_OK);
+        CHECK_EQ(fm_cond_notify(&sh->c, 1), 1);       /* spent on the dead one */
+        CHECK_ST(fm_mutex_unlock(&sh->m), FM_OK);
+        CHECK_MSG(fmt_reap(live) == 0, "trial %d: the live waiter was not notified", trial);
+        double el = fmt_secs_since(t0);
+        CHECK_MSG(el < 2.0, "trial %d: woken after %.3f s", trial, el);
+        if (trial % 2 == 0)
+            CHECK_EQ(fmt_reap(victim), 128 + SIGKILL);
+        CHECK_ST(fmt_mutex_lock(&sh->m, me, FM_FOREVER, 0), FM_OK);
+        CHECK_EQ(fm_cond_waiters(&sh->c), 0);
+        CHECK_EQ(fm_cond_repair(&sh->c), 0);
+        CHECK_ST(fm_mutex_unlock(&sh->m), FM_OK);
+    }
+    munmap(sh, SHARED_COND_PAGE);
+}
+
 int
 main(void)
 {
@@ -546,5 +690,7 @@ main(void)
     RUN(test_bounded_queue_spin);
     RUN(test_bounded_queue_nospin);
     RUN(test_cross_process);
+    RUN(test_dead_waiter_protocol);
+    RUN(test_killed_waiter_does_not_swallow_notify);
     return fmt_finish();
 }
