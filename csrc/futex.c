@@ -175,10 +175,8 @@ read_stat(pid_t pid, long *statpid, char *state, uint64_t *start)
         ;
     int err = errno;
     close(fd);
-    if (n < 0)
-        return err == ESRCH ? 0 : -1;     /* it exited between open and read */
-    if (n == 0)
-        return 0;
+    if (n <= 0)
+        return n < 0 && err == ESRCH ? 0 : -1;     /* ESRCH: it exited meanwhile */
     buf[n] = '\0';
     *statpid = strtol(buf, NULL, 10);
     /* "pid (comm) S ppid ...": comm may hold ')' and spaces, so fields
