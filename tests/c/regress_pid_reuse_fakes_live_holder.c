@@ -12,8 +12,9 @@
  * its own /proc (root only; skipped otherwise, with a note), this test's
  * init writes /proc/sys/kernel/ns_last_pid so that the next fork gets the
  * dead holder's pid.  Checked for the mutex (a Lock's, a Condition's, the
- * queue's) and the semaphore's holder slots, and for the helpers
- * themselves: a process's own pid with another ident is not "alive". */
+ * queue's), the semaphore's holder slots and fm_pid_alive_since (for
+ * records with room for a pid only), and for the helpers themselves: a
+ * process's own pid with another ident is not "alive". */
 #include <sched.h>
 #include <sys/mount.h>
 
@@ -56,6 +57,10 @@ reuse_then_recover(struct shared *sh, int sem)
         int st = sem ? fm_sem_trywait(&sh->s, me) : fm_mutex_trylock(&sh->m, me);
         _exit(st == FM_OK ? 0 : 1);         /* dies holding it */
     }
+    /* what a checker of a record carrying the pid alone notes on first
+     * seeing it held (fm_pid_alive_since): the time, after the holder
+     * started */
+    uint64_t seen = fm_boot_ticks();
     if (fmt_reap(holder) != 0)
         return 3;
     fmt_sleep_ms(30);   /* a few clock ticks: the start times differ */
@@ -71,6 +76,12 @@ reuse_then_recover(struct shared *sh, int sem)
     int rc;
     if (reuser != holder) {
         rc = SKIP;
+    }
+    else if (!fm_pid_alive(holder) || fm_pid_alive_since(holder, seen)) {
+        fprintf(stderr, "in the namespace: pid %d: alive %d, alive since %llu: %d\n",
+                (int)holder, fm_pid_alive(holder), (unsigned long long)seen,
+                fm_pid_alive_since(holder, seen));
+        rc = 4;
     }
     else {
         uint32_t me = fmt_pid();
