@@ -6,6 +6,7 @@
 #include <limits.h>
 #include <linux/futex.h>
 #include <sched.h>
+#include <stdlib.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -151,31 +152,146 @@ fm_futex_wake(_Atomic uint32_t *word, int n)
     syscall(SYS_futex, (uint32_t *)word, FUTEX_WAKE, n, NULL, NULL, 0);
 }
 
-int
-fm_pid_alive(pid_t pid)
+/* ---------------------------------------------------------------- processes */
+
+/* Parse /proc/<pid>/stat ("/proc/self/stat" for pid 0): the pid it names,
+ * its state letter and its start time.  1: read; 0: no such process;
+ * -1: cannot tell (unreadable /proc). */
+static int
+read_stat(pid_t pid, long *statpid, char *state, uint64_t *start)
 {
+    char path[64], buf[1024];
+    if (pid == 0)
+        snprintf(path, sizeof path, "/proc/self/stat");
+    else
+        snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    int fd;
+    while ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0 && errno == EINTR)
+        ;
+    if (fd < 0)
+        return errno == ENOENT ? 0 : -1;
+    ssize_t n;
+    while ((n = read(fd, buf, sizeof buf - 1)) < 0 && errno == EINTR)
+        ;
+    int err = errno;
+    close(fd);
+    if (n <= 0)
+        return n < 0 && err == ESRCH ? 0 : -1;     /* ESRCH: it exited meanwhile */
+    buf[n] = '\0';
+    *statpid = strtol(buf, NULL, 10);
+    /* "pid (comm) S ppid ...": comm may hold ')' and spaces, so fields
+     * are counted from the last ')'; the state is field 3, the start time
+     * field 22. */
+    char *p = strrchr(buf, ')');
+    if (p == NULL || p[1] != ' ')
+        return -1;
+    p += 2;
+    *state = *p;
+    for (int field = 3; field < 22; field++) {
+        p = strchr(p, ' ');
+        if (p == NULL)
+            return -1;
+        p++;
+    }
+    char *end;
+    *start = strtoull(p, &end, 10);
+    return end == p ? -1 : 1;
+}
+
+static inline uint32_t
+ident_of_start(uint64_t start)
+{
+    uint32_t ident = (uint32_t)start;
+    return ident == FM_IDENT_UNKNOWN ? 1u : ident;
+}
+
+/* 1 if pid names a live process (not a zombie), with *ident its ident
+ * (FM_IDENT_UNKNOWN if /proc cannot say, or does not show this process's
+ * pid namespace) and *start its start time (UINT64_MAX: unknown). */
+static int
+proc_alive(pid_t pid, uint32_t *ident, uint64_t *start)
+{
+    *ident = FM_IDENT_UNKNOWN;
+    *start = UINT64_MAX;
     if (pid <= 0)
         return 0;
     if (kill(pid, 0) < 0 && errno == ESRCH)
         return 0;
     /* kill() succeeds on a zombie, and a SIGKILLed child stays one until
      * its parent reaps it: read its state from /proc. */
-    char path[64], buf[256];
-    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return errno == ENOENT ? 0 : 1;
-    ssize_t n = read(fd, buf, sizeof buf - 1);
-    close(fd);
-    if (n <= 0)
-        return 1;
-    buf[n] = '\0';
-    /* "pid (comm) S ...": comm may hold ')' so take the last one */
-    char *rp = strrchr(buf, ')');
-    if (rp && rp[1] == ' ' && (rp[2] == 'Z' || rp[2] == 'X'))
+    long statpid;
+    char state;
+    uint64_t st;
+    int r = read_stat(pid, &statpid, &state, &st);
+    if (r <= 0)
+        return r < 0;
+    if (state == 'Z' || state == 'X')
         return 0;
+    if (statpid == (long)pid && fm_self_ident() != FM_IDENT_UNKNOWN) {
+        *ident = ident_of_start(st);
+        *start = st;
+    }
     return 1;
 }
+
+int
+fm_pid_alive(pid_t pid)
+{
+    return fm_pid_alive_as(pid, FM_IDENT_UNKNOWN);
+}
+
+int
+fm_pid_alive_as(pid_t pid, uint32_t ident)
+{
+    uint32_t now_ident;
+    uint64_t start;
+    if (!proc_alive(pid, &now_ident, &start))
+        return 0;
+    return ident == FM_IDENT_UNKNOWN || now_ident == FM_IDENT_UNKNOWN || now_ident == ident;
+}
+
+int
+fm_sid_alive(uint32_t sid)
+{
+    uint32_t pid = fm_sid_pid(sid), ident;
+    uint64_t start;
+    if (!proc_alive((pid_t)pid, &ident, &start))
+        return 0;
+    if ((sid >> FM_SID_PIDBITS) == 0 || ident == FM_IDENT_UNKNOWN)
+        return 1;
+    return fm_sid_make(pid, ident) == sid;
+}
+
+int
+fm_pid_alive_since(pid_t pid, uint64_t ticks)
+{
+    uint32_t ident;
+    uint64_t start;
+    if (!proc_alive(pid, &ident, &start))
+        return 0;
+    return start == UINT64_MAX || start <= ticks;
+}
+
+uint64_t
+fm_boot_ticks(void)
+{
+    static _Atomic long hz;
+    long tck = atomic_load_explicit(&hz, memory_order_relaxed);
+    if (tck <= 0) {
+        tck = sysconf(_SC_CLK_TCK);
+        if (tck <= 0)
+            tck = 100;
+        atomic_store_explicit(&hz, tck, memory_order_relaxed);
+    }
+    struct timespec ts;
+    clock_gettime(CLOCK_BOOTTIME, &ts);
+    /* as the kernel converts a start time: whole ticks, rounded down */
+    uint64_t ns = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+    return ns / (1000000000ull / (uint64_t)tck);
+}
+
+static _Atomic uint64_t self_id;    /* 0: not read yet in this process */
+static _Atomic uint32_t self_sid;   /* 0: not computed yet */
 
 uint32_t
 fm_self_pid(void)
@@ -191,5 +307,51 @@ fm_self_pid(void)
 void
 fm_refresh_pid(void)
 {
+    /* also in a fork child handler: stores only, the ident is read later */
     atomic_store_explicit(&self_pid, (uint32_t)getpid(), memory_order_relaxed);
+    atomic_store_explicit(&self_id, 0, memory_order_relaxed);
+    atomic_store_explicit(&self_sid, 0, memory_order_relaxed);
+}
+
+uint64_t
+fm_self_id(void)
+{
+    uint64_t id = atomic_load_explicit(&self_id, memory_order_relaxed);
+    if (id != 0)
+        return id;
+    uint32_t pid = fm_self_pid(), ident = FM_IDENT_UNKNOWN;
+    long statpid;
+    char state;
+    uint64_t start;
+    /* /proc/self is this process in the namespace /proc was mounted for:
+     * if that is not ours, /proc/<pid> would name other processes. */
+    if (read_stat(0, &statpid, &state, &start) == 1 && statpid == (long)pid)
+        ident = ident_of_start(start);
+    id = ((uint64_t)ident << 32) | pid;
+    atomic_store_explicit(&self_id, id, memory_order_relaxed);
+    return id;
+}
+
+uint32_t
+fm_self_ident(void)
+{
+    return (uint32_t)(fm_self_id() >> 32);
+}
+
+uint32_t
+fm_self_sid(void)
+{
+    uint32_t sid = atomic_load_explicit(&self_sid, memory_order_relaxed);
+    if (sid == 0) {
+        uint64_t id = fm_self_id();
+        sid = fm_sid_make((uint32_t)id, (uint32_t)(id >> 32));
+        atomic_store_explicit(&self_sid, sid, memory_order_relaxed);
+    }
+    return sid;
+}
+
+uint32_t
+fm_sid_for(uint32_t pid)
+{
+    return pid == fm_self_pid() ? fm_self_sid() : fm_sid_make(pid, FM_IDENT_UNKNOWN);
 }

@@ -51,10 +51,73 @@ int fm_usable_cpus(void);
 /* Default spin before sleeping, in nanoseconds; tunable per process. */
 extern _Atomic int64_t fm_spin_ns;
 
+/* ---- processes: liveness and identity ----
+ * A pid names a process only until it dies: then the kernel may give it to
+ * a new, unrelated process.  What records who holds something in shared
+ * memory records the holder's identity as well: its pid plus an "ident"
+ * word, the low 32 bits of its start time (field 22 of /proc/<pid>/stat,
+ * clock ticks since boot).  A later process with the same pid has another
+ * start time (pids are handed out in turn, so one comes round again only
+ * after the whole pid space has been used, far longer than a tick), so a
+ * liveness check that compares the ident is not fooled by pid reuse.
+ *
+ * FM_IDENT_UNKNOWN (0) means "not known": the check then goes by the pid
+ * alone.  A process's own ident is unknown when /proc does not show its
+ * own pid namespace (/proc/self/stat names another pid); such a process
+ * compares no idents at all, since /proc/<pid> would not be the pid it
+ * means.  Idents are never 0 otherwise (a start time whose low 32 bits are
+ * 0 counts as 1, on both sides). */
+#define FM_IDENT_UNKNOWN 0u
+
 /* 1 if pid names a live process, 0 if it is gone or a zombie. */
 int fm_pid_alive(pid_t pid);
+/* The same, and 0 as well when the live process named pid is not the one
+ * whose ident is `ident` (pid reuse).  FM_IDENT_UNKNOWN: like fm_pid_alive. */
+int fm_pid_alive_as(pid_t pid, uint32_t ident);
+/* 1 if pid names a live process that started no later than `ticks` (in
+ * fm_boot_ticks() units): for records that carry a pid only (the ring's
+ * WRITING/READING headers).  A checker reads fm_boot_ticks() when it first
+ * sees the record held by pid; a process that started after that cannot be
+ * the one that took the record, so it is not the holder come back. */
+int fm_pid_alive_since(pid_t pid, uint64_t ticks);
+/* Now, in the units of /proc/<pid>/stat's start time (CLOCK_BOOTTIME in
+ * clock ticks). */
+uint64_t fm_boot_ticks(void);
 /* getpid(), cached and refreshed at fork. */
 uint32_t fm_self_pid(void);
 void fm_refresh_pid(void);
+/* This process's ident (cached; read from /proc once per process, and
+ * again after a fork). */
+uint32_t fm_self_ident(void);
+/* (ident << 32) | pid: what the mutex word records of its holder. */
+uint64_t fm_self_id(void);
+
+/* A short identity in 32 bits, for records with no room for two words (the
+ * semaphore's holder slots, the condition's waiter slots): the pid in the
+ * low 22 bits (Linux pids stay below 2^22) and 10 bits of the ident above
+ * (0: unknown).  Reuse then goes unnoticed when the two start times fall
+ * on the same value modulo 1023 ticks (about 1 in 1000); such a holder is
+ * taken for alive, as with no ident at all, never the other way round. */
+#define FM_SID_PIDBITS 22
+#define FM_SID_PIDMASK ((1u << FM_SID_PIDBITS) - 1)
+static inline uint32_t
+fm_sid_make(uint32_t pid, uint32_t ident)
+{
+    uint32_t short_ident = ident == FM_IDENT_UNKNOWN ? 0 : ident % 1023u + 1u;
+    return (pid & FM_SID_PIDMASK) | (short_ident << FM_SID_PIDBITS);
+}
+static inline uint32_t
+fm_sid_pid(uint32_t sid)
+{
+    return sid & FM_SID_PIDMASK;
+}
+/* This process's short identity. */
+uint32_t fm_self_sid(void);
+/* The short identity to record for `pid`: this process's own when pid is
+ * fm_self_pid(), else the pid alone (callers that act for another
+ * process, as tests do). */
+uint32_t fm_sid_for(uint32_t pid);
+/* fm_pid_alive_as for a short identity. */
+int fm_sid_alive(uint32_t sid);
 
 #endif

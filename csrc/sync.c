@@ -48,7 +48,8 @@ thread_id(void)
 static inline int
 lock_is_mine(FmLockObject *self)
 {
-    return fm_mutex_owner(&self->sh->m) == fm_self_pid() &&
+    /* the full identity: a dead holder's pid may now be this process's */
+    return fm_mutex_owner_id(&self->sh->m) == fm_self_id() &&
            atomic_load_explicit(&self->sh->owner_tid, RLX) == thread_id();
 }
 
@@ -59,7 +60,7 @@ lock_acquire_impl(FmLockObject *self, int block, int64_t deadline)
     fm_lock_shared *sh = self->sh;
     uint32_t pid = fm_self_pid();
     uint64_t tid = thread_id();
-    if (self->recursive && fm_mutex_owner(&sh->m) == pid &&
+    if (self->recursive && fm_mutex_owner_id(&sh->m) == fm_self_id() &&
         atomic_load_explicit(&sh->owner_tid, RLX) == tid) {
         atomic_fetch_add_explicit(&sh->count, 1, RLX);
         return 1;
@@ -932,10 +933,24 @@ cond_wait_impl(FmConditionObject *self, int64_t deadline)
     uint32_t seen = fm_cond_signaled(self->sh);
     uint32_t ticket = fm_cond_enter_wait(self->sh);
     uint32_t count = lock_release_all(lock);
-    int st;
-    FM_BLOCKING(st, fm_cond_wait(self->sh, ticket, seen, deadline, fm_spin));
-    int relocked = relock_uninterruptibly(lock, count);
-    int notified = st == FM_OK || fm_cond_leave_wait(self->sh, ticket, seen);
+    int st, relocked;
+    for (;;) {
+        FM_BLOCKING(st, fm_cond_wait(self->sh, ticket, seen, deadline, fm_spin));
+        relocked = relock_uninterruptibly(lock, count);
+        if (st != FM_RECOVERED)
+            break;
+        /* a waiter that died holds a notification: hand it on (maybe to
+         * this ticket), with the lock held as notify() does */
+        if (relocked == 0)
+            fm_cond_repair(self->sh);
+        if (relocked < 0 || fm_cond_notified(self->sh, ticket, seen)) {
+            st = FM_OK;
+            break;
+        }
+        count = lock_release_all(lock);
+    }
+    /* after every wait, notified or not: the ticket's slot is given up */
+    int notified = fm_cond_leave_wait(self->sh, ticket, seen);
     if (relocked < 0)
         return -1;
     if (st != FM_OK && st != FM_TIMEOUT) {

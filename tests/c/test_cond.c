@@ -2,7 +2,9 @@
  * prims.h says (and as sync.c does):
  *   lock held: seen = fm_cond_signaled(); ticket = fm_cond_enter_wait();
  *   unlock; fm_cond_wait(ticket, seen) (loop on FM_EINTR); relock;
- *   notified = FM_OK || fm_cond_leave_wait(ticket, seen).
+ *   on FM_RECOVERED: fm_cond_repair(), and unless fm_cond_notified(),
+ *   unlock and wait again;
+ *   notified = fm_cond_leave_wait(ticket, seen) (after every wait).
  * notify(n) wakes exactly min(n, waiters), oldest first, only threads that
  * were waiting when it was made; the bookkeeping returns to 0. */
 #include <sched.h>
@@ -17,12 +19,20 @@ cond_wait(fm_cond *c, fm_mutex *m, int64_t deadline, int64_t spin)
     uint32_t me = fmt_pid();
     uint32_t seen = fm_cond_signaled(c);
     uint32_t ticket = fm_cond_enter_wait(c);
-    fm_mutex_unlock(m);
-    int st = fmt_cond_wait(c, ticket, seen, deadline, spin);
-    int lst = fmt_mutex_lock(m, me, FM_FOREVER, spin);
-    if (lst != FM_OK)
-        fprintf(stderr, "cond_wait: relock gave %s\n", fmt_st(lst));
-    return st == FM_OK ? 1 : fm_cond_leave_wait(c, ticket, seen);
+    for (;;) {
+        fm_mutex_unlock(m);
+        int st = fmt_cond_wait(c, ticket, seen, deadline, spin);
+        int lst = fmt_mutex_lock(m, me, FM_FOREVER, spin);
+        if (lst != FM_OK)
+            fprintf(stderr, "cond_wait: relock gave %s\n", fmt_st(lst));
+        if (st != FM_RECOVERED)
+            break;
+        fm_cond_repair(c);
+        if (fm_cond_notified(c, ticket, seen))
+            break;
+        spin = 0;
+    }
+    return fm_cond_leave_wait(c, ticket, seen);
 }
 
 /* A waiter played by hand in one thread (the lock is notional here: one
@@ -215,8 +225,7 @@ latency_waiter(void *arg)
     lc.st = fmt_cond_wait(&lc.c, ticket, seen, fm_deadline_after(5), 0);
     lc.lat = (double)(fm_now_ns() - atomic_load(&lc.notify_at)) / 1e9;
     fmt_mutex_lock(&lc.m, me, FM_FOREVER, 0);
-    if (lc.st != FM_OK)
-        fm_cond_leave_wait(&lc.c, ticket, seen);
+    fm_cond_leave_wait(&lc.c, ticket, seen);
     fm_mutex_unlock(&lc.m);
     return NULL;
 }
@@ -279,7 +288,9 @@ waiter(void *arg)
     int st = fmt_cond_wait(&cv.c, ticket, seen, cv.deadline, cv.spin);
     cv.lat[i] = (double)(fm_now_ns() - atomic_load(&cv.notify_at)) / 1e9;
     fmt_mutex_lock(&cv.m, me, FM_FOREVER, cv.spin);
-    cv.notified[i] = st == FM_OK ? 1 : fm_cond_leave_wait(&cv.c, ticket, seen);
+    cv.notified[i] = fm_cond_leave_wait(&cv.c, ticket, seen);
+    if (st == FM_OK && !cv.notified[i])
+        cv.notified[i] = -1;        /* FM_OK always means notified */
     fm_mutex_unlock(&cv.m);
     cv.el[i] = fmt_secs_since(cv.t0);
     return NULL;
@@ -471,6 +482,8 @@ static void test_bounded_queue_nospin(void) { bounded_queue(0); }
 
 /* ---- waiters in other processes ---- */
 
+#define SHARED_COND_PAGE 16384      /* an fm_cond with its waiter slots: ~4.3 KB */
+
 static void
 test_cross_process(void)
 {
@@ -478,7 +491,7 @@ test_cross_process(void)
         fm_mutex m;
         fm_cond c;
         _Atomic uint32_t notified;
-    } *sh = fmt_shared_page(4096);
+    } *sh = fmt_shared_page(SHARED_COND_PAGE);
     fm_mutex_init(&sh->m);
     fm_cond_init(&sh->c);
     pid_t kids[3];
@@ -511,7 +524,151 @@ test_cross_process(void)
     CHECK(fmt_secs_since(t0) < 1.0);
     CHECK_EQ(atomic_load(&sh->notified), 3);
     CHECK_EQ(fm_cond_waiters(&sh->c), 0);
-    munmap(sh, 4096);
+    munmap(sh, SHARED_COND_PAGE);
+}
+
+/* ---- a waiter killed in its wait does not swallow a notify ---- */
+
+/* A dead waiter played by hand: its ticket's slot names a process that has
+ * exited (the slots are what fm_cond_enter_wait fills in). */
+static void
+make_dead(fm_cond *c, struct pw w, uint32_t dead_sid)
+{
+    atomic_store(&c->owner[w.ticket % FM_COND_RING], dead_sid);
+}
+
+static void
+test_dead_waiter_protocol(void)
+{
+    fm_cond c;
+    fm_cond_init(&c);
+    pid_t pid = fmt_fork();
+    if (pid == 0)
+        _exit(0);
+    CHECK_EQ(fmt_reap(pid), 0);
+    uint32_t dead = fm_sid_make((uint32_t)pid, FM_IDENT_UNKNOWN);
+    CHECK_EQ(fm_cond_repair(&c), 0);
+
+    /* the oldest is dead and notified: the live one gets it on repair */
+    struct pw d = pw_enter(&c), a = pw_enter(&c);
+    make_dead(&c, d, dead);
+    CHECK_EQ(fm_cond_notify(&c, 1), 1);
+    CHECK(pw_notified(&c, d) && !pw_notified(&c, a));
+    /* the live waiter's slice finds it (no lock held) */
+    int64_t t0 = fm_now_ns();
+    CHECK_ST(fmt_cond_wait(&c, a.ticket, a.seen, fm_deadline_after(5), 0), FM_RECOVERED);
+    CHECK(fmt_secs_since(t0) < 1.0);
+    CHECK(!fm_cond_notified(&c, a.ticket, a.seen));
+    CHECK_EQ(fm_cond_repair(&c), 1);
+    CHECK(fm_cond_notified(&c, a.ticket, a.seen));
+    CHECK_EQ(fm_cond_leave_wait(&c, a.ticket, a.seen), 1);
+    CHECK_EQ(fm_cond_repair(&c), 0);        /* handed on once */
+    CHECK_EQ(fm_cond_waiters(&c), 0);
+
+    /* a waiter that came after the notify does not get it */
+    d = pw_enter(&c);
+    make_dead(&c, d, dead);
+    CHECK_EQ(fm_cond_notify(&c, 1), 1);
+    struct pw late = pw_enter(&c);
+    CHECK_EQ(fm_cond_repair(&c), 1);
+    CHECK(!pw_notified(&c, late));
+    CHECK_EQ(fm_cond_waiters(&c), 1);
+    CHECK_EQ(fm_cond_leave_wait(&c, late.ticket, late.seen), 0);
+    CHECK_EQ(fm_cond_waiters(&c), 0);
+
+    /* notify(2) over a dead, a live and a live: both live ones, in the end */
+    struct pw w[3];
+    for (int i = 0; i < 3; i++)
+        w[i] = pw_enter(&c);
+    make_dead(&c, w[0], dead);
+    CHECK_EQ(fm_cond_notify(&c, 2), 2);
+    CHECK(pw_notified(&c, w[1]) && !pw_notified(&c, w[2]));
+    CHECK_EQ(fm_cond_repair(&c), 1);
+    CHECK(pw_notified(&c, w[2]));
+    CHECK_EQ(fm_cond_leave_wait(&c, w[1].ticket, w[1].seen), 1);
+    CHECK_EQ(fm_cond_leave_wait(&c, w[2].ticket, w[2].seen), 1);
+    CHECK_EQ(fm_cond_waiters(&c), 0);
+
+    /* dead and not notified yet: cancelled, so a notify is not spent on it */
+    d = pw_enter(&c);
+    a = pw_enter(&c);
+    make_dead(&c, d, dead);
+    CHECK_EQ(fm_cond_waiters(&c), 2);
+    CHECK_EQ(fm_cond_repair(&c), 1);
+    CHECK_EQ(fm_cond_waiters(&c), 1);
+    CHECK_EQ(fm_cond_notify(&c, 1), 1);
+    CHECK(pw_notified(&c, a));
+    CHECK_EQ(fm_cond_leave_wait(&c, a.ticket, a.seen), 1);
+    /* ... the newest one too (its ticket is handed back) */
+    a = pw_enter(&c);
+    d = pw_enter(&c);
+    make_dead(&c, d, dead);
+    CHECK_EQ(fm_cond_repair(&c), 1);
+    CHECK_EQ(fm_cond_waiters(&c), 1);
+    CHECK_EQ(fm_cond_notify(&c, UINT32_MAX), 1);
+    CHECK_EQ(fm_cond_leave_wait(&c, a.ticket, a.seen), 1);
+    CHECK_EQ(fm_cond_waiters(&c), 0);
+    CHECK_EQ(fm_cond_repair(&c), 0);
+
+    /* live waiters that were notified but have not taken the lock yet are
+     * left alone */
+    a = pw_enter(&c);
+    CHECK_EQ(fm_cond_notify(&c, 1), 1);
+    CHECK_EQ(fm_cond_repair(&c), 0);
+    CHECK_EQ(fm_cond_leave_wait(&c, a.ticket, a.seen), 1);
+}
+
+/* The issue's case: the oldest waiter, in another process, is SIGKILLed in
+ * its wait; notify(1) then lands on it; the other waiter must still wake
+ * (well before its 5 s timeout).  Several trials, the kill at a random
+ * moment of the first waiter's sleep. */
+static void
+test_killed_waiter_does_not_swallow_notify(void)
+{
+    struct {
+        fm_mutex m;
+        fm_cond c;
+    } *sh = fmt_shared_page(SHARED_COND_PAGE);
+    for (int trial = 0; trial < 4; trial++) {
+        fm_mutex_init(&sh->m);
+        fm_cond_init(&sh->c);
+        pid_t victim = fmt_fork();
+        if (victim == 0) {
+            fmt_mutex_lock(&sh->m, fmt_pid(), FM_FOREVER, 0);
+            cond_wait(&sh->c, &sh->m, fm_deadline_after(30), 0);
+            _exit(1);
+        }
+        CHECK(fmt_await_u32(&sh->c.sleepers, 1, 5));
+        pid_t live = fmt_fork();
+        if (live == 0) {
+            fmt_mutex_lock(&sh->m, fmt_pid(), FM_FOREVER, 0);
+            int n = cond_wait(&sh->c, &sh->m, fm_deadline_after(5), 0);
+            fm_mutex_unlock(&sh->m);
+            _exit(n ? 0 : 2);
+        }
+        CHECK(fmt_await_u32(&sh->c.sleepers, 2, 5));
+        fmt_sleep_ms(rand() % 60);
+        kill(victim, SIGKILL);
+        if (trial % 2 == 0)
+            fmt_wait_zombie(victim);        /* dead, not reaped yet */
+        else
+            CHECK_EQ(fmt_reap(victim), 128 + SIGKILL);
+        int64_t t0 = fm_now_ns();
+        uint32_t me = fmt_pid();
+        CHECK_ST(fmt_mutex_lock(&sh->m, me, FM_FOREVER, 0), FM_OK);
+        CHECK_EQ(fm_cond_notify(&sh->c, 1), 1);       /* spent on the dead one */
+        CHECK_ST(fm_mutex_unlock(&sh->m), FM_OK);
+        CHECK_MSG(fmt_reap(live) == 0, "trial %d: the live waiter was not notified", trial);
+        double el = fmt_secs_since(t0);
+        CHECK_MSG(el < 2.0, "trial %d: woken after %.3f s", trial, el);
+        if (trial % 2 == 0)
+            CHECK_EQ(fmt_reap(victim), 128 + SIGKILL);
+        CHECK_ST(fmt_mutex_lock(&sh->m, me, FM_FOREVER, 0), FM_OK);
+        CHECK_EQ(fm_cond_waiters(&sh->c), 0);
+        CHECK_EQ(fm_cond_repair(&sh->c), 0);
+        CHECK_ST(fm_mutex_unlock(&sh->m), FM_OK);
+    }
+    munmap(sh, SHARED_COND_PAGE);
 }
 
 int
@@ -533,5 +690,7 @@ main(void)
     RUN(test_bounded_queue_spin);
     RUN(test_bounded_queue_nospin);
     RUN(test_cross_process);
+    RUN(test_dead_waiter_protocol);
+    RUN(test_killed_waiter_does_not_swallow_notify);
     return fmt_finish();
 }
