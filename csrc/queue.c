@@ -88,6 +88,17 @@ typedef struct {
     uint32_t pgen;
     fm_ring *cring;                 /* where this process gets */
     uint32_t cgen;
+    /* The ring segments this object has mapped (one local user each, see
+     * fm_segment_release): pring's and cring's, and old ones not yet let go
+     * because a thread was inside them when the object moved on.  All
+     * given back when the object goes, so a dropped queue leaves no
+     * mapping behind. */
+    fm_segment **held;
+    uint32_t nheld, held_cap;
+    /* threads of this process that may be inside a ring of this object
+     * with the GIL released or Python code running (a wait, an unpickle):
+     * while nonzero, no ring of this object is unmapped */
+    int busy;
     int closed;
     int kind;
     PyObject *weakreflist;
@@ -151,8 +162,52 @@ forget_name(fm_state *st, const char *name)
     fm_segment_gone(st, name);
 }
 
+/* Keep `seg` (one local user of it just taken) in self->held; a segment
+ * held already gives that user back at once.  -1 with MemoryError. */
 static int
-ring_attach(const char *name, fm_ring **out)
+hold_segment(FmQueueObject *self, fm_segment *seg)
+{
+    for (uint32_t i = 0; i < self->nheld; i++)
+        if (self->held[i] == seg) {
+            fm_segment_release(seg);
+            return 0;
+        }
+    if (self->nheld == self->held_cap) {
+        uint32_t cap = self->held_cap ? self->held_cap * 2 : 4;
+        fm_segment **h = PyMem_Realloc(self->held, cap * sizeof *h);
+        if (h == NULL) {
+            fm_segment_release(seg);
+            PyErr_NoMemory();
+            return -1;
+        }
+        self->held = h;
+        self->held_cap = cap;
+    }
+    self->held[self->nheld++] = seg;
+    return 0;
+}
+
+/* Unmap the rings this object holds but no longer uses (neither pring nor
+ * cring), unless a thread may still be inside one. */
+static void
+let_go_old_rings(FmQueueObject *self)
+{
+    if (self->busy > 0)
+        return;
+    uint32_t j = 0;
+    for (uint32_t i = 0; i < self->nheld; i++) {
+        fm_segment *seg = self->held[i];
+        fm_ring *r = (fm_ring *)seg->base;
+        if (r == self->pring || r == self->cring)
+            self->held[j++] = seg;
+        else
+            fm_segment_release(seg);
+    }
+    self->nheld = j;
+}
+
+static int
+ring_attach(FmQueueObject *self, const char *name, fm_ring **out)
 {
     fm_segment *seg;
     if (fm_segment_attach(name, &seg) != FM_OK) {
@@ -160,17 +215,23 @@ ring_attach(const char *name, fm_ring **out)
         return -1;
     }
     if (fm_ring_check(seg->base, seg->size) != FM_OK) {
-        fm_set_error(FM_CORRUPT);
+        fm_segment_release(seg);
+        PyErr_Format(PyExc_OSError, "fastmp queue %R: ring %s is corrupt", (PyObject *)self,
+                     name);
         return -1;
     }
+    if (hold_segment(self, seg) < 0)
+        return -1;
     *out = (fm_ring *)seg->base;
     return 0;
 }
 
 /* Create a ring of `cap` data bytes; the caller holds the lock and calls
- * the tracker hook with *name after releasing it. */
+ * the tracker hook with *name after releasing it.  Its pages are reserved
+ * by fm_segment_create: a full /dev/shm raises OSError(ENOSPC) here and
+ * leaves no file. */
 static int
-ring_create(size_t cap, fm_ring **out, char *name)
+ring_create(FmQueueObject *self, size_t cap, fm_ring **out, char *name)
 {
     fm_segment *seg;
     if (fm_segment_create(fm_ring_bytes(cap), &seg) != FM_OK) {
@@ -181,10 +242,15 @@ ring_create(size_t cap, fm_ring **out, char *name)
     fm_segment_disown(seg);
     if (fm_ring_init(seg->base, cap) != FM_OK) {
         shm_unlink(seg->name);
+        fm_segment_release(seg);
         fm_set_error(FM_CORRUPT);
         return -1;
     }
     snprintf(name, FM_SHM_NAME_MAX, "%s", seg->name);
+    if (hold_segment(self, seg) < 0) {
+        shm_unlink(name);
+        return -1;
+    }
     *out = (fm_ring *)seg->base;
     return 0;
 }
@@ -206,12 +272,13 @@ queue_grow(FmQueueObject *self, size_t min_cap)
     fm_ring *ring;
     if (newest->gen != self->pgen) {
         /* someone grew it already: use theirs */
-        if (ring_attach(newest->name, &ring) < 0)
+        if (ring_attach(self, newest->name, &ring) < 0)
             goto error;
         if (min_cap == 0 || fm_ring_capacity(ring) >= min_cap) {
             self->pring = ring;
             self->pgen = newest->gen;
             queue_unlock(self);
+            let_go_old_rings(self);
             return 0;
         }
         self->pring = ring;
@@ -224,7 +291,7 @@ queue_grow(FmQueueObject *self, size_t min_cap)
     size_t cap = fm_ring_capacity(self->pring) * 2;
     if (min_cap > cap)
         cap = fm_ring_capacity_for(min_cap);
-    if (ring_create(cap, &ring, created) < 0)
+    if (ring_create(self, cap, &ring, created) < 0)
         goto error;
     fm_ring_entry *e = &sh->rings[sh->nrings];
     e->gen = self->pgen + 1;
@@ -237,6 +304,7 @@ queue_grow(FmQueueObject *self, size_t min_cap)
     self->pring = ring;
     self->pgen = e->gen;
     queue_unlock(self);
+    let_go_old_rings(self);
     /* register with the tracker: a crash from here on leaves no file */
     if (st->segment_hook != NULL && call_name_hook(st->segment_hook, created) < 0)
         return -1;
@@ -277,7 +345,7 @@ queue_next_cring(FmQueueObject *self)
     int rc = 0;
     if (i < n) {
         fm_ring *ring;
-        if (ring_attach(sh->rings[i].name, &ring) < 0)
+        if (ring_attach(self, sh->rings[i].name, &ring) < 0)
             rc = -1;
         else {
             self->cring = ring;
@@ -289,6 +357,7 @@ queue_next_cring(FmQueueObject *self)
         rc = -1;
     }
     queue_unlock(self);
+    let_go_old_rings(self);
     if (gone[0])
         forget_name(st, gone);
     return rc;
@@ -703,8 +772,10 @@ claim_record(FmQueueObject *self, size_t len, fm_ring **ringp, fm_ring_claim *c)
         int st = fm_ring_claim_space(ring, (uint32_t)len, self_pid(), 0, 0, c);
         if (st == FM_AGAIN) {
             int64_t grace = fm_now_ns() + QUEUE_GROW_GRACE_NS;
+            self->busy++;
             FM_BLOCKING(st, fm_ring_claim_space(ring, (uint32_t)len, self_pid(), grace, fm_spin,
                                                 c));
+            self->busy--;
             if (st == FM_PYERR)
                 return -1;
             if (st == FM_TIMEOUT)
@@ -1059,7 +1130,7 @@ spill_read(fm_state *st, const unsigned char *desc, size_t dlen)
 
 /* Unpickle a taken record, then release it.  Steals nothing. */
 static PyObject *
-decode_record(FmQueueObject *self, fm_state *st, fm_ring *ring, fm_ring_read *rd)
+decode_record_in(FmQueueObject *self, fm_state *st, fm_ring *ring, fm_ring_read *rd)
 {
     const unsigned char *p = rd->data;
     PyObject *res = NULL;
@@ -1113,6 +1184,17 @@ decode_record(FmQueueObject *self, fm_state *st, fm_ring *ring, fm_ring_read *rd
     return NULL;
 }
 
+/* decode_record_in, with the ring kept mapped meanwhile (an unpickle runs
+ * Python code: another thread may move this object to another ring). */
+static PyObject *
+decode_record(FmQueueObject *self, fm_state *st, fm_ring *ring, fm_ring_read *rd)
+{
+    self->busy++;
+    PyObject *res = decode_record_in(self, st, ring, rd);
+    self->busy--;
+    return res;
+}
+
 /* Take one record: FM_OK (rd, *ringp set), or -1 with Empty/an error set. */
 static int
 take_one(FmQueueObject *self, int block, int64_t deadline, fm_ring **ringp, fm_ring_read *rd)
@@ -1120,8 +1202,11 @@ take_one(FmQueueObject *self, int block, int64_t deadline, fm_ring **ringp, fm_r
     for (;;) {
         fm_ring *ring = self->cring;
         int st = fm_ring_take(ring, self_pid(), 0, 0, rd);
-        if (st == FM_AGAIN && block && deadline > 0)
+        if (st == FM_AGAIN && block && deadline > 0) {
+            self->busy++;
             FM_BLOCKING(st, fm_ring_take(ring, self_pid(), deadline, fm_spin, rd));
+            self->busy--;
+        }
         switch (st) {
         case FM_OK:
             *ringp = ring;
@@ -1395,11 +1480,17 @@ queue_before_last_release(fm_handle *h)
         PyErr_Clear();
     uint32_t me = self_pid();
     for (uint32_t i = 0; i < sh->nrings && i < QUEUE_MAX_RINGS; i++) {
-        fm_ring *ring;
-        if (ring_attach(sh->rings[i].name, &ring) < 0) {
-            PyErr_Clear();
+        fm_segment *seg;
+        char rname[FM_SHM_NAME_MAX];
+        memcpy(rname, sh->rings[i].name, sizeof rname);
+        rname[sizeof rname - 1] = '\0';
+        if (fm_segment_attach(rname, &seg) != FM_OK)
+            continue;
+        if (fm_ring_check(seg->base, seg->size) != FM_OK) {
+            fm_segment_release(seg);
             continue;
         }
+        fm_ring *ring = (fm_ring *)seg->base;
         fm_ring_read rd;
         int s;
         while ((s = fm_ring_take(ring, me, 0, 0, &rd)) == FM_OK) {
@@ -1413,6 +1504,7 @@ queue_before_last_release(fm_handle *h)
             }
             fm_ring_release(ring, &rd);
         }
+        fm_segment_release(seg);
     }
     for (uint32_t i = 0; i < sh->nrings && i < QUEUE_MAX_RINGS; i++) {
         if (shm_unlink(sh->rings[i].name) == 0)
@@ -1442,8 +1534,8 @@ queue_init_object(FmQueueObject *self, int kind)
         fm_set_error(FM_CORRUPT);
         goto done;
     }
-    if (ring_attach(sh->rings[sh->nrings - 1].name, &self->pring) < 0 ||
-        ring_attach(sh->rings[0].name, &self->cring) < 0)
+    if (ring_attach(self, sh->rings[sh->nrings - 1].name, &self->pring) < 0 ||
+        ring_attach(self, sh->rings[0].name, &self->cring) < 0)
         goto done;
     self->pgen = sh->rings[sh->nrings - 1].gen;
     self->cgen = sh->rings[0].gen;
@@ -1505,7 +1597,7 @@ Queue_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     sh->kind = (uint32_t)kind;
     fm_ring *ring;
     char name[FM_SHM_NAME_MAX];
-    if (ring_create(QUEUE_RING_INITIAL, &ring, name) < 0)
+    if (ring_create(self, QUEUE_RING_INITIAL, &ring, name) < 0)
         goto error;
     sh->rings[0].gen = 1;
     memcpy(sh->rings[0].name, name, FM_SHM_NAME_MAX);
@@ -1540,6 +1632,13 @@ Queue_dealloc(PyObject *op)
     if (self->weakreflist != NULL)
         PyObject_ClearWeakRefs(op);
     fm_handle_release(&self->h);
+    /* the last local user of a ring unmaps it */
+    self->pring = self->cring = NULL;
+    for (uint32_t i = 0; i < self->nheld; i++)
+        fm_segment_release(self->held[i]);
+    PyMem_Free(self->held);
+    self->held = NULL;
+    self->nheld = self->held_cap = 0;
     tp->tp_free(op);
     Py_DECREF(tp);
 }
