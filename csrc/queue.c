@@ -33,6 +33,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stddef.h>
 #include <string.h>
 #include <structmember.h>
@@ -50,6 +51,7 @@
 #define QUEUE_MAX_RINGS 40      /* live rings at once: each at least doubles */
 #define QUEUE_GROW_GRACE_NS (1000 * 1000LL)       /* see claim_record */
 #define QUEUE_MAXSIZE_MAX 0x7fffffffu
+#define QUEUE_MAX_HOLDERS 128   /* references whose pid is recorded */
 
 enum { KIND_QUEUE = 0, KIND_JOINABLE = 1, KIND_SIMPLE = 2 };
 enum { REC_INLINE = 'I', REC_SPILL = 'S', REC_PLAIN = 'P' };
@@ -78,6 +80,12 @@ typedef struct {
     _Atomic uint32_t newest_gen;
     uint32_t nrings;
     fm_ring_entry rings[QUEUE_MAX_RINGS];       /* oldest first */
+    /* The pids holding a reference to this block, one slot per reference
+     * (0: free), so that the last live holder can tell that the others
+     * were killed; holders_overflow: some holder has no slot, so nobody
+     * can tell (sticky). */
+    _Atomic uint32_t holders[QUEUE_MAX_HOLDERS];
+    _Atomic uint32_t holders_overflow;
 } fm_queue_shared;
 
 typedef struct {
@@ -390,10 +398,10 @@ spill_write(fm_state *st, const char *data, size_t len, char *name)
     int ok = 0;
     void *p = MAP_FAILED;
     int rc;
+    /* every page reserved before the copy touches it: a full /dev/shm is
+     * OSError(ENOSPC) here, not SIGBUS in memcpy */
     Py_BEGIN_ALLOW_THREADS
-    do
-        rc = ftruncate(fd, (off_t)(len ? len : 1));
-    while (rc < 0 && errno == EINTR);
+    rc = fm_shm_reserve_fd(fd, len ? len : 1) == FM_OK ? 0 : -1;
     if (rc == 0)
         p = mmap(NULL, len ? len : 1, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     if (p != MAP_FAILED) {
@@ -1518,12 +1526,53 @@ queue_before_last_release(fm_handle *h)
 #endif
 }
 
+/* fm_handle.holder_changed: record or forget this process's reference. */
+static void
+queue_holder_changed(fm_handle *h, int joined)
+{
+    fm_queue_shared *sh = h->ptr;
+    uint32_t me = self_pid();
+    uint32_t want = joined ? 0 : me, put = joined ? me : 0;
+    for (int i = 0; i < QUEUE_MAX_HOLDERS; i++) {
+        uint32_t v = atomic_load_explicit(&sh->holders[i], RLX);
+        if (v == want &&
+            atomic_compare_exchange_strong_explicit(&sh->holders[i], &v, put, SEQ, RLX))
+            return;
+    }
+    if (joined)
+        atomic_store_explicit(&sh->holders_overflow, 1, SEQ);
+}
+
+/* fm_handle.only_dead_holders_left: this process has just dropped its
+ * reference, not the last; 1 if every reference left is recorded and
+ * belongs to a process that no longer exists. */
+static int
+queue_only_dead_holders_left(fm_handle *h)
+{
+    fm_queue_shared *sh = h->ptr;
+    if (atomic_load_explicit(&sh->holders_overflow, SEQ))
+        return 0;
+    uint32_t refs = fm_block_refs(h->seg, h->offset), recorded = 0;
+    for (int i = 0; i < QUEUE_MAX_HOLDERS; i++) {
+        uint32_t pid = atomic_load_explicit(&sh->holders[i], SEQ);
+        if (pid == 0)
+            continue;
+        if (kill((pid_t)pid, 0) == 0 || errno != ESRCH)
+            return 0;           /* alive (or cannot tell) */
+        recorded++;
+    }
+    return recorded > 0 && recorded == refs;
+}
+
 static int
 queue_init_object(FmQueueObject *self, int kind)
 {
     self->kind = kind;
     self->sh = self->h.ptr;
     self->h.before_last_release = queue_before_last_release;
+    self->h.holder_changed = queue_holder_changed;
+    self->h.only_dead_holders_left = queue_only_dead_holders_left;
+    queue_holder_changed(&self->h, 1);
     fm_queue_shared *sh = self->sh;
     /* producers start at the newest ring, consumers at the oldest (it may
      * still hold items) */
