@@ -580,14 +580,23 @@ plain_write(PyObject *o, unsigned char *p)
 }
 
 /* Rebuild an object from [*pp, end); NULL with an exception if the bytes
- * are not a valid encoding. */
+ * are not a valid encoding.  The bytes are untrusted (shared memory): every
+ * length and count is checked against what is left before use, lists and
+ * dicts are accepted only at the top (as written), so every dict key is
+ * hashable, and the depth is bounded.  A bad encoding sets
+ * ValueError("...: corrupt record: <what>"), `who` naming the queue. */
 static PyObject *
-plain_read(const unsigned char **pp, const unsigned char *end, int depth)
+plain_read(const unsigned char **pp, const unsigned char *end, int depth, PyObject *who)
 {
+    const char *what = "truncated";
     const unsigned char *p = *pp;
     PyObject *res = NULL;
     uint32_t n = 0;
-    if (p >= end || depth > PLAIN_MAX_DEPTH)
+    if (depth > PLAIN_MAX_DEPTH) {
+        what = "nested too deep";
+        goto corrupt;
+    }
+    if (p >= end)
         goto corrupt;
     unsigned char tag = *p++;
     switch (tag) {
@@ -624,26 +633,40 @@ plain_read(const unsigned char **pp, const unsigned char *end, int depth)
             goto corrupt;
         memcpy(&n, p, 4);
         p += 4;
-        if ((size_t)(end - p) < n)
+        if ((size_t)(end - p) < n) {
+            what = "length past the end";
             goto corrupt;
+        }
         res = tag == P_STR ? PyUnicode_DecodeUTF8((const char *)p, n, "strict")
                            : PyBytes_FromStringAndSize((const char *)p, n);
+        if (res == NULL && PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) {
+            PyErr_Clear();
+            what = "bad UTF-8";
+            goto corrupt;
+        }
         p += n;
         break;
     case P_TUPLE:
     case P_LIST:
     case P_DICT: {
+        if (tag != P_TUPLE && depth > 0) {
+            what = "list or dict inside a container";
+            goto corrupt;
+        }
         if (end - p < 4)
             goto corrupt;
         memcpy(&n, p, 4);
         p += 4;
-        if (n > PLAIN_MAX_ITEMS || (size_t)(end - p) < n)
+        /* each item takes at least one byte */
+        if (n > PLAIN_MAX_ITEMS || (size_t)(end - p) < n) {
+            what = "count past the end";
             goto corrupt;
+        }
         res = tag == P_TUPLE ? PyTuple_New(n) : tag == P_LIST ? PyList_New(n) : PyDict_New();
         if (res == NULL)
             break;
         for (uint32_t i = 0; i < n; i++) {
-            PyObject *a = plain_read(&p, end, depth + 1);
+            PyObject *a = plain_read(&p, end, depth + 1, who);
             if (a == NULL)
                 goto fail;
             if (tag == P_TUPLE)
@@ -651,7 +674,7 @@ plain_read(const unsigned char **pp, const unsigned char *end, int depth)
             else if (tag == P_LIST)
                 PyList_SET_ITEM(res, i, a);
             else {
-                PyObject *b = plain_read(&p, end, depth + 1);
+                PyObject *b = plain_read(&p, end, depth + 1, who);
                 if (b == NULL) {
                     Py_DECREF(a);
                     goto fail;
@@ -666,12 +689,13 @@ plain_read(const unsigned char **pp, const unsigned char *end, int depth)
         break;
     }
     default:
+        what = "unknown type tag";
         goto corrupt;
     }
     *pp = p;
     return res;
 corrupt:
-    PyErr_SetString(PyExc_RuntimeError, "fastmp queue: corrupt record");
+    PyErr_Format(PyExc_ValueError, "fastmp queue %R: corrupt record: %s", who, what);
     return NULL;
 fail:
     Py_XDECREF(res);
@@ -1053,8 +1077,9 @@ Queue_put(FmQueueObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject
 PyDoc_STRVAR(Queue_put_many_doc,
 "put_many($self, items, block=True, timeout=None)\n--\n\n"
 "Put every item of the iterable, in order (beyond the stdlib).  A bounded\n"
-"queue waits for room for each; on queue.Full (or any error) the items\n"
-"before the failing one stay put.");
+"queue waits for room for each.  When an item fails (the iterable raises,\n"
+"an item does not pickle, queue.Full), the exception propagates and the\n"
+"items before that one are in the queue, the rest are not.");
 
 static PyObject *
 Queue_put_many(FmQueueObject *self, PyObject *args, PyObject *kwargs)
@@ -1073,21 +1098,49 @@ Queue_put_many(FmQueueObject *self, PyObject *args, PyObject *kwargs)
     fm_state *st = queue_state(self);
     if (st == NULL)
         return NULL;
-    PyObject *seq = PySequence_Fast(items, "put_many() needs an iterable");
-    if (seq == NULL)
-        return NULL;
-    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    /* One contract for every way an item can fail (an iterator that
+     * raises, an item that does not pickle, queue.Full): the items before
+     * it are in the queue, in order, and the rest are not.  So an iterator
+     * is consumed one item at a time, as each is put (a list or tuple is
+     * walked in place). */
     uint32_t uncounted = 0;
     int rc = 0;
-    for (Py_ssize_t i = 0; i < n && rc == 0; i++) {
-        rc = put_one(self, st, PySequence_Fast_GET_ITEM(seq, i), block, deadline, &uncounted);
-        if (uncounted >= 256) {     /* keep qsize() near the truth on long batches */
-            count_put(self, uncounted);
-            uncounted = 0;
+    if (PyList_CheckExact(items) || PyTuple_CheckExact(items)) {
+        PyObject *seq = Py_NewRef(items);
+        for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(seq) && rc == 0; i++) {
+            PyObject *obj = Py_NewRef(PySequence_Fast_GET_ITEM(seq, i));
+            rc = put_one(self, st, obj, block, deadline, &uncounted);
+            Py_DECREF(obj);
+            if (uncounted >= 256) {     /* keep qsize() near the truth on long batches */
+                count_put(self, uncounted);
+                uncounted = 0;
+            }
         }
+        Py_DECREF(seq);
+    }
+    else {
+        PyObject *it = PyObject_GetIter(items);
+        if (it == NULL) {
+            if (PyErr_ExceptionMatches(PyExc_TypeError)) {
+                PyErr_Clear();
+                PyErr_SetString(PyExc_TypeError, "put_many() needs an iterable");
+            }
+            return NULL;
+        }
+        PyObject *obj;
+        while (rc == 0 && (obj = PyIter_Next(it)) != NULL) {
+            rc = put_one(self, st, obj, block, deadline, &uncounted);
+            Py_DECREF(obj);
+            if (uncounted >= 256) {
+                count_put(self, uncounted);
+                uncounted = 0;
+            }
+        }
+        Py_DECREF(it);
+        if (rc == 0 && PyErr_Occurred())
+            rc = -1;            /* the iterator raised */
     }
     count_put(self, uncounted);
-    Py_DECREF(seq);
     if (rc < 0)
         return NULL;
     Py_RETURN_NONE;
@@ -1095,23 +1148,63 @@ Queue_put_many(FmQueueObject *self, PyObject *args, PyObject *kwargs)
 
 /* ------------------------------------------------------------- getting */
 
-/* Unpickle a spilled item. */
+/* A record read from shared memory is not what a producer writes. */
 static PyObject *
-spill_read(fm_state *st, const unsigned char *desc, size_t dlen)
+record_corrupt(FmQueueObject *self, const char *what)
+{
+    PyErr_Format(PyExc_ValueError, "fastmp queue %R: corrupt record: %s", (PyObject *)self,
+                 what);
+    return NULL;
+}
+
+/* Whether `name` (NUL-terminated) is a name fm_shm_random_name makes: only
+ * such a name is opened, or unlinked, on the word of shared memory. */
+static int
+spill_name_ok(const char *name)
+{
+    size_t plen = strlen(FM_SHM_PREFIX), n = strlen(name);
+    if (n <= plen || n >= FM_SHM_NAME_MAX || strncmp(name, FM_SHM_PREFIX, plen) != 0)
+        return 0;
+    for (size_t i = plen; i < n; i++)
+        if (!((name[i] >= '0' && name[i] <= '9') || (name[i] >= 'a' && name[i] <= 'f')))
+            return 0;
+    return 1;
+}
+
+/* The name in a spill descriptor's bytes after the length, or NULL if they
+ * do not hold a valid, NUL-terminated one. */
+static const char *
+spill_desc_name(const unsigned char *name_bytes, size_t n, char *out)
+{
+    const unsigned char *nul = memchr(name_bytes, '\0', n < FM_SHM_NAME_MAX ? n : FM_SHM_NAME_MAX);
+    if (nul == NULL)
+        return NULL;
+    memcpy(out, name_bytes, (size_t)(nul - name_bytes) + 1);
+    return spill_name_ok(out) ? out : NULL;
+}
+
+/* Unpickle a spilled item.  desc: the record's bytes after the kind byte
+ * (8-byte length, then the name), copied out of the ring. */
+static PyObject *
+spill_read(FmQueueObject *self, fm_state *st, const unsigned char *desc, size_t dlen)
 {
     uint64_t n64;
     char name[FM_SHM_NAME_MAX];
-    if (dlen < 9 || dlen - 8 > sizeof name) {
-        fm_set_error(FM_CORRUPT);
-        return NULL;
-    }
+    if (dlen < 9 || spill_desc_name(desc + 8, dlen - 8, name) == NULL)
+        return record_corrupt(self, "bad spill segment name");
     memcpy(&n64, desc, 8);
-    memcpy(name, desc + 8, dlen - 8);
-    name[sizeof name - 1] = '\0';
     int fd = shm_open(name, O_RDONLY | O_CLOEXEC, 0600);
     if (fd < 0) {
-        PyErr_SetFromErrnoWithFilename(PyExc_OSError, name);
+        PyErr_Format(PyExc_OSError, "fastmp queue %R: spilled item %s is gone: %s",
+                     (PyObject *)self, name, strerror(errno));
         return NULL;
+    }
+    /* never map past the file's end: reading there is SIGBUS */
+    struct stat sb;
+    if (fstat(fd, &sb) < 0 || n64 > (uint64_t)PY_SSIZE_T_MAX || (uint64_t)sb.st_size < n64) {
+        close(fd);
+        spill_discard(st, name);
+        return record_corrupt(self, "spill segment shorter than its descriptor says");
     }
     size_t maplen = n64 ? (size_t)n64 : 1;
     void *p = mmap(NULL, maplen, PROT_READ, MAP_SHARED, fd, 0);
@@ -1136,24 +1229,25 @@ spill_read(fm_state *st, const unsigned char *desc, size_t dlen)
     return res;
 }
 
-/* Unpickle a taken record, then release it.  Steals nothing. */
+/* Unpickle a taken record, then release it.  Steals nothing.  The bytes
+ * are untrusted: a record that is not what a producer writes raises
+ * ValueError naming the queue; the record is consumed all the same, so
+ * the next get() has the next one. */
 static PyObject *
 decode_record_in(FmQueueObject *self, fm_state *st, fm_ring *ring, fm_ring_read *rd)
 {
     const unsigned char *p = rd->data;
     PyObject *res = NULL;
-    (void)self;
     if (rd->len < 1) {
         fm_ring_release(ring, rd);
-        fm_set_error(FM_CORRUPT);
-        return NULL;
+        return record_corrupt(self, "empty");
     }
     if (p[0] == REC_PLAIN) {
         const unsigned char *q = p + 1, *end = p + rd->len;
-        res = plain_read(&q, end, 0);
+        res = plain_read(&q, end, 0, (PyObject *)self);
         if (res != NULL && q != end) {
             Py_CLEAR(res);
-            PyErr_SetString(PyExc_RuntimeError, "fastmp queue: corrupt record");
+            record_corrupt(self, "bytes after the item");
         }
         fm_ring_release(ring, rd);
         return res;
@@ -1185,11 +1279,10 @@ decode_record_in(FmQueueObject *self, fm_state *st, fm_ring *ring, fm_ring_read 
             dlen = sizeof desc;
         memcpy(desc, p + 1, dlen);
         fm_ring_release(ring, rd);
-        return spill_read(st, desc, dlen);
+        return spill_read(self, st, desc, dlen);
     }
     fm_ring_release(ring, rd);
-    fm_set_error(FM_CORRUPT);
-    return NULL;
+    return record_corrupt(self, "unknown record kind");
 }
 
 /* decode_record_in, with the ring kept mapped meanwhile (an unpickle runs
@@ -1465,6 +1558,53 @@ Queue_debug_stall_put(FmQueueObject *self, PyObject *Py_UNUSED(ignored))
     Py_RETURN_NONE;
 }
 
+/* Test hook: commit a record holding exactly `payload` (kind byte
+ * included) and count it as an item, as shared memory scribbled on would
+ * hold; unbounded queues only. */
+static PyObject *
+Queue_debug_put_raw(FmQueueObject *self, PyObject *arg)
+{
+    Py_buffer view;
+    if (self->sh->maxsize != 0) {
+        PyErr_SetString(PyExc_ValueError, "_debug_put_raw: unbounded queues only");
+        return NULL;
+    }
+    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    fm_ring *ring;
+    fm_ring_claim c;
+    int rc = claim_record(self, (size_t)view.len, &ring, &c);
+    if (rc == 0) {
+        memcpy(c.data, view.buf, (size_t)view.len);
+        fm_ring_commit(ring, &c);
+        count_put(self, 1);
+    }
+    PyBuffer_Release(&view);
+    if (rc < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+/* Test hook: the names of the queue's live rings, oldest first. */
+static PyObject *
+Queue_debug_rings(FmQueueObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (queue_lock(self) < 0)
+        return NULL;
+    PyObject *list = PyList_New(0);
+    for (uint32_t i = 0; list != NULL && i < self->sh->nrings && i < QUEUE_MAX_RINGS; i++) {
+        char name[FM_SHM_NAME_MAX];
+        memcpy(name, self->sh->rings[i].name, sizeof name);
+        name[sizeof name - 1] = '\0';
+        PyObject *o = PyUnicode_FromString(name);
+        if (o == NULL || PyList_Append(list, o) < 0)
+            Py_CLEAR(list);
+        Py_XDECREF(o);
+    }
+    queue_unlock(self);
+    return list;
+}
+
 /* ------------------------------------------------------ life and state */
 
 #define QUEUE_OF(hp) ((FmQueueObject *)((char *)(hp) - offsetof(FmQueueObject, h)))
@@ -1503,13 +1643,9 @@ queue_before_last_release(fm_handle *h)
         int s;
         while ((s = fm_ring_take(ring, me, 0, 0, &rd)) == FM_OK) {
             const unsigned char *p = rd.data;
-            if (rd.len > 9 && p[0] == REC_SPILL) {
-                char name[FM_SHM_NAME_MAX];
-                size_t n = rd.len - 9 < sizeof name ? rd.len - 9 : sizeof name - 1;
-                memcpy(name, p + 9, n);
-                name[n < sizeof name ? n : sizeof name - 1] = '\0';
+            char name[FM_SHM_NAME_MAX];
+            if (rd.len > 9 && p[0] == REC_SPILL && spill_desc_name(p + 9, rd.len - 9, name))
                 spill_discard(st, name);
-            }
             fm_ring_release(ring, &rd);
         }
         fm_segment_release(seg);
@@ -1763,6 +1899,8 @@ static PyMethodDef Queue_methods[] = {
     {"_join", (PyCFunction)Queue_join, METH_NOARGS, Queue_join_doc},
     {"_unfinished", (PyCFunction)Queue_unfinished, METH_NOARGS, NULL},
     {"_debug_stall_put", (PyCFunction)Queue_debug_stall_put, METH_NOARGS, NULL},
+    {"_debug_put_raw", (PyCFunction)Queue_debug_put_raw, METH_O, NULL},
+    {"_debug_rings", (PyCFunction)Queue_debug_rings, METH_NOARGS, NULL},
     {"_fm_state", (PyCFunction)Queue_state, METH_NOARGS, Queue_state_doc},
     {"_fm_attach", Queue_attach, METH_O | METH_CLASS, Queue_attach_doc},
     {NULL, NULL, 0, NULL},

@@ -32,7 +32,11 @@ class Queue(_CoreQueue, Generic[_T]):
     # beyond the stdlib
     def put_many(self, items: Iterable[_T], block: bool = ..., timeout: Optional[float] = ...
                  ) -> None:
-        """Put every item, in order; a bounded queue waits for room for each."""
+        """Put every item, in order; a bounded queue waits for room for each.
+
+        When an item fails (the iterable raises, an item does not pickle, queue.Full), the
+        exception propagates; the items before that one are in the queue, the rest are not
+        (an iterator is consumed one item at a time, as each is put)."""
     def get_many(self, max_items: Optional[int] = ..., block: bool = ...,
                  timeout: Optional[float] = ...) -> List[_T]:
         """Up to max_items items (None: all there are); waits like get() for the first."""
