@@ -251,12 +251,9 @@ for trial in range({FUZZ_TRIALS}):
     assert q.get(timeout=5) == ("good", trial)
 print("OK", raised, returned)
 """
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
-                       timeout=280)
-    assert r.returncode == 0, f"exit {r.returncode}:\n{(r.stdout + r.stderr)[-3000:]}"
-    raised = int(r.stdout.split()[1])
-    assert raised > FUZZ_TRIALS // 4, r.stdout
+    out = _run_child(code)
+    raised = int(out.split()[1])
+    assert raised > FUZZ_TRIALS // 4, out
 
 
 def test_corrupt_plain_record_messages():
@@ -283,22 +280,46 @@ def test_corrupt_plain_record_messages():
         assert q.get(timeout=WAIT) == "next"
 
 
+def _run_child(code, timeout=280):
+    """Run code in a fresh interpreter (a crash there fails the test, not pytest)."""
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                       timeout=timeout)
+    assert r.returncode == 0, f"exit {r.returncode} (-7 SIGBUS, -11 SIGSEGV):\n" + (
+        r.stdout + r.stderr)[-3000:]
+    return r.stdout
+
+
 def test_spill_descriptor_longer_than_segment_raises():
-    q = fastmp.Queue()
-    big = b"x" * (20 << 20)                     # spilled to a segment of its own
-    q.put(big)
-    # Make a descriptor that names a real spill file but says it is longer than it is.
-    name = "/fastmp-" + os.urandom(12).hex()
-    fd = os.open("/dev/shm" + name, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
-    os.ftruncate(fd, 4096)
-    os.close(fd)
-    q._debug_put_raw(b"S" + struct.pack("=Q", 1 << 30) + name.encode() + b"\0")
-    assert q.get(timeout=WAIT) == big
-    with pytest.raises(ValueError, match="spill segment shorter than its descriptor says"):
-        q.get(timeout=WAIT)
-    assert not os.path.exists("/dev/shm" + name)    # consumed: unlinked like any spill
-    q.put(1)
-    assert q.get(timeout=WAIT) == 1
+    # A descriptor naming a real spill file but saying it is longer than the file: mapping
+    # and reading past the file's end would be SIGBUS.  The file holds the first page of a
+    # pickle of 1 MiB, so an unpickler given the long mapping reads past the end.
+    out = _run_child(f"""
+import os, pickle, struct
+import fastmp
+q = fastmp.Queue()
+name = "/fastmp-" + os.urandom(12).hex()
+data = pickle.dumps(b"y" * (1 << 20), protocol=5)[:4096]
+fd = os.open("/dev/shm" + name, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+os.write(fd, data)
+os.close(fd)
+big = b"x" * (20 << 20)             # a genuine spilled item first
+q.put(big)
+q._debug_put_raw(b"S" + struct.pack("=Q", 1 << 20) + name.encode() + b"\\0")
+q.put("after")
+assert q.get(timeout={WAIT}) == big
+try:
+    q.get(timeout={WAIT})
+except ValueError as exc:
+    assert str(exc).startswith("fastmp queue <") and str(exc).endswith(
+        "corrupt record: spill segment shorter than its descriptor says"), exc
+else:
+    raise AssertionError("no ValueError")
+assert not os.path.exists("/dev/shm" + name)    # consumed: unlinked like any spill
+assert q.get(timeout={WAIT}) == "after"
+print("OK")
+""")
+    assert out.strip() == "OK"
 
 
 # ------------------------------------------------------------ put_many half-way
