@@ -90,6 +90,11 @@ def _rss_kb():
     return 0
 
 
+def _under_asan():
+    with open("/proc/self/maps") as f:
+        return "libasan" in f.read()
+
+
 def _cycle(make, n):
     for i in range(n):
         q = make()
@@ -113,7 +118,8 @@ def test_dropped_queues_give_back_mappings(mp, kind):
     grew_maps, grew_rss = _maps() - maps0, _rss_kb() - rss0
     # leaking one ring mapping per queue would be +n mappings and +4 KiB * n of RSS
     assert grew_maps <= 20, (kind, grew_maps)
-    assert grew_rss <= 16 * 1024, (kind, grew_rss)
+    if not _under_asan():               # ASan's quarantine holds freed memory: RSS grows
+        assert grew_rss <= 16 * 1024, (kind, grew_rss)
 
 
 def _stall_then_sleep(q, ready):
@@ -283,6 +289,10 @@ def test_corrupt_plain_record_messages():
 def _run_child(code, timeout=280):
     """Run code in a fresh interpreter (a crash there fails the test, not pytest)."""
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    # Under ASan: pickle's own loader allocates what a corrupt length says before it reads
+    # (MemoryError normally); let that be MemoryError there too, not an ASan abort.
+    env["ASAN_OPTIONS"] = ":".join(filter(None, [env.get("ASAN_OPTIONS"),
+                                                 "allocator_may_return_null=1"]))
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
                        timeout=timeout)
     assert r.returncode == 0, f"exit {r.returncode} (-7 SIGBUS, -11 SIGSEGV):\n" + (
