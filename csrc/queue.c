@@ -27,7 +27,16 @@
  * through the ring.  The consumer maps it, unpickles, unmaps and unlinks it.
  *
  * Record payload: one kind byte, then the pickle (REC_INLINE), or the spill
- * descriptor (REC_SPILL: 8-byte length, then the NUL-terminated name). */
+ * descriptor (REC_SPILL: 8-byte length, then the NUL-terminated name).
+ *
+ * Limits.  Every ring and spill file has its pages reserved when made
+ * (fm_segment_create, fm_shm_reserve_fd): a full /dev/shm is OSError(ENOSPC)
+ * in put(), never SIGBUS.  A queue object holds one local user of each ring
+ * it maps and gives them back when dropped (no mapping outlives the
+ * object).  The shared block records the pid of each reference, so that
+ * the last live holder cleans up when the others were killed.  Records are
+ * untrusted: every length, count and name is checked before use, and a bad
+ * record raises ValueError naming the queue. */
 #include "fastmp.h"
 #include "ring.h"
 
