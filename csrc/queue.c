@@ -331,10 +331,12 @@ error:
     return -1;
 }
 
-/* Consuming: our ring is sealed and empty.  Unlink it (if nobody did),
- * drop it from the list, and move on to the next ring in the list. */
+/* Consuming: `was` (our ring when we looked) is sealed and empty.  Unlink
+ * it (if nobody did), drop it from the list, and move on to the next ring
+ * in the list.  Another thread of this process may have moved this object
+ * on already (threads share cring): then there is nothing to do. */
 static int
-queue_next_cring(FmQueueObject *self)
+queue_next_cring(FmQueueObject *self, fm_ring *was)
 {
     fm_state *st = queue_state(self);
     if (st == NULL)
@@ -343,6 +345,10 @@ queue_next_cring(FmQueueObject *self)
     char gone[FM_SHM_NAME_MAX] = "";
     if (queue_lock(self) < 0)
         return -1;
+    if (self->cring != was) {
+        queue_unlock(self);
+        return 0;
+    }
     uint32_t i, n = sh->nrings;
     for (i = 0; i < n; i++)
         if (sh->rings[i].gen == self->cgen)
@@ -1322,7 +1328,7 @@ take_one(FmQueueObject *self, int block, int64_t deadline, fm_ring **ringp, fm_r
             *ringp = ring;
             return 0;
         case FM_BROKEN:
-            if (queue_next_cring(self) < 0)
+            if (queue_next_cring(self, ring) < 0)
                 return -1;
             continue;
         case FM_AGAIN:
@@ -1425,7 +1431,7 @@ Queue_get_many(FmQueueObject *self, PyObject *args, PyObject *kwargs)
             s = fm_ring_take(ring, self_pid(), 0, 0, &rd);
             if (s != FM_BROKEN)
                 break;
-            if (queue_next_cring(self) < 0)
+            if (queue_next_cring(self, ring) < 0)
                 goto error;
         }
         if (s != FM_OK)

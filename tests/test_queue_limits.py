@@ -362,3 +362,42 @@ def test_put_many_failing_midway_keeps_the_items_before(how):
         q.get(timeout=0.2)
     q.put_many(x for x in range(3))            # still usable
     assert q.get_many(timeout=WAIT) == [0, 1, 2]
+
+
+# ------------------------------------------------------------ threads while rings move on
+
+@pytest.mark.timeout(300)
+def test_threads_share_one_queue_while_rings_grow():
+    # The object's old rings are unmapped once no thread is inside one: producers and
+    # consumers in threads of one process, the ring growing under them (some items large),
+    # every item arrives once and nothing crashes.
+    import threading
+    q = fastmp.Queue()
+    n = 20_000
+    got, errors = [], []
+
+    def produce(k):
+        for i in range(n):
+            q.put((k, i, b"z" * (i % 7 * 3000)) if i % 5 == 0 else (k, i))
+
+    def consume():
+        while True:
+            try:
+                item = q.get(timeout=5)
+            except queue.Empty:
+                return
+            except Exception as exc:            # pragma: no cover (the failure shown)
+                errors.append(exc)
+                return
+            got.append(item[:2])
+
+    threads = [threading.Thread(target=produce, args=(k,)) for k in range(2)]
+    threads += [threading.Thread(target=consume) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert sorted(got) == [(k, i) for k in range(2) for i in range(n)]
+    rings = [r for r in q._debug_rings()]
+    assert len(rings) == 1
