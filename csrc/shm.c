@@ -134,10 +134,11 @@ fm_shm_reserve_fd(int fd, size_t size)
     return rc == 0 ? FM_OK : FM_ERRNO;
 }
 
-/* Caller holds table_lock.  The pages are reserved here (see
- * fm_shm_reserve_fd), so that no caller can forget it. */
+/* Make and map a new segment, not yet in the table (no lock needed: the
+ * name is fresh).  The pages are reserved here (see fm_shm_reserve_fd), so
+ * that no caller can forget it. */
 static int
-segment_create_locked(size_t size, fm_segment **out)
+segment_make(size_t size, fm_segment **out)
 {
     long page = sysconf(_SC_PAGESIZE);
     size = (size + (size_t)page - 1) & ~((size_t)page - 1);
@@ -167,8 +168,6 @@ segment_create_locked(size_t size, fm_segment **out)
     seg->size = size;
     seg->users = 1;
     seg->creator = (pid_t)fm_self_pid();
-    seg->next = table_head;
-    table_head = seg;
     *out = seg;
     return FM_OK;
 error:
@@ -180,13 +179,35 @@ error:
     return FM_ERRNO;
 }
 
+/* Caller holds table_lock. */
+static void
+table_link(fm_segment *seg)
+{
+    seg->next = table_head;
+    table_head = seg;
+}
+
+/* Caller holds table_lock (an arena made while the table is searched). */
+static int
+segment_create_locked(size_t size, fm_segment **out)
+{
+    int st = segment_make(size, out);
+    if (st == FM_OK)
+        table_link(*out);
+    return st;
+}
+
 int
 fm_segment_create(size_t size, fm_segment **out)
 {
+    /* reserving a big segment's pages takes a while: not under the lock */
+    int st = segment_make(size, out);
+    if (st != FM_OK)
+        return st;
     pthread_mutex_lock(&table_lock);
-    int st = segment_create_locked(size, out);
+    table_link(*out);
     pthread_mutex_unlock(&table_lock);
-    return st;
+    return FM_OK;
 }
 
 int
@@ -435,9 +456,7 @@ huge_alloc(size_t size, uint32_t tag, fm_segment **segp, uint64_t *offsetp,
         return FM_NOMEM;
     }
     fm_segment *seg;
-    pthread_mutex_lock(&table_lock);
-    int st = segment_create_locked(HEADER_SPACE + sizeof(fm_block_header) + size, &seg);
-    pthread_mutex_unlock(&table_lock);
+    int st = fm_segment_create(HEADER_SPACE + sizeof(fm_block_header) + size, &seg);
     if (st != FM_OK)
         return st;
     /* a new file reads as zeros: no memset of what may be megabytes */
