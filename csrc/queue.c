@@ -1063,7 +1063,7 @@ PyDoc_STRVAR(Queue_put_doc,
 "Put obj on the queue.  It is pickled and copied into shared memory before\n"
 "put returns (no feeder thread): a pickling error raises here.  A bounded\n"
 "queue waits for room (block, timeout), else raises queue.Full; an\n"
-"unbounded one never waits.");
+"unbounded one never waits.  OSError(ENOSPC) when /dev/shm has no room.");
 
 static PyObject *
 Queue_put(FmQueueObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
