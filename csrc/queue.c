@@ -1121,9 +1121,12 @@ Queue_put_many(FmQueueObject *self, PyObject *args, PyObject *kwargs)
     uint32_t uncounted = 0;
     int rc = 0;
     if (PyList_CheckExact(items) || PyTuple_CheckExact(items)) {
-        PyObject *seq = Py_NewRef(items);
+        PyObject *seq = items;
+        Py_INCREF(seq);
         for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(seq) && rc == 0; i++) {
-            PyObject *obj = Py_NewRef(PySequence_Fast_GET_ITEM(seq, i));
+            /* the item is held while it is put: pickling it may change the list */
+            PyObject *obj = PySequence_Fast_GET_ITEM(seq, i);
+            Py_INCREF(obj);
             rc = put_one(self, st, obj, block, deadline, &uncounted);
             Py_DECREF(obj);
             if (uncounted >= 256) {     /* keep qsize() near the truth on long batches */
