@@ -129,20 +129,21 @@ def _stall_then_sleep(q, ready):
 
 
 @pytest.mark.timeout(120)
-def test_killed_producers_leave_no_ring():
-    ctx = fastmp.get_context("fork")
+def test_killed_producers_leave_no_ring(fastmp_ctx, procs):
+    # Producers killed in the middle of a put keep their references to the queue forever;
+    # the last live holder must still unlink and unmap its rings when it drops the queue.
+    ctx = fastmp_ctx
     q = ctx.Queue()
     q.put("first")
-    procs = []
     for _ in range(5):
         ready = ctx.Event()
         p = ctx.Process(target=_stall_then_sleep, args=(q, ready))
         p.start()
-        assert ready.wait(WAIT)
         procs.append(p)
+        assert ready.wait(WAIT)
     # random deaths: each killed at a random moment of its sleep
     rnd = random.Random(12)
-    for p in procs:
+    for p in list(procs):
         time.sleep(rnd.uniform(0, 0.05))
         p.kill()
     for p in procs:
