@@ -35,6 +35,14 @@ typedef struct fm_handle {
      * dropped, so the object can free what lives outside its block (a
      * queue's ring segments); NULL for most objects. */
     void (*before_last_release)(struct fm_handle *h);
+    /* Optional (objects that also set before_last_release): told when this
+     * process takes its reference (joined = 1; a forked child's too) and
+     * gives it back (0); and asked, when it was not the last reference,
+     * whether every other one belongs to a dead process (1: then
+     * before_last_release runs all the same, so a killed holder does not
+     * keep what lives outside the block). */
+    void (*holder_changed)(struct fm_handle *h, int joined);
+    int (*only_dead_holders_left)(struct fm_handle *h);
 } fm_handle;
 
 typedef struct {

@@ -98,8 +98,15 @@ static void
 handle_decref(fm_handle *h)
 {
     if (h->before_last_release != NULL) {
-        if (!fm_block_decref_unless_last(h->seg, h->offset))
-            return;             /* not the last: dropped */
+        if (h->holder_changed != NULL)
+            h->holder_changed(h, 0);
+        if (!fm_block_decref_unless_last(h->seg, h->offset)) {
+            /* not the last: dropped; but the others may all be dead
+             * (killed): then nobody else will ever clean up */
+            if (h->only_dead_holders_left != NULL && h->only_dead_holders_left(h))
+                h->before_last_release(h);
+            return;
+        }
         h->before_last_release(h);
     }
     fm_block_decref(h->seg, h->offset);
@@ -133,6 +140,8 @@ fm_handles_after_fork_child(fm_state *st)
             continue;
         fm_block_incref(h->seg, h->offset);
         h->pid = me;
+        if (h->holder_changed != NULL)
+            h->holder_changed(h, 1);
     }
 }
 

@@ -27,12 +27,22 @@
  * through the ring.  The consumer maps it, unpickles, unmaps and unlinks it.
  *
  * Record payload: one kind byte, then the pickle (REC_INLINE), or the spill
- * descriptor (REC_SPILL: 8-byte length, then the NUL-terminated name). */
+ * descriptor (REC_SPILL: 8-byte length, then the NUL-terminated name).
+ *
+ * Limits.  Every ring and spill file has its pages reserved when made
+ * (fm_segment_create, fm_shm_reserve_fd): a full /dev/shm is OSError(ENOSPC)
+ * in put(), never SIGBUS.  A queue object holds one local user of each ring
+ * it maps and gives them back when dropped (no mapping outlives the
+ * object).  The shared block records the pid of each reference, so that
+ * the last live holder cleans up when the others were killed.  Records are
+ * untrusted: every length, count and name is checked before use, and a bad
+ * record raises ValueError naming the queue. */
 #include "fastmp.h"
 #include "ring.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stddef.h>
 #include <string.h>
 #include <structmember.h>
@@ -50,6 +60,7 @@
 #define QUEUE_MAX_RINGS 40      /* live rings at once: each at least doubles */
 #define QUEUE_GROW_GRACE_NS (1000 * 1000LL)       /* see claim_record */
 #define QUEUE_MAXSIZE_MAX 0x7fffffffu
+#define QUEUE_MAX_HOLDERS 128   /* references whose pid is recorded */
 
 enum { KIND_QUEUE = 0, KIND_JOINABLE = 1, KIND_SIMPLE = 2 };
 enum { REC_INLINE = 'I', REC_SPILL = 'S', REC_PLAIN = 'P' };
@@ -78,6 +89,12 @@ typedef struct {
     _Atomic uint32_t newest_gen;
     uint32_t nrings;
     fm_ring_entry rings[QUEUE_MAX_RINGS];       /* oldest first */
+    /* The pids holding a reference to this block, one slot per reference
+     * (0: free), so that the last live holder can tell that the others
+     * were killed; holders_overflow: some holder has no slot, so nobody
+     * can tell (sticky). */
+    _Atomic uint32_t holders[QUEUE_MAX_HOLDERS];
+    _Atomic uint32_t holders_overflow;
 } fm_queue_shared;
 
 typedef struct {
@@ -88,6 +105,17 @@ typedef struct {
     uint32_t pgen;
     fm_ring *cring;                 /* where this process gets */
     uint32_t cgen;
+    /* The ring segments this object has mapped (one local user each, see
+     * fm_segment_release): pring's and cring's, and old ones not yet let go
+     * because a thread was inside them when the object moved on.  All
+     * given back when the object goes, so a dropped queue leaves no
+     * mapping behind. */
+    fm_segment **held;
+    uint32_t nheld, held_cap;
+    /* threads of this process that may be inside a ring of this object
+     * with the GIL released or Python code running (a wait, an unpickle):
+     * while nonzero, no ring of this object is unmapped */
+    int busy;
     int closed;
     int kind;
     PyObject *weakreflist;
@@ -151,8 +179,52 @@ forget_name(fm_state *st, const char *name)
     fm_segment_gone(st, name);
 }
 
+/* Keep `seg` (one local user of it just taken) in self->held; a segment
+ * held already gives that user back at once.  -1 with MemoryError. */
 static int
-ring_attach(const char *name, fm_ring **out)
+hold_segment(FmQueueObject *self, fm_segment *seg)
+{
+    for (uint32_t i = 0; i < self->nheld; i++)
+        if (self->held[i] == seg) {
+            fm_segment_release(seg);
+            return 0;
+        }
+    if (self->nheld == self->held_cap) {
+        uint32_t cap = self->held_cap ? self->held_cap * 2 : 4;
+        fm_segment **h = PyMem_Realloc(self->held, cap * sizeof *h);
+        if (h == NULL) {
+            fm_segment_release(seg);
+            PyErr_NoMemory();
+            return -1;
+        }
+        self->held = h;
+        self->held_cap = cap;
+    }
+    self->held[self->nheld++] = seg;
+    return 0;
+}
+
+/* Unmap the rings this object holds but no longer uses (neither pring nor
+ * cring), unless a thread may still be inside one. */
+static void
+let_go_old_rings(FmQueueObject *self)
+{
+    if (self->busy > 0)
+        return;
+    uint32_t j = 0;
+    for (uint32_t i = 0; i < self->nheld; i++) {
+        fm_segment *seg = self->held[i];
+        fm_ring *r = (fm_ring *)seg->base;
+        if (r == self->pring || r == self->cring)
+            self->held[j++] = seg;
+        else
+            fm_segment_release(seg);
+    }
+    self->nheld = j;
+}
+
+static int
+ring_attach(FmQueueObject *self, const char *name, fm_ring **out)
 {
     fm_segment *seg;
     if (fm_segment_attach(name, &seg) != FM_OK) {
@@ -160,17 +232,23 @@ ring_attach(const char *name, fm_ring **out)
         return -1;
     }
     if (fm_ring_check(seg->base, seg->size) != FM_OK) {
-        fm_set_error(FM_CORRUPT);
+        fm_segment_release(seg);
+        PyErr_Format(PyExc_OSError, "fastmp queue %R: ring %s is corrupt", (PyObject *)self,
+                     name);
         return -1;
     }
+    if (hold_segment(self, seg) < 0)
+        return -1;
     *out = (fm_ring *)seg->base;
     return 0;
 }
 
 /* Create a ring of `cap` data bytes; the caller holds the lock and calls
- * the tracker hook with *name after releasing it. */
+ * the tracker hook with *name after releasing it.  Its pages are reserved
+ * by fm_segment_create: a full /dev/shm raises OSError(ENOSPC) here and
+ * leaves no file. */
 static int
-ring_create(size_t cap, fm_ring **out, char *name)
+ring_create(FmQueueObject *self, size_t cap, fm_ring **out, char *name)
 {
     fm_segment *seg;
     if (fm_segment_create(fm_ring_bytes(cap), &seg) != FM_OK) {
@@ -181,10 +259,15 @@ ring_create(size_t cap, fm_ring **out, char *name)
     fm_segment_disown(seg);
     if (fm_ring_init(seg->base, cap) != FM_OK) {
         shm_unlink(seg->name);
+        fm_segment_release(seg);
         fm_set_error(FM_CORRUPT);
         return -1;
     }
     snprintf(name, FM_SHM_NAME_MAX, "%s", seg->name);
+    if (hold_segment(self, seg) < 0) {
+        shm_unlink(name);
+        return -1;
+    }
     *out = (fm_ring *)seg->base;
     return 0;
 }
@@ -206,12 +289,13 @@ queue_grow(FmQueueObject *self, size_t min_cap)
     fm_ring *ring;
     if (newest->gen != self->pgen) {
         /* someone grew it already: use theirs */
-        if (ring_attach(newest->name, &ring) < 0)
+        if (ring_attach(self, newest->name, &ring) < 0)
             goto error;
         if (min_cap == 0 || fm_ring_capacity(ring) >= min_cap) {
             self->pring = ring;
             self->pgen = newest->gen;
             queue_unlock(self);
+            let_go_old_rings(self);
             return 0;
         }
         self->pring = ring;
@@ -224,7 +308,7 @@ queue_grow(FmQueueObject *self, size_t min_cap)
     size_t cap = fm_ring_capacity(self->pring) * 2;
     if (min_cap > cap)
         cap = fm_ring_capacity_for(min_cap);
-    if (ring_create(cap, &ring, created) < 0)
+    if (ring_create(self, cap, &ring, created) < 0)
         goto error;
     fm_ring_entry *e = &sh->rings[sh->nrings];
     e->gen = self->pgen + 1;
@@ -237,6 +321,7 @@ queue_grow(FmQueueObject *self, size_t min_cap)
     self->pring = ring;
     self->pgen = e->gen;
     queue_unlock(self);
+    let_go_old_rings(self);
     /* register with the tracker: a crash from here on leaves no file */
     if (st->segment_hook != NULL && call_name_hook(st->segment_hook, created) < 0)
         return -1;
@@ -246,10 +331,12 @@ error:
     return -1;
 }
 
-/* Consuming: our ring is sealed and empty.  Unlink it (if nobody did),
- * drop it from the list, and move on to the next ring in the list. */
+/* Consuming: `was` (our ring when we looked) is sealed and empty.  Unlink
+ * it (if nobody did), drop it from the list, and move on to the next ring
+ * in the list.  Another thread of this process may have moved this object
+ * on already (threads share cring): then there is nothing to do. */
 static int
-queue_next_cring(FmQueueObject *self)
+queue_next_cring(FmQueueObject *self, fm_ring *was)
 {
     fm_state *st = queue_state(self);
     if (st == NULL)
@@ -258,6 +345,10 @@ queue_next_cring(FmQueueObject *self)
     char gone[FM_SHM_NAME_MAX] = "";
     if (queue_lock(self) < 0)
         return -1;
+    if (self->cring != was) {
+        queue_unlock(self);
+        return 0;
+    }
     uint32_t i, n = sh->nrings;
     for (i = 0; i < n; i++)
         if (sh->rings[i].gen == self->cgen)
@@ -277,7 +368,7 @@ queue_next_cring(FmQueueObject *self)
     int rc = 0;
     if (i < n) {
         fm_ring *ring;
-        if (ring_attach(sh->rings[i].name, &ring) < 0)
+        if (ring_attach(self, sh->rings[i].name, &ring) < 0)
             rc = -1;
         else {
             self->cring = ring;
@@ -289,6 +380,7 @@ queue_next_cring(FmQueueObject *self)
         rc = -1;
     }
     queue_unlock(self);
+    let_go_old_rings(self);
     if (gone[0])
         forget_name(st, gone);
     return rc;
@@ -321,10 +413,10 @@ spill_write(fm_state *st, const char *data, size_t len, char *name)
     int ok = 0;
     void *p = MAP_FAILED;
     int rc;
+    /* every page reserved before the copy touches it: a full /dev/shm is
+     * OSError(ENOSPC) here, not SIGBUS in memcpy */
     Py_BEGIN_ALLOW_THREADS
-    do
-        rc = ftruncate(fd, (off_t)(len ? len : 1));
-    while (rc < 0 && errno == EINTR);
+    rc = fm_shm_reserve_fd(fd, len ? len : 1) == FM_OK ? 0 : -1;
     if (rc == 0)
         p = mmap(NULL, len ? len : 1, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     if (p != MAP_FAILED) {
@@ -503,14 +595,23 @@ plain_write(PyObject *o, unsigned char *p)
 }
 
 /* Rebuild an object from [*pp, end); NULL with an exception if the bytes
- * are not a valid encoding. */
+ * are not a valid encoding.  The bytes are untrusted (shared memory): every
+ * length and count is checked against what is left before use, lists and
+ * dicts are accepted only at the top (as written), so every dict key is
+ * hashable, and the depth is bounded.  A bad encoding sets
+ * ValueError("...: corrupt record: <what>"), `who` naming the queue. */
 static PyObject *
-plain_read(const unsigned char **pp, const unsigned char *end, int depth)
+plain_read(const unsigned char **pp, const unsigned char *end, int depth, PyObject *who)
 {
+    const char *what = "truncated";
     const unsigned char *p = *pp;
     PyObject *res = NULL;
     uint32_t n = 0;
-    if (p >= end || depth > PLAIN_MAX_DEPTH)
+    if (depth > PLAIN_MAX_DEPTH) {
+        what = "nested too deep";
+        goto corrupt;
+    }
+    if (p >= end)
         goto corrupt;
     unsigned char tag = *p++;
     switch (tag) {
@@ -547,26 +648,40 @@ plain_read(const unsigned char **pp, const unsigned char *end, int depth)
             goto corrupt;
         memcpy(&n, p, 4);
         p += 4;
-        if ((size_t)(end - p) < n)
+        if ((size_t)(end - p) < n) {
+            what = "length past the end";
             goto corrupt;
+        }
         res = tag == P_STR ? PyUnicode_DecodeUTF8((const char *)p, n, "strict")
                            : PyBytes_FromStringAndSize((const char *)p, n);
+        if (res == NULL && PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) {
+            PyErr_Clear();
+            what = "bad UTF-8";
+            goto corrupt;
+        }
         p += n;
         break;
     case P_TUPLE:
     case P_LIST:
     case P_DICT: {
+        if (tag != P_TUPLE && depth > 0) {
+            what = "list or dict inside a container";
+            goto corrupt;
+        }
         if (end - p < 4)
             goto corrupt;
         memcpy(&n, p, 4);
         p += 4;
-        if (n > PLAIN_MAX_ITEMS || (size_t)(end - p) < n)
+        /* each item takes at least one byte */
+        if (n > PLAIN_MAX_ITEMS || (size_t)(end - p) < n) {
+            what = "count past the end";
             goto corrupt;
+        }
         res = tag == P_TUPLE ? PyTuple_New(n) : tag == P_LIST ? PyList_New(n) : PyDict_New();
         if (res == NULL)
             break;
         for (uint32_t i = 0; i < n; i++) {
-            PyObject *a = plain_read(&p, end, depth + 1);
+            PyObject *a = plain_read(&p, end, depth + 1, who);
             if (a == NULL)
                 goto fail;
             if (tag == P_TUPLE)
@@ -574,7 +689,7 @@ plain_read(const unsigned char **pp, const unsigned char *end, int depth)
             else if (tag == P_LIST)
                 PyList_SET_ITEM(res, i, a);
             else {
-                PyObject *b = plain_read(&p, end, depth + 1);
+                PyObject *b = plain_read(&p, end, depth + 1, who);
                 if (b == NULL) {
                     Py_DECREF(a);
                     goto fail;
@@ -589,12 +704,13 @@ plain_read(const unsigned char **pp, const unsigned char *end, int depth)
         break;
     }
     default:
+        what = "unknown type tag";
         goto corrupt;
     }
     *pp = p;
     return res;
 corrupt:
-    PyErr_SetString(PyExc_RuntimeError, "fastmp queue: corrupt record");
+    PyErr_Format(PyExc_ValueError, "fastmp queue %R: corrupt record: %s", who, what);
     return NULL;
 fail:
     Py_XDECREF(res);
@@ -703,8 +819,10 @@ claim_record(FmQueueObject *self, size_t len, fm_ring **ringp, fm_ring_claim *c)
         int st = fm_ring_claim_space(ring, (uint32_t)len, self_pid(), 0, 0, c);
         if (st == FM_AGAIN) {
             int64_t grace = fm_now_ns() + QUEUE_GROW_GRACE_NS;
+            self->busy++;
             FM_BLOCKING(st, fm_ring_claim_space(ring, (uint32_t)len, self_pid(), grace, fm_spin,
                                                 c));
+            self->busy--;
             if (st == FM_PYERR)
                 return -1;
             if (st == FM_TIMEOUT)
@@ -945,7 +1063,7 @@ PyDoc_STRVAR(Queue_put_doc,
 "Put obj on the queue.  It is pickled and copied into shared memory before\n"
 "put returns (no feeder thread): a pickling error raises here.  A bounded\n"
 "queue waits for room (block, timeout), else raises queue.Full; an\n"
-"unbounded one never waits.");
+"unbounded one never waits.  OSError(ENOSPC) when /dev/shm has no room.");
 
 static PyObject *
 Queue_put(FmQueueObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
@@ -974,8 +1092,9 @@ Queue_put(FmQueueObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject
 PyDoc_STRVAR(Queue_put_many_doc,
 "put_many($self, items, block=True, timeout=None)\n--\n\n"
 "Put every item of the iterable, in order (beyond the stdlib).  A bounded\n"
-"queue waits for room for each; on queue.Full (or any error) the items\n"
-"before the failing one stay put.");
+"queue waits for room for each.  When an item fails (the iterable raises,\n"
+"an item does not pickle, queue.Full), the exception propagates and the\n"
+"items before that one are in the queue, the rest are not.");
 
 static PyObject *
 Queue_put_many(FmQueueObject *self, PyObject *args, PyObject *kwargs)
@@ -994,21 +1113,52 @@ Queue_put_many(FmQueueObject *self, PyObject *args, PyObject *kwargs)
     fm_state *st = queue_state(self);
     if (st == NULL)
         return NULL;
-    PyObject *seq = PySequence_Fast(items, "put_many() needs an iterable");
-    if (seq == NULL)
-        return NULL;
-    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    /* One contract for every way an item can fail (an iterator that
+     * raises, an item that does not pickle, queue.Full): the items before
+     * it are in the queue, in order, and the rest are not.  So an iterator
+     * is consumed one item at a time, as each is put (a list or tuple is
+     * walked in place). */
     uint32_t uncounted = 0;
     int rc = 0;
-    for (Py_ssize_t i = 0; i < n && rc == 0; i++) {
-        rc = put_one(self, st, PySequence_Fast_GET_ITEM(seq, i), block, deadline, &uncounted);
-        if (uncounted >= 256) {     /* keep qsize() near the truth on long batches */
-            count_put(self, uncounted);
-            uncounted = 0;
+    if (PyList_CheckExact(items) || PyTuple_CheckExact(items)) {
+        PyObject *seq = items;
+        Py_INCREF(seq);
+        for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(seq) && rc == 0; i++) {
+            /* the item is held while it is put: pickling it may change the list */
+            PyObject *obj = PySequence_Fast_GET_ITEM(seq, i);
+            Py_INCREF(obj);
+            rc = put_one(self, st, obj, block, deadline, &uncounted);
+            Py_DECREF(obj);
+            if (uncounted >= 256) {     /* keep qsize() near the truth on long batches */
+                count_put(self, uncounted);
+                uncounted = 0;
+            }
         }
+        Py_DECREF(seq);
+    }
+    else {
+        PyObject *it = PyObject_GetIter(items);
+        if (it == NULL) {
+            if (PyErr_ExceptionMatches(PyExc_TypeError)) {
+                PyErr_Clear();
+                PyErr_SetString(PyExc_TypeError, "put_many() needs an iterable");
+            }
+            return NULL;
+        }
+        PyObject *obj;
+        while (rc == 0 && (obj = PyIter_Next(it)) != NULL) {
+            rc = put_one(self, st, obj, block, deadline, &uncounted);
+            Py_DECREF(obj);
+            if (uncounted >= 256) {
+                count_put(self, uncounted);
+                uncounted = 0;
+            }
+        }
+        Py_DECREF(it);
+        if (rc == 0 && PyErr_Occurred())
+            rc = -1;            /* the iterator raised */
     }
     count_put(self, uncounted);
-    Py_DECREF(seq);
     if (rc < 0)
         return NULL;
     Py_RETURN_NONE;
@@ -1016,23 +1166,63 @@ Queue_put_many(FmQueueObject *self, PyObject *args, PyObject *kwargs)
 
 /* ------------------------------------------------------------- getting */
 
-/* Unpickle a spilled item. */
+/* A record read from shared memory is not what a producer writes. */
 static PyObject *
-spill_read(fm_state *st, const unsigned char *desc, size_t dlen)
+record_corrupt(FmQueueObject *self, const char *what)
+{
+    PyErr_Format(PyExc_ValueError, "fastmp queue %R: corrupt record: %s", (PyObject *)self,
+                 what);
+    return NULL;
+}
+
+/* Whether `name` (NUL-terminated) is a name fm_shm_random_name makes: only
+ * such a name is opened, or unlinked, on the word of shared memory. */
+static int
+spill_name_ok(const char *name)
+{
+    size_t plen = strlen(FM_SHM_PREFIX), n = strlen(name);
+    if (n <= plen || n >= FM_SHM_NAME_MAX || strncmp(name, FM_SHM_PREFIX, plen) != 0)
+        return 0;
+    for (size_t i = plen; i < n; i++)
+        if (!((name[i] >= '0' && name[i] <= '9') || (name[i] >= 'a' && name[i] <= 'f')))
+            return 0;
+    return 1;
+}
+
+/* The name in a spill descriptor's bytes after the length, or NULL if they
+ * do not hold a valid, NUL-terminated one. */
+static const char *
+spill_desc_name(const unsigned char *name_bytes, size_t n, char *out)
+{
+    const unsigned char *nul = memchr(name_bytes, '\0', n < FM_SHM_NAME_MAX ? n : FM_SHM_NAME_MAX);
+    if (nul == NULL)
+        return NULL;
+    memcpy(out, name_bytes, (size_t)(nul - name_bytes) + 1);
+    return spill_name_ok(out) ? out : NULL;
+}
+
+/* Unpickle a spilled item.  desc: the record's bytes after the kind byte
+ * (8-byte length, then the name), copied out of the ring. */
+static PyObject *
+spill_read(FmQueueObject *self, fm_state *st, const unsigned char *desc, size_t dlen)
 {
     uint64_t n64;
     char name[FM_SHM_NAME_MAX];
-    if (dlen < 9 || dlen - 8 > sizeof name) {
-        fm_set_error(FM_CORRUPT);
-        return NULL;
-    }
+    if (dlen < 9 || spill_desc_name(desc + 8, dlen - 8, name) == NULL)
+        return record_corrupt(self, "bad spill segment name");
     memcpy(&n64, desc, 8);
-    memcpy(name, desc + 8, dlen - 8);
-    name[sizeof name - 1] = '\0';
     int fd = shm_open(name, O_RDONLY | O_CLOEXEC, 0600);
     if (fd < 0) {
-        PyErr_SetFromErrnoWithFilename(PyExc_OSError, name);
+        PyErr_Format(PyExc_OSError, "fastmp queue %R: spilled item %s is gone: %s",
+                     (PyObject *)self, name, strerror(errno));
         return NULL;
+    }
+    /* never map past the file's end: reading there is SIGBUS */
+    struct stat sb;
+    if (fstat(fd, &sb) < 0 || n64 > (uint64_t)PY_SSIZE_T_MAX || (uint64_t)sb.st_size < n64) {
+        close(fd);
+        spill_discard(st, name);
+        return record_corrupt(self, "spill segment shorter than its descriptor says");
     }
     size_t maplen = n64 ? (size_t)n64 : 1;
     void *p = mmap(NULL, maplen, PROT_READ, MAP_SHARED, fd, 0);
@@ -1057,24 +1247,25 @@ spill_read(fm_state *st, const unsigned char *desc, size_t dlen)
     return res;
 }
 
-/* Unpickle a taken record, then release it.  Steals nothing. */
+/* Unpickle a taken record, then release it.  Steals nothing.  The bytes
+ * are untrusted: a record that is not what a producer writes raises
+ * ValueError naming the queue; the record is consumed all the same, so
+ * the next get() has the next one. */
 static PyObject *
-decode_record(FmQueueObject *self, fm_state *st, fm_ring *ring, fm_ring_read *rd)
+decode_record_in(FmQueueObject *self, fm_state *st, fm_ring *ring, fm_ring_read *rd)
 {
     const unsigned char *p = rd->data;
     PyObject *res = NULL;
-    (void)self;
     if (rd->len < 1) {
         fm_ring_release(ring, rd);
-        fm_set_error(FM_CORRUPT);
-        return NULL;
+        return record_corrupt(self, "empty");
     }
     if (p[0] == REC_PLAIN) {
         const unsigned char *q = p + 1, *end = p + rd->len;
-        res = plain_read(&q, end, 0);
+        res = plain_read(&q, end, 0, (PyObject *)self);
         if (res != NULL && q != end) {
             Py_CLEAR(res);
-            PyErr_SetString(PyExc_RuntimeError, "fastmp queue: corrupt record");
+            record_corrupt(self, "bytes after the item");
         }
         fm_ring_release(ring, rd);
         return res;
@@ -1106,11 +1297,21 @@ decode_record(FmQueueObject *self, fm_state *st, fm_ring *ring, fm_ring_read *rd
             dlen = sizeof desc;
         memcpy(desc, p + 1, dlen);
         fm_ring_release(ring, rd);
-        return spill_read(st, desc, dlen);
+        return spill_read(self, st, desc, dlen);
     }
     fm_ring_release(ring, rd);
-    fm_set_error(FM_CORRUPT);
-    return NULL;
+    return record_corrupt(self, "unknown record kind");
+}
+
+/* decode_record_in, with the ring kept mapped meanwhile (an unpickle runs
+ * Python code: another thread may move this object to another ring). */
+static PyObject *
+decode_record(FmQueueObject *self, fm_state *st, fm_ring *ring, fm_ring_read *rd)
+{
+    self->busy++;
+    PyObject *res = decode_record_in(self, st, ring, rd);
+    self->busy--;
+    return res;
 }
 
 /* Take one record: FM_OK (rd, *ringp set), or -1 with Empty/an error set. */
@@ -1120,14 +1321,17 @@ take_one(FmQueueObject *self, int block, int64_t deadline, fm_ring **ringp, fm_r
     for (;;) {
         fm_ring *ring = self->cring;
         int st = fm_ring_take(ring, self_pid(), 0, 0, rd);
-        if (st == FM_AGAIN && block && deadline > 0)
+        if (st == FM_AGAIN && block && deadline > 0) {
+            self->busy++;
             FM_BLOCKING(st, fm_ring_take(ring, self_pid(), deadline, fm_spin, rd));
+            self->busy--;
+        }
         switch (st) {
         case FM_OK:
             *ringp = ring;
             return 0;
         case FM_BROKEN:
-            if (queue_next_cring(self) < 0)
+            if (queue_next_cring(self, ring) < 0)
                 return -1;
             continue;
         case FM_AGAIN:
@@ -1230,7 +1434,7 @@ Queue_get_many(FmQueueObject *self, PyObject *args, PyObject *kwargs)
             s = fm_ring_take(ring, self_pid(), 0, 0, &rd);
             if (s != FM_BROKEN)
                 break;
-            if (queue_next_cring(self) < 0)
+            if (queue_next_cring(self, ring) < 0)
                 goto error;
         }
         if (s != FM_OK)
@@ -1372,6 +1576,53 @@ Queue_debug_stall_put(FmQueueObject *self, PyObject *Py_UNUSED(ignored))
     Py_RETURN_NONE;
 }
 
+/* Test hook: commit a record holding exactly `payload` (kind byte
+ * included) and count it as an item, as shared memory scribbled on would
+ * hold; unbounded queues only. */
+static PyObject *
+Queue_debug_put_raw(FmQueueObject *self, PyObject *arg)
+{
+    Py_buffer view;
+    if (self->sh->maxsize != 0) {
+        PyErr_SetString(PyExc_ValueError, "_debug_put_raw: unbounded queues only");
+        return NULL;
+    }
+    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    fm_ring *ring;
+    fm_ring_claim c;
+    int rc = claim_record(self, (size_t)view.len, &ring, &c);
+    if (rc == 0) {
+        memcpy(c.data, view.buf, (size_t)view.len);
+        fm_ring_commit(ring, &c);
+        count_put(self, 1);
+    }
+    PyBuffer_Release(&view);
+    if (rc < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+/* Test hook: the names of the queue's live rings, oldest first. */
+static PyObject *
+Queue_debug_rings(FmQueueObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (queue_lock(self) < 0)
+        return NULL;
+    PyObject *list = PyList_New(0);
+    for (uint32_t i = 0; list != NULL && i < self->sh->nrings && i < QUEUE_MAX_RINGS; i++) {
+        char name[FM_SHM_NAME_MAX];
+        memcpy(name, self->sh->rings[i].name, sizeof name);
+        name[sizeof name - 1] = '\0';
+        PyObject *o = PyUnicode_FromString(name);
+        if (o == NULL || PyList_Append(list, o) < 0)
+            Py_CLEAR(list);
+        Py_XDECREF(o);
+    }
+    queue_unlock(self);
+    return list;
+}
+
 /* ------------------------------------------------------ life and state */
 
 #define QUEUE_OF(hp) ((FmQueueObject *)((char *)(hp) - offsetof(FmQueueObject, h)))
@@ -1395,24 +1646,27 @@ queue_before_last_release(fm_handle *h)
         PyErr_Clear();
     uint32_t me = self_pid();
     for (uint32_t i = 0; i < sh->nrings && i < QUEUE_MAX_RINGS; i++) {
-        fm_ring *ring;
-        if (ring_attach(sh->rings[i].name, &ring) < 0) {
-            PyErr_Clear();
+        fm_segment *seg;
+        char rname[FM_SHM_NAME_MAX];
+        memcpy(rname, sh->rings[i].name, sizeof rname);
+        rname[sizeof rname - 1] = '\0';
+        if (fm_segment_attach(rname, &seg) != FM_OK)
+            continue;
+        if (fm_ring_check(seg->base, seg->size) != FM_OK) {
+            fm_segment_release(seg);
             continue;
         }
+        fm_ring *ring = (fm_ring *)seg->base;
         fm_ring_read rd;
         int s;
         while ((s = fm_ring_take(ring, me, 0, 0, &rd)) == FM_OK) {
             const unsigned char *p = rd.data;
-            if (rd.len > 9 && p[0] == REC_SPILL) {
-                char name[FM_SHM_NAME_MAX];
-                size_t n = rd.len - 9 < sizeof name ? rd.len - 9 : sizeof name - 1;
-                memcpy(name, p + 9, n);
-                name[n < sizeof name ? n : sizeof name - 1] = '\0';
+            char name[FM_SHM_NAME_MAX];
+            if (rd.len > 9 && p[0] == REC_SPILL && spill_desc_name(p + 9, rd.len - 9, name))
                 spill_discard(st, name);
-            }
             fm_ring_release(ring, &rd);
         }
+        fm_segment_release(seg);
     }
     for (uint32_t i = 0; i < sh->nrings && i < QUEUE_MAX_RINGS; i++) {
         if (shm_unlink(sh->rings[i].name) == 0)
@@ -1426,12 +1680,53 @@ queue_before_last_release(fm_handle *h)
 #endif
 }
 
+/* fm_handle.holder_changed: record or forget this process's reference. */
+static void
+queue_holder_changed(fm_handle *h, int joined)
+{
+    fm_queue_shared *sh = h->ptr;
+    uint32_t me = self_pid();
+    uint32_t want = joined ? 0 : me, put = joined ? me : 0;
+    for (int i = 0; i < QUEUE_MAX_HOLDERS; i++) {
+        uint32_t v = atomic_load_explicit(&sh->holders[i], RLX);
+        if (v == want &&
+            atomic_compare_exchange_strong_explicit(&sh->holders[i], &v, put, SEQ, RLX))
+            return;
+    }
+    if (joined)
+        atomic_store_explicit(&sh->holders_overflow, 1, SEQ);
+}
+
+/* fm_handle.only_dead_holders_left: this process has just dropped its
+ * reference, not the last; 1 if every reference left is recorded and
+ * belongs to a process that no longer exists. */
+static int
+queue_only_dead_holders_left(fm_handle *h)
+{
+    fm_queue_shared *sh = h->ptr;
+    if (atomic_load_explicit(&sh->holders_overflow, SEQ))
+        return 0;
+    uint32_t refs = fm_block_refs(h->seg, h->offset), recorded = 0;
+    for (int i = 0; i < QUEUE_MAX_HOLDERS; i++) {
+        uint32_t pid = atomic_load_explicit(&sh->holders[i], SEQ);
+        if (pid == 0)
+            continue;
+        if (kill((pid_t)pid, 0) == 0 || errno != ESRCH)
+            return 0;           /* alive (or cannot tell) */
+        recorded++;
+    }
+    return recorded > 0 && recorded == refs;
+}
+
 static int
 queue_init_object(FmQueueObject *self, int kind)
 {
     self->kind = kind;
     self->sh = self->h.ptr;
     self->h.before_last_release = queue_before_last_release;
+    self->h.holder_changed = queue_holder_changed;
+    self->h.only_dead_holders_left = queue_only_dead_holders_left;
+    queue_holder_changed(&self->h, 1);
     fm_queue_shared *sh = self->sh;
     /* producers start at the newest ring, consumers at the oldest (it may
      * still hold items) */
@@ -1442,8 +1737,8 @@ queue_init_object(FmQueueObject *self, int kind)
         fm_set_error(FM_CORRUPT);
         goto done;
     }
-    if (ring_attach(sh->rings[sh->nrings - 1].name, &self->pring) < 0 ||
-        ring_attach(sh->rings[0].name, &self->cring) < 0)
+    if (ring_attach(self, sh->rings[sh->nrings - 1].name, &self->pring) < 0 ||
+        ring_attach(self, sh->rings[0].name, &self->cring) < 0)
         goto done;
     self->pgen = sh->rings[sh->nrings - 1].gen;
     self->cgen = sh->rings[0].gen;
@@ -1505,7 +1800,7 @@ Queue_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     sh->kind = (uint32_t)kind;
     fm_ring *ring;
     char name[FM_SHM_NAME_MAX];
-    if (ring_create(QUEUE_RING_INITIAL, &ring, name) < 0)
+    if (ring_create(self, QUEUE_RING_INITIAL, &ring, name) < 0)
         goto error;
     sh->rings[0].gen = 1;
     memcpy(sh->rings[0].name, name, FM_SHM_NAME_MAX);
@@ -1540,6 +1835,13 @@ Queue_dealloc(PyObject *op)
     if (self->weakreflist != NULL)
         PyObject_ClearWeakRefs(op);
     fm_handle_release(&self->h);
+    /* the last local user of a ring unmaps it */
+    self->pring = self->cring = NULL;
+    for (uint32_t i = 0; i < self->nheld; i++)
+        fm_segment_release(self->held[i]);
+    PyMem_Free(self->held);
+    self->held = NULL;
+    self->nheld = self->held_cap = 0;
     tp->tp_free(op);
     Py_DECREF(tp);
 }
@@ -1615,6 +1917,8 @@ static PyMethodDef Queue_methods[] = {
     {"_join", (PyCFunction)Queue_join, METH_NOARGS, Queue_join_doc},
     {"_unfinished", (PyCFunction)Queue_unfinished, METH_NOARGS, NULL},
     {"_debug_stall_put", (PyCFunction)Queue_debug_stall_put, METH_NOARGS, NULL},
+    {"_debug_put_raw", (PyCFunction)Queue_debug_put_raw, METH_O, NULL},
+    {"_debug_rings", (PyCFunction)Queue_debug_rings, METH_NOARGS, NULL},
     {"_fm_state", (PyCFunction)Queue_state, METH_NOARGS, Queue_state_doc},
     {"_fm_attach", Queue_attach, METH_O | METH_CLASS, Queue_attach_doc},
     {NULL, NULL, 0, NULL},

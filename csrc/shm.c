@@ -94,9 +94,51 @@ map_fd(int fd, size_t size, unsigned char **base)
     return FM_OK;
 }
 
-/* Caller holds table_lock. */
+/* Whether the file system behind shm_open (/dev/shm with glibc) reports
+ * room for `size` bytes.  Checked before the segment is even made, so that a
+ * silly size fails at once, without eating the machine's memory first; a
+ * file system that cannot tell passes. */
 static int
-segment_create_locked(size_t size, fm_segment **out)
+shm_has_room(size_t size)
+{
+    struct statvfs vfs;
+    if (statvfs("/dev/shm", &vfs) != 0 || vfs.f_frsize == 0)
+        return 1;
+    return (uint64_t)vfs.f_bavail >= size / vfs.f_frsize + 1;
+}
+
+int
+fm_shm_reserve_fd(int fd, size_t size)
+{
+    if (!shm_has_room(size)) {
+        errno = ENOSPC;
+        return FM_ERRNO;
+    }
+    /* posix_fallocate allocates every page now and sets the size: a page
+     * that could not be had fails here, not as SIGBUS at its first touch */
+    int err;
+    do
+        err = posix_fallocate(fd, 0, (off_t)size);
+    while (err == EINTR);
+    if (err == 0)
+        return FM_OK;
+    if (err != EOPNOTSUPP && err != ENOSYS && err != EINVAL) {
+        errno = err;
+        return FM_ERRNO;
+    }
+    /* a file system without fallocate: the room check above must do */
+    int rc;
+    do
+        rc = ftruncate(fd, (off_t)size);
+    while (rc < 0 && errno == EINTR);
+    return rc == 0 ? FM_OK : FM_ERRNO;
+}
+
+/* Make and map a new segment, not yet in the table (no lock needed: the
+ * name is fresh).  The pages are reserved here (see fm_shm_reserve_fd), so
+ * that no caller can forget it. */
+static int
+segment_make(size_t size, fm_segment **out)
 {
     long page = sysconf(_SC_PAGESIZE);
     size = (size + (size_t)page - 1) & ~((size_t)page - 1);
@@ -115,7 +157,7 @@ segment_create_locked(size_t size, fm_segment **out)
     }
     if (fd < 0)
         goto error;
-    if (ftruncate(fd, (off_t)size) < 0 || map_fd(fd, size, &seg->base) != FM_OK) {
+    if (fm_shm_reserve_fd(fd, size) != FM_OK || map_fd(fd, size, &seg->base) != FM_OK) {
         int saved = errno;
         close(fd);
         shm_unlink(seg->name);
@@ -124,9 +166,8 @@ segment_create_locked(size_t size, fm_segment **out)
     }
     close(fd);
     seg->size = size;
+    seg->users = 1;
     seg->creator = (pid_t)fm_self_pid();
-    seg->next = table_head;
-    table_head = seg;
     *out = seg;
     return FM_OK;
 error:
@@ -138,13 +179,35 @@ error:
     return FM_ERRNO;
 }
 
+/* Caller holds table_lock. */
+static void
+table_link(fm_segment *seg)
+{
+    seg->next = table_head;
+    table_head = seg;
+}
+
+/* Caller holds table_lock (an arena made while the table is searched). */
+static int
+segment_create_locked(size_t size, fm_segment **out)
+{
+    int st = segment_make(size, out);
+    if (st == FM_OK)
+        table_link(*out);
+    return st;
+}
+
 int
 fm_segment_create(size_t size, fm_segment **out)
 {
+    /* reserving a big segment's pages takes a while: not under the lock */
+    int st = segment_make(size, out);
+    if (st != FM_OK)
+        return st;
     pthread_mutex_lock(&table_lock);
-    int st = segment_create_locked(size, out);
+    table_link(*out);
     pthread_mutex_unlock(&table_lock);
-    return st;
+    return FM_OK;
 }
 
 int
@@ -158,6 +221,7 @@ fm_segment_attach(const char *name, fm_segment **out)
     pthread_mutex_lock(&table_lock);
     fm_segment *seg = table_find(name);
     if (seg) {
+        seg->users++;
         pthread_mutex_unlock(&table_lock);
         *out = seg;
         return FM_OK;
@@ -189,6 +253,7 @@ fm_segment_attach(const char *name, fm_segment **out)
     snprintf(seg->name, sizeof seg->name, "%s", name);
     seg->size = (size_t)sb.st_size;
     seg->creator = 0;           /* someone else's: never ours to unlink */
+    seg->users = 1;
     seg->next = table_head;
     table_head = seg;
     *out = seg;
@@ -237,6 +302,26 @@ fm_segment_disown(fm_segment *seg)
 {
     pthread_mutex_lock(&table_lock);
     seg->creator = 0;
+    pthread_mutex_unlock(&table_lock);
+}
+
+void
+fm_segment_release(fm_segment *seg)
+{
+    pthread_mutex_lock(&table_lock);
+    if (seg->users > 0)
+        seg->users--;
+    /* a segment this process must still unlink at exit stays listed */
+    if (seg->users == 0 && !(seg->creator == (pid_t)fm_self_pid() && !seg->unlinked)) {
+        for (fm_segment **pp = &table_head; *pp; pp = &(*pp)->next) {
+            if (*pp == seg) {
+                *pp = seg->next;
+                munmap(seg->base, seg->size);
+                free(seg);
+                break;
+            }
+        }
+    }
     pthread_mutex_unlock(&table_lock);
 }
 
@@ -362,41 +447,6 @@ segment_destroy_locked(fm_segment *seg)
     free(seg);
 }
 
-/* Whether the file system behind shm_open (/dev/shm with glibc) reports
- * room for `size` bytes.  Checked before the segment is even made, so that a
- * silly size fails at once, without eating the machine's memory first; a
- * file system that cannot tell passes. */
-static int
-shm_has_room(size_t size)
-{
-    struct statvfs vfs;
-    if (statvfs("/dev/shm", &vfs) != 0 || vfs.f_frsize == 0)
-        return 1;
-    return (uint64_t)vfs.f_bavail >= size / vfs.f_frsize + 1;
-}
-
-/* Allocate the segment's pages now, rather than have some later first
- * touch of a page die of SIGBUS when /dev/shm has filled up meanwhile. */
-static int
-segment_reserve(fm_segment *seg)
-{
-    int fd = shm_open(seg->name, O_RDWR | O_CLOEXEC, 0600);
-    if (fd < 0)
-        return FM_ERRNO;
-    int st = FM_OK, err;
-    do
-        err = posix_fallocate(fd, 0, (off_t)seg->size);
-    while (err == EINTR);
-    /* file systems without fallocate: the check of shm_has_room must do */
-    if (err != 0 && err != EOPNOTSUPP && err != ENOSYS) {
-        st = FM_ERRNO;
-    }
-    close(fd);
-    if (st != FM_OK)
-        errno = err;
-    return st;
-}
-
 static int
 huge_alloc(size_t size, uint32_t tag, fm_segment **segp, uint64_t *offsetp,
            fm_segment **created)
@@ -405,24 +455,10 @@ huge_alloc(size_t size, uint32_t tag, fm_segment **segp, uint64_t *offsetp,
         errno = ENOMEM;
         return FM_NOMEM;
     }
-    if (!shm_has_room(size)) {
-        errno = ENOSPC;
-        return FM_ERRNO;
-    }
     fm_segment *seg;
-    pthread_mutex_lock(&table_lock);
-    int st = segment_create_locked(HEADER_SPACE + sizeof(fm_block_header) + size, &seg);
-    pthread_mutex_unlock(&table_lock);
+    int st = fm_segment_create(HEADER_SPACE + sizeof(fm_block_header) + size, &seg);
     if (st != FM_OK)
         return st;
-    if ((st = segment_reserve(seg)) != FM_OK) {
-        int saved = errno;
-        pthread_mutex_lock(&table_lock);
-        segment_destroy_locked(seg);
-        pthread_mutex_unlock(&table_lock);
-        errno = saved;
-        return st;
-    }
     /* a new file reads as zeros: no memset of what may be megabytes */
     fm_arena_header *a = arena_of(seg);
     a->version = 1;

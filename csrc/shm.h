@@ -46,6 +46,7 @@ typedef struct fm_segment {
     pid_t creator;          /* process that created (and will unlink) it */
     int unlinked;
     int alloc_arena;        /* this process allocates blocks from it */
+    uint64_t users;         /* local users: create and each attach count one */
     struct fm_segment *next;
 } fm_segment;
 
@@ -68,10 +69,22 @@ typedef struct {
 } fm_arena_header;
 
 /* Create a new segment of `size` bytes (rounded up to a page) under a fresh
- * random name and map it.  *out is owned by the process table. */
+ * random name and map it.  *out is owned by the process table.  Every page
+ * is reserved here: when /dev/shm has no room, FM_ERRNO with errno ENOSPC
+ * and nothing is left behind (never a SIGBUS at some later first touch). */
 int fm_segment_create(size_t size, fm_segment **out);
-/* Find a mapped segment by name, or open and map it. */
+/* Find a mapped segment by name, or open and map it.  Each call counts
+ * one local user (see fm_segment_release). */
 int fm_segment_attach(const char *name, fm_segment **out);
+/* Give back one local user (of fm_segment_create or fm_segment_attach);
+ * the last one unmaps the segment and drops it from the table, unless this
+ * process created it and must still unlink it at exit.  Never unlinks.
+ * The caller holds no pointer into it any more. */
+void fm_segment_release(fm_segment *seg);
+/* Reserve `size` bytes of the shm file behind fd (and set its size), for
+ * files made outside the table: FM_OK, or FM_ERRNO (ENOSPC when /dev/shm
+ * has no room). */
+int fm_shm_reserve_fd(int fd, size_t size);
 /* Unlink every segment this process created and has not unlinked yet;
  * calls cb(name, arg) for each name removed.  Mappings stay valid. */
 void fm_segment_unlink_own(void (*cb)(const char *name, void *arg), void *arg);

@@ -17,8 +17,12 @@ _T = TypeVar("_T")
 class Queue(_CoreQueue, Generic[_T]):
     """A process-shared FIFO queue with multiprocessing.Queue's API (no feeder thread)."""
     def __init__(self, maxsize: int = ..., *, ctx: Any = ...) -> None: ...
-    def put(self, obj: _T, block: bool = ..., timeout: Optional[float] = ...) -> None: ...
-    def get(self, block: bool = ..., timeout: Optional[float] = ...) -> _T: ...
+    def put(self, obj: _T, block: bool = ..., timeout: Optional[float] = ...) -> None:
+        """Pickle obj into shared memory before returning.  OSError(ENOSPC) when /dev/shm has
+        no room for it (nothing is left behind; smaller items still go)."""
+    def get(self, block: bool = ..., timeout: Optional[float] = ...) -> _T:
+        """The oldest item.  A record corrupted in shared memory raises ValueError naming the
+        queue (the next get() has the next item)."""
     def put_nowait(self, obj: _T) -> None: ...
     def get_nowait(self) -> _T: ...
     def qsize(self) -> int: ...
@@ -32,7 +36,11 @@ class Queue(_CoreQueue, Generic[_T]):
     # beyond the stdlib
     def put_many(self, items: Iterable[_T], block: bool = ..., timeout: Optional[float] = ...
                  ) -> None:
-        """Put every item, in order; a bounded queue waits for room for each."""
+        """Put every item, in order; a bounded queue waits for room for each.
+
+        When an item fails (the iterable raises, an item does not pickle, queue.Full), the
+        exception propagates; the items before that one are in the queue, the rest are not
+        (an iterator is consumed one item at a time, as each is put)."""
     def get_many(self, max_items: Optional[int] = ..., block: bool = ...,
                  timeout: Optional[float] = ...) -> List[_T]:
         """Up to max_items items (None: all there are); waits like get() for the first."""

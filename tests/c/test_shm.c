@@ -4,6 +4,7 @@
 #include <libgen.h>
 #include <limits.h>
 #include <sched.h>
+#include <sys/mount.h>
 
 #include "check.h"
 
@@ -906,6 +907,126 @@ test_unlink_own(void)
     CHECK(!fmt_shm_exists(seg->name));
 }
 
+/* ------------------------------------------------- reservation and release */
+
+static int
+mapped_here(const char *name)
+{
+    FILE *f = fopen("/proc/self/maps", "r");
+    if (f == NULL)
+        return -1;
+    char line[512];
+    int found = 0;
+    while (!found && fgets(line, sizeof line, f))
+        found = strstr(line, name) != NULL;
+    fclose(f);
+    return found;
+}
+
+/* fm_segment_create allocates every page at once (so that a later first
+ * touch can never die of SIGBUS): the file's blocks cover its size. */
+static void
+test_create_reserves_pages(void)
+{
+    fm_segment *seg = NULL;
+    CHECK_ST(fm_segment_create(4u << 20, &seg), FM_OK);
+    if (seg == NULL)
+        return;
+    fmt_track(seg->name);
+    char path[128];
+    snprintf(path, sizeof path, "/dev/shm%.60s", seg->name);
+    struct stat sb;
+    CHECK_EQ(stat(path, &sb), 0);
+    CHECK_MSG((uint64_t)sb.st_blocks * 512 >= seg->size, "%llu bytes allocated of %zu",
+              (unsigned long long)sb.st_blocks * 512, seg->size);
+    fm_segment_destroy(seg, 1);
+    CHECK(!fmt_shm_exists(path + strlen("/dev/shm")));
+}
+
+/* In a private 1 MiB /dev/shm (a child in its own mount namespace; root
+ * only, else skipped): a segment that does not fit is FM_ERRNO/ENOSPC and
+ * leaves no file; one that fits is fine; the arena allocator and a huge
+ * block fail the same way. */
+static void
+test_create_enospc(void)
+{
+    pid_t pid = fmt_fork();
+    if (pid == 0) {
+        if (unshare(CLONE_NEWNS) != 0 ||
+            mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0 ||
+            mount("tmpfs", "/dev/shm", "tmpfs", 0, "size=1m") != 0)
+            _exit(77);
+        fm_segment *seg = NULL;
+        errno = 0;
+        if (fm_segment_create(2u << 20, &seg) != FM_ERRNO || errno != ENOSPC)
+            _exit(1);
+        DIR *d = opendir("/dev/shm");
+        struct dirent *e;
+        int left = 0;
+        while (d && (e = readdir(d)) != NULL)
+            left += strncmp(e->d_name, "fastmp-", 7) == 0;
+        if (d)
+            closedir(d);
+        if (left != 0)
+            _exit(2);
+        if (fm_segment_create(256u << 10, &seg) != FM_OK)
+            _exit(3);
+        memset(seg->base, 1, seg->size);        /* reserved: touching it is fine */
+        fm_segment_destroy(seg, 1);
+        fm_segment *hseg, *created;
+        uint64_t off;
+        errno = 0;
+        if (fm_block_alloc(3u << 20, 7, &hseg, &off, &created) != FM_ERRNO || errno != ENOSPC)
+            _exit(4);
+        _exit(0);
+    }
+    int rc = fmt_reap(pid);
+    if (rc == 77) {
+        printf("  (skipped: no private tmpfs /dev/shm without root)\n");
+        return;
+    }
+    CHECK_EQ(rc, 0);
+}
+
+/* Every create and attach counts one local user; the last release of a
+ * segment this process need not unlink unmaps it and drops it from the
+ * table (the file stays: release never unlinks). */
+static void
+test_release_unmaps(void)
+{
+    fm_segment *seg = NULL, *again = NULL;
+    CHECK_ST(fm_segment_create(page, &seg), FM_OK);
+    if (seg == NULL)
+        return;
+    char name[FM_SHM_NAME_MAX];
+    snprintf(name, sizeof name, "%s", seg->name);
+    fmt_track(name);
+    CHECK_ST(fm_segment_attach(name, &again), FM_OK);
+    CHECK(again == seg);
+    CHECK_EQ(seg->users, 2);
+    /* created here and not unlinked: stays listed (the exit must unlink it) */
+    fm_segment_release(seg);
+    fm_segment_release(seg);
+    CHECK_EQ(mapped_here(name), 1);
+    fm_segment_disown(seg);
+    fm_segment_release(seg);            /* users was 0 already: now it goes */
+    CHECK_EQ(mapped_here(name), 0);
+    CHECK(fmt_shm_exists(name));
+    /* attached again: a fresh mapping, one user, released: unmapped */
+    CHECK_ST(fm_segment_attach(name, &again), FM_OK);
+    CHECK_EQ(again->users, 1);
+    CHECK_EQ(mapped_here(name), 1);
+    fm_segment_release(again);
+    CHECK_EQ(mapped_here(name), 0);
+    /* 1000 attach/release cycles leave no mapping behind */
+    for (int i = 0; i < 1000; i++) {
+        CHECK_ST(fm_segment_attach(name, &again), FM_OK);
+        fm_segment_release(again);
+    }
+    CHECK_EQ(mapped_here(name), 0);
+    shm_unlink(name);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -942,5 +1063,8 @@ main(int argc, char **argv)
     RUN(test_huge_alloc);
     RUN(test_huge_shared);
     RUN(test_huge_unlink_own);
+    RUN(test_create_reserves_pages);
+    RUN(test_create_enospc);
+    RUN(test_release_unmaps);
     return fmt_finish();
 }
