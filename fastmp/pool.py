@@ -400,6 +400,7 @@ class _Dispatcher:
         self.lock = threading.RLock()   # state changes, worker table, feeder
         self.workers = [None] * processes
         self.pool = []                  # live Process objects (Pool._pool)
+        self.retiring = []              # workers out of their loop, not yet reaped
         self.feeds = collections.deque()
         self.feeder = None
         self.feeding = False
@@ -437,24 +438,35 @@ class _Dispatcher:
         self.pool.append(p)
 
     def on_dead(self):
-        """Collector thread, GIL held: some worker's process is gone."""
+        """Collector thread, GIL held: some worker's process is gone, or some worker left
+        its loop (after maxtasksperchild tasks, it says so on the result ring): replace it
+        now, without waiting for its process to end (it is reaped later)."""
         with self.lock:
             if self.channel.closed:
                 return
+            if self.retiring:
+                self.retiring = [p for p in self.retiring if p.is_alive()]
             for slot, p in enumerate(self.workers):
-                if p is None or p.is_alive():
+                if p is None:
                     continue
                 pid, state, job, first, count, _ = self.channel.slot(slot)
                 if state == _SLOT_FREE:
                     continue
-                p.join()
+                alive = p.is_alive()
+                if alive:
+                    if state != _SLOT_EXITED:
+                        continue
+                    # out of its loop for good: the slot is ours again
+                    self.retiring.append(p)
+                else:
+                    p.join()
                 self.channel.set_slot(slot, 0, _SLOT_FREE)
                 self.workers[slot] = None
                 try:
                     self.pool.remove(p)
                 except ValueError:
                     pass
-                if state != _SLOT_BUSY and p.pid:
+                if state != _SLOT_BUSY and not alive and p.pid:
                     # it may have died between taking a task record and saying so in its
                     # slot: the record is still in the ring, in its name
                     held = self.channel.adopt_held(p.pid)
@@ -682,11 +694,12 @@ class _Dispatcher:
         self.finished.wait()
         if not self.channel.in_collector():
             self.channel.stop_collector()
-        for p in list(self.workers):
+        for p in list(self.workers) + self.retiring:
             if p is not None:
                 p.join()
         with self.lock:
             self.workers = [None] * self.processes
+            self.retiring = []
             del self.pool[:]
             self.stop_feeder()
         self.close_channel()
@@ -706,7 +719,8 @@ class _Dispatcher:
             self.state = TERMINATE
             self.feeds.clear()
             self.stop_feeder()
-            workers = [p for p in self.workers if p is not None]
+            workers = [p for p in self.workers if p is not None] + self.retiring
+            self.retiring = []
         for p in workers:
             if p.exitcode is None:
                 try:
