@@ -1313,6 +1313,18 @@ def bench_pool_start(mp, n, start_method="fork"):
     return n / (perf_counter() - t0)
 
 
+def bench_pool_maxtasks1(mp, n, start_method="fork"):
+    """Pool(k, maxtasksperchild=1).map(f, range(n), chunksize=1): every task in a worker
+    of its own, so each one costs a worker's exit and its replacement's start."""
+    k = processes()
+    with _pool_closing(mp.get_context(start_method).Pool(k, maxtasksperchild=1)) as pool:
+        t0 = perf_counter()
+        out = pool.map(_work, range(n), chunksize=1)
+        dt = perf_counter() - t0
+    _check_squares(out, n)
+    return n / dt
+
+
 def bench_pool_apply(mp, n, start_method="fork"):
     """n pool.apply(f, (i,)) round trips, one after the other."""
     k = processes()
@@ -1486,6 +1498,9 @@ POOL_WORKLOADS = [
              probe=_probe_pool),
     Workload("pool-imap", bench_pool_imap, 50_000, "task",
              "list(pool.imap(f, range(n))), chunksize 1",
+             probe=_probe_pool),
+    Workload("pool-maxtasks1", bench_pool_maxtasks1, 300, "task",
+             "Pool(maxtasksperchild=1).map(f, range(n), chunksize=1): a new worker per task",
              probe=_probe_pool),
     Workload("executor-submit", bench_executor_submit, 2_000, "round trip",
              "ProcessPoolExecutor: submit(f, i).result(), one after the other "
