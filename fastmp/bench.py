@@ -382,15 +382,17 @@ def summary(res, base, other):
 
 
 def impl_of(cls):
-    """"C" when fastmp hands out its own class here (its MRO has a fastmp class and nothing
-    from the stdlib's multiprocessing), else "stdlib (not C yet)"."""
+    """"C" when fastmp hands out its own class here (in its MRO, a fastmp class comes before
+    any class of the stdlib's multiprocessing: fastmp's classes may subclass the stdlib's so
+    that isinstance checks against them pass), else "stdlib (not C yet)"."""
     if not isinstance(cls, type):
         cls = type(cls)
-    mods = [getattr(c, "__module__", "") or "" for c in cls.__mro__]
-    if any(m == STDLIB or m.startswith(STDLIB + ".") for m in mods):
-        return NOT_C_PART
-    if any(m == FASTMP or m.startswith(FASTMP + ".") for m in mods):
-        return C_PART
+    for c in cls.__mro__:
+        m = getattr(c, "__module__", "") or ""
+        if m == STDLIB or m.startswith(STDLIB + "."):
+            return NOT_C_PART
+        if m == FASTMP or m.startswith(FASTMP + "."):
+            return C_PART
     return NOT_C_PART
 
 
