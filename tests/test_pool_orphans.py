@@ -64,7 +64,7 @@ PARENT = textwrap.dedent("""
         deadline = time.monotonic() + 60
         while len(pids()) < 2 and time.monotonic() < deadline:
             time.sleep(0.01)
-        print(" ".join(map(str, pids())), flush=True)
+        print(obj._dispatcher.name, " ".join(map(str, pids())), flush=True)
         time.sleep(120)
 """).replace("TASK_S", repr(TASK_S))
 
@@ -98,9 +98,9 @@ def _start_parent(tmp_path, kind, method, where):
                             stdout=subprocess.PIPE, env=env, cwd=str(tmp_path))
     line = proc.stdout.readline().decode()
     proc.stdout.close()
-    pids = [int(x) for x in line.split()]
-    assert len(pids) == 2, line
-    return proc, pids, str(log)
+    assert len(line.split()) == 3, line
+    segment, *pids = line.split()
+    return proc, [int(x) for x in pids], str(log), segment
 
 
 def _wait_for_starts(log, n, timeout=30):
@@ -110,7 +110,7 @@ def _wait_for_starts(log, n, timeout=30):
         time.sleep(0.01)
 
 
-def _kill_and_check(proc, pids, log):
+def _kill_and_check(proc, pids, log, segment):
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     dead_at = time.time()           # the parent is gone and reaped from here on
@@ -126,18 +126,25 @@ def _kill_and_check(proc, pids, log):
     late = [s for s in _starts(log) if s[2] > dead_at + START_SLACK_S]
     assert left == [], f"workers {left} still alive {GONE_WITHIN_S}s after the parent died"
     assert late == [], f"tasks started after the parent died: {late}"
+    # the dead parent's resource tracker unlinks the pool's segment (before the session's
+    # check for leaked /dev/shm entries looks)
+    path = "/dev/shm/" + segment.lstrip("/")
+    deadline = time.monotonic() + 20
+    while os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not os.path.exists(path)
 
 
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("kind", ["pool", "executor"])
 def test_orphaned_workers_stop(tmp_path, kind, method):
     for trial in range(3):
-        proc, pids, log = _start_parent(tmp_path, kind, method, "main")
+        proc, pids, log, segment = _start_parent(tmp_path, kind, method, "main")
         try:
             _wait_for_starts(log, 2)
             # at a random moment of the tasks in flight
             time.sleep(random.uniform(0.0, 2 * TASK_S))
-            _kill_and_check(proc, pids, log)
+            _kill_and_check(proc, pids, log, segment)
         finally:
             if proc.poll() is None:
                 proc.kill()
@@ -148,7 +155,7 @@ def test_orphaned_workers_stop(tmp_path, kind, method):
 @pytest.mark.parametrize("method", ["fork", "spawn"])
 @pytest.mark.parametrize("kind", ["pool", "executor"])
 def test_pool_made_in_an_exited_thread_keeps_its_workers(tmp_path, kind, method):
-    proc, pids, log = _start_parent(tmp_path, kind, method, "thread")
+    proc, pids, log, segment = _start_parent(tmp_path, kind, method, "thread")
     try:
         # the thread that forked the workers has exited: they carry on
         _wait_for_starts(log, 2)
@@ -158,7 +165,7 @@ def test_pool_made_in_an_exited_thread_keeps_its_workers(tmp_path, kind, method)
         assert len(_starts(log)) >= n + 2
         assert {pid for _, pid, _ in _starts(log)} <= set(pids)
         # and stop when the process dies
-        _kill_and_check(proc, pids, log)
+        _kill_and_check(proc, pids, log, segment)
     finally:
         if proc.poll() is None:
             proc.kill()
