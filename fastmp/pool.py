@@ -882,8 +882,9 @@ class Pool(_std.Pool):
             'pool objects cannot be passed between processes or pickled')
 
     def _repopulate_pool(self):
-        """Replace the workers that have exited (the collector does it on its own within
-        50 ms; this does it now)."""
+        """Replace the workers that have exited (the collector does it on its own: at once
+        for a worker that leaves after maxtasksperchild tasks, within 50 ms for one that dies;
+        this does it now)."""
         self._dispatcher.on_dead()
 
     def _check_running(self):
