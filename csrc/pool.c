@@ -50,6 +50,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 #include "pool.h"
@@ -136,6 +137,7 @@ enum fm_result_kind {
     FM_RES_INITFAIL = 2,
     FM_RES_STOP = 3,        /* parent -> its collector thread: leave */
     FM_RES_NUDGE = 4,       /* parent -> its other consumer: look again (see wait) */
+    FM_RES_RETIRE = 5,      /* worker: leaving after maxtasks (aux: the slot) */
 };
 
 typedef struct {
@@ -309,6 +311,7 @@ typedef struct {
     _Atomic uint32_t waiting;       /* threads inside wait() */
     _Atomic uint32_t closing;
     _Atomic uint32_t stopping;      /* stop_collector(): do not park, take the STOP */
+    _Atomic uint32_t retired;       /* a RETIRE record came: the collector calls on_dead */
     PyObject *weakreflist;
 } PoolChannelObject;
 
@@ -1323,6 +1326,17 @@ dispatch(PoolChannelObject *self, fm_buf *b)
             stop = 1;
             continue;
         }
+        if (rh.kind == FM_RES_RETIRE) {
+            /* a worker left after maxtasks: the collector thread replaces it
+             * (on_dead) now, not at its next check; wake it if parked */
+            atomic_store_explicit(&self->retired, 1, memory_order_seq_cst);
+            if (!(self->thread_running && pthread_equal(self->thread, pthread_self()))) {
+                fm_futex_wake(&self->leader, 1);
+                if (atomic_load_explicit(&self->in_take, memory_order_seq_cst))
+                    post_control(self, FM_RES_NUDGE, 0);
+            }
+            continue;
+        }
         if (rh.kind == FM_RES_RESULT && rh.count > 0) {
             /* a moving average of the time per task, for batching decisions */
             int64_t per = (int64_t)rh.aux / rh.count;
@@ -1501,6 +1515,8 @@ has_results(const fm_buf *b)
     return 0;
 }
 
+/* Does the copied batch hold a STOP or RETIRE record (which must reach
+ * dispatch())? */
 static int
 has_stop(const fm_buf *b)
 {
@@ -1511,7 +1527,7 @@ has_stop(const fm_buf *b)
         memcpy(&rlen, b->p + off, sizeof rlen);
         if (rlen >= sizeof rh) {
             memcpy(&rh, b->p + off + 8, sizeof rh);
-            if (rh.kind == FM_RES_STOP)
+            if (rh.kind == FM_RES_STOP || rh.kind == FM_RES_RETIRE)
                 return 1;
         }
         off += 8 + pad8(rlen);
@@ -1561,13 +1577,17 @@ collector_main(void *arg)
                 drain(r, &b, pid, 0, 0);
             }
         }
-        if (b.len == 0 && !dead)
+        if (b.len == 0 && !dead && !atomic_load_explicit(&self->retired, memory_order_seq_cst))
             continue;
         (void)s;
         int real = has_results(&b);
         PyGILState_STATE g = PyGILState_Ensure();
         if (b.len)
             stop = dispatch(self, &b);
+        /* a worker retired (its RETIRE record came here or to a waiting
+         * thread): replace it now */
+        if (atomic_exchange_explicit(&self->retired, 0, memory_order_seq_cst))
+            dead = 1;
         if (dead && !stop && self->on_dead != NULL) {
             PyObject *r2 = PyObject_CallNoArgs(self->on_dead);
             if (r2 == NULL)
@@ -1878,18 +1898,85 @@ typedef struct {
     PyObject *func;
     PyObject *func_cache;           /* dict: pickle bytes -> function */
     int64_t next_owner_check;
+    int direct;                     /* our parent process is the pool's owner */
 } worker_ctx;
 
-/* Between wait slices: the parent gone means nobody will ever read our
- * results, so leave (the stdlib's workers notice a closed pipe instead). */
+/* ---- the owner's death
+ *
+ * Nobody reads a worker's results once the pool's owner is gone, so a
+ * worker leaves at its next take (no new task starts; the one running
+ * finishes, as in the stdlib).  It learns of the death three ways:
+ *
+ *  - PR_SET_PDEATHSIG: the kernel sends FM_PARENT_DEATH_SIGNAL when the
+ *    thread that forked us exits.  That thread may exit while its process
+ *    lives on (a pool made in a thread, or a replacement forked by the
+ *    collector thread), so the signal only raises a flag and interrupts the
+ *    take's sleep; the loop then checks.  The handler is installed only
+ *    where nobody else handles that signal.
+ *  - the check itself: when our parent process is the owner (fork, spawn),
+ *    getppid() changing means it died (a process whose forking thread ends
+ *    keeps its children; reparenting to another process cannot be faked by
+ *    pid reuse); otherwise (a forkserver's child) the owner's pid is probed.
+ *  - the same check every FM_POOL_OWNER_CHECK_NS at a take and in wait
+ *    slices, for owners whose death sends no signal (a forkserver that
+ *    outlives the owner, a handler replaced by the user's code).
+ *
+ * Between tasks this costs one clock read (vDSO, no system call), and the
+ * check itself at most once per FM_POOL_OWNER_CHECK_NS. */
+#define FM_POOL_OWNER_CHECK_NS (10 * 1000 * 1000LL)
+#define FM_PARENT_DEATH_SIGNAL (SIGRTMIN + 7)
+
+/* Process-wide and not Python state: the flag the handler raises. */
+static volatile sig_atomic_t fm_parent_signalled;
+
+static void
+on_parent_death_signal(int sig)
+{
+    (void)sig;
+    fm_parent_signalled = 1;
+}
+
+/* Is the owner gone?  (A system call; see above for when it runs.) */
+static int
+owner_gone(worker_ctx *w)
+{
+    if (w->direct)
+        return getppid() != (pid_t)w->h->owner;
+    return !fm_pid_alive((pid_t)w->h->owner);
+}
+
+/* At a take and between wait slices: 0 when the owner is gone (leave). */
 static int
 owner_alive(worker_ctx *w)
 {
     int64_t now = fm_now_ns();
-    if (now < w->next_owner_check)
+    if (!fm_parent_signalled && now < w->next_owner_check)
         return 1;
-    w->next_owner_check = now + 20 * FM_WAIT_SLICE_NS;
-    return fm_pid_alive((pid_t)w->h->owner);
+    fm_parent_signalled = 0;
+    w->next_owner_check = now + FM_POOL_OWNER_CHECK_NS;
+    return !owner_gone(w);
+}
+
+/* At the worker's start: ask for a signal when our parent dies, then check
+ * (the owner may have died before we asked).  0 when the owner is gone. */
+static int
+watch_owner(worker_ctx *w)
+{
+    int sig = FM_PARENT_DEATH_SIGNAL;
+    struct sigaction old;
+    if (sigaction(sig, NULL, &old) == 0 && !(old.sa_flags & SA_SIGINFO) &&
+        (old.sa_handler == SIG_DFL || old.sa_handler == on_parent_death_signal)) {
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_handler = on_parent_death_signal;     /* no SA_RESTART: wake the take */
+        sigemptyset(&sa.sa_mask);
+        if (sigaction(sig, &sa, NULL) == 0)
+            (void)prctl(PR_SET_PDEATHSIG, sig);
+    }
+    w->direct = getppid() == (pid_t)w->h->owner;
+    w->next_owner_check = fm_now_ns() + FM_POOL_OWNER_CHECK_NS;
+    /* not direct: a forkserver's child, or the owner died already */
+    return !owner_gone(w);
 }
 
 /* Pickled result or failure for one call: returns new bytes and *ok, or
@@ -2227,6 +2314,7 @@ PoolChannel_worker_main(PyObject *cls, PyObject *const *args, Py_ssize_t nargs)
     w.func_cache = PyDict_New();
     fm_buf in = {0}, out = {0};
     unsigned long long done = 0;
+    int retire = 0;
     PyObject *ret = NULL;
     if (w.dumps == NULL || w.loads == NULL || w.func_cache == NULL)
         goto finally;
@@ -2234,10 +2322,14 @@ PoolChannel_worker_main(PyObject *cls, PyObject *const *args, Py_ssize_t nargs)
     atomic_store_explicit(&w.slot->state, FM_SLOT_IDLE, REL);
 
     fm_ring *tr = task_ring(w.h);
+    int orphan = !watch_owner(&w);
     for (;;) {
         fm_ring_read rd;
         int s;
         int64_t spin = atomic_load_explicit(&fm_spin_ns, RLX);
+        /* the owner gone: start nothing more */
+        if (orphan || !owner_alive(&w))
+            break;
         for (;;) {
             Py_BEGIN_ALLOW_THREADS
             s = fm_ring_take(tr, w.pid, FM_FOREVER, spin, &rd);
@@ -2294,12 +2386,21 @@ PoolChannel_worker_main(PyObject *cls, PyObject *const *args, Py_ssize_t nargs)
         done += th.count;
         atomic_store_explicit(&w.slot->tasks_done, done, RLX);
         if (maxtasks && done >= maxtasks) {
-            atomic_store_explicit(&w.slot->state, FM_SLOT_EXITED, REL);
+            retire = 1;
             break;
         }
         atomic_store_explicit(&w.slot->state, FM_SLOT_IDLE, REL);
     }
     atomic_store_explicit(&w.slot->state, FM_SLOT_EXITED, REL);
+    if (retire) {
+        /* Say so, so that the parent starts our replacement now rather than
+         * at its next check for dead workers.  The slot is the parent's from
+         * here on: it may hand it to the replacement at once. */
+        fm_result_hdr rh = {FM_RES_RETIRE, (uint32_t)slot, 0, 0, 0};
+        int s = post_result(&w, (const unsigned char *)&rh, sizeof rh);
+        if (s == FM_PYERR)
+            goto finally;
+    }
     ret = PyLong_FromUnsignedLongLong(done);
 finally:
     free(in.p);

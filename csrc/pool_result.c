@@ -457,9 +457,35 @@ set_success(ApplyResultObject *self, PyObject *v, void *Py_UNUSED(closure))
     return 0;
 }
 
+/* __class__ of an exact ApplyResult: the class fastmp.pool names
+ * ApplyResult, a Python subclass of this type and of the stdlib's
+ * multiprocessing.pool.ApplyResult, which pool.py stores in this type's
+ * dict as _fm_public_class.  isinstance() looks at __class__ when the
+ * type itself does not match, so isinstance(r, multiprocessing.pool.
+ * ApplyResult) holds, while results stay of this type: untracked by the GC,
+ * without a __dict__, completed by the collector without Python code (a
+ * C type cannot take a Python class as its base without both).
+ * Subclasses' instances (MapResult) have their own type. */
+static PyObject *
+get_class(ApplyResultObject *self, void *Py_UNUSED(closure))
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    fm_state *st = fm_state_of_type(tp);
+    if (st == NULL)
+        PyErr_Clear();
+    else if (tp == st->ApplyResultType && tp->tp_dict != NULL) {
+        PyObject *cls = PyDict_GetItemString(tp->tp_dict, "_fm_public_class");
+        if (cls != NULL && PyType_Check(cls) &&
+            PyType_IsSubtype((PyTypeObject *)cls, tp))
+            return Py_NewRef(cls);
+    }
+    return Py_NewRef((PyObject *)tp);
+}
+
 static PyGetSetDef ApplyResult_getset[] = {
     {"_ready", (getter)get_ready, (setter)set_ready, NULL, NULL},
     {"_success", (getter)get_success, (setter)set_success, NULL, NULL},
+    {"__class__", (getter)get_class, NULL, NULL, NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 
@@ -532,7 +558,7 @@ static PyType_Slot ApplyResult_slots[] = {
 };
 
 static PyType_Spec ApplyResult_spec = {
-    .name = "fastmp.pool.ApplyResult",
+    .name = "fastmp._core.ApplyResult",
     .basicsize = sizeof(ApplyResultObject),
     /* Not tracked by the garbage collector: a burst of apply_async() keeps
      * tens of thousands of them alive at once, and each collection of the

@@ -382,15 +382,17 @@ def summary(res, base, other):
 
 
 def impl_of(cls):
-    """"C" when fastmp hands out its own class here (its MRO has a fastmp class and nothing
-    from the stdlib's multiprocessing), else "stdlib (not C yet)"."""
+    """"C" when fastmp hands out its own class here (in its MRO, a fastmp class comes before
+    any class of the stdlib's multiprocessing: fastmp's classes may subclass the stdlib's so
+    that isinstance checks against them pass), else "stdlib (not C yet)"."""
     if not isinstance(cls, type):
         cls = type(cls)
-    mods = [getattr(c, "__module__", "") or "" for c in cls.__mro__]
-    if any(m == STDLIB or m.startswith(STDLIB + ".") for m in mods):
-        return NOT_C_PART
-    if any(m == FASTMP or m.startswith(FASTMP + ".") for m in mods):
-        return C_PART
+    for c in cls.__mro__:
+        m = getattr(c, "__module__", "") or ""
+        if m == STDLIB or m.startswith(STDLIB + "."):
+            return NOT_C_PART
+        if m == FASTMP or m.startswith(FASTMP + "."):
+            return C_PART
     return NOT_C_PART
 
 
@@ -1313,6 +1315,18 @@ def bench_pool_start(mp, n, start_method="fork"):
     return n / (perf_counter() - t0)
 
 
+def bench_pool_maxtasks1(mp, n, start_method="fork"):
+    """Pool(k, maxtasksperchild=1).map(f, range(n), chunksize=1): every task in a worker
+    of its own, so each one costs a worker's exit and its replacement's start."""
+    k = processes()
+    with _pool_closing(mp.get_context(start_method).Pool(k, maxtasksperchild=1)) as pool:
+        t0 = perf_counter()
+        out = pool.map(_work, range(n), chunksize=1)
+        dt = perf_counter() - t0
+    _check_squares(out, n)
+    return n / dt
+
+
 def bench_pool_apply(mp, n, start_method="fork"):
     """n pool.apply(f, (i,)) round trips, one after the other."""
     k = processes()
@@ -1486,6 +1500,9 @@ POOL_WORKLOADS = [
              probe=_probe_pool),
     Workload("pool-imap", bench_pool_imap, 50_000, "task",
              "list(pool.imap(f, range(n))), chunksize 1",
+             probe=_probe_pool),
+    Workload("pool-maxtasks1", bench_pool_maxtasks1, 300, "task",
+             "Pool(maxtasksperchild=1).map(f, range(n), chunksize=1): a new worker per task",
              probe=_probe_pool),
     Workload("executor-submit", bench_executor_submit, 2_000, "round trip",
              "ProcessPoolExecutor: submit(f, i).result(), one after the other "

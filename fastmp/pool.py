@@ -18,7 +18,11 @@ only to hand them over.  The API and semantics are the stdlib's, with these diff
 * lambdas and closures work when cloudpickle is installed (pickle is tried first).
 
 ThreadPool stays the stdlib's: threads share the parent's memory, so a shared-memory channel
-has nothing to offer them.
+has nothing to offer them (it is made a subclass of this Pool, as the stdlib's is of its Pool).
+
+Pool, ApplyResult, MapResult and the imap iterators pass isinstance checks against the stdlib's
+classes (multiprocessing.pool.Pool, ...), which code outside fastmp makes; the stdlib's code
+behind those classes does not run.
 """
 import collections
 import functools
@@ -36,7 +40,6 @@ import multiprocessing.pool as _std
 from multiprocessing import util
 from multiprocessing.context import ProcessError, TimeoutError
 from multiprocessing.pool import MaybeEncodingError, RemoteTraceback
-from multiprocessing.pool import ThreadPool  # noqa: F401  (see the module docstring)
 
 from . import _core
 from . import _lifecycle  # noqa: F401  (segment tracking, fork and exit hooks)
@@ -177,10 +180,19 @@ def _report_callback_error(callback, exc):
 
 # The result of apply_async() is a C type (csrc/pool_result.c), so that the collector hands
 # results over without running Python code: get(timeout), wait(timeout), ready(), successful(),
-# as the stdlib's; MapResult below subclasses it.
-ApplyResult = _core.ApplyResult
+# as the stdlib's.  _CApplyResult is what the pool makes; ApplyResult, the name this module
+# exports, is that type with the stdlib's ApplyResult as a second base: the C type's __class__
+# gives it, so that isinstance(r, multiprocessing.pool.ApplyResult) holds for a result (and
+# for a MapResult, which subclasses it).  Its instances would carry a __dict__ and be tracked
+# by the GC: the pool never makes them.
+_CApplyResult = _core.ApplyResult
 
 
+class ApplyResult(_CApplyResult, _std.ApplyResult):
+    """The result of apply_async(): get(), wait(), ready(), successful() (the stdlib's API)."""
+
+
+_CApplyResult._fm_public_class = ApplyResult
 AsyncResult = ApplyResult
 
 
@@ -204,13 +216,13 @@ class _ItemwiseRuns:
             self._set(first + k, pair)
 
 
-class MapResult(_ItemwiseRuns, ApplyResult):
+class MapResult(_ItemwiseRuns, ApplyResult, _std.MapResult):
     """The result of map_async()/starmap_async(): the list of every result."""
 
     _bar = None     # a progress bar (beyond the stdlib: progress=True)
 
     def __init__(self, pool, chunksize, length, callback, error_callback):
-        ApplyResult.__init__(self, pool, callback, error_callback)
+        _CApplyResult.__init__(self, pool, callback, error_callback)
         self._success = True
         self._value = [None] * length
         self._chunksize = chunksize
@@ -252,8 +264,9 @@ class MapResult(_ItemwiseRuns, ApplyResult):
             self._set(i, (False, exc))
 
 
-class IMapIterator:
-    """The iterator imap() returns: results in the order of the input."""
+class IMapIterator(_std.IMapIterator):
+    """The iterator imap() returns: results in the order of the input.  (A subclass of the
+    stdlib's for isinstance; none of its code runs.)"""
 
     def __init__(self, pool):
         self._pool = pool
@@ -349,7 +362,7 @@ class IMapIterator:
             self._set(i, (False, exc))
 
 
-class IMapUnorderedIterator(IMapIterator):
+class IMapUnorderedIterator(IMapIterator, _std.IMapUnorderedIterator):
     """The iterator imap_unordered() returns: results as they come."""
 
     def __init__(self, pool):
@@ -400,6 +413,7 @@ class _Dispatcher:
         self.lock = threading.RLock()   # state changes, worker table, feeder
         self.workers = [None] * processes
         self.pool = []                  # live Process objects (Pool._pool)
+        self.retiring = []              # workers out of their loop, not yet reaped
         self.feeds = collections.deque()
         self.feeder = None
         self.feeding = False
@@ -437,24 +451,35 @@ class _Dispatcher:
         self.pool.append(p)
 
     def on_dead(self):
-        """Collector thread, GIL held: some worker's process is gone."""
+        """Collector thread, GIL held: some worker's process is gone, or some worker left
+        its loop (after maxtasksperchild tasks, it says so on the result ring): replace it
+        now, without waiting for its process to end (it is reaped later)."""
         with self.lock:
             if self.channel.closed:
                 return
+            if self.retiring:
+                self.retiring = [p for p in self.retiring if p.is_alive()]
             for slot, p in enumerate(self.workers):
-                if p is None or p.is_alive():
+                if p is None:
                     continue
                 pid, state, job, first, count, _ = self.channel.slot(slot)
                 if state == _SLOT_FREE:
                     continue
-                p.join()
+                alive = p.is_alive()
+                if alive:
+                    if state != _SLOT_EXITED:
+                        continue
+                    # out of its loop for good: the slot is ours again
+                    self.retiring.append(p)
+                else:
+                    p.join()
                 self.channel.set_slot(slot, 0, _SLOT_FREE)
                 self.workers[slot] = None
                 try:
                     self.pool.remove(p)
                 except ValueError:
                     pass
-                if state != _SLOT_BUSY and p.pid:
+                if state != _SLOT_BUSY and not alive and p.pid:
                     # it may have died between taking a task record and saying so in its
                     # slot: the record is still in the ring, in its name
                     held = self.channel.adopt_held(p.pid)
@@ -682,11 +707,12 @@ class _Dispatcher:
         self.finished.wait()
         if not self.channel.in_collector():
             self.channel.stop_collector()
-        for p in list(self.workers):
+        for p in list(self.workers) + self.retiring:
             if p is not None:
                 p.join()
         with self.lock:
             self.workers = [None] * self.processes
+            self.retiring = []
             del self.pool[:]
             self.stop_feeder()
         self.close_channel()
@@ -706,7 +732,8 @@ class _Dispatcher:
             self.state = TERMINATE
             self.feeds.clear()
             self.stop_feeder()
-            workers = [p for p in self.workers if p is not None]
+            workers = [p for p in self.workers if p is not None] + self.retiring
+            self.retiring = []
         for p in workers:
             if p.exitcode is None:
                 try:
@@ -729,7 +756,7 @@ class _Dispatcher:
         # Results left pending never complete now: drop what they hold of the pool, so the
         # pool -> cache -> result -> pool cycle goes (ApplyResult is not tracked by the GC).
         for result in list(self.cache.values()):
-            if type(result) is ApplyResult and not result.ready():
+            if type(result) is _CApplyResult and not result.ready():
                 result._pool = result._channel = None
         self.finished.set()
         if not self.channel.in_collector():
@@ -768,8 +795,33 @@ def _terminate_dispatcher(dispatcher):
 
 # --------------------------------------------------------------------------- Pool
 
-class Pool:
-    """A pool of worker processes (the stdlib's API) on fastmp's C dispatcher."""
+class _TaskQueueView:
+    """Pool._taskqueue: the stdlib's holds the tasks its task thread has not yet passed to
+    the workers; here, the tasks waiting for the feeder thread (the task ring is full or the
+    input is a lazy iterable).  qsize() and empty() only: nothing is put through it."""
+    __slots__ = ("_dispatcher",)
+
+    def __init__(self, dispatcher):
+        self._dispatcher = dispatcher
+
+    def qsize(self):
+        n = 0
+        for f in list(self._dispatcher.feeds):
+            n += len(f.items) - f.first if not f.lazy else 1
+        return n
+
+    def empty(self):
+        return not self._dispatcher.feeds
+
+
+class Pool(_std.Pool):
+    """A pool of worker processes (the stdlib's API) on fastmp's C dispatcher.
+
+    A subclass of multiprocessing.pool.Pool, so that code checking isinstance against the
+    stdlib's class (dask's scheduler, for one) takes it for one; none of the stdlib's
+    machinery (its __init__, threads and queues) runs: every method it has is overridden here,
+    and the attributes code reads (_processes, _pool, _state, _cache, _ctx, _taskqueue) are
+    kept."""
     _wrap_exception = True
 
     @staticmethod
@@ -804,6 +856,7 @@ class Pool:
         # bound to the class, not to self, so that the dispatcher does not keep self alive
         d.make_process = functools.partial(type(self).Process, context)
         self._pool = d.pool
+        self._taskqueue = _TaskQueueView(d)
         try:
             d.start_workers()
             d.channel.start_collector(d.on_results, d.on_dead)
@@ -829,8 +882,9 @@ class Pool:
             'pool objects cannot be passed between processes or pickled')
 
     def _repopulate_pool(self):
-        """Replace the workers that have exited (the collector does it on its own within
-        50 ms; this does it now)."""
+        """Replace the workers that have exited (the collector does it on its own: at once
+        for a worker that leaves after maxtasksperchild tasks, within 50 ms for one that dies;
+        this does it now)."""
         self._dispatcher.on_dead()
 
     def _check_running(self):
@@ -852,7 +906,7 @@ class Pool:
             # the common case, in C: the result object, the function's pickle (cached), the
             # arguments' pickle, the task record (or d.submit when the ring is full)
             return d.channel.apply(self, func, args, kwds, callback, error_callback)
-        result = ApplyResult(self, callback, error_callback)
+        result = _CApplyResult(self, callback, error_callback)
         try:
             fdata = d.dump_function(func)
         except Exception as exc:
@@ -1005,6 +1059,26 @@ class Pool:
 
     def __exit__(self, exc_type, exc_val, exc_tb):
         self.terminate()
+
+
+class ThreadPool(_std.ThreadPool, Pool):
+    """The stdlib's ThreadPool, made a subclass of this module's Pool as the stdlib's is of
+    its Pool (isinstance(ThreadPool(), fastmp.pool.Pool) holds).  Threads share the parent's
+    memory, so a shared-memory channel has nothing to offer them: every method is the
+    stdlib's (see below), none of fastmp's Pool runs."""
+
+
+# The stdlib's methods over this module's Pool's, for ThreadPool (its MRO puts fastmp's Pool
+# before the stdlib's): every name that fastmp's Pool defines and the stdlib's Pool has.
+for _name, _value in vars(Pool).items():
+    if _name in ("__module__", "__qualname__", "__doc__", "__dict__", "__weakref__") or (
+            _name in vars(_std.ThreadPool)):
+        continue
+    for _klass in _std.Pool.__mro__:
+        if _name in vars(_klass):
+            setattr(ThreadPool, _name, vars(_klass)[_name])
+            break
+del _name, _value, _klass
 
 
 def _chunks(seq, size):

@@ -1,10 +1,11 @@
-# fastmp.pool: Pool on fastmp's C dispatcher; ThreadPool is the stdlib's.
+# fastmp.pool: Pool on fastmp's C dispatcher; ThreadPool is the stdlib's (a subclass of Pool).
+# Pool, ApplyResult, MapResult and the imap iterators subclass multiprocessing.pool's classes.
+import multiprocessing.pool as _std
 import threading
 from multiprocessing.context import ProcessError
 from multiprocessing.context import TimeoutError as TimeoutError
 from multiprocessing.pool import MaybeEncodingError as MaybeEncodingError
 from multiprocessing.pool import RemoteTraceback as RemoteTraceback
-from multiprocessing.pool import ThreadPool as ThreadPool
 from types import TracebackType
 from typing import (
     Any, Callable, Dict, Generic, Iterable, Iterator, List, Mapping, Optional, Type, TypeVar,
@@ -28,7 +29,7 @@ class WorkerLostError(ProcessError):
 class InitializerError(ProcessError):
     """The pool's initializer raised in a worker; __cause__ is its exception."""
 
-class ApplyResult(Generic[_T]):
+class ApplyResult(_std.ApplyResult[_T], Generic[_T]):
     def __init__(self, pool: Pool, callback: Optional[Callable[[_T], object]],
                  error_callback: Optional[Callable[[BaseException], object]]) -> None: ...
     def get(self, timeout: Optional[float] = ...) -> _T: ...
@@ -39,23 +40,29 @@ class ApplyResult(Generic[_T]):
 
 AsyncResult = ApplyResult
 
-class MapResult(ApplyResult[List[_T]]):
+class MapResult(ApplyResult[List[_T]], _std.MapResult[_T]):
     def __init__(self, pool: Pool, chunksize: int, length: int,
                  callback: Optional[Callable[[List[_T]], object]],
                  error_callback: Optional[Callable[[BaseException], object]]) -> None: ...
 
-class IMapIterator(Iterator[_T]):
+class IMapIterator(_std.IMapIterator[_T], Iterator[_T]):
     def __init__(self, pool: Pool) -> None: ...
     def __iter__(self) -> "IMapIterator[_T]": ...
     def next(self, timeout: Optional[float] = ...) -> _T: ...
     def __next__(self) -> _T: ...
 
-class IMapUnorderedIterator(IMapIterator[_T]): ...
+class IMapUnorderedIterator(IMapIterator[_T], _std.IMapUnorderedIterator[_T]): ...
 
-class Pool:
+class _TaskQueueView:
+    def qsize(self) -> int: ...
+    def empty(self) -> bool: ...
+
+class Pool(_std.Pool):
     _pool: List[Any]
     _cache: Dict[int, Any]
     _state: str
+    _processes: int
+    _taskqueue: Any         # Pool: a _TaskQueueView; ThreadPool: the stdlib's queue
     @staticmethod
     def Process(ctx: Any, *args: Any, **kwds: Any) -> Any: ...
     def __init__(self, processes: Optional[int] = ...,
@@ -93,5 +100,10 @@ class Pool:
     def __enter__(self) -> "Pool": ...
     def __exit__(self, exc_type: Optional[Type[BaseException]],
                  exc_val: Optional[BaseException], exc_tb: Optional[TracebackType]) -> None: ...
+
+class ThreadPool(_std.ThreadPool, Pool):
+    def __init__(self, processes: Optional[int] = ...,
+                 initializer: Optional[Callable[..., object]] = ...,
+                 initargs: Iterable[Any] = ...) -> None: ...
 
 def __getattr__(name: str) -> Any: ...   # the stdlib module's other public names
