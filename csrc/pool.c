@@ -56,40 +56,6 @@
 #include "ring.h"
 #include "structmember.h"
 
-/* The raised exception as one object (3.12's API, spelled for 3.9+). */
-static PyObject *
-PyErr_GetRaisedException_compat(void)
-{
-#if PY_VERSION_HEX >= 0x030C0000
-    return PyErr_GetRaisedException();
-#else
-    PyObject *t, *v, *tb;
-    PyErr_Fetch(&t, &v, &tb);
-    if (t == NULL)
-        return NULL;
-    PyErr_NormalizeException(&t, &v, &tb);
-    if (tb != NULL && v != NULL)
-        PyException_SetTraceback(v, tb);
-    Py_XDECREF(t);
-    Py_XDECREF(tb);
-    return v;
-#endif
-}
-
-/* Raise exc again (steals the reference). */
-static void
-PyErr_SetRaisedException_compat(PyObject *exc)
-{
-#if PY_VERSION_HEX >= 0x030C0000
-    PyErr_SetRaisedException(exc);
-#else
-    PyObject *tb = PyException_GetTraceback(exc);
-    PyObject *t = (PyObject *)Py_TYPE(exc);
-    Py_INCREF(t);
-    PyErr_Restore(t, exc, tb);
-#endif
-}
-
 #define ACQ memory_order_acquire
 #define REL memory_order_release
 #define RLX memory_order_relaxed
@@ -515,7 +481,7 @@ pickle_obj(PyObject *dumps, PyObject *fallback, PyObject *obj)
         /* Lambdas, closures, objects only ForkingPickler knows: the Python
          * fallback tries the other picklers and re-raises this error if
          * none can. */
-        PyObject *exc = PyErr_GetRaisedException_compat();
+        PyObject *exc = fm_exc_take();
         b = PyObject_CallFunctionObjArgs(fallback, obj, exc, NULL);
         Py_DECREF(exc);
     }
@@ -654,7 +620,7 @@ load_payload(PyObject *loads, const unsigned char *p, size_t len, uint32_t flags
     PyObject *value = PyObject_CallOneArg(loads, mv);
     /* released before the memory goes (a big entry's mapping is unmapped);
      * an unpickling error stays the one reported */
-    PyObject *exc = value == NULL ? PyErr_GetRaisedException_compat() : NULL;
+    PyObject *exc = value == NULL ? fm_exc_take() : NULL;
     PyObject *r = PyObject_CallMethod(mv, "release", NULL);
     if (r == NULL) {
         Py_CLEAR(value);
@@ -664,7 +630,7 @@ load_payload(PyObject *loads, const unsigned char *p, size_t len, uint32_t flags
     Py_XDECREF(r);
     Py_DECREF(mv);
     if (exc != NULL)
-        PyErr_SetRaisedException_compat(exc);
+        fm_exc_restore(exc);
     return value;
 }
 
@@ -967,7 +933,7 @@ PoolChannel_put(PoolChannelObject *self, PyObject *const *args, Py_ssize_t nargs
                 break;
             }
         }
-        error = PyErr_GetRaisedException_compat();
+        error = fm_exc_take();
         s = FM_OK;
         break;
     }
@@ -984,7 +950,7 @@ PoolChannel_put(PoolChannelObject *self, PyObject *const *args, Py_ssize_t nargs
                      "task too large for the pool's channel (max %zu bytes per task)",
                      fm_ring_max_record(task_ring(self->hdr)) - sizeof(fm_task_hdr) -
                          sizeof(fm_entry_hdr) - pad8((size_t)PyBytes_GET_SIZE(func)));
-        error = PyErr_GetRaisedException_compat();
+        error = fm_exc_take();
         s = FM_OK;
     }
     if (s == FM_AGAIN)
@@ -1129,7 +1095,7 @@ PoolChannel_apply(PoolChannelObject *self, PyObject *const *args, Py_ssize_t nar
     return result;
 failed: {
         /* the task cannot be sent: its result is that exception */
-        PyObject *exc = PyErr_GetRaisedException_compat();
+        PyObject *exc = fm_exc_take();
         fm_apply_result_complete(result, 0, exc);
         Py_DECREF(exc);
         Py_XDECREF(b);
@@ -1140,11 +1106,11 @@ failed: {
 error:
     /* the pool is ending under us: no result to return, so no task either */
     {
-        PyObject *exc = PyErr_GetRaisedException_compat();
+        PyObject *exc = fm_exc_take();
         PyObject *cache = self->cache;
         if (cache != NULL && PyDict_DelItem(cache, fm_apply_result_job(result)) < 0)
             PyErr_Clear();
-        PyErr_SetRaisedException_compat(exc);
+        fm_exc_restore(exc);
     }
     Py_XDECREF(b);
     Py_XDECREF(fdata);
@@ -1349,7 +1315,7 @@ dispatch(PoolChannelObject *self, fm_buf *b)
             if (value == NULL) {
                 /* a result the parent cannot unpickle fails its task
                  * (the stdlib's result thread dies here: gh-79492) */
-                value = PyErr_GetRaisedException_compat();
+                value = fm_exc_take();
                 ok = 0;
             }
             if (rh.kind == FM_RES_RESULT && rh.first + k == 0 && self->cache != NULL &&
@@ -1768,9 +1734,6 @@ PoolChannel_start_collector(PoolChannelObject *self, PyObject *const *args, Py_s
     Py_INCREF(args[1]);
     Py_XSETREF(self->on_results, args[0]);
     Py_XSETREF(self->on_dead, args[1]);
-#if PY_VERSION_HEX < 0x03090000
-    PyEval_InitThreads();
-#endif
     int err = pthread_create(&self->thread, NULL, collector_main, self);
     if (err != 0) {
         errno = err;
@@ -1905,12 +1868,12 @@ encode_outcome(worker_ctx *w, PyObject *value, int *ok)
             return b;
         }
         /* the result cannot be pickled: MaybeEncodingError, as the stdlib */
-        PyObject *exc = PyErr_GetRaisedException_compat();
+        PyObject *exc = fm_exc_take();
         b = PyObject_CallFunction(w->encode_failure, "iOO", 1, exc, value);
         Py_DECREF(exc);
     }
     else {
-        PyObject *exc = PyErr_GetRaisedException_compat();
+        PyObject *exc = fm_exc_take();
         b = PyObject_CallFunction(w->encode_failure, "iOO", 0, exc, Py_None);
         Py_DECREF(exc);
     }
@@ -2072,7 +2035,7 @@ run_batch(worker_ctx *w, const fm_task_hdr *th, const unsigned char *p, size_t l
     PyObject *f = worker_function(w, p, th->func_len);
     PyObject *fexc = NULL;
     if (f == NULL)
-        fexc = PyErr_GetRaisedException_compat();   /* every entry fails with it */
+        fexc = fm_exc_take();   /* every entry fails with it */
     p += pad8(th->func_len);
     left -= pad8(th->func_len);
     out->len = 0;
@@ -2097,7 +2060,7 @@ run_batch(worker_ctx *w, const fm_task_hdr *th, const unsigned char *p, size_t l
         PyObject *b;
         if (fexc != NULL) {
             Py_INCREF(fexc);
-            PyErr_SetRaisedException_compat(fexc);
+            fm_exc_restore(fexc);
             b = encode_outcome(w, NULL, &ok);
         }
         else
