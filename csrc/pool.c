@@ -653,6 +653,9 @@ big_loads(fm_state *st, PyObject *loads, const unsigned char *p, uint32_t len,
         PyErr_SetFromErrnoWithFilename(PyExc_OSError, ref.name);
         return NULL;
     }
+    /* Unlinked (and unregistered) at once: the mapping stays readable, and a
+     * process killed while it unpickles leaves no file behind. */
+    big_unlink(st, &ref);
     PyObject *value = NULL;
     if (seg->size < ref.len) {
         PyErr_SetString(PyExc_RuntimeError, "fastmp: large entry shorter than announced");
@@ -663,7 +666,6 @@ big_loads(fm_state *st, PyObject *loads, const unsigned char *p, uint32_t len,
     /* a view something kept (BufferError from its release): never unmap under it */
     if (value != NULL || !PyErr_ExceptionMatches(PyExc_BufferError))
         fm_segment_destroy(seg, 0);
-    big_unlink(st, &ref);
     return value;
 }
 
