@@ -654,8 +654,14 @@ big_loads(fm_state *st, PyObject *loads, const unsigned char *p, uint32_t len,
         return NULL;
     }
     /* Unlinked (and unregistered) at once: the mapping stays readable, and a
-     * process killed while it unpickles leaves no file behind. */
+     * process killed while it unpickles leaves no file behind.  SIGTERM (a
+     * pool's terminate()) waits until the tracker has been told. */
+    sigset_t term, old;
+    sigemptyset(&term);
+    sigaddset(&term, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &term, &old);
     big_unlink(st, &ref);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
     PyObject *value = NULL;
     if (seg->size < ref.len) {
         PyErr_SetString(PyExc_RuntimeError, "fastmp: large entry shorter than announced");

@@ -212,18 +212,31 @@ def _sum_into(arr, q):
 POOL_SCRIPT = os.path.join(TESTS_DIR, "_compat_pool_script.py")
 
 
-@pytest.mark.parametrize("scenario", ["done", "inflight"])
-def test_pool_with_block_large_arguments_is_quiet(mp, scenario, tmp_path):
+def _pool_script(mp, scenario, tmp_path):
     names = tmp_path / "names.txt"
     proc = run_python([POOL_SCRIPT, mp.__name__, scenario, str(names)])
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "DONE"
-    assert proc.stderr == ""
     mine = {n.strip().lstrip("/") for n in names.read_text().split()} if names.exists() \
         else set()
     if mp.__name__ == "fastmp":
         assert mine                                  # large entries travelled in segments
     assert mine & shm_entries() == set()
+    return proc.stderr
+
+
+def test_pool_with_block_large_arguments_is_quiet(mp, tmp_path):
+    # every task done when the block ends: not a word from the resource tracker
+    assert _pool_script(mp, "done", tmp_path) == ""
+
+
+def test_pool_with_block_large_arguments_in_flight(mp, tmp_path):
+    # the block ends while workers take tasks: a worker killed between taking a task and
+    # unlinking its argument's segment leaves the file to the tracker (a "leaked" warning at
+    # the end; a window of microseconds), but a segment is never unlinked twice, nor left
+    stderr = _pool_script(mp, "inflight", tmp_path)
+    assert "No such file or directory" not in stderr
+    assert "Traceback" not in stderr
 
 
 # ---------------------------------------------------------------- a relaunched tracker
