@@ -28,6 +28,68 @@ fm_compat_xnew_ref(PyObject *o)
 #define Py_XNewRef(o) fm_compat_xnew_ref((PyObject *)(o))
 #endif
 
+/* 3.10: the PyLong_As* conversions take an object's __index__ only.  3.9's
+ * fell back on __int__ (a float was truncated, with a DeprecationWarning);
+ * here they take __index__ on every version, so a float given for an integer
+ * is a TypeError everywhere, as ctypes and the stdlib make it. */
+#if PY_VERSION_HEX < 0x030A0000
+#define FM_COMPAT_AS(ret, name, call, fail)                                    \
+    static inline ret                                                         \
+    fm_compat_##name(PyObject *o)                                             \
+    {                                                                         \
+        if (o != NULL && !PyLong_Check(o)) {                                  \
+            PyObject *i = PyNumber_Index(o);                                  \
+            if (i == NULL)                                                    \
+                return (fail);                                                \
+            ret r = call(i);                                                  \
+            Py_DECREF(i);                                                     \
+            return r;                                                         \
+        }                                                                     \
+        return call(o);                                                       \
+    }
+FM_COMPAT_AS(long, as_long, PyLong_AsLong, -1)
+FM_COMPAT_AS(long long, as_long_long, PyLong_AsLongLong, -1)
+FM_COMPAT_AS(unsigned long long, as_ull_mask, PyLong_AsUnsignedLongLongMask,
+             (unsigned long long)-1)
+#undef FM_COMPAT_AS
+
+static inline long
+fm_compat_as_long_and_overflow(PyObject *o, int *overflow)
+{
+    *overflow = 0;
+    if (o != NULL && !PyLong_Check(o)) {
+        PyObject *i = PyNumber_Index(o);
+        if (i == NULL)
+            return -1;
+        long r = PyLong_AsLongAndOverflow(i, overflow);
+        Py_DECREF(i);
+        return r;
+    }
+    return PyLong_AsLongAndOverflow(o, overflow);
+}
+
+static inline long long
+fm_compat_as_long_long_and_overflow(PyObject *o, int *overflow)
+{
+    *overflow = 0;
+    if (o != NULL && !PyLong_Check(o)) {
+        PyObject *i = PyNumber_Index(o);
+        if (i == NULL)
+            return -1;
+        long long r = PyLong_AsLongLongAndOverflow(i, overflow);
+        Py_DECREF(i);
+        return r;
+    }
+    return PyLong_AsLongLongAndOverflow(o, overflow);
+}
+
+#define PyLong_AsLong(o) fm_compat_as_long(o)
+#define PyLong_AsLongLong(o) fm_compat_as_long_long(o)
+#define PyLong_AsUnsignedLongLongMask(o) fm_compat_as_ull_mask(o)
+#define PyLong_AsLongAndOverflow(o, ov) fm_compat_as_long_and_overflow((o), (ov))
+#define PyLong_AsLongLongAndOverflow(o, ov) fm_compat_as_long_long_and_overflow((o), (ov))
+#endif
+
 /* The raised exception as one object, and raising one again: 3.12's
  * PyErr_GetRaisedException / PyErr_SetRaisedException.  Before 3.12 the
  * (type, value, traceback) triple is normalized and the traceback kept on the
