@@ -133,10 +133,11 @@ def _register_again(new_segment):
 
 
 def _at_exit():
-    try:
-        _object_created(None)   # a tracker relaunched since: told first, so the names below
-    except Exception:           # are unregistered from one that knows them
-        pass
+    if _tracker_seen is not None:   # (a process that never registered starts no tracker here)
+        try:
+            _object_created(None)   # a tracker relaunched since: told first, so the names
+        except Exception:           # below are unregistered from one that knows them
+            pass
     _core._release_all()
     _unregister_gone()
     for name in _core._unlink_own_segments():
