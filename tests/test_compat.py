@@ -33,18 +33,17 @@ WAIT = 60.0
 pytestmark = pytest.mark.timeout(180)
 
 
-def run_python(code_or_args, timeout=120, **kwargs):
+def run_python(code_or_args, timeout=120, extra_env=None):
     """Run a fresh interpreter that imports the fastmp under test (installed, or an in-place
     build), from the tests directory; returns the CompletedProcess."""
     fastmp = load_impl("fastmp")
     where = os.path.dirname(os.path.dirname(os.path.abspath(fastmp.__file__)))
-    env = dict(os.environ)
+    env = dict(os.environ, **(extra_env or {}))
     env["PYTHONPATH"] = os.pathsep.join(p for p in (where, TESTS_DIR, env.get("PYTHONPATH"))
                                         if p)
     args = ["-c", code_or_args] if isinstance(code_or_args, str) else list(code_or_args)
     return subprocess.run([sys.executable] + args, capture_output=True, text=True,
-                          stdin=subprocess.DEVNULL, timeout=timeout, env=env, cwd=TESTS_DIR,
-                          **kwargs)
+                          stdin=subprocess.DEVNULL, timeout=timeout, env=env, cwd=TESTS_DIR)
 
 
 # ---------------------------------------------------------------- submodules as attributes
@@ -306,3 +305,28 @@ def test_version_checks_live_in_compat_h():
                 if re.search(r"\bPY_VERSION_HEX\b", line):
                     offenders.append(f"{os.path.basename(path)}:{no}: {line.strip()}")
     assert offenders == []
+
+
+# ---------------------------------------------------------------- FASTMP_TEST_METHODS
+
+@pytest.mark.parametrize("value, expected", [
+    ("fork", ["stdlib-fork", "fastmp-fork"]),
+    ("spawn, fork", ["stdlib-fork", "stdlib-spawn", "fastmp-fork", "fastmp-spawn"]),
+    ("", ["stdlib-fork", "stdlib-spawn", "stdlib-forkserver",
+          "fastmp-fork", "fastmp-spawn", "fastmp-forkserver"]),
+])
+def test_test_methods_switch_limits_the_ctx_fixture(value, expected):
+    proc = run_python(["-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
+                       os.path.join(TESTS_DIR, "test_futures.py"), "-k", "test_map_timeout"],
+                      extra_env={"FASTMP_TEST_METHODS": value})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    ids = re.findall(r"test_map_timeout\[([\w-]+)\]", proc.stdout)
+    assert ids == expected
+
+
+def test_test_methods_switch_rejects_unknown_methods():
+    proc = run_python(["-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
+                       os.path.join(TESTS_DIR, "test_futures.py")],
+                      extra_env={"FASTMP_TEST_METHODS": "fork,vfork"})
+    assert proc.returncode != 0
+    assert "unknown start method(s) ['vfork']" in proc.stdout + proc.stderr
