@@ -7,28 +7,10 @@
 fm_state *
 fm_state_of_type(PyTypeObject *tp)
 {
-#if PY_VERSION_HEX >= 0x030B0000
-    PyObject *m = PyType_GetModuleByDef(tp, &fm_module_def);
+    PyObject *m = fm_type_module_by_def(tp, &fm_module_def);
     if (m == NULL)
         return NULL;
     return fm_state_of_module(m);
-#else
-    PyObject *mro = tp->tp_mro;
-    for (Py_ssize_t i = 0; mro && i < PyTuple_GET_SIZE(mro); i++) {
-        PyTypeObject *base = (PyTypeObject *)PyTuple_GET_ITEM(mro, i);
-        if (!PyType_HasFeature(base, Py_TPFLAGS_HEAPTYPE))
-            continue;
-        PyObject *m = PyType_GetModule(base);
-        if (m == NULL) {
-            PyErr_Clear();
-            continue;
-        }
-        if (PyModule_GetDef(m) == &fm_module_def)
-            return fm_state_of_module(m);
-    }
-    PyErr_SetString(PyExc_TypeError, "not a fastmp._core type");
-    return NULL;
-#endif
 }
 
 PyObject *

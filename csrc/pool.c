@@ -57,40 +57,6 @@
 #include "ring.h"
 #include "structmember.h"
 
-/* The raised exception as one object (3.12's API, spelled for 3.9+). */
-static PyObject *
-PyErr_GetRaisedException_compat(void)
-{
-#if PY_VERSION_HEX >= 0x030C0000
-    return PyErr_GetRaisedException();
-#else
-    PyObject *t, *v, *tb;
-    PyErr_Fetch(&t, &v, &tb);
-    if (t == NULL)
-        return NULL;
-    PyErr_NormalizeException(&t, &v, &tb);
-    if (tb != NULL && v != NULL)
-        PyException_SetTraceback(v, tb);
-    Py_XDECREF(t);
-    Py_XDECREF(tb);
-    return v;
-#endif
-}
-
-/* Raise exc again (steals the reference). */
-static void
-PyErr_SetRaisedException_compat(PyObject *exc)
-{
-#if PY_VERSION_HEX >= 0x030C0000
-    PyErr_SetRaisedException(exc);
-#else
-    PyObject *tb = PyException_GetTraceback(exc);
-    PyObject *t = (PyObject *)Py_TYPE(exc);
-    Py_INCREF(t);
-    PyErr_Restore(t, exc, tb);
-#endif
-}
-
 #define ACQ memory_order_acquire
 #define REL memory_order_release
 #define RLX memory_order_relaxed
@@ -518,7 +484,7 @@ pickle_obj(PyObject *dumps, PyObject *fallback, PyObject *obj)
         /* Lambdas, closures, objects only ForkingPickler knows: the Python
          * fallback tries the other picklers and re-raises this error if
          * none can. */
-        PyObject *exc = PyErr_GetRaisedException_compat();
+        PyObject *exc = fm_exc_take();
         b = PyObject_CallFunctionObjArgs(fallback, obj, exc, NULL);
         Py_DECREF(exc);
     }
@@ -657,7 +623,7 @@ load_payload(PyObject *loads, const unsigned char *p, size_t len, uint32_t flags
     PyObject *value = PyObject_CallOneArg(loads, mv);
     /* released before the memory goes (a big entry's mapping is unmapped);
      * an unpickling error stays the one reported */
-    PyObject *exc = value == NULL ? PyErr_GetRaisedException_compat() : NULL;
+    PyObject *exc = value == NULL ? fm_exc_take() : NULL;
     PyObject *r = PyObject_CallMethod(mv, "release", NULL);
     if (r == NULL) {
         Py_CLEAR(value);
@@ -667,7 +633,7 @@ load_payload(PyObject *loads, const unsigned char *p, size_t len, uint32_t flags
     Py_XDECREF(r);
     Py_DECREF(mv);
     if (exc != NULL)
-        PyErr_SetRaisedException_compat(exc);
+        fm_exc_restore(exc);
     return value;
 }
 
@@ -690,6 +656,15 @@ big_loads(fm_state *st, PyObject *loads, const unsigned char *p, uint32_t len,
         PyErr_SetFromErrnoWithFilename(PyExc_OSError, ref.name);
         return NULL;
     }
+    /* Unlinked (and unregistered) at once: the mapping stays readable, and a
+     * process killed while it unpickles leaves no file behind.  SIGTERM (a
+     * pool's terminate()) waits until the tracker has been told. */
+    sigset_t term, old;
+    sigemptyset(&term);
+    sigaddset(&term, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &term, &old);
+    big_unlink(st, &ref);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
     PyObject *value = NULL;
     if (seg->size < ref.len) {
         PyErr_SetString(PyExc_RuntimeError, "fastmp: large entry shorter than announced");
@@ -700,7 +675,6 @@ big_loads(fm_state *st, PyObject *loads, const unsigned char *p, uint32_t len,
     /* a view something kept (BufferError from its release): never unmap under it */
     if (value != NULL || !PyErr_ExceptionMatches(PyExc_BufferError))
         fm_segment_destroy(seg, 0);
-    big_unlink(st, &ref);
     return value;
 }
 
@@ -970,7 +944,7 @@ PoolChannel_put(PoolChannelObject *self, PyObject *const *args, Py_ssize_t nargs
                 break;
             }
         }
-        error = PyErr_GetRaisedException_compat();
+        error = fm_exc_take();
         s = FM_OK;
         break;
     }
@@ -987,7 +961,7 @@ PoolChannel_put(PoolChannelObject *self, PyObject *const *args, Py_ssize_t nargs
                      "task too large for the pool's channel (max %zu bytes per task)",
                      fm_ring_max_record(task_ring(self->hdr)) - sizeof(fm_task_hdr) -
                          sizeof(fm_entry_hdr) - pad8((size_t)PyBytes_GET_SIZE(func)));
-        error = PyErr_GetRaisedException_compat();
+        error = fm_exc_take();
         s = FM_OK;
     }
     if (s == FM_AGAIN)
@@ -1132,7 +1106,7 @@ PoolChannel_apply(PoolChannelObject *self, PyObject *const *args, Py_ssize_t nar
     return result;
 failed: {
         /* the task cannot be sent: its result is that exception */
-        PyObject *exc = PyErr_GetRaisedException_compat();
+        PyObject *exc = fm_exc_take();
         fm_apply_result_complete(result, 0, exc);
         Py_DECREF(exc);
         Py_XDECREF(b);
@@ -1143,11 +1117,11 @@ failed: {
 error:
     /* the pool is ending under us: no result to return, so no task either */
     {
-        PyObject *exc = PyErr_GetRaisedException_compat();
+        PyObject *exc = fm_exc_take();
         PyObject *cache = self->cache;
         if (cache != NULL && PyDict_DelItem(cache, fm_apply_result_job(result)) < 0)
             PyErr_Clear();
-        PyErr_SetRaisedException_compat(exc);
+        fm_exc_restore(exc);
     }
     Py_XDECREF(b);
     Py_XDECREF(fdata);
@@ -1363,7 +1337,7 @@ dispatch(PoolChannelObject *self, fm_buf *b)
             if (value == NULL) {
                 /* a result the parent cannot unpickle fails its task
                  * (the stdlib's result thread dies here: gh-79492) */
-                value = PyErr_GetRaisedException_compat();
+                value = fm_exc_take();
                 ok = 0;
             }
             if (rh.kind == FM_RES_RESULT && rh.first + k == 0 && self->cache != NULL &&
@@ -1788,9 +1762,6 @@ PoolChannel_start_collector(PoolChannelObject *self, PyObject *const *args, Py_s
     Py_INCREF(args[1]);
     Py_XSETREF(self->on_results, args[0]);
     Py_XSETREF(self->on_dead, args[1]);
-#if PY_VERSION_HEX < 0x03090000
-    PyEval_InitThreads();
-#endif
     int err = pthread_create(&self->thread, NULL, collector_main, self);
     if (err != 0) {
         errno = err;
@@ -1992,12 +1963,12 @@ encode_outcome(worker_ctx *w, PyObject *value, int *ok)
             return b;
         }
         /* the result cannot be pickled: MaybeEncodingError, as the stdlib */
-        PyObject *exc = PyErr_GetRaisedException_compat();
+        PyObject *exc = fm_exc_take();
         b = PyObject_CallFunction(w->encode_failure, "iOO", 1, exc, value);
         Py_DECREF(exc);
     }
     else {
-        PyObject *exc = PyErr_GetRaisedException_compat();
+        PyObject *exc = fm_exc_take();
         b = PyObject_CallFunction(w->encode_failure, "iOO", 0, exc, Py_None);
         Py_DECREF(exc);
     }
@@ -2159,7 +2130,7 @@ run_batch(worker_ctx *w, const fm_task_hdr *th, const unsigned char *p, size_t l
     PyObject *f = worker_function(w, p, th->func_len);
     PyObject *fexc = NULL;
     if (f == NULL)
-        fexc = PyErr_GetRaisedException_compat();   /* every entry fails with it */
+        fexc = fm_exc_take();   /* every entry fails with it */
     p += pad8(th->func_len);
     left -= pad8(th->func_len);
     out->len = 0;
@@ -2184,7 +2155,7 @@ run_batch(worker_ctx *w, const fm_task_hdr *th, const unsigned char *p, size_t l
         PyObject *b;
         if (fexc != NULL) {
             Py_INCREF(fexc);
-            PyErr_SetRaisedException_compat(fexc);
+            fm_exc_restore(fexc);
             b = encode_outcome(w, NULL, &ok);
         }
         else

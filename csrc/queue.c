@@ -1636,12 +1636,7 @@ queue_before_last_release(fm_handle *h)
     FmQueueObject *self = QUEUE_OF(h);
     fm_queue_shared *sh = self->sh;
     fm_state *st = fm_state_of_type(Py_TYPE(self));
-#if PY_VERSION_HEX >= 0x030C0000
-    PyObject *exc = PyErr_GetRaisedException();
-#else
-    PyObject *et, *ev, *tb;
-    PyErr_Fetch(&et, &ev, &tb);
-#endif
+    PyObject *exc = fm_exc_take();
     if (st == NULL)
         PyErr_Clear();
     uint32_t me = self_pid();
@@ -1673,11 +1668,7 @@ queue_before_last_release(fm_handle *h)
             forget_name(st, sh->rings[i].name);
     }
     sh->nrings = 0;
-#if PY_VERSION_HEX >= 0x030C0000
-    PyErr_SetRaisedException(exc);
-#else
-    PyErr_Restore(et, ev, tb);
-#endif
+    fm_exc_restore(exc);
 }
 
 /* fm_handle.holder_changed: record or forget this process's reference. */

@@ -60,3 +60,23 @@ __all__ = [
     "get_start_method", "log_to_stderr", "parent_process", "reducer", "set_executable",
     "set_forkserver_preload", "set_start_method",
 ]
+
+# Every submodule is an attribute of the package (imported on first access, see __init__.py).
+from fastmp import connection as connection
+from fastmp import dummy as dummy
+from fastmp import forkserver as forkserver
+from fastmp import futures as futures
+from fastmp import heap as heap
+from fastmp import managers as managers
+from fastmp import pool as pool
+from fastmp import popen_fork as popen_fork
+from fastmp import popen_forkserver as popen_forkserver
+from fastmp import popen_spawn_posix as popen_spawn_posix
+from fastmp import queues as queues
+from fastmp import resource_sharer as resource_sharer
+from fastmp import resource_tracker as resource_tracker
+from fastmp import shared_memory as shared_memory
+from fastmp import sharedctypes as sharedctypes
+from fastmp import spawn as spawn
+from fastmp import synchronize as synchronize
+from fastmp import util as util

@@ -9,10 +9,12 @@
 - A segment this process unlinks before exit, whoever created it (a huge block of
   fastmp.sharedctypes whose last reference it dropped, a queue's outgrown ring, a pool's large
   entry or its channel), is unregistered from the tracker: one hook for them all
-  (_core._set_segment_gone_hook).  Not at once: the hook often runs in a deallocator, possibly
-  while this thread is inside the tracker's lock (a plain Lock in some Python versions); the
-  names wait for the next object creation, for exit, or for a moment the lock is free once
-  enough of them are waiting.
+  (_core._set_segment_gone_hook).  At once when this thread does not hold the tracker's lock
+  (the hook often runs in a deallocator, possibly from inside the tracker); else the name
+  waits for the next object creation, or for exit.
+- The tracker can die (killed) and be relaunched by the next registration, usually on the
+  same descriptor number.  A change of the tracker's pid shows it: the new tracker is then
+  told of every segment this process still owns.
 - A forked child takes its own references on every shared object it
   inherited (os.register_at_fork), so that the parent dropping its object
   cannot free a block the child still uses.
@@ -28,22 +30,43 @@ __all__ = ()   # private; every module of the package has an __all__, as the std
 _EXIT_PRIORITY = -100
 
 
-_tracker_fd = None
+_tracker_seen = None   # (pid, fd) of the resource tracker this process last registered with
 _gone = []      # names unlinked early, not yet unregistered from the tracker
+# Names this process registered with the tracker, for a relaunched tracker to hear again.  The
+# segments another process unlinks (a pool's large task entries, a queue's spilled items) stay
+# here until a prune drops the names gone from /dev/shm: one stat per registration, amortized.
+_registered = set()
+_prune_at = 256
 
 
-_GONE_FLUSH = 64     # names waiting before _segment_gone tries to unregister them itself
+def _tracker_lock_free():
+    """Whether this thread can call into the resource tracker now without deadlocking: it does
+    not hold the tracker's lock itself (it may be a deallocator run from inside the tracker).
+    The lock is an RLock from Python 3.11 on (its owner is known) and a plain Lock before
+    (held by anyone counts as held by this thread)."""
+    lock = getattr(getattr(resource_tracker, "_resource_tracker", None), "_lock", None)
+    if lock is None:
+        return False
+    is_owned = getattr(lock, "_is_owned", None)
+    if is_owned is not None:
+        return not is_owned()
+    return not lock.locked()
 
 
 def _segment_gone(name):
-    """Called (often from a deallocator) when this process has unlinked a segment before exit."""
+    """Called (often from a deallocator) when this process has unlinked a segment before exit.
+
+    Tells the tracker at once when that is safe, so that a process killed later (a pool's
+    worker ended by terminate()) leaves no name pending, which the tracker would try to unlink
+    again at the end and report as leaked; otherwise the name waits for the next object
+    creation, or for exit."""
     _gone.append(name)
-    if len(_gone) >= _GONE_FLUSH:
-        # a process that only receives (a pool's parent getting large results) creates
-        # nothing for a long time: do not let the list grow without bound
-        lock = getattr(getattr(resource_tracker, "_resource_tracker", None), "_lock", None)
-        if lock is not None and not lock.locked():
-            _unregister_gone()
+    _registered.discard(name)
+    if _tracker_lock_free():
+        try:
+            _object_created(None)
+        except Exception:   # e.g. at interpreter shutdown; the names stay pending
+            pass
 
 
 def _unregister_gone():
@@ -55,6 +78,16 @@ def _unregister_gone():
             pass
 
 
+def _tracker_identity():
+    """(pid, fd) of the resource tracker, launching it if it is not running.
+
+    A relaunched tracker (the old one was killed) usually gets the same descriptor number, so
+    the fd alone does not show it; the pid does.  In a spawned child the pid is unknown (None)
+    until the child relaunches the tracker itself."""
+    fd = resource_tracker.getfd()
+    return getattr(resource_tracker._resource_tracker, "_pid", None), fd
+
+
 def _object_created(new_segment):
     """Called for every new shared object (new_segment: the name of the
     segment this process had to create for it, or None).
@@ -62,22 +95,49 @@ def _object_created(new_segment):
     The tracker may have died since we last spoke to it (killed, say): then
     getfd() relaunches it (with the stdlib's warning), and the new tracker
     must hear of every segment this process still owns."""
-    global _tracker_fd
-    fd = resource_tracker.getfd()
-    if fd != _tracker_fd:
+    global _tracker_seen
+    seen = _tracker_identity()
+    if seen != _tracker_seen:
         del _gone[:]    # a new tracker never heard of them
-        if _tracker_fd is not None:
-            for name in _core._own_segments():
-                if name != new_segment:
-                    resource_tracker.register(name, "shared_memory")
-        _tracker_fd = fd
+        if _tracker_seen is not None:
+            _register_again(new_segment)
+        _tracker_seen = seen
     if new_segment is not None:
         resource_tracker.register(new_segment, "shared_memory")
+        _remember(new_segment)
     if _gone:
         _unregister_gone()
 
 
+def _remember(name):
+    global _prune_at
+    _registered.add(name)
+    if len(_registered) >= _prune_at:
+        _prune()
+        _prune_at = max(256, 2 * len(_registered))
+
+
+def _prune():
+    """Forget the registered names whose segment is gone (unlinked by another process)."""
+    for name in list(_registered):
+        if not os.path.exists("/dev/shm/" + name.lstrip("/")):
+            _registered.discard(name)
+
+
+def _register_again(new_segment):
+    """Tell a relaunched tracker of every segment this process made that still exists."""
+    _prune()
+    for name in _registered.union(_core._own_segments()):
+        if name != new_segment:
+            resource_tracker.register(name, "shared_memory")
+
+
 def _at_exit():
+    if _tracker_seen is not None:   # (a process that never registered starts no tracker here)
+        try:
+            _object_created(None)   # a tracker relaunched since: told first, so the names
+        except Exception:           # below are unregistered from one that knows them
+            pass
     _core._release_all()
     _unregister_gone()
     for name in _core._unlink_own_segments():
@@ -95,6 +155,7 @@ def _after_fork_child():
     # names the parent unlinked and has yet to unregister are the parent's to tell the
     # tracker: told twice, the tracker prints a KeyError
     del _gone[:]
+    _registered.clear()     # the parent's segments are the parent's to register again
     _core._after_fork_child()
     _install_exit_hook()
 

@@ -99,7 +99,51 @@ def _rebuild_ctype(type_, wrapper, length):
     else:  # a stdlib heap.BufferWrapper
         obj = type_.from_buffer(wrapper.create_memoryview())
     obj._wrapper = wrapper
+    obj.__reduce_ex__ = _InheritanceOnly(obj)
     return obj
+
+
+class _InheritanceOnly:
+    """The ``__reduce_ex__`` of one shared ctypes object, set on the object itself.
+
+    ForkingPickler reduces the object with _reduce_ctype (registered for its type), so this is
+    what every other pickler and the copy module see.  Pickling then raises the stdlib's
+    RuntimeError ("c_int_Array_3 objects should only be shared between processes through
+    inheritance") wherever it happens -- a plain ``pickle.dumps``, a task argument of
+    fastmp.Pool -- rather than failing on the lookup of the array type's name.  copy.copy still
+    gives a private copy, as the stdlib's objects do.  Holds the object weakly: no cycle keeps a
+    dropped object's shared block alive."""
+    __slots__ = ("_ref",)
+
+    def __init__(self, obj):
+        self._ref = weakref.ref(obj)
+
+    def __call__(self, protocol):
+        obj = self._ref()
+        if _mp_context.get_spawning_popen() is not None:
+            return _reduce_ctype(obj)
+        return _private_copy, (_NotPicklable(obj),)
+
+
+class _NotPicklable:
+    """Carries a shared ctypes object into _private_copy; pickled, raises as the stdlib does."""
+    __slots__ = ("obj",)
+
+    def __init__(self, obj):
+        self.obj = obj
+
+    def __reduce__(self):
+        _mp_context.assert_spawning(self.obj)
+        return _private_copy, (self.obj,)   # not reached: no process is being started
+
+
+def _private_copy(carrier):
+    """copy.copy of a shared ctypes object: its bytes in private memory (its other attributes
+    shared), as copying one of the stdlib's gives."""
+    obj = carrier.obj if isinstance(carrier, _NotPicklable) else carrier
+    new = type(obj).from_buffer_copy(obj)
+    new.__dict__.update((k, v) for k, v in obj.__dict__.items() if k != "__reduce_ex__")
+    return new
 
 
 def _rebuild_buffer(state):

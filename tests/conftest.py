@@ -5,6 +5,10 @@ The same behavioural tests run against the stdlib (the reference) and fastmp:
 * ``mp``   the module: ids ``stdlib`` and ``fastmp``;
 * ``ctx``  a context per (module, start method): ids ``stdlib-fork`` ... ``fastmp-forkserver``.
 
+``FASTMP_TEST_METHODS`` (comma-separated, e.g. ``fork``) limits the start methods the ``ctx`` and
+``fastmp_ctx`` fixtures (and tests that parametrize over ``METHODS``) run: CI's runs on the other
+Python versions use ``fork`` only.  Unset or empty: all three.
+
 If fastmp (or fastmp.synchronize) does not import, every fastmp param FAILS rather than skips,
 so CI notices.
 """
@@ -23,7 +27,22 @@ if TESTS_DIR not in sys.path:
     sys.path.insert(0, TESTS_DIR)
 
 IMPLS = ("stdlib", "fastmp")
-METHODS = ("fork", "spawn", "forkserver")
+ALL_METHODS = ("fork", "spawn", "forkserver")
+
+
+def _methods_from_env():
+    raw = os.environ.get("FASTMP_TEST_METHODS", "")
+    chosen = tuple(m.strip() for m in raw.split(",") if m.strip())
+    if not chosen:
+        return ALL_METHODS
+    unknown = [m for m in chosen if m not in ALL_METHODS]
+    if unknown:
+        raise pytest.UsageError(f"FASTMP_TEST_METHODS={raw!r}: unknown start method(s) "
+                                f"{unknown}; choose from {', '.join(ALL_METHODS)}")
+    return tuple(m for m in ALL_METHODS if m in chosen)
+
+
+METHODS = _methods_from_env()
 SHM_DIR = "/dev/shm"
 SHM_PREFIX = "fastmp-"
 

@@ -2,6 +2,7 @@
 scenarios in every start method (ids stdlib-fork ... fastmp-forkserver)."""
 import concurrent.futures as cf
 import os
+import sys
 import time
 
 import pytest
@@ -12,6 +13,15 @@ import fastmp.futures
 WAIT = 60.0
 
 pytestmark = pytest.mark.timeout(120)
+
+
+# concurrent.futures' ProcessPoolExecutor takes max_tasks_per_child from Python 3.11 on;
+# fastmp's takes it on every version.
+STDLIB_MAX_TASKS = sys.version_info >= (3, 11)
+
+
+def has_max_tasks_per_child(ctx):
+    return is_fastmp(ctx) or STDLIB_MAX_TASKS
 
 
 def is_fastmp(ctx):
@@ -95,7 +105,10 @@ def test_argument_errors(ctx):
         executor(ctx, 0)
     with pytest.raises(TypeError):
         executor(ctx, 1, initializer=5)
-    if ctx.get_start_method() == "fork":
+    if not has_max_tasks_per_child(ctx):
+        with pytest.raises(TypeError, match="max_tasks_per_child"):
+            executor(ctx, 1, max_tasks_per_child=2)
+    elif ctx.get_start_method() == "fork":
         with pytest.raises(ValueError):
             executor(ctx, 1, max_tasks_per_child=2)
     else:
@@ -106,7 +119,7 @@ def test_argument_errors(ctx):
 def test_initializer_and_max_tasks_per_child(ctx):
     with executor(ctx, 1, initializer=targets.set_state, initargs=(7,)) as ex:
         assert ex.submit(targets.get_state).result(WAIT) == 7
-    if ctx.get_start_method() != "fork":
+    if ctx.get_start_method() != "fork" and has_max_tasks_per_child(ctx):
         with executor(ctx, 1, max_tasks_per_child=2) as ex:
             pids = [ex.submit(targets.getpid).result(WAIT) for _ in range(4)]
             assert len(set(pids)) == 2

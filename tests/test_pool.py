@@ -8,6 +8,7 @@ import gc
 import os
 import pickle
 import signal
+import sys
 import threading
 import time
 
@@ -348,8 +349,11 @@ def test_initializer_and_maxtasksperchild(ctx):
 def test_argument_errors(ctx):
     with pytest.raises(ValueError):
         make_pool(ctx, 0)
-    with pytest.raises(ValueError):
-        make_pool(ctx, 1, maxtasksperchild=0)
+    if is_fastmp(ctx) or sys.version_info >= (3, 10):
+        # the stdlib checks maxtasksperchild from 3.10 on (3.9's workers fail, one after the
+        # other, for ever)
+        with pytest.raises(ValueError):
+            make_pool(ctx, 1, maxtasksperchild=0)
     with pytest.raises(TypeError):
         make_pool(ctx, 1, initializer=3)
     pool = make_pool(ctx, 1)

@@ -628,13 +628,16 @@ def test_fastmp_huge_block_reclaimed_when_dropped(sc):
 
 @pytest.mark.timeout(60)
 def test_fastmp_forked_child_leaves_the_parents_gone_names(sc):
-    # a huge block unlinked by the parent waits in _gone until the parent's next creation;
-    # a child forked meanwhile must not unregister it too (the tracker then prints a KeyError)
+    # a huge block unlinked by the parent while it cannot tell the tracker (this thread holds
+    # the tracker's lock) waits in _gone until the parent's next creation; a child forked
+    # meanwhile must not unregister it too (the tracker then prints a KeyError)
     import fastmp
+    from multiprocessing import resource_tracker
     from fastmp import _lifecycle
     arr = sc.Array('d', 1_000_000)
-    del arr
-    gc.collect()
+    with resource_tracker._resource_tracker._lock:
+        del arr
+        gc.collect()
     assert len(_lifecycle._gone) == 1
     p = fastmp.get_context("fork").Process(target=targets.exit_with_pending_gone)
     p.start()
