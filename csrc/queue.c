@@ -205,7 +205,17 @@ queue_grow(FmQueueObject *self, size_t min_cap)
     fm_ring_entry *newest = &sh->rings[sh->nrings - 1];
     fm_ring *ring;
     if (newest->gen != self->pgen) {
-        /* someone grew it already: use theirs */
+        /* someone grew it already: use theirs.  A grower killed between
+         * listing its ring and sealing ours left ours open: seal it now,
+         * before putting anything in a newer one, or consumers would wait
+         * on ours for ever. */
+        if (!fm_ring_sealed(self->pring)) {
+            uint32_t i = 0;
+            while (i < sh->nrings && sh->rings[i].gen <= self->pgen)
+                i++;
+            if (i < sh->nrings)
+                fm_ring_seal(self->pring, sh->rings[i].name);
+        }
         if (ring_attach(newest->name, &ring) < 0)
             goto error;
         if (min_cap == 0 || fm_ring_capacity(ring) >= min_cap) {
