@@ -790,9 +790,14 @@ fm_ring_take(fm_ring *r, uint32_t pid, int64_t deadline_ns, int64_t spin_ns, fm_
                 return taken(r, st);
             continue;
         }
-        if (sliced) {
-            /* The writer of the oldest record may have died; so may a
-             * spinner, which producers would count on for ever. */
+        if (sliced || st == FM_TIMEOUT) {
+            /* The writer of the oldest record may have died, or a claim
+             * may have stayed unstamped; a spinner may have died, and
+             * producers would count on it for ever.  Checked after a whole
+             * slice of waiting, or at a deadline (a caller that waits in
+             * shorter steps than a slice, as the pool's collector does,
+             * checks as often as it wakes; stuck_long_enough keeps its own
+             * clock for revocations). */
             uint32_t sp = atomic_load_explicit(&r->items_spinner, SEQ);
             if (sp != 0 && !fm_pid_alive((pid_t)sp))
                 atomic_compare_exchange_strong_explicit(&r->items_spinner, &sp, 0, SEQ, SEQ);

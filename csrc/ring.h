@@ -39,8 +39,9 @@
  * current lap and turns the range into padding.  A producer whose stamp
  * then finds a current-lap word knows it was revoked and claims again; it
  * had written nothing.  A revoker that dies is taken over by the next.
- * These checks run once a wait has lasted a slice (FM_WAIT_SLICE_NS),
- * never on the fast path.  So a producer killed at any instruction of
+ * These checks run when a wait ends without a record: after a whole slice
+ * (FM_WAIT_SLICE_NS) or at the caller's deadline, never on the fast path;
+ * a revocation needs the same unstamped header seen a slice apart.  So a producer killed at any instruction of
  * fm_ring_claim_space, of its write, or of fm_ring_commit never stops the
  * others, and every committed record is handed to exactly one consumer.
  *

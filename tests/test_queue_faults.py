@@ -8,15 +8,19 @@ and for a pool whose worker is killed while it returns results.
 
 The kill lands now and then between a producer's reservation of a record in the ring and the
 stamp of its header (csrc/ring.c, "Claiming"); consumers revoke such a reservation after two wait
-slices.  Before that, such a trial hung: see tests/c/test_ring.c for the same window hit on
-purpose.
+slices.  Before that, such a trial hung.  The window is also hit on purpose: the ring calls
+fm_ring_test_claim_window (csrc/ring.h) there when a program defines it; the tests below build a
+tiny library that does and preload it into a program of their own, in which one process (a
+producer, a pool worker returning a result) is told to stop there and is then SIGKILLed.
 """
 import os
 import queue
 import random
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -196,3 +200,171 @@ def test_pool_worker_killed_returning_results_never_wedges():
             assert all(n == 1 for n in seen.values())
             assert len(seen) == ok
             assert pool.map(square, range(200)) == [x * x for x in range(200)]
+
+
+# ------------------------------------------------------------------ the window, on purpose
+
+# Defines ring.h's test hook: a process whose environment names a file in
+# FASTMP_TEST_HANG_IN_CLAIM ("path" or "path:N" for its N-th claim from then on) writes its pid
+# into that file and waits there, in the window between a reservation and its header stamp, until killed.
+HOOK_C = r"""
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+struct fm_ring;
+void fm_ring_test_claim_window(struct fm_ring *r, uint64_t pos);
+
+void
+fm_ring_test_claim_window(struct fm_ring *r, uint64_t pos)
+{
+    static int calls;
+    (void)r;
+    (void)pos;
+    const char *v = getenv("FASTMP_TEST_HANG_IN_CLAIM");
+    if (v == NULL || *v == 0)
+        return;
+    char path[512];
+    strncpy(path, v, sizeof path - 1);
+    path[sizeof path - 1] = 0;
+    char *colon = strrchr(path, ':');
+    int nth = 1;
+    if (colon != NULL) {
+        *colon = 0;
+        nth = atoi(colon + 1);
+    }
+    if (++calls < nth)
+        return;
+    char tmp[600];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    if (fd >= 0) {
+        dprintf(fd, "%d", (int)getpid());
+        close(fd);
+        rename(tmp, path);
+    }
+    for (;;)
+        pause();
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def hook_lib():
+    # (a directory of its own: pytest's numbered temporary directories are shared by every
+    # pytest session of the user, and pruned as new ones start)
+    cc = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
+    if cc is None:
+        pytest.skip("no C compiler to build the claim-window hook library")
+    with tempfile.TemporaryDirectory(prefix="fastmp-claim-hook-") as d:
+        with open(os.path.join(d, "hook.c"), "w") as f:
+            f.write(HOOK_C)
+        so = os.path.join(d, "hook.so")
+        subprocess.run([cc, "-shared", "-fPIC", "-O1", "-o", so, os.path.join(d, "hook.c")],
+                       check=True, capture_output=True)
+        yield so
+
+
+def _run_with_hook(hook_lib, tmp_path, scenario):
+    tests_dir = os.path.dirname(os.path.abspath(__file__))
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        [tests_dir, os.path.dirname(tests_dir)] + [p for p in [env.get("PYTHONPATH")] if p])
+    env["LD_PRELOAD"] = hook_lib
+    env.pop("FASTMP_TEST_HANG_IN_CLAIM", None)
+    run = subprocess.run(
+        [sys.executable, "-c", f"import test_queue_faults as t; t.{scenario}({str(tmp_path)!r})"],
+        env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stdout + run.stderr
+    return run.stdout
+
+
+def _await_file(path, timeout=WAIT):
+    """The pid of the process waiting in the claim window."""
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        assert time.monotonic() < deadline, "no process reached the claim window"
+        time.sleep(0.005)
+    with open(path) as f:
+        return int(f.read())
+
+
+def _put_and_hang(q, flag, how):
+    os.environ["FASTMP_TEST_HANG_IN_CLAIM"] = flag
+    if how == "put":
+        q.put("lost")
+    elif how == "put_many":
+        q.put_many([("many", i) for i in range(10)])   # stops at its 4th record (flag ":4")
+    else:
+        q.put(b"b" * BIG)                               # the spill segment's record
+
+
+def _victim_in_window(tmp, how):
+    ctx = fastmp.get_context("fork")
+    q = ctx.Queue()
+    q.put("before")
+    flag = os.path.join(tmp, "in-window")
+    p = ctx.Process(target=_put_and_hang,
+                    args=(q, flag + (":4" if how == "put_many" else ""), how))
+    p.start()
+    assert _await_file(flag) == p.pid
+    p.kill()
+    p.join(WAIT)
+    assert p.exitcode == -signal.SIGKILL
+    q.put("after")                      # behind the reservation the victim left unstamped
+    assert q.get(timeout=WAIT) == "before"
+    if how == "put_many":               # the three it committed before stopping
+        assert q.get_many(max_items=3, timeout=WAIT) == [("many", i) for i in range(3)]
+    t0 = time.monotonic()
+    assert q.get(timeout=WAIT) == "after"
+    took = time.monotonic() - t0
+    with pytest.raises(queue.Empty):
+        q.get_nowait()
+    q.put_many(["x", "y"])
+    assert q.get_many(timeout=WAIT) == ["x", "y"]
+    print(f"recovered in {took:.3f}s")
+    q.close()
+
+
+def scenario_put(tmp):
+    _victim_in_window(tmp, "put")
+
+
+def scenario_put_many(tmp):
+    _victim_in_window(tmp, "put_many")
+
+
+def scenario_big(tmp):
+    _victim_in_window(tmp, "big")
+
+
+def _hang_returning(flag, x):
+    os.environ["FASTMP_TEST_HANG_IN_CLAIM"] = flag   # the result's record is the next claim
+    return x * x
+
+
+def scenario_pool(tmp):
+    flag = os.path.join(tmp, "in-window")
+    with fastmp.pool.Pool(2, context=fastmp.get_context("fork")) as pool:
+        assert pool.map(square, range(10)) == [x * x for x in range(10)]
+        r = pool.apply_async(_hang_returning, (flag, 7))
+        worker = _await_file(flag)
+        assert worker in {p.pid for p in pool._pool}
+        os.kill(worker, signal.SIGKILL)
+        with pytest.raises(fastmp.pool.WorkerLostError):
+            r.get(WAIT)
+        t0 = time.monotonic()
+        assert pool.map(square, range(500)) == [x * x for x in range(500)]
+        print(f"recovered in {time.monotonic() - t0:.3f}s")
+
+
+@pytest.mark.timeout(150)
+@pytest.mark.parametrize("scenario", ["scenario_put", "scenario_put_many", "scenario_big",
+                                      "scenario_pool"])
+def test_killed_in_the_claim_window(hook_lib, scenario):
+    with tempfile.TemporaryDirectory(prefix="fastmp-claim-window-") as d:
+        out = _run_with_hook(hook_lib, d, scenario)
+    assert "recovered in" in out
