@@ -33,6 +33,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stddef.h>
 #include <string.h>
 #include <structmember.h>
@@ -189,6 +190,26 @@ ring_create(size_t cap, fm_ring **out, char *name)
     return 0;
 }
 
+/* Called with the lock held, before this process puts into a ring newer
+ * than the one it used: a grower killed between listing its new ring and
+ * sealing the one before (queue_grow) left that one open, and consumers
+ * would wait on it for ever while items go to the newer one.  Seal every
+ * listed ring but the newest, naming its successor (a no-op for those
+ * sealed already; a ring that cannot be attached is left alone). */
+static void
+seal_left_open(fm_queue_shared *sh)
+{
+    for (uint32_t i = 0; i + 1 < sh->nrings && i + 1 < QUEUE_MAX_RINGS; i++) {
+        fm_ring *ring;
+        if (ring_attach(sh->rings[i].name, &ring) < 0) {
+            PyErr_Clear();
+            continue;
+        }
+        if (!fm_ring_sealed(ring))
+            fm_ring_seal(ring, sh->rings[i + 1].name);
+    }
+}
+
 /* Producing: the ring we put into is sealed (or too small): attach the
  * newest, or create a bigger one if ours still is the newest.  `min_cap`:
  * the capacity the caller needs (0: twice the current one). */
@@ -202,20 +223,11 @@ queue_grow(FmQueueObject *self, size_t min_cap)
     char created[FM_SHM_NAME_MAX] = "";
     if (queue_lock(self) < 0)
         return -1;
+    seal_left_open(sh);
     fm_ring_entry *newest = &sh->rings[sh->nrings - 1];
     fm_ring *ring;
     if (newest->gen != self->pgen) {
-        /* someone grew it already: use theirs.  A grower killed between
-         * listing its ring and sealing ours left ours open: seal it now,
-         * before putting anything in a newer one, or consumers would wait
-         * on ours for ever. */
-        if (!fm_ring_sealed(self->pring)) {
-            uint32_t i = 0;
-            while (i < sh->nrings && sh->rings[i].gen <= self->pgen)
-                i++;
-            if (i < sh->nrings)
-                fm_ring_seal(self->pring, sh->rings[i].name);
-        }
+        /* someone grew it already: use theirs */
         if (ring_attach(newest->name, &ring) < 0)
             goto error;
         if (min_cap == 0 || fm_ring_capacity(ring) >= min_cap) {
@@ -1382,6 +1394,35 @@ Queue_debug_stall_put(FmQueueObject *self, PyObject *Py_UNUSED(ignored))
     Py_RETURN_NONE;
 }
 
+/* Test hook: grow the queue as queue_grow does, then die (SIGKILL) after
+ * listing the new ring and before sealing the current one, holding the
+ * queue's lock: a grower killed at the worst moment. */
+static PyObject *
+Queue_debug_grow_and_die(FmQueueObject *self, PyObject *Py_UNUSED(ignored))
+{
+    fm_queue_shared *sh = self->sh;
+    char created[FM_SHM_NAME_MAX] = "";
+    fm_ring *ring;
+    if (queue_lock(self) < 0)
+        return NULL;
+    if (sh->nrings >= QUEUE_MAX_RINGS ||
+        ring_create(fm_ring_capacity(self->pring) * 2, &ring, created) < 0) {
+        queue_unlock(self);
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_MemoryError, "fastmp queue: too many rings in use");
+        return NULL;
+    }
+    fm_ring_entry *e = &sh->rings[sh->nrings];
+    e->gen = sh->rings[sh->nrings - 1].gen + 1;
+    memcpy(e->name, created, FM_SHM_NAME_MAX);
+    atomic_thread_fence(REL);
+    sh->nrings++;
+    atomic_store_explicit(&sh->newest_gen, e->gen, REL);
+    kill(getpid(), SIGKILL);
+    for (;;)
+        pause();
+}
+
 /* ------------------------------------------------------ life and state */
 
 #define QUEUE_OF(hp) ((FmQueueObject *)((char *)(hp) - offsetof(FmQueueObject, h)))
@@ -1455,6 +1496,7 @@ queue_init_object(FmQueueObject *self, int kind)
     if (ring_attach(sh->rings[sh->nrings - 1].name, &self->pring) < 0 ||
         ring_attach(sh->rings[0].name, &self->cring) < 0)
         goto done;
+    seal_left_open(sh);
     self->pgen = sh->rings[sh->nrings - 1].gen;
     self->cgen = sh->rings[0].gen;
     rc = 0;
@@ -1625,6 +1667,7 @@ static PyMethodDef Queue_methods[] = {
     {"_join", (PyCFunction)Queue_join, METH_NOARGS, Queue_join_doc},
     {"_unfinished", (PyCFunction)Queue_unfinished, METH_NOARGS, NULL},
     {"_debug_stall_put", (PyCFunction)Queue_debug_stall_put, METH_NOARGS, NULL},
+    {"_debug_grow_and_die", (PyCFunction)Queue_debug_grow_and_die, METH_NOARGS, NULL},
     {"_fm_state", (PyCFunction)Queue_state, METH_NOARGS, Queue_state_doc},
     {"_fm_attach", Queue_attach, METH_O | METH_CLASS, Queue_attach_doc},
     {NULL, NULL, 0, NULL},

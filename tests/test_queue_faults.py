@@ -368,3 +368,45 @@ def test_killed_in_the_claim_window(hook_lib, scenario):
     with tempfile.TemporaryDirectory(prefix="fastmp-claim-window-") as d:
         out = _run_with_hook(hook_lib, d, scenario)
     assert "recovered in" in out
+
+
+# ------------------------------------------------------------------ a grower killed
+
+
+def _grow_and_die(q):
+    q._debug_grow_and_die()     # lists a bigger ring, then SIGKILL before sealing the old one
+
+
+def _put_items(q, tag, n):
+    for i in range(n):
+        q.put((tag, i))
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("how", ["attach", "grow"])
+def test_grower_killed_before_sealing_never_wedges(how):
+    # An unbounded queue grows by listing a bigger ring and then sealing the full one, which
+    # sends consumers on to the next.  A grower killed in between leaves the old ring open;
+    # the next process that puts into the newer ring must seal it first: one that attaches the
+    # queue afterwards (spawn: it starts at the newest ring), or one that grows in turn.
+    ctx = fastmp.get_context("fork")
+    q = ctx.Queue()
+    q.put(("first", 0))
+    g = ctx.Process(target=_grow_and_die, args=(q,))
+    g.start()
+    g.join(WAIT)
+    assert g.exitcode == -signal.SIGKILL
+    n = 100 if how == "attach" else 20000      # 20,000 fill the first ring: it grows
+    pctx = fastmp.get_context("spawn" if how == "attach" else "fork")
+    p = pctx.Process(target=_put_items, args=(q, "late", n))
+    p.start()
+    p.join(WAIT)
+    assert p.exitcode == 0
+    q.put(("last", 0))
+    assert q.get(timeout=WAIT) == ("first", 0)
+    got = [q.get(timeout=WAIT) for _ in range(n + 1)]
+    assert got == [("late", i) for i in range(n)] + [("last", 0)]
+    with pytest.raises(queue.Empty):
+        q.get_nowait()
+    assert q.qsize() == 0
+    q.close()
