@@ -5,10 +5,10 @@
  *     bits  0..31  payload length
  *     bits 32..53  pid (WRITING / READING: who is doing it)
  *     bits 54..60  lap tag: (position / capacity + 1) mod 128
- *     bits 61..63  kind: FREE WRITING READY READING DONE PAD REVOKED
- * FREE (filler of released space) and REVOKED (see Claiming) words carry
- * the lap tag too; a zero word is FREE of tag 0, the tag of no lap before
- * lap 127, by when every word has been rewritten.
+ *     bits 61..63  kind: WRITING READY READING DONE PAD REVOKED (FREE: 0)
+ * Filler words of released space (free_byte) and REVOKED words (see
+ * Claiming) carry the lap tag too; a zero word has tag 0, the tag of no lap
+ * before lap 127, by when every word has been rewritten.
  * The lap tag makes a header from an earlier lap of the ring (left in memory
  * at the same offset) distinguishable from the current record's: a reader
  * only acts on a header whose tag matches the lap of the position it
@@ -17,7 +17,8 @@
  * mistake (that would take 128 laps within one CAS).
  *
  * Free space holds no stale payload: a consumer that releases a record
- * fills its payload area with FREE words carrying the record's lap tag, so
+ * fills its payload area with filler words carrying the record's lap tag
+ * (free_byte), so
  * every 8-byte word behind `reclaim` (and, in a new ring, every zero word:
  * tag 0 is no lap's tag until lap 127) is tagged with an earlier lap than
  * the one a producer claims it in.  That is what the claim protocol below
@@ -51,7 +52,7 @@
  *      or the end of the lap (a record boundary each; or at most
  *      FM_RING_REVOKE_MAX bytes: the rest is revoked again later);
  *   3. it turns its REVOKED word at `cons` into a PAD over the whole range,
- *      which consumers then skip like any pad (and release: FREE words).
+ *      which consumers then skip like any pad (and release: filler words).
  * Every claim that starts in the range finds a word of the current lap
  * where it expects one of an earlier lap, so its stamp fails and it claims
  * again elsewhere: nothing was written, nothing is lost or delivered twice.
@@ -194,19 +195,28 @@ bump_if_sleepers(_Atomic uint32_t *seq, _Atomic uint32_t *sleepers, int n)
     }
 }
 
+/* The byte that, repeated, makes a filler word of lap tag `tag`: a word of
+ * eight equal bytes b has the tag (b >> 6) | ((b & 0x1f) << 2) (bits 54..60),
+ * so free space is filled at memset's speed.  Its kind (bits 61..63, b >> 5)
+ * is FREE, READY, DONE or 7, never REVOKED; it does not matter anyway: a
+ * filler word is only ever read for its tag (as a word of an earlier lap,
+ * or of this lap where a revoked claim would stamp). */
+static inline int
+free_byte(uint32_t tag)
+{
+    return (int)(((tag & 3u) << 6) | (tag >> 2) | ((tag & 3u) == 3u ? 0x20u : 0u));
+}
+
 /* Release a record this process holds in READING state: fill its payload
- * area with FREE words of its lap (free space holds no stale payload, and a
+ * area with filler words of its lap (free space holds no stale payload, and a
  * claim revoked in this lap cannot stamp a header there), then mark it
  * DONE. */
 static void
 release_at(fm_ring *r, uint64_t pos, uint64_t h)
 {
     uint32_t len = H_LEN(h);
-    uint64_t freew = make_header(K_FREE, H_TAG(h), 0, 0);
-    uint64_t *w = (uint64_t *)(void *)payload_at(r, pos);
-    size_t n = (size_t)((rec_total(len) - FM_RING_RECORD_HEADER) / 8);
-    for (size_t i = 0; i < n; i++)
-        w[i] = freew;
+    memset(payload_at(r, pos), free_byte(H_TAG(h)),
+           (size_t)(rec_total(len) - FM_RING_RECORD_HEADER));
     atomic_store_explicit(header_at(r, pos), make_header(K_DONE, H_TAG(h), 0, len), SEQ);
     bump_if_sleepers(&r->space_seq, &r->space_sleepers, INT_MAX);
 }
@@ -374,16 +384,19 @@ typedef struct {
 
 /* Stamp `h` into the header at `pos`, which this process reserved with its
  * CAS on `prod`: 1, or 0 if a consumer revoked the reservation (the word
- * carries the current lap's tag: REVOKED, or FREE once the revoked range
+ * carries the current lap's tag: REVOKED, or filler once the revoked range
  * was released).  The word held before is of an earlier lap, so the CAS
- * fails only when the claim was revoked meanwhile. */
+ * fails only when the claim was revoked meanwhile.  (Inline atomics, not
+ * peek_header: the word is this process's own reservation, and what was
+ * written there before reached it through the reclaim position.) */
 static inline int
 stamp(fm_ring *r, uint64_t pos, uint64_t h)
 {
     uint32_t tag = H_TAG(h);
-    uint64_t old = peek_header(r, pos);
+    _Atomic uint64_t *hp = header_at(r, pos);
+    uint64_t old = atomic_load_explicit(hp, RLX);
     while (H_TAG(old) != tag) {
-        if (cas_header(r, pos, &old, h))
+        if (atomic_compare_exchange_weak_explicit(hp, &old, h, SEQ, RLX))
             return 1;
     }
     return 0;
@@ -692,7 +705,7 @@ try_take(fm_ring *r, take_args *a)
             }
             return FM_AGAIN;
         case K_REVOKED:
-            /* a revocation in progress; its revoker died: finish it */
+            /* a revocation in progress; if its revoker died, finish it */
             if (a->check_dead && !fm_pid_alive((pid_t)H_PID(h))) {
                 uint64_t mine = make_header(K_REVOKED, H_TAG(h), a->pid, 0);
                 if (cas_header(r, c, &h, mine))

@@ -25,9 +25,10 @@
  * then stamps the record's header WRITING(pid) with a CAS that expects a
  * word of an earlier lap, writes, and commits with a release store of the
  * state.  Consumers take the record at the consumer position with one CAS,
- * copy it out, then mark it DONE, filling its payload area with FREE words
- * of its lap.  The space behind the oldest record that is not DONE is
- * reclaimed (by whoever needs space: one CAS on the reclaim position).
+ * copy it out, then mark it DONE, filling its payload area with filler
+ * words tagged with its lap.  The space behind the oldest record that is
+ * not DONE is reclaimed (by whoever needs space: one CAS on the reclaim
+ * position).
  *
  * Crashes: a record stuck in WRITING(pid) or READING(pid) whose pid is
  * dead (fm_pid_alive) is abandoned: a consumer skips a dead writer's
