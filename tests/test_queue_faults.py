@@ -76,7 +76,10 @@ def _trial(ctx, rng, batch, big):
     q.put(bytes(1 << 20))
     assert q.get(timeout=WAIT) == bytes(1 << 20)
     survivor = ctx.Process(target=produce, args=(q, 0, stop, batch, big), daemon=True)
-    victim = ctx.Process(target=produce, args=(q, 1, None, batch, big), daemon=True)
+    # (the victim puts small items only: one killed while creating a spill segment leaves an
+    # empty file in /dev/shm, another matter; a victim stopped right after spilling, in the
+    # claim window of the record that names the segment, is scenario_big below)
+    victim = ctx.Process(target=produce, args=(q, 1, None, batch, False), daemon=True)
     survivor.start()
     victim.start()
     try:
@@ -101,7 +104,7 @@ def _trial(ctx, rng, batch, big):
                     end = item[2]
                     continue
                 k = item[0]
-                _check_item(item, k, nxt[k], big)
+                _check_item(item, k, nxt[k], big and k == 0)
                 nxt[k] += 1
         victim.join(WAIT)
         survivor.join(WAIT)
@@ -114,7 +117,7 @@ def _trial(ctx, rng, batch, big):
             item = q.get(timeout=WAIT)
             if item == "marker":
                 break
-            _check_item(item, 1, nxt[1], big)
+            _check_item(item, 1, nxt[1], False)
             nxt[1] += 1
         with pytest.raises(queue.Empty):
             q.get_nowait()
