@@ -59,8 +59,20 @@
  * A claim whose stamp won the race stops the walk at its header, and keeps
  * its record.  A revoker that dies leaves REVOKED(pid) at `cons`: a
  * consumer that finds that pid dead (after a slice) takes the revocation
- * over and finishes it.  The producer's fast path costs one CAS on its
- * own header line in place of a plain store, no system call.
+ * over and finishes it.
+ *
+ * Stale views.  A revoker's CAS at `c` and a producer's stamp expect a word
+ * of an earlier lap; after a stop of two slices and a whole lap between
+ * their load and their CAS, the word could hold that value again (an ABA,
+ * e.g. payload bytes equal to a filler word).  So a revoker counts itself
+ * in `revokes` first and, its CAS done, checks that `c` still is the
+ * consumer position (no consumer passes a REVOKED head), else it undoes
+ * the CAS; a producer reads `revokes` before its CAS on `prod` and, if it
+ * changed by the time its stamp succeeded, checks that the consumers have
+ * not passed its record (no consumer passes a live reservation), else it
+ * undoes the stamp and claims again.  The producer's fast path costs one
+ * CAS on its own header line in place of a plain store, and two loads of
+ * a read-mostly word: no system call, no contended line.
  *
  * Every death (mid-claim, mid-copy, mid-read) is recovered. */
 #include "ring.h"
@@ -96,6 +108,9 @@ struct fm_ring {
     uint64_t capacity;
     uint32_t lap_shift;         /* log2(capacity) */
     uint32_t _pad0;
+    /* revocations begun (see Claiming); read-mostly, so it shares the line
+     * of the constants every operation reads */
+    _Atomic uint64_t revokes;
     /* producer position | SEALED_BIT */
     _Alignas(FM_CACHE_LINE) _Atomic uint64_t prod;
     /* consumer position: the oldest record not yet taken */
@@ -254,6 +269,7 @@ fm_ring_init(void *mem, size_t capacity)
     atomic_store_explicit(&r->space_sleepers, 0, RLX);
     atomic_store_explicit(&r->stuck_pos, 0, RLX);
     atomic_store_explicit(&r->stuck_since, 0, RLX);
+    atomic_store_explicit(&r->revokes, 0, RLX);
     memset(r->next_name, 0, sizeof r->next_name);
     /* the magic goes last: a process that checks the ring sees it whole */
     atomic_store_explicit((_Atomic uint32_t *)&r->magic, FM_RING_MAGIC, REL);
@@ -390,15 +406,32 @@ typedef struct {
  * peek_header: the word is this process's own reservation, and what was
  * written there before reached it through the reclaim position.) */
 static inline int
-stamp(fm_ring *r, uint64_t pos, uint64_t h)
+stamp(fm_ring *r, uint64_t pos, uint64_t h, uint64_t *was)
 {
     uint32_t tag = H_TAG(h);
     _Atomic uint64_t *hp = header_at(r, pos);
     uint64_t old = atomic_load_explicit(hp, RLX);
     while (H_TAG(old) != tag) {
-        if (atomic_compare_exchange_weak_explicit(hp, &old, h, SEQ, RLX))
+        if (atomic_compare_exchange_weak_explicit(hp, &old, h, SEQ, RLX)) {
+            *was = old;
             return 1;
+        }
     }
+    return 0;
+}
+
+/* After a stamp that succeeded while a revocation began somewhere (slow
+ * path): 1 if the reservation at `pos` is live, else undo the stamp and
+ * return 0.  A stamp can only succeed on a revoked reservation by an ABA:
+ * the producer stopped between the load and the CAS of stamp() for two
+ * slices and a whole lap, and the word came back to the value it had.
+ * Then the consumers have passed `pos` (no consumer passes a live one). */
+static int
+stamp_holds(fm_ring *r, uint64_t pos, uint64_t h, uint64_t was)
+{
+    if (atomic_load_explicit(&r->cons, SEQ) <= pos)
+        return 1;
+    atomic_compare_exchange_strong_explicit(header_at(r, pos), &h, was, SEQ, RLX);
     return 0;
 }
 
@@ -425,7 +458,9 @@ try_claim(fm_ring *r, claim_args *a)
             }
             return FM_AGAIN;
         }
-        if (!atomic_compare_exchange_weak_explicit(&r->prod, &pw, p + pad + t, RLX, RLX))
+        /* revocations begun so far: read before the reservation can be seen */
+        uint64_t g = atomic_load_explicit(&r->revokes, SEQ);
+        if (!atomic_compare_exchange_weak_explicit(&r->prod, &pw, p + pad + t, SEQ, RLX))
             continue;
         /* Reserved.  Stamp the headers at once: until then the claim is a
          * lease a consumer may revoke (see Claiming in the comment at the
@@ -433,13 +468,22 @@ try_claim(fm_ring *r, claim_args *a)
          * is claimed again. */
         if (fm_ring_test_claim_window != NULL)
             fm_ring_test_claim_window(r, p);
+        uint64_t hpad = 0, wpad = 0, was;
         if (pad) {
-            stamp(r, p, make_header(K_PAD, lap_tag(r, p), 0,
-                                    (uint32_t)(pad - FM_RING_RECORD_HEADER)));
+            hpad = make_header(K_PAD, lap_tag(r, p), 0, (uint32_t)(pad - FM_RING_RECORD_HEADER));
+            if (!stamp(r, p, hpad, &wpad))
+                hpad = 0;
             p += pad;
         }
-        if (!stamp(r, p, make_header(K_WRITING, lap_tag(r, p), a->pid, a->len)))
+        uint64_t h = make_header(K_WRITING, lap_tag(r, p), a->pid, a->len);
+        if (!stamp(r, p, h, &was))
             continue;
+        if (atomic_load_explicit(&r->revokes, SEQ) != g) {
+            if (hpad)
+                stamp_holds(r, p - pad, hpad, wpad);
+            if (!stamp_holds(r, p, h, was))
+                continue;
+        }
         a->c->pos = p;
         a->c->data = payload_at(r, p);
         a->c->len = a->len;
@@ -646,6 +690,25 @@ revoke_range(fm_ring *r, uint64_t c, uint64_t mine)
                make_header(K_PAD, tag, 0, (uint32_t)(x - c - FM_RING_RECORD_HEADER)));
 }
 
+/* Revoke the claims from `c` (the consumer position, as last seen, whose
+ * header held `h`) on: count the revocation (producers that stamp meanwhile
+ * check themselves, see stamp_holds), take the header word, and, if `c`
+ * still is the consumer position (else the CAS hit a stale position, by an
+ * ABA: undo it), revoke the range. */
+static void
+revoke_at(fm_ring *r, uint64_t c, uint64_t h, uint64_t mine)
+{
+    atomic_fetch_add_explicit(&r->revokes, 1, SEQ);
+    uint64_t expected = h;
+    if (!cas_header(r, c, &expected, mine))
+        return;
+    if (atomic_load_explicit(&r->cons, SEQ) != c) {
+        cas_header(r, c, &mine, h);
+        return;
+    }
+    revoke_range(r, c, mine);
+}
+
 /* One pass: take the record at `cons` if one is committed, skipping pads and
  * (with check_dead) dead writers' records and claims that stayed unwritten.  Returns FM_OK (a->rd filled),
  * FM_AGAIN (nothing to take now), FM_BROKEN (sealed and empty). */
@@ -664,8 +727,7 @@ try_take(fm_ring *r, take_args *a)
             /* claimed, header not written yet: a lease that may have run out */
             if (a->check_dead && stuck_long_enough(r, c)) {
                 uint64_t mine = make_header(K_REVOKED, lap_tag(r, c), a->pid, 0);
-                if (cas_header(r, c, &h, mine))
-                    revoke_range(r, c, mine);
+                revoke_at(r, c, h, mine);
                 continue;
             }
             return FM_AGAIN;
@@ -708,8 +770,7 @@ try_take(fm_ring *r, take_args *a)
             /* a revocation in progress; if its revoker died, finish it */
             if (a->check_dead && !fm_pid_alive((pid_t)H_PID(h))) {
                 uint64_t mine = make_header(K_REVOKED, H_TAG(h), a->pid, 0);
-                if (cas_header(r, c, &h, mine))
-                    revoke_range(r, c, mine);
+                revoke_at(r, c, h, mine);
                 continue;
             }
             return FM_AGAIN;
