@@ -706,6 +706,8 @@ revoke_at(fm_ring *r, uint64_t c, uint64_t h, uint64_t mine)
         cas_header(r, c, &mine, h);
         return;
     }
+    if (fm_ring_test_revoke_window != NULL)
+        fm_ring_test_revoke_window(r, c);
     revoke_range(r, c, mine);
 }
 

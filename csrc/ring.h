@@ -131,6 +131,9 @@ int fm_ring_is_oldest(fm_ring *r, const fm_ring_claim *c);
  * a claim is only a lease (see "Claims" above).  One never-taken branch on
  * the claim path otherwise. */
 extern void fm_ring_test_claim_window(fm_ring *r, uint64_t pos) __attribute__((weak));
+/* The same for a consumer that has just taken the header at `pos` to revoke
+ * the claims from there on, before it walks the range (slow path only). */
+extern void fm_ring_test_revoke_window(fm_ring *r, uint64_t pos) __attribute__((weak));
 
 /* ---- consuming ---- */
 typedef struct {

@@ -10,7 +10,8 @@
  * spinner cleared by a sleeper.  Producers stopped in the claim window
  * (reserved, header not stamped: ring.h's test hook): killed there, stalled
  * there and resumed, killed there with a pad, and killed at random moments
- * with the window widened, over many trials. */
+ * with the window widened, over many trials; a consumer killed in the
+ * middle of revoking such a claim. */
 #include <limits.h>
 #include <sched.h>
 
@@ -64,6 +65,21 @@ fm_ring_test_claim_window(fm_ring *r, uint64_t pos)
     }
     default:
         break;
+    }
+}
+
+/* The same hook for a revoking consumer (ring.h): WINDOW_HANG stays there. */
+static _Atomic int revoke_mode;
+
+void
+fm_ring_test_revoke_window(fm_ring *r, uint64_t pos)
+{
+    (void)r;
+    (void)pos;
+    if (atomic_load_explicit(&revoke_mode, memory_order_relaxed) == WINDOW_HANG) {
+        atomic_store(window_flag, 2);
+        for (;;)
+            pause();
     }
 }
 
@@ -1243,6 +1259,49 @@ test_writer_killed_in_claim_window_with_pad(void)
     munmap((void *)window_flag, 4096);
 }
 
+/* A consumer killed in the middle of a revocation (it holds the REVOKED
+ * word at the head and has not walked the range yet): another consumer
+ * finds its pid dead, takes the revocation over and finishes it. */
+static void
+test_revoker_killed_mid_revocation(void)
+{
+    fm_segment *seg;
+    fm_ring *r = segment_ring(4096, &seg);
+    window_flag = fmt_shared_page(4096);
+    pid_t writer = fmt_fork();
+    if (writer == 0) {
+        fm_refresh_pid();
+        atomic_store(&window_mode, WINDOW_HANG);
+        put_bytes(r, "lost", 4, 0);
+        _exit(10);
+    }
+    CHECK(fmt_await_u32(window_flag, 1, 5));
+    kill(writer, SIGKILL);
+    CHECK_EQ(fmt_reap(writer), 128 + SIGKILL);
+    CHECK_ST(put_bytes(r, "after", 5, 0), FM_OK);
+    pid_t revoker = fmt_fork();
+    if (revoker == 0) {
+        fm_refresh_pid();
+        atomic_store(&revoke_mode, WINDOW_HANG);
+        char buf[64];
+        uint32_t len;
+        get_bytes(r, buf, &len, fm_deadline_after(10));
+        _exit(11);
+    }
+    CHECK(fmt_await_u32(window_flag, 2, 5));
+    kill(revoker, SIGKILL);
+    CHECK_EQ(fmt_reap(revoker), 128 + SIGKILL);
+    char out[64];
+    uint32_t len;
+    int64_t t0 = fm_now_ns();
+    CHECK_ST(get_bytes(r, out, &len, fm_deadline_after(5)), FM_OK);
+    CHECK(len == 5 && memcmp(out, "after", 5) == 0);
+    CHECK_MSG(fmt_secs_since(t0) < 1.0, "taken over after %.3fs", fmt_secs_since(t0));
+    CHECK_ST(get_bytes(r, out, &len, 0), FM_AGAIN);
+    CHECK_EQ(fm_ring_pending_bytes(r), 0);
+    munmap((void *)window_flag, 4096);
+}
+
 /* Two producer processes, one SIGKILLed at a random moment while it puts
  * in a tight loop (its claim window widened to a few microseconds, so the
  * kill often lands there), over many trials: every record of the survivor
@@ -1604,6 +1663,7 @@ main(void)
     RUN(test_writer_killed_in_claim_window);
     RUN(test_stalled_claim_revoked_then_resumes);
     RUN(test_writer_killed_in_claim_window_with_pad);
+    RUN(test_revoker_killed_mid_revocation);
     RUN(test_producer_killed_at_random);
     return fmt_finish();
 }
