@@ -272,6 +272,29 @@ ring_create(FmQueueObject *self, size_t cap, fm_ring **out, char *name)
     return 0;
 }
 
+/* Called with the lock held, before this process puts into a ring newer
+ * than the one it used: a grower killed between listing its new ring and
+ * sealing the one before (queue_grow) left that one open, and consumers
+ * would wait on it for ever while items go to the newer one.  Seal every
+ * listed ring but the newest, naming its successor (a no-op for those
+ * sealed already; a ring that cannot be attached is left alone). */
+static void
+seal_left_open(fm_queue_shared *sh)
+{
+    for (uint32_t i = 0; i + 1 < sh->nrings && i + 1 < QUEUE_MAX_RINGS; i++) {
+        fm_segment *seg;
+        if (fm_segment_attach(sh->rings[i].name, &seg) != FM_OK)
+            continue;
+        if (fm_ring_check(seg->base, seg->size) == FM_OK) {
+            fm_ring *ring = (fm_ring *)seg->base;
+            if (!fm_ring_sealed(ring))
+                fm_ring_seal(ring, sh->rings[i + 1].name);
+        }
+        /* only sealing: the mapping is not this object's to hold */
+        fm_segment_release(seg);
+    }
+}
+
 /* Producing: the ring we put into is sealed (or too small): attach the
  * newest, or create a bigger one if ours still is the newest.  `min_cap`:
  * the capacity the caller needs (0: twice the current one). */
@@ -285,6 +308,7 @@ queue_grow(FmQueueObject *self, size_t min_cap)
     char created[FM_SHM_NAME_MAX] = "";
     if (queue_lock(self) < 0)
         return -1;
+    seal_left_open(sh);
     fm_ring_entry *newest = &sh->rings[sh->nrings - 1];
     fm_ring *ring;
     if (newest->gen != self->pgen) {
@@ -1623,6 +1647,35 @@ Queue_debug_rings(FmQueueObject *self, PyObject *Py_UNUSED(ignored))
     return list;
 }
 
+/* Test hook: grow the queue as queue_grow does, then die (SIGKILL) after
+ * listing the new ring and before sealing the current one, holding the
+ * queue's lock: a grower killed at the worst moment. */
+static PyObject *
+Queue_debug_grow_and_die(FmQueueObject *self, PyObject *Py_UNUSED(ignored))
+{
+    fm_queue_shared *sh = self->sh;
+    char created[FM_SHM_NAME_MAX] = "";
+    fm_ring *ring;
+    if (queue_lock(self) < 0)
+        return NULL;
+    if (sh->nrings >= QUEUE_MAX_RINGS ||
+        ring_create(self, fm_ring_capacity(self->pring) * 2, &ring, created) < 0) {
+        queue_unlock(self);
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_MemoryError, "fastmp queue: too many rings in use");
+        return NULL;
+    }
+    fm_ring_entry *e = &sh->rings[sh->nrings];
+    e->gen = sh->rings[sh->nrings - 1].gen + 1;
+    memcpy(e->name, created, FM_SHM_NAME_MAX);
+    atomic_thread_fence(REL);
+    sh->nrings++;
+    atomic_store_explicit(&sh->newest_gen, e->gen, REL);
+    kill(getpid(), SIGKILL);
+    for (;;)
+        pause();
+}
+
 /* ------------------------------------------------------ life and state */
 
 #define QUEUE_OF(hp) ((FmQueueObject *)((char *)(hp) - offsetof(FmQueueObject, h)))
@@ -1731,6 +1784,7 @@ queue_init_object(FmQueueObject *self, int kind)
     if (ring_attach(self, sh->rings[sh->nrings - 1].name, &self->pring) < 0 ||
         ring_attach(self, sh->rings[0].name, &self->cring) < 0)
         goto done;
+    seal_left_open(sh);
     self->pgen = sh->rings[sh->nrings - 1].gen;
     self->cgen = sh->rings[0].gen;
     rc = 0;
@@ -1910,6 +1964,7 @@ static PyMethodDef Queue_methods[] = {
     {"_debug_stall_put", (PyCFunction)Queue_debug_stall_put, METH_NOARGS, NULL},
     {"_debug_put_raw", (PyCFunction)Queue_debug_put_raw, METH_O, NULL},
     {"_debug_rings", (PyCFunction)Queue_debug_rings, METH_NOARGS, NULL},
+    {"_debug_grow_and_die", (PyCFunction)Queue_debug_grow_and_die, METH_NOARGS, NULL},
     {"_fm_state", (PyCFunction)Queue_state, METH_NOARGS, Queue_state_doc},
     {"_fm_attach", Queue_attach, METH_O | METH_CLASS, Queue_attach_doc},
     {NULL, NULL, 0, NULL},

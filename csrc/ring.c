@@ -4,8 +4,11 @@
  * The record header word (64 bits, atomic):
  *     bits  0..31  payload length
  *     bits 32..53  pid (WRITING / READING: who is doing it)
- *     bits 54..60  lap tag: (position / capacity) mod 128
- *     bits 61..63  kind: WRITING READY READING DONE PAD (0 with the rest 0: never written)
+ *     bits 54..60  lap tag: (position / capacity + 1) mod 128
+ *     bits 61..63  kind: WRITING READY READING DONE PAD REVOKED (FREE: 0)
+ * Filler words of released space (free_byte) and REVOKED words (see
+ * Claiming) carry the lap tag too; a zero word has tag 0, the tag of no lap
+ * before lap 127, by when every word has been rewritten.
  * The lap tag makes a header from an earlier lap of the ring (left in memory
  * at the same offset) distinguishable from the current record's: a reader
  * only acts on a header whose tag matches the lap of the position it
@@ -13,11 +16,13 @@
  * consumer delayed for a full lap cannot take a record of the next lap by
  * mistake (that would take 128 laps within one CAS).
  *
- * Free space holds nothing but zeros and DONE headers of earlier laps: a
- * consumer zeroes a record's payload area when it releases it.  Between a
- * producer's claim (the CAS on `prod`) and its header store, a consumer may
- * look at that header position: it finds zeros, or an old lap's header, and
- * waits, never stale payload bytes that happen to look like a header.
+ * Free space holds no stale payload: a consumer that releases a record
+ * fills its payload area with filler words carrying the record's lap tag
+ * (free_byte), so
+ * every 8-byte word behind `reclaim` (and, in a new ring, every zero word:
+ * tag 0 is no lap's tag until lap 127) is tagged with an earlier lap than
+ * the one a producer claims it in.  That is what the claim protocol below
+ * rests on.
  *
  * Claims reserve space with one CAS on `prod`; the sealed flag is bit 63 of
  * the same word, so a claim and a seal are ordered by that one word: no
@@ -34,10 +39,42 @@
  * DONE records (one CAS each), and over the READING records of dead readers
  * after finishing their release for them.
  *
- * Known window: a producer killed between its CAS on `prod` and the store of
- * its header (a few instructions, no system call) leaves a record with no
- * header, whose length nobody knows; consumers then wait at that position.
- * Every other death (mid-copy, mid-read) is recovered. */
+ * Claiming (the window between the claim and the header).  A claim is two
+ * steps: the CAS on `prod` that reserves [p, p + t), then a CAS that stamps
+ * WRITING(pid) into the header at p, expecting a word of an earlier lap.
+ * A producer can die (or stall) between the two; the header then carries
+ * no pid and nobody can tell whose the record is.  So a claim is a lease:
+ * a consumer that finds the header at `cons` unwritten (a word of an
+ * earlier lap) at two of its wait-slice checks a slice apart revokes it:
+ *   1. it CASes that word to REVOKED(its pid), current lap;
+ *   2. it walks on, word by word, CASing every word of an earlier lap to
+ *      REVOKED too, up to the first written header of this lap, `prod`,
+ *      or the end of the lap (a record boundary each; or at most
+ *      FM_RING_REVOKE_MAX bytes: the rest is revoked again later);
+ *   3. it turns its REVOKED word at `cons` into a PAD over the whole range,
+ *      which consumers then skip like any pad (and release: filler words).
+ * Every claim that starts in the range finds a word of the current lap
+ * where it expects one of an earlier lap, so its stamp fails and it claims
+ * again elsewhere: nothing was written, nothing is lost or delivered twice.
+ * A claim whose stamp won the race stops the walk at its header, and keeps
+ * its record.  A revoker that dies leaves REVOKED(pid) at `cons`: a
+ * consumer that finds that pid dead (after a slice) takes the revocation
+ * over and finishes it.
+ *
+ * Stale views.  A revoker's CAS at `c` and a producer's stamp expect a word
+ * of an earlier lap; after a stop of two slices and a whole lap between
+ * their load and their CAS, the word could hold that value again (an ABA,
+ * e.g. payload bytes equal to a filler word).  So a revoker counts itself
+ * in `revokes` first and, its CAS done, checks that `c` still is the
+ * consumer position (no consumer passes a REVOKED head), else it undoes
+ * the CAS; a producer reads `revokes` before its CAS on `prod` and, if it
+ * changed by the time its stamp succeeded, checks that the consumers have
+ * not passed its record (no consumer passes a live reservation), else it
+ * undoes the stamp and claims again.  The producer's fast path costs one
+ * CAS on its own header line in place of a plain store, and two loads of
+ * a read-mostly word: no system call, no contended line.
+ *
+ * Every death (mid-claim, mid-copy, mid-read) is recovered. */
 #include "ring.h"
 
 #include <limits.h>
@@ -48,13 +85,16 @@
 #define REL memory_order_release
 #define RLX memory_order_relaxed
 
-#define RING_VERSION 2u
+#define RING_VERSION 3u
 #define SEALED_BIT (1ull << 63)
 /* A spinner's mark this long past the end of its spin is stale. */
 #define FM_RING_STALE_SPIN_NS (1000 * 1000LL)
 #define POS_MASK (SEALED_BIT - 1)
+/* The longest range one revocation covers (it stays a valid PAD length). */
+#define FM_RING_REVOKE_MAX ((uint64_t)1 << 30)
 
-enum { K_FREE = 0, K_WRITING = 1, K_READY = 2, K_READING = 3, K_DONE = 4, K_PAD = 5 };
+enum { K_FREE = 0, K_WRITING = 1, K_READY = 2, K_READING = 3, K_DONE = 4, K_PAD = 5,
+       K_REVOKED = 6 };
 
 #define H_LEN(h) ((uint32_t)(h))
 #define H_PID(h) ((uint32_t)(((h) >> 32) & 0x3fffffu))
@@ -68,6 +108,9 @@ struct fm_ring {
     uint64_t capacity;
     uint32_t lap_shift;         /* log2(capacity) */
     uint32_t _pad0;
+    /* revocations begun (see Claiming); read-mostly, so it shares the line
+     * of the constants every operation reads */
+    _Atomic uint64_t revokes;
     /* producer position | SEALED_BIT */
     _Alignas(FM_CACHE_LINE) _Atomic uint64_t prod;
     /* consumer position: the oldest record not yet taken */
@@ -81,6 +124,11 @@ struct fm_ring {
     _Atomic uint32_t items_waking;      /* 1: a consumer was woken and has not run yet */
     _Alignas(FM_CACHE_LINE) _Atomic uint32_t space_seq;
     _Atomic uint32_t space_sleepers;
+    /* the unwritten header a consumer last found at `cons` after a wait
+     * slice (position + 1; 0: none) and when: a claim is revoked once it
+     * stays unwritten that long (see Claiming).  Slow path only. */
+    _Alignas(FM_CACHE_LINE) _Atomic uint64_t stuck_pos;
+    _Atomic int64_t stuck_since;
     _Alignas(FM_CACHE_LINE) char next_name[FM_SHM_NAME_MAX];
     _Alignas(FM_CACHE_LINE) unsigned char data[];
 };
@@ -104,7 +152,7 @@ mask_of(const fm_ring *r)
 static inline uint32_t
 lap_tag(const fm_ring *r, uint64_t pos)
 {
-    return (uint32_t)((pos >> r->lap_shift) & 0x7fu);
+    return (uint32_t)(((pos >> r->lap_shift) + 1) & 0x7fu);
 }
 
 static inline uint64_t
@@ -162,13 +210,28 @@ bump_if_sleepers(_Atomic uint32_t *seq, _Atomic uint32_t *sleepers, int n)
     }
 }
 
-/* Release a record this process holds in READING state: zero its payload
- * area (free space holds only zeros and old headers), then mark it DONE. */
+/* The byte that, repeated, makes a filler word of lap tag `tag`: a word of
+ * eight equal bytes b has the tag (b >> 6) | ((b & 0x1f) << 2) (bits 54..60),
+ * so free space is filled at memset's speed.  Its kind (bits 61..63, b >> 5)
+ * is FREE, READY, DONE or 7, never REVOKED; it does not matter anyway: a
+ * filler word is only ever read for its tag (as a word of an earlier lap,
+ * or of this lap where a revoked claim would stamp). */
+static inline int
+free_byte(uint32_t tag)
+{
+    return (int)(((tag & 3u) << 6) | (tag >> 2) | ((tag & 3u) == 3u ? 0x20u : 0u));
+}
+
+/* Release a record this process holds in READING state: fill its payload
+ * area with filler words of its lap (free space holds no stale payload, and a
+ * claim revoked in this lap cannot stamp a header there), then mark it
+ * DONE. */
 static void
 release_at(fm_ring *r, uint64_t pos, uint64_t h)
 {
     uint32_t len = H_LEN(h);
-    memset(payload_at(r, pos), 0, (size_t)(rec_total(len) - FM_RING_RECORD_HEADER));
+    memset(payload_at(r, pos), free_byte(H_TAG(h)),
+           (size_t)(rec_total(len) - FM_RING_RECORD_HEADER));
     atomic_store_explicit(header_at(r, pos), make_header(K_DONE, H_TAG(h), 0, len), SEQ);
     bump_if_sleepers(&r->space_seq, &r->space_sleepers, INT_MAX);
 }
@@ -204,6 +267,9 @@ fm_ring_init(void *mem, size_t capacity)
     atomic_store_explicit(&r->items_waking, 0, RLX);
     atomic_store_explicit(&r->space_seq, 0, RLX);
     atomic_store_explicit(&r->space_sleepers, 0, RLX);
+    atomic_store_explicit(&r->stuck_pos, 0, RLX);
+    atomic_store_explicit(&r->stuck_since, 0, RLX);
+    atomic_store_explicit(&r->revokes, 0, RLX);
     memset(r->next_name, 0, sizeof r->next_name);
     /* the magic goes last: a process that checks the ring sees it whole */
     atomic_store_explicit((_Atomic uint32_t *)&r->magic, FM_RING_MAGIC, REL);
@@ -332,6 +398,43 @@ typedef struct {
     fm_ring_claim *c;
 } claim_args;
 
+/* Stamp `h` into the header at `pos`, which this process reserved with its
+ * CAS on `prod`: 1, or 0 if a consumer revoked the reservation (the word
+ * carries the current lap's tag: REVOKED, or filler once the revoked range
+ * was released).  The word held before is of an earlier lap, so the CAS
+ * fails only when the claim was revoked meanwhile.  (Inline atomics, not
+ * peek_header: the word is this process's own reservation, and what was
+ * written there before reached it through the reclaim position.) */
+static inline int
+stamp(fm_ring *r, uint64_t pos, uint64_t h, uint64_t *was)
+{
+    uint32_t tag = H_TAG(h);
+    _Atomic uint64_t *hp = header_at(r, pos);
+    uint64_t old = atomic_load_explicit(hp, RLX);
+    while (H_TAG(old) != tag) {
+        if (atomic_compare_exchange_weak_explicit(hp, &old, h, SEQ, RLX)) {
+            *was = old;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* After a stamp that succeeded while a revocation began somewhere (slow
+ * path): 1 if the reservation at `pos` is live, else undo the stamp and
+ * return 0.  A stamp can only succeed on a revoked reservation by an ABA:
+ * the producer stopped between the load and the CAS of stamp() for two
+ * slices and a whole lap, and the word came back to the value it had.
+ * Then the consumers have passed `pos` (no consumer passes a live one). */
+static int
+stamp_holds(fm_ring *r, uint64_t pos, uint64_t h, uint64_t was)
+{
+    if (atomic_load_explicit(&r->cons, SEQ) <= pos)
+        return 1;
+    atomic_compare_exchange_strong_explicit(header_at(r, pos), &h, was, SEQ, RLX);
+    return 0;
+}
+
 /* One attempt: FM_OK (claimed), FM_AGAIN (no room), FM_BROKEN (sealed). */
 static int
 try_claim(fm_ring *r, claim_args *a)
@@ -355,19 +458,32 @@ try_claim(fm_ring *r, claim_args *a)
             }
             return FM_AGAIN;
         }
-        if (!atomic_compare_exchange_weak_explicit(&r->prod, &pw, p + pad + t, RLX, RLX))
+        /* revocations begun so far: read before the reservation can be seen */
+        uint64_t g = atomic_load_explicit(&r->revokes, SEQ);
+        if (!atomic_compare_exchange_weak_explicit(&r->prod, &pw, p + pad + t, SEQ, RLX))
             continue;
-        /* Ours.  Headers first, at once: a consumer waits at a position
-         * whose header is not written yet. */
+        /* Reserved.  Stamp the headers at once: until then the claim is a
+         * lease a consumer may revoke (see Claiming in the comment at the
+         * top).  A revoked pad is skipped all the same; a revoked record
+         * is claimed again. */
+        if (fm_ring_test_claim_window != NULL)
+            fm_ring_test_claim_window(r, p);
+        uint64_t hpad = 0, wpad = 0, was;
         if (pad) {
-            atomic_store_explicit(header_at(r, p),
-                                  make_header(K_PAD, lap_tag(r, p), 0,
-                                              (uint32_t)(pad - FM_RING_RECORD_HEADER)),
-                                  SEQ);
+            hpad = make_header(K_PAD, lap_tag(r, p), 0, (uint32_t)(pad - FM_RING_RECORD_HEADER));
+            if (!stamp(r, p, hpad, &wpad))
+                hpad = 0;
             p += pad;
         }
-        atomic_store_explicit(header_at(r, p),
-                              make_header(K_WRITING, lap_tag(r, p), a->pid, a->len), RLX);
+        uint64_t h = make_header(K_WRITING, lap_tag(r, p), a->pid, a->len);
+        if (!stamp(r, p, h, &was))
+            continue;
+        if (atomic_load_explicit(&r->revokes, SEQ) != g) {
+            if (hpad)
+                stamp_holds(r, p - pad, hpad, wpad);
+            if (!stamp_holds(r, p, h, was))
+                continue;
+        }
         a->c->pos = p;
         a->c->data = payload_at(r, p);
         a->c->len = a->len;
@@ -527,8 +643,76 @@ advance_cons(fm_ring *r, uint64_t c, uint64_t h)
                                             RLX);
 }
 
+/* 1 when the header at `c` (the consumer position, unwritten) was seen
+ * unwritten at a wait-slice check at least a slice ago; otherwise note it
+ * now and return 0.  Several consumers may race here: the worst outcome is
+ * one slice more or less before a revocation, which is safe either way. */
+static int
+stuck_long_enough(fm_ring *r, uint64_t c)
+{
+    int64_t now = fm_now_ns();
+    if (atomic_load_explicit(&r->stuck_pos, SEQ) == c + 1)
+        return now - atomic_load_explicit(&r->stuck_since, SEQ) >= FM_WAIT_SLICE_NS;
+    atomic_store_explicit(&r->stuck_since, now, SEQ);
+    atomic_store_explicit(&r->stuck_pos, c + 1, SEQ);
+    return 0;
+}
+
+/* Revoke the unwritten claims from `c` on: this process holds `mine`
+ * (REVOKED, current lap) in the header at `c`, the consumer position.
+ * Poison each word of an earlier lap up to the first header written in
+ * this lap, `prod`, the end of the lap, or FM_RING_REVOKE_MAX bytes, then
+ * turn the word at `c` into a PAD over that range (see Claiming).  No
+ * consumer moves `cons` past `c` meanwhile (they wait at a REVOKED word),
+ * so no word of the range can be reused under the walk. */
+static void
+revoke_range(fm_ring *r, uint64_t c, uint64_t mine)
+{
+    uint32_t tag = lap_tag(r, c);
+    uint64_t lap_end = (c | mask_of(r)) + 1;
+    uint64_t x = c + FM_RING_RECORD_HEADER;
+    for (;;) {
+        uint64_t p = atomic_load_explicit(&r->prod, SEQ) & POS_MASK;
+        if (x >= p || x >= lap_end || x - c >= FM_RING_REVOKE_MAX)
+            break;
+        uint64_t w = peek_header(r, x);
+        if (H_TAG(w) == tag) {
+            if (H_KIND(w) != K_REVOKED)
+                break;          /* a stamped header: its claim keeps its record */
+            x += 8;             /* poisoned already (a revoker before us) */
+            continue;
+        }
+        if (cas_header(r, x, &w, mine))
+            x += 8;
+    }
+    uint64_t expected = mine;
+    cas_header(r, c, &expected,
+               make_header(K_PAD, tag, 0, (uint32_t)(x - c - FM_RING_RECORD_HEADER)));
+}
+
+/* Revoke the claims from `c` (the consumer position, as last seen, whose
+ * header held `h`) on: count the revocation (producers that stamp meanwhile
+ * check themselves, see stamp_holds), take the header word, and, if `c`
+ * still is the consumer position (else the CAS hit a stale position, by an
+ * ABA: undo it), revoke the range. */
+static void
+revoke_at(fm_ring *r, uint64_t c, uint64_t h, uint64_t mine)
+{
+    atomic_fetch_add_explicit(&r->revokes, 1, SEQ);
+    uint64_t expected = h;
+    if (!cas_header(r, c, &expected, mine))
+        return;
+    if (atomic_load_explicit(&r->cons, SEQ) != c) {
+        cas_header(r, c, &mine, h);
+        return;
+    }
+    if (fm_ring_test_revoke_window != NULL)
+        fm_ring_test_revoke_window(r, c);
+    revoke_range(r, c, mine);
+}
+
 /* One pass: take the record at `cons` if one is committed, skipping pads and
- * (with check_dead) dead writers' records.  Returns FM_OK (a->rd filled),
+ * (with check_dead) dead writers' records and claims that stayed unwritten.  Returns FM_OK (a->rd filled),
  * FM_AGAIN (nothing to take now), FM_BROKEN (sealed and empty). */
 static int
 try_take(fm_ring *r, take_args *a)
@@ -541,8 +725,15 @@ try_take(fm_ring *r, take_args *a)
         uint64_t h = peek_header(r, c);
         if (atomic_load_explicit(&r->cons, SEQ) != c)
             continue;           /* stale view: h may be anything */
-        if (h == 0 || H_TAG(h) != lap_tag(r, c))
-            return FM_AGAIN;    /* claimed, header not written yet */
+        if (H_TAG(h) != lap_tag(r, c)) {
+            /* claimed, header not written yet: a lease that may have run out */
+            if (a->check_dead && stuck_long_enough(r, c)) {
+                uint64_t mine = make_header(K_REVOKED, lap_tag(r, c), a->pid, 0);
+                revoke_at(r, c, h, mine);
+                continue;
+            }
+            return FM_AGAIN;
+        }
         switch (H_KIND(h)) {
         case K_READY: {
             uint64_t mine = make_header(K_READING, H_TAG(h), a->pid, H_LEN(h));
@@ -574,6 +765,14 @@ try_take(fm_ring *r, take_args *a)
                     continue;
                 advance_cons(r, c, h);
                 release_at(r, c, mine);
+                continue;
+            }
+            return FM_AGAIN;
+        case K_REVOKED:
+            /* a revocation in progress; if its revoker died, finish it */
+            if (a->check_dead && !fm_pid_alive((pid_t)H_PID(h))) {
+                uint64_t mine = make_header(K_REVOKED, H_TAG(h), a->pid, 0);
+                revoke_at(r, c, h, mine);
                 continue;
             }
             return FM_AGAIN;
@@ -667,9 +866,14 @@ fm_ring_take(fm_ring *r, uint32_t pid, int64_t deadline_ns, int64_t spin_ns, fm_
                 return taken(r, st);
             continue;
         }
-        if (sliced) {
-            /* The writer of the oldest record may have died; so may a
-             * spinner, which producers would count on for ever. */
+        if (sliced || st == FM_TIMEOUT) {
+            /* The writer of the oldest record may have died, or a claim
+             * may have stayed unstamped; a spinner may have died, and
+             * producers would count on it for ever.  Checked after a whole
+             * slice of waiting, or at a deadline (a caller that waits in
+             * shorter steps than a slice, as the pool's collector does,
+             * checks as often as it wakes; stuck_long_enough keeps its own
+             * clock for revocations). */
             uint32_t sp = atomic_load_explicit(&r->items_spinner, SEQ);
             if (sp != 0 && !fm_pid_alive((pid_t)sp))
                 atomic_compare_exchange_strong_explicit(&r->items_spinner, &sp, 0, SEQ, SEQ);
@@ -708,7 +912,7 @@ fm_ring_adopt(fm_ring *r, uint32_t dead, uint32_t pid, fm_ring_read *rd)
                 restart = 1;
                 break;
             }
-            if (h == 0 || H_TAG(h) != lap_tag(r, pos))
+            if (H_TAG(h) != lap_tag(r, pos))
                 return FM_AGAIN;
             if (H_KIND(h) == K_READING && H_PID(h) == (dead & 0x3fffffu)) {
                 uint64_t mine = make_header(K_READING, H_TAG(h), pid, H_LEN(h));
@@ -753,7 +957,7 @@ fm_ring_ready_count(const fm_ring *cr)
         int ok = 1;
         while (pos < p) {
             uint64_t h = peek_header(r, pos);
-            if (h == 0 || H_TAG(h) != lap_tag(r, pos))
+            if (H_TAG(h) != lap_tag(r, pos) || H_KIND(h) == K_REVOKED)
                 break;              /* claimed, header not written yet */
             if (H_KIND(h) == K_READY)
                 n++;

@@ -21,17 +21,30 @@
  *   READY         committed, waiting for a consumer
  *   READING(pid)  taken by a consumer that is copying it out
  *   DONE          consumed, skipped or padding: its space can be reclaimed
- * Producers claim space with one CAS on the producer position, write, and
- * commit with a release store of the state.  Consumers take the record at
- * the consumer position with one CAS, copy it out, then mark it DONE.  The
- * space behind the oldest record that is not DONE is reclaimed (by whoever
- * needs space: one CAS on the reclaim position).
+ * Claims: a producer reserves space with one CAS on the producer position,
+ * then stamps the record's header WRITING(pid) with a CAS that expects a
+ * word of an earlier lap, writes, and commits with a release store of the
+ * state.  Consumers take the record at the consumer position with one CAS,
+ * copy it out, then mark it DONE, filling its payload area with filler
+ * words tagged with its lap.  The space behind the oldest record that is
+ * not DONE is reclaimed (by whoever needs space: one CAS on the reclaim
+ * position).
  *
  * Crashes: a record stuck in WRITING(pid) or READING(pid) whose pid is
  * dead (fm_pid_alive) is abandoned: a consumer skips a dead writer's
- * record, reclaim steps over a dead reader's.  Those checks run once a wait
- * has lasted a slice (FM_WAIT_SLICE_NS), never on the fast path.  Every
- * committed record is handed to exactly one consumer.
+ * record, reclaim steps over a dead reader's.  A reservation whose header
+ * is not stamped yet names nobody, so it is a lease: a consumer that finds
+ * it unstamped at the consumer position at two wait-slice checks a slice
+ * apart revokes it (and any unstamped reservation after it up to the next
+ * stamped header): it poisons the header words with a REVOKED word of the
+ * current lap and turns the range into padding.  A producer whose stamp
+ * then finds a current-lap word knows it was revoked and claims again; it
+ * had written nothing.  A revoker that dies is taken over by the next.
+ * These checks run when a wait ends without a record: after a whole slice
+ * (FM_WAIT_SLICE_NS) or at the caller's deadline, never on the fast path;
+ * a revocation needs the same unstamped header seen a slice apart.  So a producer killed at any instruction of
+ * fm_ring_claim_space, of its write, or of fm_ring_commit never stops the
+ * others, and every committed record is handed to exactly one consumer.
  *
  * Blocking: consumers sleep on `items_seq`, producers on `space_seq`; each
  * has a sleeper count, and a wake-up syscall is made only when the count is
@@ -111,6 +124,16 @@ void fm_ring_abandon(fm_ring *r, const fm_ring_claim *c);
 void fm_ring_publish(fm_ring *r, const fm_ring_claim *c);
 void fm_ring_wake_consumer(fm_ring *r);
 int fm_ring_is_oldest(fm_ring *r, const fm_ring_claim *c);
+
+/* Test hook: a program that defines this function (tests/c/test_ring.c
+ * does; the extension does not) has it called by every producer between
+ * reserving a record at `pos` and stamping its header: the window in which
+ * a claim is only a lease (see "Claims" above).  One never-taken branch on
+ * the claim path otherwise. */
+extern void fm_ring_test_claim_window(fm_ring *r, uint64_t pos) __attribute__((weak));
+/* The same for a consumer that has just taken the header at `pos` to revoke
+ * the claims from there on, before it walks the range (slow path only). */
+extern void fm_ring_test_revoke_window(fm_ring *r, uint64_t pos) __attribute__((weak));
 
 /* ---- consuming ---- */
 typedef struct {

@@ -1,6 +1,6 @@
 # The C core.  Public names are re-exported by fastmp.synchronize; the
 # underscore functions are the process-level hooks fastmp._lifecycle uses.
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, NoReturn, Optional, Tuple
 
 SEM_VALUE_MAX: int
 SHM_PREFIX: str
@@ -206,6 +206,8 @@ class Queue:
     def _unfinished(self) -> int: ...
     def _debug_stall_put(self) -> None:
         """Test hook: claim a ring record and never commit it (a put killed half-way)."""
+    def _debug_grow_and_die(self) -> NoReturn:
+        """Test hook: grow the queue and die (SIGKILL) before sealing the old ring."""
     def _fm_state(self) -> Tuple[Any, ...]: ...
     @classmethod
     def _fm_attach(cls, state: Tuple[Any, ...], /) -> Any: ...

@@ -7,7 +7,11 @@
  * SIGKILLed holding one, and wake-ups (latency, no lost wake-up), including
  * the one-spinner rule: wake-ups passed on by takers, no lost wake-up with
  * consumers alternating between spinning and sleeping, and a SIGKILLed
- * spinner cleared by a sleeper. */
+ * spinner cleared by a sleeper.  Producers stopped in the claim window
+ * (reserved, header not stamped: ring.h's test hook): killed there, stalled
+ * there and resumed, killed there with a pad, and killed at random moments
+ * with the window widened, over many trials; a consumer killed in the
+ * middle of revoking such a claim. */
 #include <limits.h>
 #include <sched.h>
 
@@ -28,6 +32,56 @@ __tsan_default_options(void)
     return "history_size=7";
 }
 #endif
+
+
+/* ---------------------------------------------------------- claim window */
+
+/* ring.h's test hook: what a process does in the window between reserving
+ * a record and stamping its header.  Set in a child after fork. */
+enum { WINDOW_PASS, WINDOW_HANG, WINDOW_STOP, WINDOW_DAWDLE };
+static _Atomic int window_mode;
+static _Atomic uint32_t *window_flag;       /* a shared page: 1 once in it */
+
+void
+fm_ring_test_claim_window(fm_ring *r, uint64_t pos)
+{
+    (void)r;
+    (void)pos;
+    switch (atomic_load_explicit(&window_mode, memory_order_relaxed)) {
+    case WINDOW_HANG:           /* stay until killed */
+        atomic_store(window_flag, 1);
+        for (;;)
+            pause();
+    case WINDOW_STOP:           /* once: stop until SIGCONT */
+        atomic_store(&window_mode, WINDOW_PASS);
+        atomic_store(window_flag, 1);
+        raise(SIGSTOP);
+        break;
+    case WINDOW_DAWDLE: {       /* a few microseconds: a random kill lands here */
+        int64_t until = fm_now_ns() + 20 * 1000;
+        while (fm_now_ns() < until)
+            fm_cpu_relax();
+        break;
+    }
+    default:
+        break;
+    }
+}
+
+/* The same hook for a revoking consumer (ring.h): WINDOW_HANG stays there. */
+static _Atomic int revoke_mode;
+
+void
+fm_ring_test_revoke_window(fm_ring *r, uint64_t pos)
+{
+    (void)r;
+    (void)pos;
+    if (atomic_load_explicit(&revoke_mode, memory_order_relaxed) == WINDOW_HANG) {
+        atomic_store(window_flag, 2);
+        for (;;)
+            pause();
+    }
+}
 
 static void *
 new_ring(size_t cap)
@@ -1082,6 +1136,271 @@ test_writer_killed_mid_record(void)
     munmap(flag, 4096);
 }
 
+/* A producer killed between its reservation and its header stamp: the
+ * header names nobody.  The consumer revokes the reservation (after two
+ * slices) and gets the record committed behind it; nothing else is lost,
+ * nothing delivered twice, and the ring fills completely again. */
+static void
+test_writer_killed_in_claim_window(void)
+{
+    fm_segment *seg;
+    fm_ring *r = segment_ring(4096, &seg);
+    window_flag = fmt_shared_page(4096);
+    CHECK_ST(put_bytes(r, "before", 6, 0), FM_OK);
+    pid_t kid = fmt_fork();
+    if (kid == 0) {
+        fm_refresh_pid();
+        atomic_store(&window_mode, WINDOW_HANG);
+        char big[500];
+        memset(big, 0xee, sizeof big);
+        put_bytes(r, big, sizeof big, 0);
+        _exit(10);
+    }
+    CHECK(fmt_await_u32(window_flag, 1, 5));
+    kill(kid, SIGKILL);
+    CHECK_EQ(fmt_reap(kid), 128 + SIGKILL);
+    CHECK_ST(put_bytes(r, "after", 5, 0), FM_OK);
+    char out[600];
+    uint32_t len;
+    CHECK_ST(get_bytes(r, out, &len, 0), FM_OK);
+    CHECK(len == 6 && memcmp(out, "before", 6) == 0);
+    int64_t t0 = fm_now_ns();
+    CHECK_ST(get_bytes(r, out, &len, fm_deadline_after(5)), FM_OK);
+    CHECK(len == 5 && memcmp(out, "after", 5) == 0);
+    CHECK_MSG(fmt_secs_since(t0) < 1.0, "recovered after %.3fs", fmt_secs_since(t0));
+    CHECK_ST(get_bytes(r, out, &len, 0), FM_AGAIN);
+    CHECK_EQ(fm_ring_ready_count(r), 0);
+    CHECK_EQ(fm_ring_pending_bytes(r), 0);
+    /* the revoked space is reclaimed: the ring fills completely again */
+    int n = 0;
+    while (put_bytes(r, out, 100, 0) == FM_OK)
+        n++;
+    CHECK_MSG(n == 4096 / 112 || n == 4096 / 112 - 1, "%d records fit", n);
+    for (int i = 0; i < n; i++)
+        CHECK_ST(get_bytes(r, out, &len, 0), FM_OK);
+    CHECK_ST(get_bytes(r, out, &len, 0), FM_AGAIN);
+    munmap((void *)window_flag, 4096);
+}
+
+/* A producer stalled in the window long enough to be revoked, then
+ * resumed: its stamp fails, it claims again and its record arrives once,
+ * after the one that was committed behind its first reservation. */
+static void
+test_stalled_claim_revoked_then_resumes(void)
+{
+    fm_segment *seg;
+    fm_ring *r = segment_ring(4096, &seg);
+    window_flag = fmt_shared_page(4096);
+    pid_t kid = fmt_fork();
+    if (kid == 0) {
+        fm_refresh_pid();
+        atomic_store(&window_mode, WINDOW_STOP);
+        _exit(put_bytes(r, "late", 4, fm_deadline_after(10)) == FM_OK ? 0 : 11);
+    }
+    CHECK(fmt_await_u32(window_flag, 1, 5));
+    /* stopped in the window (SIGSTOP: alive, and not writing) */
+    for (int i = 0; i < 200; i++) {
+        siginfo_t si;
+        si.si_pid = 0;
+        if (waitid(P_PID, (id_t)kid, &si, WSTOPPED | WNOWAIT) == 0 && si.si_pid == kid)
+            break;
+        fmt_sleep_ms(5);
+    }
+    CHECK_ST(put_bytes(r, "after", 5, 0), FM_OK);
+    char out[64];
+    uint32_t len;
+    int64_t t0 = fm_now_ns();
+    CHECK_ST(get_bytes(r, out, &len, fm_deadline_after(5)), FM_OK);
+    CHECK(len == 5 && memcmp(out, "after", 5) == 0);
+    CHECK_MSG(fmt_secs_since(t0) < 1.0, "revoked after %.3fs", fmt_secs_since(t0));
+    kill(kid, SIGCONT);
+    CHECK_ST(get_bytes(r, out, &len, fm_deadline_after(5)), FM_OK);
+    CHECK(len == 4 && memcmp(out, "late", 4) == 0);
+    CHECK_EQ(fmt_reap(kid), 0);
+    CHECK_ST(get_bytes(r, out, &len, fm_deadline_after(0.2)), FM_TIMEOUT);
+    munmap((void *)window_flag, 4096);
+}
+
+/* Killed in the window of a claim that wraps (a pad to the end of the data
+ * and the record at the start): both are revoked, the records behind
+ * arrive. */
+static void
+test_writer_killed_in_claim_window_with_pad(void)
+{
+    fm_segment *seg;
+    fm_ring *r = segment_ring(4096, &seg);
+    window_flag = fmt_shared_page(4096);
+    char out[600];
+    uint32_t len;
+    /* move the positions to 4096 - 64: 31 records of 128 bytes + one of 56 */
+    for (int i = 0; i < 31; i++) {
+        CHECK_ST(put_bytes(r, out, 120, 0), FM_OK);
+        CHECK_ST(get_bytes(r, out, &len, 0), FM_OK);
+    }
+    CHECK_ST(put_bytes(r, out, 56, 0), FM_OK);
+    CHECK_ST(get_bytes(r, out, &len, 0), FM_OK);
+    pid_t kid = fmt_fork();
+    if (kid == 0) {
+        fm_refresh_pid();
+        atomic_store(&window_mode, WINDOW_HANG);
+        put_bytes(r, out, 200, 0);  /* 208 bytes: does not fit in the 64 left */
+        _exit(10);
+    }
+    CHECK(fmt_await_u32(window_flag, 1, 5));
+    kill(kid, SIGKILL);
+    CHECK_EQ(fmt_reap(kid), 128 + SIGKILL);
+    CHECK_ST(put_bytes(r, "after", 5, 0), FM_OK);
+    int64_t t0 = fm_now_ns();
+    CHECK_ST(get_bytes(r, out, &len, fm_deadline_after(5)), FM_OK);
+    CHECK(len == 5 && memcmp(out, "after", 5) == 0);
+    CHECK_MSG(fmt_secs_since(t0) < 2.0, "recovered after %.3fs", fmt_secs_since(t0));
+    CHECK_ST(get_bytes(r, out, &len, 0), FM_AGAIN);
+    CHECK_EQ(fm_ring_pending_bytes(r), 0);
+    munmap((void *)window_flag, 4096);
+}
+
+/* A consumer killed in the middle of a revocation (it holds the REVOKED
+ * word at the head and has not walked the range yet): another consumer
+ * finds its pid dead, takes the revocation over and finishes it. */
+static void
+test_revoker_killed_mid_revocation(void)
+{
+    fm_segment *seg;
+    fm_ring *r = segment_ring(4096, &seg);
+    window_flag = fmt_shared_page(4096);
+    pid_t writer = fmt_fork();
+    if (writer == 0) {
+        fm_refresh_pid();
+        atomic_store(&window_mode, WINDOW_HANG);
+        put_bytes(r, "lost", 4, 0);
+        _exit(10);
+    }
+    CHECK(fmt_await_u32(window_flag, 1, 5));
+    kill(writer, SIGKILL);
+    CHECK_EQ(fmt_reap(writer), 128 + SIGKILL);
+    CHECK_ST(put_bytes(r, "after", 5, 0), FM_OK);
+    pid_t revoker = fmt_fork();
+    if (revoker == 0) {
+        fm_refresh_pid();
+        atomic_store(&revoke_mode, WINDOW_HANG);
+        char buf[64];
+        uint32_t len;
+        get_bytes(r, buf, &len, fm_deadline_after(10));
+        _exit(11);
+    }
+    CHECK(fmt_await_u32(window_flag, 2, 5));
+    kill(revoker, SIGKILL);
+    CHECK_EQ(fmt_reap(revoker), 128 + SIGKILL);
+    char out[64];
+    uint32_t len;
+    int64_t t0 = fm_now_ns();
+    CHECK_ST(get_bytes(r, out, &len, fm_deadline_after(5)), FM_OK);
+    CHECK(len == 5 && memcmp(out, "after", 5) == 0);
+    CHECK_MSG(fmt_secs_since(t0) < 1.0, "taken over after %.3fs", fmt_secs_since(t0));
+    CHECK_ST(get_bytes(r, out, &len, 0), FM_AGAIN);
+    CHECK_EQ(fm_ring_pending_bytes(r), 0);
+    munmap((void *)window_flag, 4096);
+}
+
+/* Two producer processes, one SIGKILLed at a random moment while it puts
+ * in a tight loop (its claim window widened to a few microseconds, so the
+ * kill often lands there), over many trials: every record of the survivor
+ * arrives once and in order, the victim's arrive once and in order, and a
+ * record put afterwards arrives. */
+#define KT_TRIALS 20
+#define KT_ITEMS 20000
+
+static void
+test_producer_killed_at_random(void)
+{
+    unsigned seed = (unsigned)fm_now_ns();
+    int stuck = 0;
+    for (int trial = 0; trial < KT_TRIALS; trial++) {
+        fm_segment *seg;
+        fm_ring *r = segment_ring(4096, &seg);
+        pid_t kids[2];
+        for (int k = 0; k < 2; k++) {
+            kids[k] = fmt_fork();
+            if (kids[k] == 0) {
+                fm_refresh_pid();
+                if (k == 1)
+                    atomic_store(&window_mode, WINDOW_DAWDLE);
+                for (uint32_t i = 0; k == 1 || i < KT_ITEMS; i++) {
+                    /* sizes vary so that the wrap needs pads */
+                    uint32_t v[16] = {(uint32_t)k, i, (uint32_t)k * 7919u + i * 31u};
+                    uint32_t n = 12 + 4 * (i % 13);
+                    if (put_bytes(r, v, n, fm_deadline_after(20)) != FM_OK)
+                        _exit(11);
+                }
+                _exit(0);
+            }
+        }
+        int64_t kill_at = fm_now_ns() + (int64_t)(rand_r(&seed) % 40000) * 1000;
+        int killed = 0, waited = 0;
+        uint32_t next[2] = {0, 0};
+        long bad = 0;
+        while (next[0] < KT_ITEMS) {
+            if (!killed && fm_now_ns() >= kill_at) {
+                kill(kids[1], SIGKILL);
+                killed = 1;
+            }
+            uint32_t v[16], len;
+            int64_t t0 = fm_now_ns();
+            int st = get_bytes(r, v, &len, fm_deadline_after(10));
+            if (fmt_secs_since(t0) > 0.04)
+                waited = 1;     /* held up by what the victim left */
+            if (st != FM_OK) {
+                CHECK_MSG(0, "trial %d: %s after %u of the survivor's records", trial,
+                          fmt_st(st), next[0]);
+                break;
+            }
+            if (len < 12 || v[0] > 1 || v[1] != next[v[0]] ||
+                v[2] != v[0] * 7919u + v[1] * 31u || len != 12 + 4 * (v[1] % 13))
+                bad++;
+            else
+                next[v[0]]++;
+        }
+        if (!killed)
+            kill(kids[1], SIGKILL);
+        CHECK_EQ(fmt_reap(kids[0]), 0);
+        CHECK_EQ(fmt_reap(kids[1]), 128 + SIGKILL);
+        /* the victim's last records (committed before it died), and what it
+         * left claimed and unfinished (revoked or skipped after a slice) */
+        uint32_t v[16], len;
+        int st, left = 0;
+        for (;;) {
+            st = get_bytes(r, v, &len, 0);
+            if (st == FM_AGAIN && fm_ring_pending_bytes(r) > 0) {
+                left = 1;
+                int64_t give_up = fm_now_ns() + 5 * 1000000000LL;
+                while (fm_ring_pending_bytes(r) > 0 && fm_now_ns() < give_up) {
+                    st = get_bytes(r, v, &len, fm_deadline_after(0.2));
+                    if (st == FM_OK)
+                        break;
+                }
+            }
+            if (st != FM_OK)
+                break;
+            if (len < 12 || v[0] != 1 || v[1] != next[1])
+                bad++;
+            else
+                next[1]++;
+        }
+        stuck += left || waited;
+        CHECK_MSG(st == FM_AGAIN || st == FM_TIMEOUT, "trial %d: %s", trial, fmt_st(st));
+        CHECK_EQ(fm_ring_pending_bytes(r), 0);
+        CHECK_MSG(bad == 0, "trial %d: %ld records out of order or duplicated", trial, bad);
+        CHECK_EQ(next[0], KT_ITEMS);
+        CHECK_ST(put_bytes(r, "later", 5, 0), FM_OK);
+        CHECK_ST(get_bytes(r, v, &len, fm_deadline_after(5)), FM_OK);
+        CHECK(len == 5 && memcmp(v, "later", 5) == 0);
+        CHECK_EQ(fm_ring_pending_bytes(r), 0);
+        fm_segment_destroy(seg, 1);
+    }
+    printf("    %d trials: in %d the victim left a record claimed and unfinished\n", KT_TRIALS,
+           stuck);
+}
+
 /* A child that takes `released` records (releasing each), then takes one
  * more and holds it until killed; returns once it holds it. */
 static pid_t
@@ -1341,5 +1660,10 @@ main(void)
     RUN(test_adopt_dead_readers_record);
     RUN(test_processes_consumers);
     RUN(test_dead_spinner_cleared);
+    RUN(test_writer_killed_in_claim_window);
+    RUN(test_stalled_claim_revoked_then_resumes);
+    RUN(test_writer_killed_in_claim_window_with_pad);
+    RUN(test_revoker_killed_mid_revocation);
+    RUN(test_producer_killed_at_random);
     return fmt_finish();
 }
