@@ -18,7 +18,11 @@ import time
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Where the fastmp under test lives (the installed package, or an in-place build named by
+# PYTHONPATH); never the repo root, whose source tree has no compiled _core.
+import fastmp  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.realpath(fastmp.__file__)))
 METHODS = ["fork", "spawn", "forkserver"]
 TASK_S = 0.4            # each task sleeps this long
 # A task may start this long after the parent was reaped: the time it takes a loaded machine

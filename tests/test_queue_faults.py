@@ -162,8 +162,7 @@ def test_producer_killed_putting_big_items_never_wedges():
     # that program exits (docs/reliability.md), not when this test ends.
     tests_dir = os.path.dirname(os.path.abspath(__file__))
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(
-        [tests_dir, os.path.dirname(tests_dir)] + [p for p in [env.get("PYTHONPATH")] if p])
+    env["PYTHONPATH"] = os.pathsep.join([tests_dir] + [p for p in [env.get("PYTHONPATH")] if p])
     run = subprocess.run(
         [sys.executable, "-c", "import test_queue_faults as t; t._run_trials(big=True, trials=10)"],
         env=env, capture_output=True, text=True, timeout=150)
@@ -279,9 +278,11 @@ def hook_lib():
 def _run_with_hook(hook_lib, tmp_path, scenario):
     tests_dir = os.path.dirname(os.path.abspath(__file__))
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(
-        [tests_dir, os.path.dirname(tests_dir)] + [p for p in [env.get("PYTHONPATH")] if p])
-    env["LD_PRELOAD"] = hook_lib
+    # tests/ for this module; the rest as given (never the repo root: the installed fastmp is
+    # the one under test, and the source tree has no compiled _core)
+    env["PYTHONPATH"] = os.pathsep.join([tests_dir] + [p for p in [env.get("PYTHONPATH")] if p])
+    # after any preload already there (a sanitizer runtime must stay first)
+    env["LD_PRELOAD"] = " ".join(p for p in [env.get("LD_PRELOAD"), hook_lib] if p)
     env.pop("FASTMP_TEST_HANG_IN_CLAIM", None)
     run = subprocess.run(
         [sys.executable, "-c", f"import test_queue_faults as t; t.{scenario}({str(tmp_path)!r})"],

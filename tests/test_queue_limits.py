@@ -25,7 +25,6 @@ import pytest
 import fastmp
 
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(TESTS_DIR)
 TARGETS = os.path.join(TESTS_DIR, "_queue_limits_targets.py")
 WAIT = 30
 
@@ -66,7 +65,7 @@ SMALL_SHM = pytest.mark.skipif(
 @pytest.mark.parametrize("case", ["put_100mb", "many_queues_1mb", "pool_result_100mb",
                                   "pool_arg_100mb"])
 def test_full_dev_shm_raises_enospc(case):
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = dict(os.environ, PYTHONPATH=TESTS_DIR + os.pathsep + os.environ.get("PYTHONPATH", ""))
     r = subprocess.run(_small_shm_command(case), capture_output=True, text=True, env=env,
                        timeout=240)
     out = r.stdout + r.stderr
@@ -289,7 +288,7 @@ def test_corrupt_plain_record_messages():
 
 def _run_child(code, timeout=280):
     """Run code in a fresh interpreter (a crash there fails the test, not pytest)."""
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = dict(os.environ, PYTHONPATH=TESTS_DIR + os.pathsep + os.environ.get("PYTHONPATH", ""))
     # Under ASan: pickle's own loader allocates what a corrupt length says before it reads
     # (MemoryError normally); let that be MemoryError there too, not an ASan abort.
     env["ASAN_OPTIONS"] = ":".join(filter(None, [env.get("ASAN_OPTIONS"),

@@ -253,7 +253,8 @@ def test_dead_holder_recovered_after_pid_reuse(kind):
         pytest.skip("needs root and unshare(1): a new pid namespace to make a pid come round")
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(
-        [os.path.dirname(os.path.dirname(os.path.abspath(__file__)))] +
+        [os.path.dirname(os.path.dirname(os.path.realpath(
+            __import__("fastmp").__file__)))] +
         [x for x in env.get("PYTHONPATH", "").split(os.pathsep) if x])
     r = subprocess.run(["unshare", "-p", "-f", "--mount-proc", sys.executable, "-c",
                         _PID_REUSE_SCRIPT, kind],
