@@ -165,7 +165,7 @@ def test_producer_killed_putting_big_items_never_wedges():
     env["PYTHONPATH"] = os.pathsep.join([tests_dir] + [p for p in [env.get("PYTHONPATH")] if p])
     run = subprocess.run(
         [sys.executable, "-c", "import test_queue_faults as t; t._run_trials(big=True, trials=10)"],
-        env=env, capture_output=True, text=True, timeout=150)
+        env=env, capture_output=True, text=True, timeout=150, cwd=tests_dir)
     assert run.returncode == 0, run.stdout + run.stderr
 
 
@@ -286,7 +286,7 @@ def _run_with_hook(hook_lib, tmp_path, scenario):
     env.pop("FASTMP_TEST_HANG_IN_CLAIM", None)
     run = subprocess.run(
         [sys.executable, "-c", f"import test_queue_faults as t; t.{scenario}({str(tmp_path)!r})"],
-        env=env, capture_output=True, text=True, timeout=120)
+        env=env, capture_output=True, text=True, timeout=120, cwd=tests_dir)
     assert run.returncode == 0, run.stdout + run.stderr
     return run.stdout
 

@@ -65,9 +65,10 @@ SMALL_SHM = pytest.mark.skipif(
 @pytest.mark.parametrize("case", ["put_100mb", "many_queues_1mb", "pool_result_100mb",
                                   "pool_arg_100mb"])
 def test_full_dev_shm_raises_enospc(case):
-    env = dict(os.environ, PYTHONPATH=TESTS_DIR + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        p for p in (TESTS_DIR, os.environ.get("PYTHONPATH")) if p))
     r = subprocess.run(_small_shm_command(case), capture_output=True, text=True, env=env,
-                       timeout=240)
+                       timeout=240, cwd=TESTS_DIR)
     out = r.stdout + r.stderr
     assert r.returncode == 0, f"exit {r.returncode} (-7 is SIGBUS):\n{out[-3000:]}"
     assert f"OK {case}" in r.stdout, out[-3000:]
@@ -288,13 +289,15 @@ def test_corrupt_plain_record_messages():
 
 def _run_child(code, timeout=280):
     """Run code in a fresh interpreter (a crash there fails the test, not pytest)."""
-    env = dict(os.environ, PYTHONPATH=TESTS_DIR + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        p for p in (TESTS_DIR, os.environ.get("PYTHONPATH")) if p))
     # Under ASan: pickle's own loader allocates what a corrupt length says before it reads
     # (MemoryError normally); let that be MemoryError there too, not an ASan abort.
     env["ASAN_OPTIONS"] = ":".join(filter(None, [env.get("ASAN_OPTIONS"),
                                                  "allocator_may_return_null=1"]))
+    # cwd: tests/, so that the child's first sys.path entry ('' for -c) holds no source tree
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
-                       timeout=timeout)
+                       timeout=timeout, cwd=TESTS_DIR)
     assert r.returncode == 0, f"exit {r.returncode} (-7 SIGBUS, -11 SIGSEGV):\n" + (
         r.stdout + r.stderr)[-3000:]
     return r.stdout

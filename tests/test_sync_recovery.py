@@ -258,7 +258,8 @@ def test_dead_holder_recovered_after_pid_reuse(kind):
         [x for x in env.get("PYTHONPATH", "").split(os.pathsep) if x])
     r = subprocess.run(["unshare", "-p", "-f", "--mount-proc", sys.executable, "-c",
                         _PID_REUSE_SCRIPT, kind],
-                       env=env, capture_output=True, text=True, timeout=90)
+                       env=env, capture_output=True, text=True, timeout=90,
+                       cwd=os.path.dirname(os.path.abspath(__file__)))
     if r.returncode == 77 or "unshare failed" in r.stderr or "unshare:" in r.stderr:
         pytest.skip(f"cannot arrange pid reuse here: {r.stdout.strip()} {r.stderr.strip()}")
     assert r.returncode == 0, r.stdout + r.stderr
