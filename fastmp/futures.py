@@ -74,7 +74,7 @@ class _Call:
     def __reduce__(self):
         return _Call, (self.fn,)
 
-    def __call__(self, *args, **kwargs):
+    def __call__(self, /, *args, **kwargs):
         try:
             return self.fn(*args, **kwargs)
         except BaseException as exc:
@@ -547,12 +547,12 @@ class ProcessPoolExecutor(Executor):
             d = self._dispatcher
             f = _ChannelFuture(d.channel)
             job = _FutureJob(d, [f], True)
+            self._start(1)
             try:
                 fdata = self._dump(fn)
             except Exception as exc:
                 job._set(0, (False, exc))
                 return f
-            self._start(1)
             if kwargs:
                 d.enqueue(f, job, _pool._APPLY_KW, fdata, [(args, kwargs)])
             else:
@@ -584,12 +584,12 @@ class ProcessPoolExecutor(Executor):
             futures = [_ChannelFuture(d.channel) for _ in chunks]
             job = _FutureJob(d, list(futures), False)
             if chunks:
+                self._start(len(chunks))
                 try:
                     fdata = self._dump(fn)
                 except Exception as exc:
                     job._fail_held(0, len(chunks), exc)
                 else:
-                    self._start(len(chunks))
                     for f in futures:
                         f._state = _RUNNING
                     d.submit(job, _pool._STARMAP, fdata, chunks)
