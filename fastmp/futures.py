@@ -134,10 +134,11 @@ def _worker_bootstrap(name, slot, initializer, initargs, maxtasks):
     if initializer is not None:
         try:
             initializer(*initargs)
-        except BaseException as exc:
+        except BaseException:
+            # As the stdlib's worker: log it and exit.  The parent sees a worker die, which
+            # breaks the executor, only once this process has ended, so what it logged
+            # through a multiprocessing queue has been flushed by then.
             _LOGGER.critical('Exception in initializer:', exc_info=True)
-            _core.PoolChannel.worker_init_failed(
-                name, slot, _encode_failure(1, exc, None))
             sys.exit(1)
     _core.PoolChannel.worker_main(name, slot, maxtasks, _encode_failure)
 
