@@ -189,8 +189,9 @@ class _FutureJob(_pool._ItemwiseRuns):
     def _set(self, i, obj):
         """An outcome decided in the parent (the call could not be posted, or the executor
         broke): the call leaves the window without a worker's help."""
-        if self._deliver(i, obj) and self._posted and self._windowed:
-            self._dispatcher.tasks_done(1, True, False)
+        d = self._dispatcher
+        if self._deliver(i, obj) and self._posted and self._windowed and d.broken is None:
+            d.tasks_done(1, True, False)
 
     def _deliver(self, i, obj):
         f = self._futures[i]
@@ -237,7 +238,10 @@ class _FutureJob(_pool._ItemwiseRuns):
 class _ExecutorDispatcher(_pool._Dispatcher):
     """The Pool's dispatcher with the executor's window of handed-over calls, its workers
     started on demand, and its reaction to a lost worker: the whole executor is broken, as
-    the stdlib's is."""
+    the stdlib's is.
+
+    Locks: xlock (the executor's _shutdown_lock) guards the window (inflight, pending, idle);
+    when both are taken, xlock comes first, then self.lock."""
 
     def __init__(self, *args, shutdown_lock):
         super().__init__(*args)
@@ -298,8 +302,11 @@ class _ExecutorDispatcher(_pool._Dispatcher):
             if not windowed:
                 return
             self.inflight -= n
-            while self.pending and self.inflight < self.limit and self.broken is None:
-                f, job, mode, fdata, items = self.pending.popleft()
+            while self.inflight < self.limit and self.broken is None:
+                try:
+                    f, job, mode, fdata, items = self.pending.popleft()
+                except IndexError:
+                    break
                 if not f.set_running_or_notify_cancel():
                     self.cache.pop(job._job, None)      # cancelled: never runs
                     continue
@@ -337,8 +344,9 @@ class _ExecutorDispatcher(_pool._Dispatcher):
                 self.feeds.clear()
             jobs = list(self.cache.values())
             workers = [p for p in self.workers if p is not None]
-        with self.xlock:
-            self.pending.clear()
+        # not under xlock: this may run under self.lock (on_dead), and the lock order is
+        # xlock, then self.lock.  Nothing is handed over once self.broken is set.
+        self.pending = collections.deque()
         for job in jobs:
             job._fail_held(0, len(job._futures), err)
         if first:
