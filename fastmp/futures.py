@@ -31,6 +31,7 @@ thread, later); the chunks of a map() are all handed to the workers at once, so 
 RUNNING (cancel() returns False for them) rather than waiting in the parent.
 """
 import collections
+import itertools
 import logging
 import os
 import pickle
@@ -58,6 +59,8 @@ _BROKEN_POOL = "A child process terminated abruptly, the process pool is not usa
 _LOGGER = logging.getLogger("concurrent.futures")
 # calls handed to the workers beyond one per worker (the stdlib's call queue holds as many)
 _EXTRA_QUEUED_CALLS = 1
+_END = object()     # ends the results of a map() chunk
+_starmap = itertools.starmap
 
 
 # --------------------------------------------------------------------------- in the worker
@@ -77,6 +80,25 @@ class _Call:
     def __call__(self, /, *args, **kwargs):
         try:
             return self.fn(*args, **kwargs)
+        except BaseException as exc:
+            _worker_state.call_error = exc
+            raise
+
+
+class _ChunkCall:
+    """The function of a map() chunk, as the worker runs it: fn over the chunk's argument
+    tuples (one Python frame per chunk, not per item), noting the exception as _Call does."""
+    __slots__ = ("fn",)
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def __reduce__(self):
+        return _ChunkCall, (self.fn,)
+
+    def __call__(self, /, *chunk):
+        try:
+            return list(_starmap(self.fn, chunk))
         except BaseException as exc:
             _worker_state.call_error = exc
             raise
@@ -534,19 +556,19 @@ class ProcessPoolExecutor(Executor):
         elif self._safe_to_dynamically_spawn_children:
             d.adjust(ntasks)
 
-    def _dump(self, fn):
-        """The pickle of _Call(fn); remembered for plain functions."""
+    def _dump(self, fn, wrapper=_Call):
+        """The pickle of wrapper(fn); remembered for plain functions."""
         cacheable = isinstance(fn, (types.FunctionType, types.BuiltinFunctionType))
         if cacheable:
             try:
-                return self._fn_cache[fn]
+                return self._fn_cache[fn, wrapper]
             except (KeyError, TypeError):
                 pass
-        data, by_pickle = _pool._dump_function(_Call(fn))
+        data, by_pickle = _pool._dump_function(wrapper(fn))
         if cacheable and by_pickle:
             if len(self._fn_cache) > 256:
                 self._fn_cache.clear()
-            self._fn_cache[fn] = data
+            self._fn_cache[fn, wrapper] = data
         return data
 
     def submit(self, fn, /, *args, **kwargs):
@@ -595,13 +617,13 @@ class ProcessPoolExecutor(Executor):
             if chunks:
                 self._start(len(chunks))
                 try:
-                    fdata = self._dump(fn)
+                    fdata = self._dump(fn, _ChunkCall)
                 except Exception as exc:
                     job._fail_held(0, len(chunks), exc)
                 else:
                     for f in futures:
                         f._state = _RUNNING
-                    d.submit(job, _pool._STARMAP, fdata, chunks)
+                    d.submit(job, _pool._APPLY, fdata, chunks)
         del chunks
 
         def result_iterator():
@@ -614,9 +636,10 @@ class ProcessPoolExecutor(Executor):
                     else:
                         chunk = f.result(end_time - time.monotonic())
                     del f
+                    # pop the results as they are yielded (no reference kept), at C speed
                     chunk.reverse()
-                    while chunk:
-                        yield chunk.pop()
+                    chunk.insert(0, _END)
+                    yield from iter(chunk.pop, _END)
             finally:
                 for f in futures:
                     f.cancel()
@@ -647,7 +670,6 @@ class ProcessPoolExecutor(Executor):
 
 def _chunks(it, size):
     """Tuples of size items of it (the last one shorter)."""
-    import itertools
     it = iter(it)
     while True:
         chunk = tuple(itertools.islice(it, size))
