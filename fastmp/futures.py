@@ -273,7 +273,6 @@ class _ExecutorDispatcher(_pool._Dispatcher):
         self.pending = collections.deque()      # (future, job, mode, fdata, items)
         self.idle = 0                   # results received minus tasks given (the stdlib's
         #                                 _idle_worker_semaphore)
-        self.started = False
 
     def start_worker(self, slot):
         ch = self.channel
