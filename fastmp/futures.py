@@ -28,7 +28,9 @@ What the stdlib's executor does, this one does too:
 Where fastmp differs on purpose: a task whose arguments cannot be pickled fails its own
 future with the pickling error at submit() (the stdlib's does too, through its feeder
 thread, later); the chunks of a map() are all handed to the workers at once, so they are
-RUNNING (cancel() returns False for them) rather than waiting in the parent.
+RUNNING (cancel() returns False for them) rather than waiting in the parent; a map()
+argument a worker cannot unpickle fails that map() and leaves the executor usable (the
+stdlib's worker dies, which breaks it).  docs/reliability.md has the details.
 """
 import collections
 import itertools
@@ -60,7 +62,6 @@ _LOGGER = logging.getLogger("concurrent.futures")
 # calls handed to the workers beyond one per worker (the stdlib's call queue holds as many)
 _EXTRA_QUEUED_CALLS = 1
 _END = object()     # ends the results of a map() chunk
-_starmap = itertools.starmap
 
 
 # --------------------------------------------------------------------------- in the worker
@@ -85,25 +86,6 @@ class _Call:
             raise
 
 
-class _ChunkCall:
-    """The function of a map() chunk, as the worker runs it: fn over the chunk's argument
-    tuples (one Python frame per chunk, not per item), noting the exception as _Call does."""
-    __slots__ = ("fn",)
-
-    def __init__(self, fn):
-        self.fn = fn
-
-    def __reduce__(self):
-        return _ChunkCall, (self.fn,)
-
-    def __call__(self, /, *chunk):
-        try:
-            return list(_starmap(self.fn, chunk))
-        except BaseException as exc:
-            _worker_state.call_error = exc
-            raise
-
-
 class _WorkerState:
     call_error = None
 
@@ -111,23 +93,24 @@ class _WorkerState:
 _worker_state = _WorkerState()
 
 
-def _task_lost(tb_text):
+def _task_lost(exc):
     err = BrokenProcessPool(_BROKEN_FUTURE)
-    err.__cause__ = _cf_process._RemoteTraceback(tb_text)
+    err.__cause__ = exc
     return err
 
 
 class _TaskLost:
-    """A task the worker could not load: pickles as a BrokenProcessPool whose cause is the
-    worker's traceback (the stdlib's worker dies there, which breaks the pool)."""
+    """A failure outside a submitted call (its function or arguments could not be loaded;
+    or any failure of a map() chunk, whose function the worker calls directly): pickles as
+    a BrokenProcessPool whose __cause__ is the exception, with the worker's traceback as its
+    own __cause__.  The parent breaks the executor for a submitted call (the stdlib's worker
+    dies there) and fails the chunk with the exception for a map()."""
 
     def __init__(self, exc):
-        import traceback
-        self.tb = '\n"""\n%s"""' % "".join(
-            traceback.format_exception(type(exc), exc, exc.__traceback__))
+        self.exc = _cf_process._ExceptionWithTraceback(exc, exc.__traceback__)
 
     def __reduce__(self):
-        return _task_lost, (self.tb,)
+        return _task_lost, (self.exc,)
 
 
 def _encode_failure(kind, exc, value):
@@ -147,8 +130,10 @@ def _encode_failure(kind, exc, value):
             return pickle.dumps(_cf_process._ExceptionWithTraceback(e, e.__traceback__),
                                 pickle.HIGHEST_PROTOCOL)
         except BaseException:
-            return pickle.dumps(pickle.PicklingError(
-                "the exception of a call could not be pickled: %r" % (exc,)))
+            err = pickle.PicklingError("the exception of a call could not be pickled: %s"
+                                       % type(exc).__name__)
+            return pickle.dumps(_cf_process._ExceptionWithTraceback(err, None),
+                                pickle.HIGHEST_PROTOCOL)
 
 
 def _worker_bootstrap(name, slot, initializer, initargs, maxtasks):
@@ -191,6 +176,16 @@ class _ChannelFuture(Future):
 
     def exception(self, timeout=None):
         return super().exception(self._fm_wait(timeout))
+
+
+def _from_worker(exc):
+    """Whether a failure was encoded by a worker (_encode_failure), rather than raised in the
+    parent while unpickling a result."""
+    cause = exc.__cause__
+    if isinstance(cause, _cf_process._RemoteTraceback):
+        return True
+    return (isinstance(exc, BrokenProcessPool) and isinstance(cause, BaseException)
+            and isinstance(cause.__cause__, _cf_process._RemoteTraceback))
 
 
 class _FutureJob(_pool._ItemwiseRuns):
@@ -240,12 +235,16 @@ class _FutureJob(_pool._ItemwiseRuns):
         d = self._dispatcher
         broken = None
         for k, (ok, value) in enumerate(pairs):
-            if not ok and broken is None and not isinstance(
-                    value.__cause__, _cf_process._RemoteTraceback):
-                broken = BrokenProcessPool(_BROKEN_FUTURE)
-                broken.__cause__ = value
-            elif not ok and broken is None and isinstance(value, BrokenProcessPool):
-                broken = value
+            if not ok and not _from_worker(value):
+                if broken is None:
+                    broken = BrokenProcessPool(_BROKEN_FUTURE)
+                    broken.__cause__ = value
+            elif not ok and isinstance(value, BrokenProcessPool):
+                if self._windowed:
+                    broken = broken or value
+                else:
+                    # map(): the chunk's call raised, or its arguments could not be loaded
+                    self._deliver(first + k, (False, value.__cause__))
             else:
                 self._deliver(first + k, (ok, value))
         d.tasks_done(len(pairs), self._windowed, True)
@@ -323,7 +322,7 @@ class _ExecutorDispatcher(_pool._Dispatcher):
             if not windowed:
                 return
             self.inflight -= n
-            while self.inflight < self.limit and self.broken is None:
+            while self.pending and self.inflight < self.limit and self.broken is None:
                 try:
                     f, job, mode, fdata, items = self.pending.popleft()
                 except IndexError:
@@ -485,7 +484,8 @@ class ProcessPoolExecutor(Executor):
         self._safe_to_dynamically_spawn_children = (
             mp_context.get_start_method(allow_none=False) != "fork")
         self._cache = {}
-        self._fn_cache = {}
+        self._fn_cache = {}         # fn -> pickle of _Call(fn)
+        self._raw_fn_cache = {}     # fn -> pickle of fn (map)
         # reentrant: a future's done-callbacks, run while it is held, may submit
         self._shutdown_lock = threading.RLock()
         self._shutdown_thread = False
@@ -556,18 +556,20 @@ class ProcessPoolExecutor(Executor):
             d.adjust(ntasks)
 
     def _dump(self, fn, wrapper=_Call):
-        """The pickle of wrapper(fn); remembered for plain functions."""
+        """The pickle of wrapper(fn) (of fn, wrapper None); remembered for plain
+        functions."""
+        cache = self._fn_cache if wrapper is not None else self._raw_fn_cache
         cacheable = isinstance(fn, (types.FunctionType, types.BuiltinFunctionType))
         if cacheable:
             try:
-                return self._fn_cache[fn, wrapper]
+                return cache[fn]
             except (KeyError, TypeError):
                 pass
-        data, by_pickle = _pool._dump_function(wrapper(fn))
+        data, by_pickle = _pool._dump_function(fn if wrapper is None else wrapper(fn))
         if cacheable and by_pickle:
-            if len(self._fn_cache) > 256:
-                self._fn_cache.clear()
-            self._fn_cache[fn, wrapper] = data
+            if len(cache) > 256:
+                cache.clear()
+            cache[fn] = data
         return data
 
     def submit(self, fn, /, *args, **kwargs):
@@ -616,13 +618,13 @@ class ProcessPoolExecutor(Executor):
             if chunks:
                 self._start(len(chunks))
                 try:
-                    fdata = self._dump(fn, _ChunkCall)
+                    fdata = self._dump(fn, None)
                 except Exception as exc:
                     job._fail_held(0, len(chunks), exc)
                 else:
                     for f in futures:
                         f._state = _RUNNING
-                    d.submit(job, _pool._APPLY, fdata, chunks)
+                    d.submit(job, _pool._STARMAP, fdata, chunks)
         del chunks
 
         def result_iterator():

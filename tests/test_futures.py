@@ -453,3 +453,36 @@ def test_private_attributes(ctx):
             assert p.exitcode is not None
     finally:
         ex.shutdown(wait=True)
+
+
+def test_map_errors(ctx):
+    """A call of map() that raises fails the map with that exception and its remote
+    traceback, as the stdlib's; the executor stays usable."""
+    with executor(ctx, 2) as ex:
+        it = ex.map(targets.fail_on, range(6), chunksize=2)
+        assert [next(it), next(it)] == [0, 1]
+        with pytest.raises(ValueError) as info:
+            list(it)
+        assert type(info.value.__cause__) is cf.process._RemoteTraceback
+        with pytest.raises(SystemExit):
+            list(ex.map(call_exit_on, [1, 2, 3]))
+        assert list(ex.map(targets.square, range(4))) == [0, 1, 4, 9]
+
+
+def call_exit_on(x):
+    if x == 2:
+        import sys
+        sys.exit(3)
+    return x
+
+
+def test_map_argument_that_cannot_be_loaded_fails_the_map(fastmp_ctx):
+    """fastmp on purpose: map() arguments that a worker cannot unpickle fail that map() with
+    the unpickling error; the executor stays usable (the stdlib's worker dies, which breaks
+    the executor)."""
+    import pickle
+    with fastmp.futures.ProcessPoolExecutor(2, mp_context=fastmp_ctx) as ex:
+        with pytest.raises(pickle.UnpicklingError):
+            list(ex.map(id, [1, FailsToUnpickle(), 3]))
+        assert not ex._broken
+        assert list(ex.map(targets.square, range(4))) == [0, 1, 4, 9]
