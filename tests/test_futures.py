@@ -486,3 +486,38 @@ def test_map_argument_that_cannot_be_loaded_fails_the_map(fastmp_ctx):
             list(ex.map(id, [1, FailsToUnpickle(), 3]))
         assert not ex._broken
         assert list(ex.map(targets.square, range(4))) == [0, 1, 4, 9]
+
+
+def test_worker_killed_with_calls_waiting(ctx, tmp_path):
+    """A worker SIGKILLed at a random moment while calls wait in the parent: every future
+    ends (its result, or BrokenProcessPool), none hangs, and each call that reported a
+    result ran.  (No cancel() here: the stdlib's manager thread dies on a cancelled future
+    when the pool breaks.)"""
+    import random
+    import signal
+    rng = random.Random(1234)
+    for trial in range(3):
+        out = str(tmp_path / f"ran{trial}")
+        ex = executor(ctx, 2)
+        try:
+            fs = [ex.submit(append_line, out, str(i), 0.1) for i in range(12)]
+            time.sleep(rng.uniform(0.0, 0.3))
+            pids = list(ex._processes)
+            assert pids
+            os.kill(rng.choice(pids), signal.SIGKILL)
+            done, not_done = cf.wait(fs, timeout=WAIT)
+            assert not not_done
+            broken = 0
+            for i, f in enumerate(fs):
+                if f.exception() is not None:
+                    assert type(f.exception()) is cf.process.BrokenProcessPool
+                    broken += 1
+                else:
+                    assert f.result() == str(i)
+            assert broken > 0
+            with pytest.raises(cf.process.BrokenProcessPool):
+                ex.submit(targets.square, 1)
+        finally:
+            ex.shutdown(wait=True)
+        ran = set(lines_of(out))
+        assert {str(i) for i, f in enumerate(fs) if f.exception() is None} <= ran
