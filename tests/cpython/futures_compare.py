@@ -37,7 +37,6 @@ be made (no tests found, fastmp does not import, a bad expected file, a stdlib r
 """
 import argparse
 import concurrent.futures
-import glob
 import json
 import os
 import re
@@ -315,7 +314,8 @@ def main(argv=None):
     ap.add_argument("--budget", type=float, default=None, help="cap of everything, s")
     ap.add_argument("--per-test", type=float, default=60)
     ap.add_argument("--rerun", type=int, default=1)
-    ap.add_argument("-k", dest="pattern", help="only tests whose id contains this")
+    ap.add_argument("-k", dest="pattern", help="compare only the tests whose id contains this "
+                    "(the runs still run every test)")
     ap.add_argument("--expected", default=os.path.join(HERE, "futures_expected.txt"))
     ap.add_argument("--log-dir")
     args = ap.parse_args(argv)
@@ -345,10 +345,6 @@ def main(argv=None):
 
     def cap():
         return min(args.timeout, deadline - time.monotonic())
-
-    ids = None
-    if args.pattern:
-        ids = "pattern"
 
     def one(job):
         lib, m = job
