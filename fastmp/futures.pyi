@@ -6,14 +6,27 @@ from concurrent.futures import (
     TimeoutError as TimeoutError, as_completed as as_completed, wait as wait,
 )
 from concurrent.futures.process import BrokenProcessPool as BrokenProcessPool
-from typing import Any, Callable, Iterable, Iterator, Optional, Tuple, TypeVar
+from typing import Any, Callable, Dict, Iterable, Iterator, Optional, Tuple, TypeVar, Union
 
 __all__ = ["ProcessPoolExecutor", "BrokenProcessPool"]
 
 _T = TypeVar("_T")
 
 class ProcessPoolExecutor(Executor):
+    # the stdlib's private attributes that tests and tools read, with the same meaning
     _max_workers: int
+    _mp_context: Any
+    _shutdown_thread: bool
+    @property
+    def _processes(self) -> Dict[int, Any]: ...
+    @property
+    def _broken(self) -> Union[str, bool]: ...
+    @property
+    def _executor_manager_thread(self) -> Optional[Any]: ...
+    @property
+    def _call_queue(self) -> Optional[Any]: ...
+    @property
+    def _pending_work_items(self) -> Dict[int, Any]: ...
     def __init__(self, max_workers: Optional[int] = ..., mp_context: Optional[Any] = ...,
                  initializer: Optional[Callable[..., object]] = ...,
                  initargs: Tuple[Any, ...] = ..., *,
