@@ -362,7 +362,10 @@ class _IMapSink:
         success, value = item
         if success:
             return value
-        raise value
+        try:
+            raise value
+        finally:
+            del value, item     # no cycle exception -> traceback -> this frame -> exception
 
     def _is_done(self, i):
         return i < self._index or i in self._unsorted
@@ -467,7 +470,10 @@ class IMapIterator(_std.IMapIterator):
             sink._credit()
         if success:
             return value
-        raise value
+        try:
+            raise value
+        finally:
+            del value           # no cycle exception -> traceback -> this frame -> exception
 
     __next__ = next
 
@@ -697,8 +703,10 @@ class _Dispatcher:
         while True:
             with self.lock:
                 while True:
-                    if self.state == TERMINATE:
+                    if self.state == TERMINATE or self.exits_sent:
+                        # terminated, or closed with every task posted: nothing more to do
                         self.feeding = False
+                        self.feeder = None
                         return
                     f = self.next_feed()
                     if f is not None:
@@ -706,6 +714,8 @@ class _Dispatcher:
                     if not self.feeds:
                         self.feeding = False
                         self.maybe_finish()
+                        if self.exits_sent:
+                            continue
                     cond.wait()
             try:
                 if f.lazy:
