@@ -69,7 +69,7 @@ class Counting:
             self.closed = True
 
 
-def settle(read, secs=1.0, limit=20.0):
+def settle(read, secs=1.0, limit=5.0):
     """read() once it has not changed for secs (at most limit seconds)."""
     end = time.monotonic() + limit
     last = read()
@@ -133,9 +133,12 @@ def test_default_bound_scales_with_processes_and_chunksize():
 def test_paused_consumer_memory_stays_flat():
     src = Counting()
     with fastmp.Pool(2) as pool:
-        it = pool.imap(targets.big, (100_000 for _ in src))     # 100 kB per result
-        assert len(next(it)) == 100_000
-        settle(lambda: src.drawn)
+        it = pool.imap(targets.big, (10_000 for _ in src))     # 10 kB per result
+        assert len(next(it)) == 10_000
+        end = time.monotonic() + WAIT
+        while src.drawn < 256 and time.monotonic() < end:
+            time.sleep(0.02)
+        time.sleep(0.5)
         # the bound (256 tasks here) is reached: no more input is read, nothing grows
         assert src.drawn == 256
         before = rss_bytes()
@@ -145,7 +148,7 @@ def test_paused_consumer_memory_stays_flat():
         assert grown < 20 * 2**20, f"RSS grew by {grown / 2**20:.1f} MiB with a paused consumer"
         # resuming: everything comes, at once
         t0 = time.monotonic()
-        assert all(len(next(it)) == 100_000 for _ in range(3000))
+        assert all(len(next(it)) == 10_000 for _ in range(3000))
         assert time.monotonic() - t0 < WAIT
         del it
 
@@ -167,7 +170,7 @@ def test_buffersize_validation(bad, exc):
 def test_known_length_input_is_bounded_too(unordered):
     # a range (or list) longer than the bound goes through the same read-ahead
     with fastmp.Pool(2) as pool:
-        it = imap(pool, targets.square, range(10**9), 1, unordered, buffersize=16)
+        it = imap(pool, targets.square, range(10**6), 1, unordered, buffersize=16)
         next(it)
         time.sleep(0.5)
         assert len(pool._cache) == 1
