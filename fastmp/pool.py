@@ -879,7 +879,10 @@ class _Dispatcher:
             self.workers = [None] * self.processes
             self.retiring = []
             del self.pool[:]
+            feeder = self.feeder
             self.stop_feeder()
+        if feeder is not None and feeder is not threading.current_thread():
+            feeder.join(5.0)    # it leaves at once: every task was posted
         self.close_channel()
 
     def close_channel(self):
