@@ -282,7 +282,37 @@ def _check_buffersize(buffersize):
         raise ValueError(f"buffersize must be None or >= 1, not {buffersize!r}")
 
 
-class _IMapSink:
+class _ReadAhead:
+    """The bound on a lazy feed (see _Dispatcher.next_feed): the feeder posts a group of
+    tasks only while _room() >= _refill, and sleeps on the dispatcher's condition otherwise,
+    with _waiting set; the consumer, after taking a result, calls _credit() when _waiting
+    is set.  A subclass says how many tasks were taken (_outstanding)."""
+
+    def _init_read_ahead(self, dispatcher, limit):
+        self._wake = dispatcher.lock_cond() if dispatcher is not None else None
+        self._limit = limit         # tasks posted and not yet taken, at most
+        self._refill = max(1, min(limit // 2, _READ_AHEAD_GROUP))
+        self._posted = 0            # tasks posted by the feeder
+        self._waiting = False       # the feeder sleeps until the consumer makes room
+        self._cancelled = False     # the consumer is gone: the feeder drops the input
+
+    def _outstanding(self):
+        raise NotImplementedError
+
+    def _room(self):
+        return self._limit - self._outstanding()
+
+    def _credit(self):
+        """Consumer, after taking a result while the feeder waits: wake it once there is
+        room for a group (not for every result)."""
+        cond = self._wake
+        with cond:
+            if self._waiting and (self._room() >= self._refill or self._cancelled):
+                self._waiting = False
+                cond.notify_all()
+
+
+class _IMapSink(_ReadAhead):
     """The pool's side of an imap iterator: what the pool's cache holds and the collector and
     feeder fill.  The user holds the IMapIterator, which this does not reference, so that
     dropping the iterator ends the job (IMapIterator.__del__ -> cancel)."""
@@ -297,30 +327,12 @@ class _IMapSink:
         self._length = None
         self._unsorted = {}
         self._channel = _channel_of(pool)
-        d = getattr(pool, "_dispatcher", None)
-        self._wake = d.lock_cond() if d is not None else None
-        self._limit = limit         # tasks posted and not yet taken, at most
-        self._refill = max(1, min(limit // 2, _READ_AHEAD_GROUP))
-        self._posted = 0            # tasks posted by the feeder
-        self._waiting = False       # the feeder sleeps until the consumer makes room
-        self._cancelled = False
+        self._init_read_ahead(getattr(pool, "_dispatcher", None), limit)
         self._cache[self._job] = self
 
     def _outstanding(self):
         # posted, minus taken (taken = moved to _items minus still in _items)
         return self._posted - self._index + len(self._items)
-
-    def _room(self):
-        return self._limit - self._outstanding()
-
-    def _credit(self):
-        """Consumer, after taking a result while the feeder waits: wake it once there is
-        room for a group (not for every result)."""
-        cond = self._wake
-        with cond:
-            if self._waiting and (self._room() >= self._refill or self._cancelled):
-                self._waiting = False
-                cond.notify_all()
 
     def _cancel(self):
         """The iterator was dropped before its end: read no more input, forget the job
