@@ -761,7 +761,7 @@ class _Dispatcher:
         if chosen is None:
             # a result taken between the room check above and the flag: look again
             for f in self.feeds:
-                if f.result._room() >= f.result._refill:
+                if f.lazy and f.result._room() >= f.result._refill:
                     chosen = f
                     break
         if chosen is not None:
