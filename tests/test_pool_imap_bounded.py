@@ -172,9 +172,12 @@ def test_known_length_input_is_bounded_too(unordered):
     with fastmp.Pool(2) as pool:
         it = imap(pool, targets.square, range(10**6), 1, unordered, buffersize=16)
         next(it)
-        time.sleep(0.5)
         assert len(pool._cache) == 1
         sink = next(iter(pool._cache.values()))
+        end = time.monotonic() + WAIT
+        while sink._posted < 16 and time.monotonic() < end:
+            time.sleep(0.02)
+        time.sleep(0.5)
         assert sink._posted == 16
         out = [next(it) for _ in range(1000)]
         if not unordered:
@@ -234,8 +237,12 @@ def test_dropped_iterator_stops_its_job(unordered, chunksize):
     try:
         src = Counting()
         it = imap(pool, targets.square, iter(src), chunksize, unordered, buffersize=6)
-        for _ in range(3):
+        # two taken: fewer than the refill mark (3 tasks), so the feeder stays asleep
+        for _ in range(2):
             next(it)
+        end = time.monotonic() + WAIT
+        while src.drawn < 6 * chunksize and time.monotonic() < end:
+            time.sleep(0.02)
         del it
         gc.collect()
         end = time.monotonic() + 10
