@@ -264,37 +264,92 @@ class MapResult(_ItemwiseRuns, ApplyResult, _std.MapResult):
             self._set(i, (False, exc))
 
 
-class IMapIterator(_std.IMapIterator):
-    """The iterator imap() returns: results in the order of the input.  (A subclass of the
-    stdlib's for isinstance; none of its code runs.)"""
+# Read-ahead of imap/imap_unordered: the tasks posted but not yet taken by the consumer (in
+# flight, or done and waiting in the iterator) stay within buffersize tasks (each one chunk of
+# chunksize items).  The default scales with the pool: enough for every worker to get records
+# of several short tasks while the consumer drains the rest.
+_READ_AHEAD_PER_WORKER = 128
+_READ_AHEAD_GROUP = 256     # items read from the input per step of the feeder
 
-    def __init__(self, pool):
+
+def _check_buffersize(buffersize):
+    if buffersize is None:
+        return
+    if not isinstance(buffersize, int):
+        raise TypeError(f"buffersize must be an integer or None, not "
+                        f"{type(buffersize).__name__}")
+    if buffersize < 1:
+        raise ValueError(f"buffersize must be None or >= 1, not {buffersize!r}")
+
+
+class _ReadAhead:
+    """The bound on a lazy feed (see _Dispatcher.next_feed): the feeder posts a group of
+    tasks only while _room() >= _refill, and sleeps on the dispatcher's condition otherwise,
+    with _waiting set; the consumer, after taking a result, calls _credit() when _waiting
+    is set.  A subclass says how many tasks were taken (_outstanding)."""
+
+    def _init_read_ahead(self, dispatcher, limit):
+        self._wake = dispatcher.lock_cond() if dispatcher is not None else None
+        self._limit = limit         # tasks posted and not yet taken, at most
+        self._refill = max(1, min(limit // 2, _READ_AHEAD_GROUP))
+        self._posted = 0            # tasks posted by the feeder
+        self._waiting = False       # the feeder sleeps until the consumer makes room
+        self._cancelled = False     # the consumer is gone: the feeder drops the input
+
+    def _outstanding(self):
+        raise NotImplementedError
+
+    def _room(self):
+        return self._limit - self._outstanding()
+
+    def _credit(self):
+        """Consumer, after taking a result while the feeder waits: wake it once there is
+        room for a group (not for every result)."""
+        cond = self._wake
+        with cond:
+            if self._waiting and (self._room() >= self._refill or self._cancelled):
+                self._waiting = False
+                cond.notify_all()
+
+
+class _IMapSink(_ReadAhead):
+    """The pool's side of an imap iterator: what the pool's cache holds and the collector and
+    feeder fill.  The user holds the IMapIterator, which this does not reference, so that
+    dropping the iterator ends the job (IMapIterator.__del__ -> cancel)."""
+
+    def __init__(self, pool, limit):
         self._pool = pool
         self._cond = threading.Condition(threading.Lock())
         self._job = _next_job()
         self._cache = pool._cache
         self._items = collections.deque()
-        self._index = 0
+        self._index = 0             # results moved to _items so far (in order, for imap)
         self._length = None
         self._unsorted = {}
         self._channel = _channel_of(pool)
+        self._init_read_ahead(getattr(pool, "_dispatcher", None), limit)
         self._cache[self._job] = self
 
-    def __iter__(self):
-        return self
+    def _outstanding(self):
+        # posted, minus taken (taken = moved to _items minus still in _items)
+        return self._posted - self._index + len(self._items)
+
+    def _cancel(self):
+        """The iterator was dropped before its end: read no more input, forget the job
+        (results of tasks already posted are dropped when they come)."""
+        with self._cond:
+            if self._index == self._length:
+                return
+            self._cancelled = True
+            self._cache.pop(self._job, None)
+            self._pool = None
+        if self._wake is not None:
+            with self._wake:
+                self._waiting = False
+                self._wake.notify_all()
 
     def _has_news(self):
         return bool(self._items) or self._index == self._length
-
-    def next(self, timeout=None):
-        try:
-            # deque.popleft is atomic: no lock needed while results are waiting
-            success, value = self._items.popleft()
-        except IndexError:
-            return self._next_slow(timeout)
-        if success:
-            return value
-        raise value
 
     def _next_slow(self, timeout):
         ch = self._channel
@@ -314,12 +369,15 @@ class IMapIterator(_std.IMapIterator):
                     self._pool = None
                     raise StopIteration from None
                 raise TimeoutError from None
+        if self._waiting:
+            self._credit()
         success, value = item
         if success:
             return value
-        raise value
-
-    __next__ = next
+        try:
+            raise value
+        finally:
+            del value, item     # no cycle exception -> traceback -> this frame -> exception
 
     def _is_done(self, i):
         return i < self._index or i in self._unsorted
@@ -362,11 +420,9 @@ class IMapIterator(_std.IMapIterator):
             self._set(i, (False, exc))
 
 
-class IMapUnorderedIterator(IMapIterator, _std.IMapUnorderedIterator):
-    """The iterator imap_unordered() returns: results as they come."""
-
-    def __init__(self, pool):
-        IMapIterator.__init__(self, pool)
+class _IMapUnorderedSink(_IMapSink):
+    def __init__(self, pool, limit):
+        _IMapSink.__init__(self, pool, limit)
         self._seen = set()
 
     def _is_done(self, i):
@@ -383,6 +439,68 @@ class IMapUnorderedIterator(IMapIterator, _std.IMapUnorderedIterator):
             if self._index == self._length:
                 self._cache.pop(self._job, None)
                 self._pool = None
+
+
+class IMapIterator(_std.IMapIterator):
+    """The iterator imap() returns: results in the order of the input.  (A subclass of the
+    stdlib's for isinstance; none of its code runs.)  Dropping it before its end stops the
+    job: no more of the input is read."""
+
+    _sink_class = _IMapSink
+
+    def __init__(self, pool, buffersize=None):
+        if buffersize is None:
+            buffersize = _READ_AHEAD_PER_WORKER * getattr(pool, "_processes", 1)
+        sink = self._sink = self._sink_class(pool, buffersize)
+        self._items = sink._items
+        self._job = sink._job
+        self._cond = sink._cond
+        self._cache = sink._cache
+
+    def __getattr__(self, name):
+        # the stdlib's attributes that change (_index, _length, _pool, ...) live in the sink
+        if name == "_sink":
+            raise AttributeError(name)
+        return getattr(self._sink, name)
+
+    def __del__(self):
+        sink = self.__dict__.get("_sink")
+        if sink is not None:
+            sink._cancel()
+
+    def __iter__(self):
+        return self
+
+    def next(self, timeout=None):
+        try:
+            # deque.popleft is atomic: no lock needed while results are waiting
+            success, value = self._items.popleft()
+        except IndexError:
+            return self._sink._next_slow(timeout)
+        sink = self._sink
+        if sink._waiting:
+            sink._credit()
+        if success:
+            return value
+        try:
+            raise value
+        finally:
+            del value           # no cycle exception -> traceback -> this frame -> exception
+
+    __next__ = next
+
+    # what the pool calls (it holds the sink; these are for code that holds the iterator)
+    def _set(self, i, obj):
+        self._sink._set(i, obj)
+
+    def _set_length(self, length):
+        self._sink._set_length(length)
+
+
+class IMapUnorderedIterator(IMapIterator, _std.IMapUnorderedIterator):
+    """The iterator imap_unordered() returns: results as they come."""
+
+    _sink_class = _IMapUnorderedSink
 
 
 # --------------------------------------------------------------------------- the dispatcher
@@ -417,6 +535,7 @@ class _Dispatcher:
         self.feeds = collections.deque()
         self.feeder = None
         self.feeding = False
+        self.unbounded = False          # join() lifts the imap read-ahead bound
         self.exits_sent = False
         self.finished = threading.Event()   # EXIT records posted (or terminated)
         self.func_cache = {}
@@ -588,26 +707,75 @@ class _Dispatcher:
         return cond
 
     def feeder_main(self):
+        """The feeder thread: posts the tasks of the feeds in turn.  A list feed is posted to
+        its end; an imap feed a group at a time, while its iterator has room (see
+        _IMapSink): one whose consumer has not made room waits aside, so that the feeds
+        behind it still run (zip(pool.imap(...), pool.imap(...)) does not deadlock)."""
         cond = self.lock_cond()
         while True:
             with self.lock:
-                while not self.feeds and self.state != TERMINATE:
-                    self.feeding = False
-                    self.maybe_finish()
+                while True:
+                    if self.state == TERMINATE or self.exits_sent:
+                        # terminated, or closed with every task posted: nothing more to do
+                        self.feeding = False
+                        self.feeder = None
+                        return
+                    f = self.next_feed()
+                    if f is not None:
+                        break
+                    if not self.feeds:
+                        self.feeding = False
+                        self.maybe_finish()
+                        if self.exits_sent:
+                            continue
                     cond.wait()
-                if self.state == TERMINATE:
-                    self.feeding = False
-                    return
-                f = self.feeds.popleft()
             try:
                 if f.lazy:
-                    self.feed_lazy(f)
+                    if not self.feed_lazy(f):
+                        with self.lock:
+                            self.feeds.appendleft(f)
+                        continue
                 else:
                     self.feed_list(f)
             except Exception:
                 if self.state == TERMINATE or self.channel.closed:
                     return
                 raise
+            f.items = None      # the input goes now (an imap's generator is closed)
+
+    def next_feed(self):
+        """Lock held: take the first feed that can make progress, or None; every imap feed
+        left waiting for room is marked so (its consumer wakes this thread)."""
+        parked = []
+        chosen = None
+        for f in self.feeds:
+            sink = f.result
+            if (not f.lazy or self.unbounded or sink._cancelled or self.broken is not None
+                    or sink._room() >= sink._refill):
+                chosen = f
+                break
+            parked.append(sink)
+        for sink in parked:
+            # set before the next look at its room (the consumer reads it after a take)
+            sink._waiting = True
+        if chosen is None:
+            # a result taken between the room check above and the flag: look again
+            for f in self.feeds:
+                if f.lazy and f.result._room() >= f.result._refill:
+                    chosen = f
+                    break
+        if chosen is not None:
+            self.feeds.remove(chosen)
+            if chosen.lazy:
+                chosen.result._waiting = False
+        return chosen
+
+    def unbound(self):
+        """join() was called: the imap feeds read the rest of their input, as the stdlib
+        does (join waits for every task, consumed or not)."""
+        with self.lock:
+            self.unbounded = True
+            self.lock_cond().notify_all()
 
     def feed_list(self, f):
         items, first = f.items, f.first
@@ -622,39 +790,47 @@ class _Dispatcher:
                 first += 1
 
     def feed_lazy(self, f):
-        """imap/imap_unordered over any iterable: the items are read here, as the stdlib's
-        task thread reads them; an exception from the iterable fails that index and ends the
-        input."""
-        it, index, size = f.items, f.first, f.chunksize
-        batch = 1
-        while self.state != TERMINATE and self.broken is None:
-            group = []
-            try:
-                for _ in range(256):
-                    if size == 1:
-                        group.append((next(it),))
-                    else:
-                        chunk = tuple(itertools.islice(it, size))
-                        if not chunk:
-                            raise StopIteration
-                        group.append(chunk)
-            except StopIteration:
-                self.post_group(f, index, group, batch)
-                f.result._set_length(index + len(group))
-                self.channel.notify()
-                return
-            except Exception as exc:
-                self.post_group(f, index, group, batch)
-                index += len(group)
-                f.result._set(index, (False, exc))
-                f.result._set_length(index + 1)
-                self.channel.notify()
-                return
-            self.post_group(f, index, group, batch)
+        """imap/imap_unordered over any iterable: one group of items read and posted, as
+        many as the iterator has room for (at most _READ_AHEAD_GROUP).  Returns True once
+        the feed is over (input exhausted or raised, iterator dropped, pool ending).  An
+        exception from the input fails that index and ends the input, as in the stdlib."""
+        sink, it, index, size = f.result, f.items, f.first, f.chunksize
+        if self.state == TERMINATE or self.broken is not None or sink._cancelled:
+            return True
+        n = _READ_AHEAD_GROUP if self.unbounded else max(1, min(_READ_AHEAD_GROUP,
+                                                                sink._room()))
+        group = []
+        try:
+            for _ in range(n):
+                if size == 1:
+                    group.append((next(it),))
+                else:
+                    chunk = tuple(itertools.islice(it, size))
+                    if not chunk:
+                        raise StopIteration
+                    group.append(chunk)
+        except StopIteration:
+            self.post_group(f, index, group)
+            sink._set_length(index + len(group))
+            self.channel.notify()
+            return True
+        except Exception as exc:
+            self.post_group(f, index, group)
             index += len(group)
-            batch = self.batch_size(len(group) * 4)
+            sink._set(index, (False, exc))
+            sink._set_length(index + 1)
+            self.channel.notify()
+            return True
+        self.post_group(f, index, group)
+        f.first = index + len(group)
+        return False
 
-    def post_group(self, f, index, group, batch):
+    def post_group(self, f, index, group):
+        if not group:
+            return
+        f.result._posted += len(group)
+        # several tasks per record only for short tasks, as measured (batch_size)
+        batch, f.batch = f.batch, self.batch_size(len(group) * 4)
         pos = 0
         while pos < len(group):
             done, error = self.channel.put(f.result._job, f.mode, index + pos, f.func,
@@ -704,6 +880,7 @@ class _Dispatcher:
         self.maybe_finish()
 
     def join(self):
+        self.unbound()
         self.finished.wait()
         if not self.channel.in_collector():
             self.channel.stop_collector()
@@ -714,7 +891,10 @@ class _Dispatcher:
             self.workers = [None] * self.processes
             self.retiring = []
             del self.pool[:]
+            feeder = self.feeder
             self.stop_feeder()
+        if feeder is not None and feeder is not threading.current_thread():
+            feeder.join(5.0)    # it leaves at once: every task was posted
         self.close_channel()
 
     def close_channel(self):
@@ -778,7 +958,7 @@ def _how_it_ended(exitcode):
 def _fail_everything(result, exc):
     if isinstance(result, MapResult):
         result._fail_held(0, len(result._done), exc)
-    elif isinstance(result, IMapIterator):
+    elif isinstance(result, _IMapSink):
         with result._cond:
             n = result._length
             end = n if n is not None else result._index + 1
@@ -972,15 +1152,19 @@ class Pool(_std.Pool):
 
     # ---- imap
 
-    def imap(self, func, iterable, chunksize=1, *, progress=False):
+    def imap(self, func, iterable, chunksize=1, *, progress=False, buffersize=None):
         """Like map(), lazily: an iterator over the results, in order.
+        The input is read ahead by at most buffersize tasks (of chunksize items each) not
+        yet taken from the iterator; the default is 128 per worker.
         progress=True (beyond the stdlib) shows a tqdm progress bar."""
-        return self._with_bar(self._imap(IMapIterator, func, iterable, chunksize),
+        return self._with_bar(self._imap(IMapIterator, func, iterable, chunksize, buffersize),
                               iterable, progress)
 
-    def imap_unordered(self, func, iterable, chunksize=1, *, progress=False):
+    def imap_unordered(self, func, iterable, chunksize=1, *, progress=False,
+                       buffersize=None):
         """Like imap(), but results come in the order they finish."""
-        return self._with_bar(self._imap(IMapUnorderedIterator, func, iterable, chunksize),
+        return self._with_bar(self._imap(IMapUnorderedIterator, func, iterable, chunksize,
+                                         buffersize),
                               iterable, progress)
 
     @staticmethod
@@ -998,31 +1182,35 @@ class Pool(_std.Pool):
                 bar.close()
         return counted()
 
-    def _imap(self, cls, func, iterable, chunksize):
+    def _imap(self, cls, func, iterable, chunksize, buffersize=None):
         self._check_running()
         if chunksize < 1:
             raise ValueError("Chunksize must be 1+, not {0!r}".format(chunksize))
+        _check_buffersize(buffersize)
         d = self._dispatcher
-        result = cls(self)
+        result = cls(self, buffersize)
+        sink = result._sink
         # one item per task: an apply of f(x); larger chunks: a map over the chunk
         mode = _APPLY if chunksize == 1 else _MAP
         try:
             fdata = d.dump_function(func)
         except Exception as exc:
-            result._set(0, (False, exc))
-            result._set_length(1)
+            sink._set(0, (False, exc))
+            sink._set_length(1)
             return result if chunksize == 1 else _flatten(result)
-        if isinstance(iterable, (list, tuple, range)):
-            # known length: post from here what fits at once
+        if (isinstance(iterable, (list, tuple, range))
+                and len(iterable) <= sink._limit * chunksize):
+            # known length, within the read-ahead: post from here what fits at once
             if chunksize == 1:
                 items = [(x,) for x in iterable]
             else:
                 items = _chunks(iterable, chunksize)
-            result._set_length(len(items))
+            sink._set_length(len(items))
             if items:
-                d.submit(result, mode, fdata, items, chunksize=chunksize)
+                d.submit(sink, mode, fdata, items, chunksize=chunksize)
         else:
-            d.feed(_Feed(result, mode, fdata, iter(iterable), 0, lazy=True,
+            # read by the feeder thread, buffersize tasks ahead of the consumer
+            d.feed(_Feed(sink, mode, fdata, iter(iterable), 0, lazy=True,
                          chunksize=chunksize))
         return result if chunksize == 1 else _flatten(result)
 
