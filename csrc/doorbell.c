@@ -105,8 +105,8 @@ fm_doorbell_ring_slow(fm_doorbell *db)
         close(fd);
 }
 
-int
-fm_doorbell_watch(fm_doorbell *db, uint32_t pid, fm_doorbell_watcher *w)
+static int
+watch_once(fm_doorbell *db, uint32_t pid, fm_doorbell_watcher *w)
 {
     w->fd = -1;
     int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
@@ -131,7 +131,7 @@ fm_doorbell_watch(fm_doorbell *db, uint32_t pid, fm_doorbell_watcher *w)
         if (!atomic_compare_exchange_strong_explicit(&db->slot[i], &word, mine, SEQ, RLX)) {
             /* taken meanwhile: a bound socket cannot be rebound; start over */
             close(fd);
-            return fm_doorbell_watch(db, pid, w);
+            return watch_once(db, pid, w);
         }
         atomic_fetch_add_explicit(&db->watchers, 1, SEQ);
         w->fd = fd;
@@ -141,6 +141,19 @@ fm_doorbell_watch(fm_doorbell *db, uint32_t pid, fm_doorbell_watcher *w)
     }
     close(fd);
     return FM_AGAIN;
+}
+
+int
+fm_doorbell_watch(fm_doorbell *db, uint32_t pid, fm_doorbell_watcher *w)
+{
+    int st = watch_once(db, pid, w);
+    if (st != FM_AGAIN)
+        return st;
+    /* Every slot taken: watchers that died (killed, or exited without
+     * closing) keep theirs until a producer finds their name unbound.  Ring
+     * once to free those, then look again. */
+    fm_doorbell_ring_slow(db);
+    return watch_once(db, pid, w);
 }
 
 void

@@ -67,11 +67,12 @@ fm_doorbell_ring(fm_doorbell *db)
         fm_doorbell_ring_slow(db);
 }
 /* Become a watcher: FM_OK (w filled, w->fd readable when rung), FM_AGAIN
- * (every slot taken), FM_ERRNO. */
+ * (every slot held by a live watcher: slots of dead ones are freed first),
+ * FM_ERRNO. */
 int fm_doorbell_watch(fm_doorbell *db, uint32_t pid, fm_doorbell_watcher *w);
-/* Before a wait: drain, then ring ourselves if `avail` (read by the caller
- * after this returns 1) says there is something.  Split in two so the
- * channel reads its own count:  fm_doorbell_drain(w); if (avail) fm_doorbell_self_ring(w). */
+/* Before each wait, in this order: fm_doorbell_drain(w); then read `avail`
+ * (seq_cst); if something is there, fm_doorbell_self_ring(db, w).  The
+ * channel reads its own count in between. */
 void fm_doorbell_drain(const fm_doorbell_watcher *w);
 void fm_doorbell_self_ring(fm_doorbell *db, const fm_doorbell_watcher *w);
 /* Stop watching: free the slot and close the socket. */
