@@ -69,3 +69,54 @@ def condition_notifier(cond, flag):
     with cond:
         flag.value = 1
         cond.notify_all()
+
+
+def kill_watchers(method, rounds=3, per_round=8, seed=7):
+    """Watchers SIGKILLed at random moments: rounds of `per_round` armed watchers, more than
+    the doorbell's 16 slots in all, so a round arms only if the dead ones' slots are freed;
+    then a live watcher must still be woken by a put.  Runs in a fresh interpreter
+    (``python _machinery_targets.py kill-watchers METHOD``): the killed children never give
+    back their references to the queues, whose shared memory the resource tracker then
+    removes when this script exits.  Prints "ok" and exits 0, or exits non-zero."""
+    import signal
+    import fastmp
+    ctx = fastmp.get_context(method)
+    rnd = random.Random(seed)
+    q, armed = ctx.SimpleQueue(), ctx.SimpleQueue()
+    for trial in range(rounds):
+        kids = [ctx.Process(target=arm_and_linger, args=(q, armed)) for _ in range(per_round)]
+        for k in kids:
+            k.start()
+        deadline = time.monotonic() + LONG
+        pids = set()
+        while len(pids) < len(kids):
+            left = deadline - time.monotonic()
+            if left <= 0 or not connection.wait([armed._reader], left):
+                print(f"round {trial}: only {len(pids)} of {len(kids)} watchers could arm")
+                return 5
+            pids.add(armed.get())
+        for k in kids:
+            time.sleep(rnd.random() * 0.02)
+            os.kill(k.pid, signal.SIGKILL)
+        for k in kids:
+            k.join(LONG)
+            if k.exitcode != -signal.SIGKILL:
+                print(f"a watcher ended with {k.exitcode}")
+                return 6
+    if connection.wait([q._reader], 0) != []:
+        print("ready with nothing in the queue")
+        return 7
+    q.put("still heard")
+    if connection.wait([q._reader], LONG) != [q._reader]:
+        print("a put did not wake the live watcher")
+        return 8
+    if q._reader.recv() != "still heard":
+        return 9
+    print("ok")
+    return 0
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["kill-watchers"]:
+        sys.exit(kill_watchers(sys.argv[2]))
+    sys.exit(f"unknown command {sys.argv[1:]}")
