@@ -11,6 +11,13 @@ items is C.  Differences from the stdlib, all on the side of fewer surprises:
 * An unbounded queue's ``put()`` never waits: a full ring is replaced by one twice the size.
 * Beyond the stdlib: ``put_many(items)`` and ``get_many(max_items=None, block=True,
   timeout=None)``.
+
+For the stdlib's own code built on a fastmp context (multiprocessing.pool.Pool,
+concurrent.futures.ProcessPoolExecutor, logging's QueueHandler): the classes are also the
+stdlib's (isinstance against multiprocessing.queues.Queue, JoinableQueue, SimpleQueue holds;
+the stdlib class comes after the C type, so nothing of it runs on the fast path), and
+``_reader`` / ``_writer`` behave as the ends of the stdlib's pipe, down to a ``fileno()`` that
+multiprocessing.connection.wait can poll (csrc/doorbell.h; docs/reliability.md).
 """
 import functools as _functools
 import os
