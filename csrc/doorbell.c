@@ -81,39 +81,11 @@ free_slot(fm_doorbell *db, uint32_t index, uint64_t word)
         atomic_fetch_sub_explicit(&db->watchers, 1, SEQ);
 }
 
-/* The unbound socket producers send from: one per process, made on first
- * use and kept (a forked child shares its parent's, which is harmless for
- * an unbound datagram socket).  Not Python state: a descriptor. */
-static _Atomic int sender_fd = -1;
-
-static int
-sender(void)
-{
-    int fd = atomic_load_explicit(&sender_fd, memory_order_acquire);
-    if (fd >= 0)
-        return fd;
-    fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return -1;
-    int expect = -1;
-    if (!atomic_compare_exchange_strong_explicit(&sender_fd, &expect, fd, memory_order_acq_rel,
-                                                 memory_order_acquire)) {
-        close(fd);              /* another thread made one first */
-        return expect;
-    }
-    return fd;
-}
-
-/* Our cached socket was closed behind our back (a program that closes
- * every descriptor): forget it, so the next ring makes a new one. */
-static void
-sender_lost(int fd)
-{
-    int expect = fd;
-    atomic_compare_exchange_strong_explicit(&sender_fd, &expect, -1, memory_order_acq_rel,
-                                            memory_order_relaxed);
-}
-
+/* A socket made for this ring and closed after it, not one kept per
+ * process: a descriptor kept across calls could be closed behind our back
+ * (a program that closes every descriptor) and its number reused for a
+ * socket of the program's own, which a stray byte would corrupt.  Three
+ * system calls, and only while someone watches. */
 void
 fm_doorbell_ring_slow(fm_doorbell *db)
 {
@@ -122,21 +94,20 @@ fm_doorbell_ring_slow(fm_doorbell *db)
         uint64_t word = atomic_load_explicit(&db->slot[i], SEQ);
         if (WORD_PID(word) == 0)
             continue;
-        if (fd < 0 && (fd = sender()) < 0)
-            return;             /* out of descriptors: watchers fall back to their timeouts */
+        if (fd < 0) {
+            fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+            if (fd < 0)
+                return;         /* out of descriptors: watchers fall back to their timeouts */
+        }
         struct sockaddr_un a;
         socklen_t len = slot_address(db, i, word, &a);
         int err = send_byte(fd, &a, len);
-        if (err == EBADF || err == ENOTSOCK) {
-            sender_lost(fd);
-            if ((fd = sender()) < 0)
-                return;
-            err = send_byte(fd, &a, len);
-        }
         if (err == ECONNREFUSED || err == ENOENT)
             free_slot(db, i, word);
         /* EAGAIN: its buffer is full, so it is readable already */
     }
+    if (fd >= 0)
+        close(fd);
 }
 
 static int
