@@ -39,6 +39,7 @@
  * record raises ValueError naming the queue. */
 #include "fastmp.h"
 #include "ring.h"
+#include "doorbell.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -95,6 +96,10 @@ typedef struct {
      * can tell (sticky). */
     _Atomic uint32_t holders[QUEUE_MAX_HOLDERS];
     _Atomic uint32_t holders_overflow;
+    char _pad3[FM_CACHE_LINE];
+    /* the readers' file descriptors (doorbell.h): producers read one word
+     * of it after counting an item, and do more only when someone waits */
+    fm_doorbell bell;
 } fm_queue_shared;
 
 typedef struct {
@@ -119,6 +124,8 @@ typedef struct {
     int closed;
     int kind;
     PyObject *weakreflist;
+    fm_doorbell_watcher watch;      /* this object's reader descriptor (fd -1: none) */
+    uint32_t watch_pid;             /* the process that made it */
 } FmQueueObject;
 
 static inline uint32_t
@@ -1108,6 +1115,7 @@ Queue_put(FmQueueObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject
     uint32_t uncounted = 0;
     int rc = put_one(self, st, a[0], block, deadline, &uncounted);
     count_put(self, uncounted);
+    fm_doorbell_ring(&self->sh->bell);     /* one load unless a reader is watched */
     if (rc < 0)
         return NULL;
     Py_RETURN_NONE;
@@ -1183,6 +1191,7 @@ Queue_put_many(FmQueueObject *self, PyObject *args, PyObject *kwargs)
             rc = -1;            /* the iterator raised */
     }
     count_put(self, uncounted);
+    fm_doorbell_ring(&self->sh->bell);
     if (rc < 0)
         return NULL;
     Py_RETURN_NONE;
@@ -1472,6 +1481,59 @@ error:
     return NULL;
 }
 
+/* ---------------------------------------------- the reader's descriptor */
+
+/* Stop watching (a forked child's inherited watcher is the parent's: only
+ * our copy of its socket is closed). */
+static void
+queue_unwatch(FmQueueObject *self)
+{
+    if (self->watch_pid == 0)   /* never watched (fd may not even be set yet) */
+        return;
+    if (self->watch_pid == self_pid())
+        fm_doorbell_unwatch(&self->sh->bell, &self->watch);
+    else
+        fm_doorbell_forget(&self->watch);
+    self->watch_pid = 0;
+}
+
+PyDoc_STRVAR(Queue_watch_fd_doc,
+"_watch_fd($self, /)\n--\n\n"
+"A file descriptor that reads ready while the queue holds an item (for\n"
+"select, poll and multiprocessing.connection.wait; see csrc/doorbell.h).\n"
+"Arms it on each call: call it before every wait.  Only what this call\n"
+"sees and what is put after it make it ready.");
+
+static PyObject *
+Queue_watch_fd(FmQueueObject *self, PyObject *Py_UNUSED(ignored))
+{
+    uint32_t me = self_pid();
+    if (self->watch_pid != 0 && self->watch_pid != me)
+        queue_unwatch(self);        /* forked: the parent's watcher, not ours */
+    if (self->watch_pid == 0) {
+        int st = fm_doorbell_watch(&self->sh->bell, me, &self->watch);
+        if (st == FM_AGAIN) {
+            PyErr_Format(PyExc_OSError, "fastmp queue: more than %d readers wait on it",
+                         FM_DOORBELL_SLOTS);
+            return NULL;
+        }
+        if (st != FM_OK)
+            return PyErr_SetFromErrno(PyExc_OSError);
+        self->watch_pid = me;
+    }
+    fm_doorbell_drain(&self->watch);
+    if ((int32_t)atomic_load_explicit(&self->sh->count, SEQ) > 0)
+        fm_doorbell_self_ring(&self->sh->bell, &self->watch);
+    return PyLong_FromLong(self->watch.fd);
+}
+
+static PyObject *
+Queue_unwatch(FmQueueObject *self, PyObject *Py_UNUSED(ignored))
+{
+    queue_unwatch(self);
+    Py_RETURN_NONE;
+}
+
 /* --------------------------------------------------------------- state */
 
 static PyObject *
@@ -1507,6 +1569,7 @@ static PyObject *
 Queue_close(FmQueueObject *self, PyObject *Py_UNUSED(ignored))
 {
     self->closed = 1;
+    queue_unwatch(self);
     Py_RETURN_NONE;
 }
 
@@ -1765,6 +1828,7 @@ queue_only_dead_holders_left(fm_handle *h)
 static int
 queue_init_object(FmQueueObject *self, int kind)
 {
+    self->watch.fd = -1;
     self->kind = kind;
     self->sh = self->h.ptr;
     self->h.before_last_release = queue_before_last_release;
@@ -1841,6 +1905,11 @@ Queue_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     fm_queue_shared *sh = self->h.ptr;
     self->sh = sh;
     fm_mutex_init(&sh->lock);
+    if (fm_doorbell_init(&sh->bell) != FM_OK) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        Py_DECREF(self);
+        return NULL;
+    }
     sh->maxsize = (uint32_t)maxsize;
     sh->kind = (uint32_t)kind;
     fm_ring *ring;
@@ -1879,6 +1948,7 @@ Queue_dealloc(PyObject *op)
     PyObject_GC_UnTrack(op);
     if (self->weakreflist != NULL)
         PyObject_ClearWeakRefs(op);
+    queue_unwatch(self);
     fm_handle_release(&self->h);
     /* the last local user of a ring unmaps it */
     self->pring = self->cring = NULL;
@@ -1965,6 +2035,9 @@ static PyMethodDef Queue_methods[] = {
     {"_debug_put_raw", (PyCFunction)Queue_debug_put_raw, METH_O, NULL},
     {"_debug_rings", (PyCFunction)Queue_debug_rings, METH_NOARGS, NULL},
     {"_debug_grow_and_die", (PyCFunction)Queue_debug_grow_and_die, METH_NOARGS, NULL},
+    {"_watch_fd", (PyCFunction)Queue_watch_fd, METH_NOARGS, Queue_watch_fd_doc},
+    {"_unwatch", (PyCFunction)Queue_unwatch, METH_NOARGS,
+     "_unwatch($self, /)\n--\n\nClose the descriptor _watch_fd() made, if any."},
     {"_fm_state", (PyCFunction)Queue_state, METH_NOARGS, Queue_state_doc},
     {"_fm_attach", Queue_attach, METH_O | METH_CLASS, Queue_attach_doc},
     {NULL, NULL, 0, NULL},

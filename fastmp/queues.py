@@ -11,11 +11,22 @@ items is C.  Differences from the stdlib, all on the side of fewer surprises:
 * An unbounded queue's ``put()`` never waits: a full ring is replaced by one twice the size.
 * Beyond the stdlib: ``put_many(items)`` and ``get_many(max_items=None, block=True,
   timeout=None)``.
+
+For the stdlib's own code built on a fastmp context (multiprocessing.pool.Pool,
+concurrent.futures.ProcessPoolExecutor, logging's QueueHandler): the classes are also the
+stdlib's (isinstance against multiprocessing.queues.Queue, JoinableQueue, SimpleQueue holds;
+the stdlib class comes after the C type, so nothing of it runs on the fast path), and
+``_reader`` / ``_writer`` behave as the ends of the stdlib's pipe, down to a ``fileno()`` that
+multiprocessing.connection.wait can poll (csrc/doorbell.h; docs/reliability.md).
 """
+import functools as _functools
 import os
 import pickle
 import queue as _queue
+import threading as _threading
+import time as _time
 import types as _types
+from multiprocessing import connection as _connection
 import multiprocessing.queues as _std
 from multiprocessing import context as _mp_context
 from multiprocessing import reduction as _reduction
@@ -44,33 +55,112 @@ def _rebuild(cls, state):
     return cls._fm_attach(state)
 
 
-class _PipeEnd:
-    """Stands for the stdlib's ``_reader`` / ``_writer`` connection ends (code that checks
-    ``q._reader.closed`` after ``close()``, as CPython's tests do): there is no pipe, so
-    ``closed`` is the queue's closed state, and ``close()`` closes the queue object."""
-    __slots__ = ('_queue',)
+class _End:
+    """One end of the queue seen as a connection, for the stdlib's code that takes
+    ``q._reader`` / ``q._writer`` for the ends of a pipe (multiprocessing.pool sends tasks
+    with ``_writer.send`` and takes results with ``_reader.recv``; concurrent.futures waits
+    on ``_reader`` with multiprocessing.connection.wait).  There is no pipe: the methods go
+    to the queue.  ``close()`` closes this end only (the stdlib's pool workers close the ends
+    they do not use, then go on with the queue); ``closed`` is also true once the queue
+    object is closed."""
+    __slots__ = ('_queue', '_end_closed')
 
     def __init__(self, q):
         self._queue = q
+        self._end_closed = False
 
     @property
     def closed(self):
-        return self._queue._closed
+        return self._end_closed or self._queue._closed
+
+    def _check_closed(self):
+        if self.closed:
+            raise OSError("handle is closed")
 
     def close(self):
-        self._queue.close()
+        self._end_closed = True
+
+    def __repr__(self):
+        return f"<{type(self).__qualname__} of {self._queue!r}>"
 
 
-class Queue(_core.Queue):
-    """A process-shared FIFO queue (multiprocessing.Queue's API; see the module docstring)."""
+class _Reader(_End):
+    """The reading end: recv, poll, fileno (see _End)."""
+    __slots__ = ()
+    readable, writable = True, False
 
-    _fm_kind = _KIND_QUEUE
+    def close(self):
+        self._end_closed = True
+        self._queue._unwatch()
 
-    def __new__(cls, maxsize=0, *, ctx=None):
-        return super().__new__(cls, maxsize, kind=cls._fm_kind)
+    def fileno(self):
+        """A descriptor that reads ready while the queue holds an item: select, poll and
+        multiprocessing.connection.wait accept the reader.  Each call arms it (the stdlib's
+        wait calls it once per wait), from a socket this process binds for the queue the
+        first time (csrc/doorbell.h: producers ring it only while someone watches)."""
+        self._check_closed()
+        return self._queue._watch_fd()
 
-    def __init__(self, maxsize=0, *, ctx=None):
-        self._ctx = ctx
+    def recv(self):
+        """Take the next item (waiting for one): the queue's get()."""
+        self._check_closed()
+        return _core.Queue.get(self._queue)
+
+    def recv_bytes(self, maxlength=None):
+        """Take the next item, which must be bytes (what send_bytes put)."""
+        self._check_closed()
+        item = _core.Queue.get(self._queue)
+        if not isinstance(item, bytes):
+            raise TypeError(f"recv_bytes() found a {type(item).__name__}, not bytes")
+        if maxlength is not None and len(item) > maxlength:
+            raise OSError("bad message length")
+        return item
+
+    def poll(self, timeout=0.0):
+        """True when an item is there to take, waiting up to timeout seconds (None:
+        without limit) for one."""
+        self._check_closed()
+        q = self._queue
+        if _core.Queue.qsize(q) > 0:
+            return True
+        if timeout is not None and timeout <= 0:
+            return False
+        deadline = None if timeout is None else _time.monotonic() + timeout
+        while True:
+            left = None if deadline is None else max(0.0, deadline - _time.monotonic())
+            _connection.wait([self], left)
+            if _core.Queue.qsize(q) > 0:
+                return True
+            if deadline is not None and _time.monotonic() >= deadline:
+                return False
+
+
+class _Writer(_End):
+    """The writing end: send, send_bytes (see _End)."""
+    __slots__ = ()
+    readable, writable = False, True
+
+    def send(self, obj):
+        """Put obj on the queue (the queue's put, with no wait for room)."""
+        self._check_closed()
+        _core.Queue.put(self._queue, obj)
+
+    def send_bytes(self, buf, offset=0, size=None):
+        """Put bytes(buf[offset:offset + size]) on the queue as one item."""
+        self._check_closed()
+        m = memoryview(buf).cast('B')
+        if offset < 0 or offset > len(m):
+            raise ValueError("offset out of bounds")
+        if size is None:
+            size = len(m) - offset
+        elif size < 0 or offset + size > len(m):
+            raise ValueError("buffer length < offset + size")
+        _core.Queue.put(self._queue, bytes(m[offset:offset + size]))
+
+
+class _QueueBase(_core.Queue):
+    """What Queue, JoinableQueue and SimpleQueue share: pickling, repr, the connection-like
+    ends, and the lock the stdlib's pool takes (``_rlock``) when it empties a queue."""
 
     def __reduce__(self):
         # as the stdlib: a queue travels only to a process being started
@@ -82,11 +172,33 @@ class Queue(_core.Queue):
     def __repr__(self):
         return f"<{type(self).__module__}.{type(self).__qualname__} object at {id(self):#x}>"
 
-    @property
+    @_functools.cached_property
     def _reader(self):
-        return _PipeEnd(self)
+        return _Reader(self)
 
-    _writer = _reader
+    @_functools.cached_property
+    def _writer(self):
+        return _Writer(self)
+
+    @_functools.cached_property
+    def _rlock(self):
+        # The stdlib's queues serialize readers with it; fastmp's get needs no lock.  The
+        # stdlib's pool takes it (and keeps it) while it empties a queue at terminate():
+        # a lock of this process is enough for that.
+        return _threading.Lock()
+
+
+class Queue(_QueueBase, _std.Queue):
+    """A process-shared FIFO queue (multiprocessing.Queue's API; see the module docstring).
+    A multiprocessing.queues.Queue for isinstance; every method is fastmp's."""
+
+    _fm_kind = _KIND_QUEUE
+
+    def __new__(cls, maxsize=0, *, ctx=None):
+        return _core.Queue.__new__(cls, maxsize, kind=cls._fm_kind)
+
+    def __init__(self, maxsize=0, *, ctx=None):
+        self._ctx = ctx
 
     def put_nowait(self, obj):
         """Put obj without waiting (queue.Full if a bounded queue is full)."""
@@ -106,7 +218,7 @@ class Queue(_core.Queue):
         put can be lost at exit)."""
 
 
-class JoinableQueue(Queue):
+class JoinableQueue(Queue, _std.JoinableQueue):
     """A Queue with task_done() and join() (multiprocessing.JoinableQueue's API)."""
 
     _fm_kind = _KIND_JOINABLE
@@ -115,8 +227,9 @@ class JoinableQueue(Queue):
     join = _core.Queue._join
 
 
-class SimpleQueue(Queue):
-    """An unbounded queue with get, put, empty and close (multiprocessing.SimpleQueue)."""
+class SimpleQueue(_QueueBase, _std.SimpleQueue):
+    """An unbounded queue with get, put, empty and close (multiprocessing.SimpleQueue).
+    A multiprocessing.queues.SimpleQueue for isinstance (not a Queue, as in the stdlib)."""
 
     _fm_kind = _KIND_SIMPLE
 

@@ -121,6 +121,42 @@ for _cls, _repr in [(Lock, _lock_repr), (RLock, _rlock_repr),
 del _cls, _repr
 
 
+# The stdlib's SemLock classes keep their C lock in ``_semlock``, and the stdlib's own code
+# reaches through it: multiprocessing.queues.Queue.full() calls
+# ``self._sem._semlock._is_zero()`` on ctx.BoundedSemaphore(), JoinableQueue the same on
+# ctx.Semaphore(0), synchronize.Condition ``_lock._semlock._is_mine()`` and ``_count()`` on
+# the lock it is given.  Here the C object is its own ``_semlock`` (no second lock, no
+# wrapper), with the few names the stdlib's SemLock has and the types here did not.
+_RECURSIVE_MUTEX, _SEMAPHORE = 0, 1     # the stdlib's SemLock kinds
+
+
+def _semlock(self):
+    return self
+
+
+def _lock_is_zero(self):
+    return self._get_value() == 0
+
+
+def _after_fork(self):
+    """Nothing to reset after a fork: the state is in shared memory."""
+
+
+for _cls, _kind in [(Lock, _SEMAPHORE), (RLock, _RECURSIVE_MUTEX),
+                    (Semaphore, _SEMAPHORE), (BoundedSemaphore, _SEMAPHORE)]:
+    _cls._semlock = property(_semlock, doc="the object itself (the stdlib's SemLock has "
+                                           "its C lock here)")
+    _cls.kind = _kind
+    _cls.name = None        # no named POSIX semaphore behind it
+    _cls._after_fork = _after_fork
+for _cls in (Lock, RLock):
+    _cls._is_zero = _lock_is_zero
+    _cls.maxvalue = 1
+    _cls.SEM_VALUE_MAX = SEM_VALUE_MAX
+Semaphore.SEM_VALUE_MAX = BoundedSemaphore.SEM_VALUE_MAX = SEM_VALUE_MAX
+del _cls, _kind
+
+
 class _Count:
     """A read-only count with the get_value() of the stdlib's semaphores."""
     __slots__ = ('_value',)
