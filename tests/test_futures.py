@@ -362,9 +362,11 @@ def test_submit_after_interpreter_shutdown(ctx):
         """
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
         [os.path.dirname(os.path.dirname(fastmp.__file__))] +
-        os.environ.get("PYTHONPATH", "").split(os.pathsep)))
+        [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+    # cwd: not the checkout (`-c` puts the working directory first on sys.path, and the source
+    # tree's fastmp has no compiled _core)
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                       timeout=WAIT, env=env)
+                       timeout=WAIT, env=env, cwd=os.path.dirname(os.path.abspath(__file__)))
     assert r.returncode == 0, r.stderr
     # "... after shutdown" or "... after interpreter shutdown", depending on the version
     assert r.stdout.startswith("runtime-error: cannot schedule new futures after "), r.stdout
