@@ -36,7 +36,16 @@ BIG = 9 << 20          # above an inline record's limit (csrc/queue.c): a spill 
 
 # ------------------------------------------------------------------ process targets
 
+_PADS = {}
+
+
 def _item(k, i, big):
+    """big: True for a spilled item now and then; a number for that many bytes in every item."""
+    if big is not True and big:
+        pad = _PADS.get(big)
+        if pad is None:
+            pad = _PADS[big] = b"p" * big
+        return (k, i, pad)
     if big and i % 25 == 7:
         return (k, i, bytes([i % 251]) * BIG)
     return (k, i)
@@ -63,24 +72,26 @@ def square(x):
 
 def _check_item(item, k, want, big):
     assert item[0] == k and item[1] == want, (item[:2], k, want)
-    if big and item[1] % 25 == 7:
+    if big is not True and big:
+        assert item[2] == b"p" * big
+    elif big and item[1] % 25 == 7:
         assert item[2] == bytes([item[1] % 251]) * BIG
     else:
         assert len(item) == 2
 
 
-def _trial(ctx, rng, batch, big, maxsize=0):
+def _trial(ctx, rng, batch, big, maxsize=0, pad=0):
     q, stop = ctx.Queue(maxsize), ctx.Event()
     # Grow the ring to 8 MiB first (an item of 1 MiB makes it eight times that), so that the
     # small items never make the victim grow it: a process killed while creating a segment
     # leaves an empty file in /dev/shm (another matter, not this test's).
     q.put(bytes(1 << 20))
     assert q.get(timeout=WAIT) == bytes(1 << 20)
-    survivor = ctx.Process(target=produce, args=(q, 0, stop, batch, big), daemon=True)
+    survivor = ctx.Process(target=produce, args=(q, 0, stop, batch, big or pad), daemon=True)
     # (the victim puts small items only: one killed while creating a spill segment leaves an
     # empty file in /dev/shm, another matter; a victim stopped right after spilling, in the
     # claim window of the record that names the segment, is scenario_big below)
-    victim = ctx.Process(target=produce, args=(q, 1, None, batch, False), daemon=True)
+    victim = ctx.Process(target=produce, args=(q, 1, None, batch, pad), daemon=True)
     survivor.start()
     victim.start()
     try:
@@ -105,7 +116,7 @@ def _trial(ctx, rng, batch, big, maxsize=0):
                     end = item[2]
                     continue
                 k = item[0]
-                _check_item(item, k, nxt[k], big and k == 0)
+                _check_item(item, k, nxt[k], pad if k else big or pad)
                 nxt[k] += 1
         victim.join(WAIT)
         survivor.join(WAIT)
@@ -119,7 +130,7 @@ def _trial(ctx, rng, batch, big, maxsize=0):
             item = q.get(timeout=WAIT)
             if item == "marker":
                 break
-            _check_item(item, 1, nxt[1], False)
+            _check_item(item, 1, nxt[1], pad)
             nxt[1] += 1
         with pytest.raises(queue.Empty):
             q.get_nowait()
@@ -149,11 +160,11 @@ def _trial(ctx, rng, batch, big, maxsize=0):
         q.close()
 
 
-def _run_trials(batch=0, big=False, trials=TRIALS, maxsize=0):
+def _run_trials(batch=0, big=False, trials=TRIALS, maxsize=0, pad=0):
     ctx = fastmp.get_context("fork")
     rng = random.Random(os.getpid() ^ time.monotonic_ns())
     for _ in range(trials):
-        _trial(ctx, rng, batch, big, maxsize)
+        _trial(ctx, rng, batch, big, maxsize, pad)
 
 
 @pytest.mark.timeout(240)
@@ -161,12 +172,14 @@ def _run_trials(batch=0, big=False, trials=TRIALS, maxsize=0):
 def test_producer_killed_in_bounded_put_never_wedges(maxsize):
     # A bounded put takes its slot of the count before it writes its record: a producer killed
     # in between must not keep the slot (Full, or a put blocked for ever, on an empty queue).
-    _run_trials(maxsize=maxsize)
+    # The items carry 256 KiB (copied into the ring between the two), so that a kill
+    # at random lands there often.
+    _run_trials(maxsize=maxsize, pad=256 << 10)
 
 
 @pytest.mark.timeout(240)
 def test_producer_killed_in_bounded_put_many_never_wedges():
-    _run_trials(batch=50, maxsize=4)
+    _run_trials(batch=50, maxsize=4, pad=256 << 10)
 
 
 @pytest.mark.timeout(180)
