@@ -61,7 +61,11 @@
 #define QUEUE_GROW_GRACE_NS (1000 * 1000LL)       /* see claim_record */
 #define QUEUE_MAXSIZE_MAX 0x7fffffffu
 #define QUEUE_MAX_HOLDERS 128   /* references whose pid is recorded */
-#define QUEUE_MAX_PRODUCERS 64  /* processes whose pending puts are tallied */
+/* producing processes whose pending puts are tallied, a cache line each:
+ * as many as keep the shared block within a 4 KiB block class (see the
+ * assertion below), so that a queue costs no more shared memory than
+ * before */
+#define QUEUE_MAX_PRODUCERS 16
 
 enum { KIND_QUEUE = 0, KIND_JOINABLE = 1, KIND_SIMPLE = 2 };
 enum { REC_INLINE = 'I', REC_SPILL = 'S', REC_PLAIN = 'P' };
@@ -134,6 +138,8 @@ typedef struct {
     char _pad3[FM_CACHE_LINE];
     fm_put_tally tallies[QUEUE_MAX_PRODUCERS];
 } fm_queue_shared;
+_Static_assert(sizeof(fm_queue_shared) + sizeof(fm_block_header) <= 4096,
+               "the queue's shared block outgrows its 4 KiB block class");
 
 typedef struct {
     PyObject_HEAD

@@ -551,3 +551,32 @@ def test_joinable_join_after_producer_killed_right_after_put(ctx):
     joiner.join(WAIT)
     assert not joiner.is_alive()
     q.close()
+
+
+def _put_and_wait(q, k, go):
+    q.put(("p", k))
+    go.wait(WAIT)
+
+
+@pytest.mark.timeout(120)
+def test_more_producers_than_tally_slots():
+    # Tallies have room for 16 producing processes alive at once (csrc/queue.c); the others put
+    # untallied, and everything still counts and arrives.
+    ctx = fastmp.get_context("fork")
+    q, go = ctx.Queue(8), ctx.Event()
+    ps = [ctx.Process(target=_put_and_wait, args=(q, k, go)) for k in range(24)]
+    for p in ps:
+        p.start()
+    got = set()
+    for _ in range(24):
+        got.add(q.get(timeout=WAIT))
+    assert got == {("p", k) for k in range(24)}
+    assert q.empty() and q.qsize() == 0
+    go.set()
+    for p in ps:
+        p.join(WAIT)
+        assert p.exitcode == 0
+    q.put_many([1, 2, 3])
+    assert q.qsize() == 3
+    assert q.get_many(timeout=WAIT) == [1, 2, 3]
+    q.close()
