@@ -818,11 +818,15 @@ pickle_obj(fm_state *st, PyObject *obj, Py_buffer *view)
 static uint32_t
 count_sub(fm_queue_shared *sh, uint32_t n)
 {
-    uint32_t c = atomic_load_explicit(&sh->count, RLX), d;
-    do
-        d = (int32_t)c <= 0 ? 0 : c < n ? c : n;
-    while (d && !atomic_compare_exchange_weak_explicit(&sh->count, &c, c - d, SEQ, RLX));
-    return d;
+    /* One subtraction (the get's fast path), then give back what went
+     * below zero of this call's share: with concurrent callers each gives
+     * back its own excess, so the sum is what a clamped sequence takes. */
+    int32_t old = (int32_t)atomic_fetch_sub_explicit(&sh->count, n, SEQ);
+    int64_t floor = old > 0 ? old : 0;
+    if ((int64_t)n <= floor)
+        return n;
+    atomic_fetch_add_explicit(&sh->count, (uint32_t)((int64_t)n - floor), SEQ);
+    return (uint32_t)floor;
 }
 
 /* Take the tallies of dead producers off the counts and free their slots
