@@ -40,7 +40,7 @@
 #include <stdint.h>
 
 #define FM_DOORBELL_SLOTS 16
-#define FM_DOORBELL_TAG 32
+#define FM_DOORBELL_TAG 24     /* 22 hex digits: 88 random bits */
 
 typedef struct {
     _Atomic uint32_t watchers;                  /* registered slots: what producers read */

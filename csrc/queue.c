@@ -62,6 +62,11 @@
 #define QUEUE_GROW_GRACE_NS (1000 * 1000LL)       /* see claim_record */
 #define QUEUE_MAXSIZE_MAX 0x7fffffffu
 #define QUEUE_MAX_HOLDERS 128   /* references whose pid is recorded */
+/* producing processes whose pending puts are tallied, a cache line each:
+ * as many as keep the shared block within a 4 KiB block class (see the
+ * assertion below), so that a queue costs no more shared memory than
+ * before */
+#define QUEUE_MAX_PRODUCERS 16
 
 enum { KIND_QUEUE = 0, KIND_JOINABLE = 1, KIND_SIMPLE = 2 };
 enum { REC_INLINE = 'I', REC_SPILL = 'S', REC_PLAIN = 'P' };
@@ -71,6 +76,41 @@ typedef struct {
     char name[FM_SHM_NAME_MAX];
 } fm_ring_entry;
 
+/* Crash-safe counting.  A put adds its item to `count` (and, in a
+ * JoinableQueue, to `unfinished`) BEFORE it claims its record, and the
+ * producing process keeps a tally of the items it has so counted and not
+ * yet committed: +1 just before the count, -1 just after the commit.  A
+ * process killed in between leaves its tally above zero; whoever next
+ * waits a slice on a full queue, finds it full without waiting, asks
+ * qsize/empty/full, or waits a slice in join() takes a dead process's
+ * tally off the counts (reconcile_dead), so the slots it reserved for items
+ * that never became records are free again.  The item of a record that was
+ * committed is taken by a consumer and counted off there, once.
+ *
+ * One word per process: the owner's short identity (fm_self_sid) in the
+ * high half and the tally in the low half, so that a reconciler takes a dead
+ * owner's tally and frees its slot in one CAS and cannot take the tally of a
+ * process that claimed the slot meanwhile.  Each slot has a cache line of its
+ * own: only its owner writes it on the fast path.
+ *
+ * Each step changes two words, and a kill can land between them: tally
+ * up then count up (a bounded put: the CAS that takes the slot); record
+ * published then tally down (then the consumer's wake-up, a system call
+ * where a pending SIGKILL is likely to land, after both).  A kill that
+ * arrives while a locked instruction waits for a contended line is taken
+ * right after it, so these windows are hit (about one trial in forty, a
+ * producer killed at random).  Both orders err low: the reconciler takes
+ * off an item that was never counted, or one that was delivered.  And a
+ * low count heals: since every item is counted before its record exists,
+ * the count never has to go below zero, so neither a consumer nor a
+ * reconciler takes it below zero (count_sub), and the count is exact again
+ * when the queue runs dry.  Meanwhile it may read one low: qsize() one
+ * short, empty() True with one item left, a bounded queue one over. */
+typedef struct {
+    _Atomic uint64_t word;          /* (sid << 32) | pending; 0: free */
+    char _pad[FM_CACHE_LINE - sizeof(uint64_t)];
+} fm_put_tally;
+
 typedef struct {
     fm_mutex lock;                  /* the ring list and growth */
     uint32_t maxsize;               /* 0: unbounded */
@@ -78,9 +118,9 @@ typedef struct {
     /* Hot words apart from each other by a cache line's worth of padding
      * (a block's payload is 16-aligned only, so no _Alignas here). */
     char _pad0[FM_CACHE_LINE];
-    /* items put and not yet taken.  Bounded: reserved before the record is
-     * written (put waits on this word); unbounded: counted after the
-     * commit, so it may dip below zero for a moment (read as int32). */
+    /* items put and not yet taken, counted before the record is claimed
+     * (a bounded put waits on this word); read as int32, since a kill in a
+     * one-instruction window can leave it one low (see fm_put_tally) */
     _Atomic uint32_t count;
     _Atomic uint32_t count_sleepers;
     char _pad1[FM_CACHE_LINE];
@@ -97,10 +137,13 @@ typedef struct {
     _Atomic uint32_t holders[QUEUE_MAX_HOLDERS];
     _Atomic uint32_t holders_overflow;
     char _pad3[FM_CACHE_LINE];
+    fm_put_tally tallies[QUEUE_MAX_PRODUCERS];
     /* the readers' file descriptors (doorbell.h): producers read one word
-     * of it after counting an item, and do more only when someone waits */
+     * of it after committing an item, and do more only when someone waits */
     fm_doorbell bell;
 } fm_queue_shared;
+_Static_assert(sizeof(fm_queue_shared) + sizeof(fm_block_header) <= 4096,
+               "the queue's shared block outgrows its 4 KiB block class");
 
 typedef struct {
     PyObject_HEAD
@@ -121,6 +164,11 @@ typedef struct {
      * with the GIL released or Python code running (a wait, an unpickle):
      * while nonzero, no ring of this object is unmapped */
     int busy;
+    /* this process's slot in sh->tallies (NULL: not looked up yet, or all
+     * taken), valid while fm_self_pid() is tally_pid (a forked child
+     * looks up its own) */
+    fm_put_tally *tally;
+    uint32_t tally_pid;
     int closed;
     int kind;
     PyObject *weakreflist;
@@ -764,6 +812,120 @@ pickle_obj(fm_state *st, PyObject *obj, Py_buffer *view)
     return data;
 }
 
+/* ------------------------------------------------- crash-safe counting */
+
+#define TALLY_SID(w) ((uint32_t)((w) >> 32))
+#define TALLY_PENDING(w) ((int32_t)(uint32_t)(w))
+
+/* Take up to n off the count, never below zero: every item is counted
+ * before its record exists, so a count that would go below zero is one a
+ * kill left low (see fm_put_tally), and it heals here once the queue runs
+ * dry.  The amount taken off. */
+static uint32_t
+count_sub(fm_queue_shared *sh, uint32_t n)
+{
+    /* One subtraction (the get's fast path), then give back what went
+     * below zero of this call's share: with concurrent callers each gives
+     * back its own excess, so the sum is what a clamped sequence takes. */
+    int32_t old = (int32_t)atomic_fetch_sub_explicit(&sh->count, n, SEQ);
+    int64_t floor = old > 0 ? old : 0;
+    if ((int64_t)n <= floor)
+        return n;
+    atomic_fetch_add_explicit(&sh->count, (uint32_t)((int64_t)n - floor), SEQ);
+    return (uint32_t)floor;
+}
+
+/* Take the tallies of dead producers off the counts and free their slots
+ * (see fm_put_tally).  `all`: look at every slot (to free one), else only
+ * at those with a nonzero tally (the others cost nothing to leave).  No
+ * Python object touched: may run with the GIL released.  The number of
+ * items given back. */
+static uint32_t
+reconcile_dead(fm_queue_shared *sh, int all)
+{
+    uint32_t me = fm_self_sid(), given = 0;
+    for (int i = 0; i < QUEUE_MAX_PRODUCERS; i++) {
+        _Atomic uint64_t *word = &sh->tallies[i].word;
+        uint64_t w = atomic_load_explicit(word, ACQ);
+        uint32_t sid = TALLY_SID(w);
+        if (sid == 0 || sid == me || (!all && TALLY_PENDING(w) == 0))
+            continue;
+        if (fm_sid_alive(sid))
+            continue;
+        /* the owner is gone: nobody else changes the word but reconcilers
+         * (one wins), or a new owner after it is freed (then this fails) */
+        if (!atomic_compare_exchange_strong_explicit(word, &w, 0, SEQ, RLX))
+            continue;
+        int32_t pending = TALLY_PENDING(w);
+        if (pending <= 0)
+            continue;
+        /* (never below zero: then the kill came in a window that left the
+         * count low already, see fm_put_tally) */
+        uint32_t n = (uint32_t)pending;
+        given += count_sub(sh, n);
+        if (sh->kind == KIND_JOINABLE) {
+            /* never below zero (a kill between the count and this word) */
+            uint32_t u = atomic_load_explicit(&sh->unfinished, RLX), d;
+            do
+                d = u < n ? u : n;
+            while (d && !atomic_compare_exchange_weak_explicit(&sh->unfinished, &u, u - d,
+                                                                SEQ, RLX));
+            if (d && u == d && atomic_load_explicit(&sh->join_sleepers, SEQ) > 0)
+                fm_futex_wake(&sh->unfinished, INT32_MAX);
+        }
+    }
+    if (given && sh->maxsize && atomic_load_explicit(&sh->count_sleepers, SEQ) > 0)
+        fm_futex_wake(&sh->count, (int)(given < INT32_MAX ? given : INT32_MAX));
+    return given;
+}
+
+/* This process's tally slot: found or claimed once per object and
+ * process (a fork looks again).  NULL when all are taken by live
+ * processes: that process's puts are then not tallied (as before tallies:
+ * its death in a put may leave the count off). */
+static fm_put_tally *
+find_tally(FmQueueObject *self)
+{
+    fm_queue_shared *sh = self->sh;
+    uint32_t pid = self_pid(), sid = fm_self_sid();
+    self->tally = NULL;
+    self->tally_pid = pid;
+    for (int round = 0; round < 2; round++) {
+        for (int i = 0; i < QUEUE_MAX_PRODUCERS; i++)
+            if (TALLY_SID(atomic_load_explicit(&sh->tallies[i].word, ACQ)) == sid)
+                return self->tally = &sh->tallies[i];
+        for (int i = 0; i < QUEUE_MAX_PRODUCERS; i++) {
+            uint64_t w = 0;
+            if (atomic_compare_exchange_strong_explicit(&sh->tallies[i].word, &w,
+                                                        (uint64_t)sid << 32, SEQ, RLX))
+                return self->tally = &sh->tallies[i];
+        }
+        reconcile_dead(sh, 1);
+    }
+    return NULL;
+}
+
+static inline fm_put_tally *
+my_tally(FmQueueObject *self)
+{
+    if (self->tally != NULL && self->tally_pid == self_pid())
+        return self->tally;
+    return find_tally(self);
+}
+
+/* +1 or -1 on this process's tally (the owner's half never changes:
+ * every +1 comes before its -1, so the low half never borrows). */
+static inline void
+tally_add(fm_put_tally *t, int delta)
+{
+    if (t == NULL)
+        return;
+    if (delta > 0)
+        atomic_fetch_add_explicit(&t->word, 1, SEQ);
+    else
+        atomic_fetch_sub_explicit(&t->word, 1, REL);
+}
+
 /* One wait (GIL released) until the count may be below max: FM_OK (look
  * again), FM_TIMEOUT, FM_EINTR.  Only called through FM_BLOCKING (the
  * `_wait_once` suffix tells tests/test_c_lint.py to check that). */
@@ -771,7 +933,7 @@ static int
 count_wait_once(fm_queue_shared *sh, uint32_t max, int64_t deadline, int64_t spin)
 {
     uint32_t v = atomic_load_explicit(&sh->count, ACQ);
-    if (v < max)
+    if ((int32_t)v < (int32_t)max)
         return FM_OK;
     if (spin > 0) {
         int64_t left = deadline - fm_now_ns();
@@ -781,36 +943,59 @@ count_wait_once(fm_queue_shared *sh, uint32_t max, int64_t deadline, int64_t spi
     atomic_fetch_add_explicit(&sh->count_sleepers, 1, SEQ);
     int st = FM_OK;
     v = atomic_load_explicit(&sh->count, SEQ);
-    if (v >= max)
+    if ((int32_t)v >= (int32_t)max)
         st = fm_futex_wait(&sh->count, v, deadline);
     atomic_fetch_sub_explicit(&sh->count_sleepers, 1, RLX);
+    /* a whole slice full (or a signal): a producer killed in its put may
+     * hold slots it will never fill */
+    if (st == FM_EINTR && reconcile_dead(sh, 0) > 0)
+        st = FM_OK;
     return st;
 }
 
-/* Bounded queue: reserve one item of the count.  0, or -1 with Full (or
- * KeyboardInterrupt) set. */
+/* One try at a slot of a bounded queue, tallied in `t` once taken (see
+ * fm_put_tally).  1 if reserved. */
 static int
-reserve_slot(FmQueueObject *self, int block, int64_t deadline)
+try_reserve(fm_queue_shared *sh, fm_put_tally *t, uint32_t max)
+{
+    uint32_t c = atomic_load_explicit(&sh->count, RLX);
+    if ((int32_t)c >= (int32_t)max)
+        return 0;
+    tally_add(t, 1);
+    while ((int32_t)c < (int32_t)max)
+        if (atomic_compare_exchange_weak_explicit(&sh->count, &c, c + 1, SEQ, RLX))
+            return 1;
+    tally_add(t, -1);
+    return 0;
+}
+
+/* Bounded queue: reserve one item of the count, and tally it in `t`.  0,
+ * or -1 with Full (or KeyboardInterrupt) set. */
+static int
+reserve_slot(FmQueueObject *self, fm_put_tally *t, int block, int64_t deadline)
 {
     fm_queue_shared *sh = self->sh;
     uint32_t max = sh->maxsize;
+    int reconciled = 0;
     for (;;) {
-        uint32_t c = atomic_load_explicit(&sh->count, RLX);
-        while (c < max)
-            if (atomic_compare_exchange_weak_explicit(&sh->count, &c, c + 1, SEQ, RLX))
-                return 0;
-        if (!block || fm_now_ns() >= deadline)
+        if (try_reserve(sh, t, max))
+            return 0;
+        if (!block || fm_now_ns() >= deadline) {
+            /* about to say Full: not because of slots a dead producer holds */
+            if (!reconciled++ && reconcile_dead(sh, 0) > 0)
+                continue;
             goto full;
+        }
         int st;
         FM_BLOCKING(st, count_wait_once(sh, max, deadline, fm_spin));
         if (st == FM_PYERR)
             return -1;
         if (st == FM_TIMEOUT) {
             /* one last look: a slot freed right at the deadline */
-            c = atomic_load_explicit(&sh->count, RLX);
-            while (c < max)
-                if (atomic_compare_exchange_weak_explicit(&sh->count, &c, c + 1, SEQ, RLX))
-                    return 0;
+            if (try_reserve(sh, t, max))
+                return 0;
+            if (!reconciled++ && reconcile_dead(sh, 0) > 0 && try_reserve(sh, t, max))
+                return 0;
             goto full;
         }
     }
@@ -825,7 +1010,7 @@ count_taken(FmQueueObject *self, uint32_t n)
     fm_queue_shared *sh = self->sh;
     if (n == 0)
         return;
-    atomic_fetch_sub_explicit(&sh->count, n, SEQ);
+    count_sub(sh, n);
     if (sh->maxsize && atomic_load_explicit(&sh->count_sleepers, SEQ) > 0)
         fm_futex_wake(&sh->count, (int)n);
 }
@@ -888,9 +1073,23 @@ fits_inline(FmQueueObject *self, size_t len)
     return queue_grow(self, want) < 0 ? -1 : 1;
 }
 
-/* Put one pickled item (inline, or spilled to a segment of its own). */
+/* Commit a put's record and take it off this process's tally (`t`) in
+ * the same breath: the record published, the tally down, and only then
+ * the consumer's wake-up (a system call, where a pending SIGKILL lands:
+ * with the tally still up there, a kill would take a delivered item off
+ * the count a second time). */
+static void
+commit_put(fm_ring *ring, const fm_ring_claim *c, fm_put_tally *t)
+{
+    fm_ring_publish(ring, c);
+    tally_add(t, -1);
+    fm_ring_wake_consumer(ring);
+}
+
+/* Put one pickled item (inline, or spilled to a segment of its own);
+ * committed with commit_put. */
 static int
-put_pickled(FmQueueObject *self, fm_state *st, const char *buf, size_t len)
+put_pickled(FmQueueObject *self, fm_state *st, const char *buf, size_t len, fm_put_tally *t)
 {
     fm_ring *ring;
     fm_ring_claim c;
@@ -903,7 +1102,7 @@ put_pickled(FmQueueObject *self, fm_state *st, const char *buf, size_t len)
         unsigned char *dst = c.data;
         dst[0] = REC_INLINE;
         memcpy(dst + 1, buf, len);
-        fm_ring_commit(ring, &c);
+        commit_put(ring, &c, t);
         return 0;
     }
     char name[FM_SHM_NAME_MAX];
@@ -919,7 +1118,7 @@ put_pickled(FmQueueObject *self, fm_state *st, const char *buf, size_t len)
     dst[0] = REC_SPILL;
     memcpy(dst + 1, &n64, 8);
     memcpy(dst + 9, name, nl);
-    fm_ring_commit(ring, &c);
+    commit_put(ring, &c, t);
     return 0;
 }
 
@@ -936,9 +1135,10 @@ check_open(FmQueueObject *self)
 }
 
 /* Write obj's record: the plain encoding straight into the ring, or a
- * pickle.  Nothing counted here. */
+ * pickle; committed with commit_put (the count is the caller's). */
 static int
-write_item(FmQueueObject *self, fm_state *st, PyObject *obj, Py_ssize_t plain)
+write_item(FmQueueObject *self, fm_state *st, PyObject *obj, Py_ssize_t plain,
+           fm_put_tally *t)
 {
     if (plain >= 0) {
         int inl = fits_inline(self, (size_t)plain + 1);
@@ -957,7 +1157,7 @@ write_item(FmQueueObject *self, fm_state *st, PyObject *obj, Py_ssize_t plain)
                 unsigned char *dst = c.data;
                 dst[0] = REC_PLAIN;
                 plain_write(obj, dst + 1);
-                fm_ring_commit(ring, &c);
+                commit_put(ring, &c, t);
                 return 0;
             }
             fm_ring_abandon(ring, &c);
@@ -967,18 +1167,16 @@ write_item(FmQueueObject *self, fm_state *st, PyObject *obj, Py_ssize_t plain)
     PyObject *data = pickle_obj(st, obj, &view);
     if (data == NULL)
         return -1;
-    int rc = put_pickled(self, st, view.buf, (size_t)view.len);
+    int rc = put_pickled(self, st, view.buf, (size_t)view.len, t);
     PyBuffer_Release(&view);
     Py_DECREF(data);
     return rc;
 }
 
-/* put one object: check it encodes, reserve (bounded), write.  An unbounded
- * queue's count is left to the caller (*uncounted += 1), so that put_many
- * can add its items in one go. */
+/* put one object: check it encodes, count it (a bounded queue waits for
+ * room) with this process's tally up, write, commit, tally down. */
 static int
-put_one(FmQueueObject *self, fm_state *st, PyObject *obj, int block, int64_t deadline,
-        uint32_t *uncounted)
+put_one(FmQueueObject *self, fm_state *st, PyObject *obj, int block, int64_t deadline)
 {
     fm_queue_shared *sh = self->sh;
     Py_ssize_t plain = plain_size(obj, 0);
@@ -989,22 +1187,27 @@ put_one(FmQueueObject *self, fm_state *st, PyObject *obj, int block, int64_t dea
     if (plain < 0 && (data = pickle_obj(st, obj, &view)) == NULL)
         return -1;
     int rc = -1;
-    if (sh->maxsize && reserve_slot(self, block, deadline) < 0)
-        goto done;
+    fm_put_tally *t = my_tally(self);
+    if (sh->maxsize) {
+        if (reserve_slot(self, t, block, deadline) < 0)
+            goto done;
+    }
+    else {
+        tally_add(t, 1);
+        atomic_fetch_add_explicit(&sh->count, 1, SEQ);
+    }
     if (self->kind == KIND_JOINABLE)
         atomic_fetch_add_explicit(&sh->unfinished, 1, SEQ);
-    int w = data ? put_pickled(self, st, view.buf, (size_t)view.len)
-                 : write_item(self, st, obj, plain);
+    int w = data ? put_pickled(self, st, view.buf, (size_t)view.len, t)
+                 : write_item(self, st, obj, plain, t);
     if (w < 0) {
         if (self->kind == KIND_JOINABLE)
             atomic_fetch_sub_explicit(&sh->unfinished, 1, SEQ);
-        if (sh->maxsize)
-            count_taken(self, 1);
+        count_taken(self, 1);
+        tally_add(t, -1);
         goto done;
     }
-    if (!sh->maxsize)
-        (*uncounted)++;
-    rc = 0;
+    rc = 0;                 /* (the tally went down in commit_put) */
 done:
     if (data) {
         PyBuffer_Release(&view);
@@ -1112,9 +1315,7 @@ Queue_put(FmQueueObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject
     fm_state *st = queue_state(self);
     if (st == NULL)
         return NULL;
-    uint32_t uncounted = 0;
-    int rc = put_one(self, st, a[0], block, deadline, &uncounted);
-    count_put(self, uncounted);
+    int rc = put_one(self, st, a[0], block, deadline);
     fm_doorbell_ring(&self->sh->bell);     /* one load unless a reader is watched */
     if (rc < 0)
         return NULL;
@@ -1150,7 +1351,6 @@ Queue_put_many(FmQueueObject *self, PyObject *args, PyObject *kwargs)
      * it are in the queue, in order, and the rest are not.  So an iterator
      * is consumed one item at a time, as each is put (a list or tuple is
      * walked in place). */
-    uint32_t uncounted = 0;
     int rc = 0;
     if (PyList_CheckExact(items) || PyTuple_CheckExact(items)) {
         PyObject *seq = items;
@@ -1159,12 +1359,8 @@ Queue_put_many(FmQueueObject *self, PyObject *args, PyObject *kwargs)
             /* the item is held while it is put: pickling it may change the list */
             PyObject *obj = PySequence_Fast_GET_ITEM(seq, i);
             Py_INCREF(obj);
-            rc = put_one(self, st, obj, block, deadline, &uncounted);
+            rc = put_one(self, st, obj, block, deadline);
             Py_DECREF(obj);
-            if (uncounted >= 256) {     /* keep qsize() near the truth on long batches */
-                count_put(self, uncounted);
-                uncounted = 0;
-            }
         }
         Py_DECREF(seq);
     }
@@ -1179,18 +1375,13 @@ Queue_put_many(FmQueueObject *self, PyObject *args, PyObject *kwargs)
         }
         PyObject *obj;
         while (rc == 0 && (obj = PyIter_Next(it)) != NULL) {
-            rc = put_one(self, st, obj, block, deadline, &uncounted);
+            rc = put_one(self, st, obj, block, deadline);
             Py_DECREF(obj);
-            if (uncounted >= 256) {
-                count_put(self, uncounted);
-                uncounted = 0;
-            }
         }
         Py_DECREF(it);
         if (rc == 0 && PyErr_Occurred())
             rc = -1;            /* the iterator raised */
     }
-    count_put(self, uncounted);
     fm_doorbell_ring(&self->sh->bell);
     if (rc < 0)
         return NULL;
@@ -1536,10 +1727,20 @@ Queue_unwatch(FmQueueObject *self, PyObject *Py_UNUSED(ignored))
 
 /* --------------------------------------------------------------- state */
 
+/* qsize/empty/full: the count, with what dead producers left in it
+ * taken off first (a scan of the tally slots; a liveness check only for
+ * a process with a put in flight). */
+static int32_t
+count_now(FmQueueObject *self)
+{
+    reconcile_dead(self->sh, 0);
+    return (int32_t)atomic_load_explicit(&self->sh->count, ACQ);
+}
+
 static PyObject *
 Queue_qsize(FmQueueObject *self, PyObject *Py_UNUSED(ignored))
 {
-    int32_t c = (int32_t)atomic_load_explicit(&self->sh->count, ACQ);
+    int32_t c = count_now(self);
     return PyLong_FromLong(c < 0 ? 0 : c);
 }
 
@@ -1548,7 +1749,7 @@ Queue_empty(FmQueueObject *self, PyObject *Py_UNUSED(ignored))
 {
     if (self->kind == KIND_SIMPLE && check_open(self) < 0)
         return NULL;
-    int32_t c = (int32_t)atomic_load_explicit(&self->sh->count, ACQ);
+    int32_t c = count_now(self);
     return PyBool_FromLong(c <= 0);
 }
 
@@ -1556,7 +1757,7 @@ static PyObject *
 Queue_full(FmQueueObject *self, PyObject *Py_UNUSED(ignored))
 {
     uint32_t max = self->sh->maxsize;
-    int32_t c = (int32_t)atomic_load_explicit(&self->sh->count, ACQ);
+    int32_t c = count_now(self);
     return PyBool_FromLong(max != 0 && c >= (int32_t)max);
 }
 
@@ -1622,6 +1823,8 @@ join_wait_once(fm_queue_shared *sh, int64_t spin)
     if (u != 0)
         st = fm_futex_wait(&sh->unfinished, u, FM_FOREVER);
     atomic_fetch_sub_explicit(&sh->join_sleepers, 1, RLX);
+    if (st == FM_EINTR)         /* a slice: a producer killed in a put? */
+        reconcile_dead(sh, 0);
     if (atomic_load_explicit(&sh->unfinished, ACQ) == 0)
         return FM_OK;
     return st == FM_OK ? FM_EINTR : st;    /* changed, not zero: look again */
@@ -1678,16 +1881,42 @@ Queue_debug_put_raw(FmQueueObject *self, PyObject *arg)
         return NULL;
     fm_ring *ring;
     fm_ring_claim c;
+    count_put(self, 1);         /* counted first, as put does */
     int rc = claim_record(self, (size_t)view.len, &ring, &c);
     if (rc == 0) {
         memcpy(c.data, view.buf, (size_t)view.len);
         fm_ring_commit(ring, &c);
-        count_put(self, 1);
     }
+    else
+        count_taken(self, 1);
     PyBuffer_Release(&view);
     if (rc < 0)
         return NULL;
     Py_RETURN_NONE;
+}
+
+/* Test hook: the raw count and the tally slots in use, as
+ * (count, [(pid, pending), ...]). */
+static PyObject *
+Queue_debug_tallies(FmQueueObject *self, PyObject *Py_UNUSED(ignored))
+{
+    fm_queue_shared *sh = self->sh;
+    PyObject *list = PyList_New(0);
+    for (int i = 0; list != NULL && i < QUEUE_MAX_PRODUCERS; i++) {
+        uint64_t w = atomic_load_explicit(&sh->tallies[i].word, ACQ);
+        if (w == 0)
+            continue;
+        PyObject *t = Py_BuildValue("(Ii)", fm_sid_pid(TALLY_SID(w)), (int)TALLY_PENDING(w));
+        if (t == NULL || PyList_Append(list, t) < 0)
+            Py_CLEAR(list);
+        Py_XDECREF(t);
+    }
+    if (list == NULL)
+        return NULL;
+    int32_t c = (int32_t)atomic_load_explicit(&sh->count, ACQ);
+    PyObject *r = Py_BuildValue("(iO)", (int)c, list);
+    Py_DECREF(list);
+    return r;
 }
 
 /* Test hook: the names of the queue's live rings, oldest first. */
@@ -2032,6 +2261,7 @@ static PyMethodDef Queue_methods[] = {
     {"_join", (PyCFunction)Queue_join, METH_NOARGS, Queue_join_doc},
     {"_unfinished", (PyCFunction)Queue_unfinished, METH_NOARGS, NULL},
     {"_debug_stall_put", (PyCFunction)Queue_debug_stall_put, METH_NOARGS, NULL},
+    {"_debug_tallies", (PyCFunction)Queue_debug_tallies, METH_NOARGS, NULL},
     {"_debug_put_raw", (PyCFunction)Queue_debug_put_raw, METH_O, NULL},
     {"_debug_rings", (PyCFunction)Queue_debug_rings, METH_NOARGS, NULL},
     {"_debug_grow_and_die", (PyCFunction)Queue_debug_grow_and_die, METH_NOARGS, NULL},

@@ -21,6 +21,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 import pytest
@@ -35,7 +36,16 @@ BIG = 9 << 20          # above an inline record's limit (csrc/queue.c): a spill 
 
 # ------------------------------------------------------------------ process targets
 
+_PADS = {}
+
+
 def _item(k, i, big):
+    """big: True for a spilled item now and then; a number for that many bytes in every item."""
+    if big is not True and big:
+        pad = _PADS.get(big)
+        if pad is None:
+            pad = _PADS[big] = b"p" * big
+        return (k, i, pad)
     if big and i % 25 == 7:
         return (k, i, bytes([i % 251]) * BIG)
     return (k, i)
@@ -62,24 +72,26 @@ def square(x):
 
 def _check_item(item, k, want, big):
     assert item[0] == k and item[1] == want, (item[:2], k, want)
-    if big and item[1] % 25 == 7:
+    if big is not True and big:
+        assert item[2] == b"p" * big
+    elif big and item[1] % 25 == 7:
         assert item[2] == bytes([item[1] % 251]) * BIG
     else:
         assert len(item) == 2
 
 
-def _trial(ctx, rng, batch, big):
-    q, stop = ctx.Queue(), ctx.Event()
+def _trial(ctx, rng, batch, big, maxsize=0, pad=0):
+    q, stop = ctx.Queue(maxsize), ctx.Event()
     # Grow the ring to 8 MiB first (an item of 1 MiB makes it eight times that), so that the
     # small items never make the victim grow it: a process killed while creating a segment
     # leaves an empty file in /dev/shm (another matter, not this test's).
     q.put(bytes(1 << 20))
     assert q.get(timeout=WAIT) == bytes(1 << 20)
-    survivor = ctx.Process(target=produce, args=(q, 0, stop, batch, big), daemon=True)
+    survivor = ctx.Process(target=produce, args=(q, 0, stop, batch, big or pad), daemon=True)
     # (the victim puts small items only: one killed while creating a spill segment leaves an
     # empty file in /dev/shm, another matter; a victim stopped right after spilling, in the
     # claim window of the record that names the segment, is scenario_big below)
-    victim = ctx.Process(target=produce, args=(q, 1, None, batch, False), daemon=True)
+    victim = ctx.Process(target=produce, args=(q, 1, None, batch, pad), daemon=True)
     survivor.start()
     victim.start()
     try:
@@ -104,28 +116,38 @@ def _trial(ctx, rng, batch, big):
                     end = item[2]
                     continue
                 k = item[0]
-                _check_item(item, k, nxt[k], big and k == 0)
+                _check_item(item, k, nxt[k], pad if k else big or pad)
                 nxt[k] += 1
         victim.join(WAIT)
         survivor.join(WAIT)
         assert victim.exitcode == -signal.SIGKILL
         assert survivor.exitcode == 0
         assert nxt[0] == end, "the survivor's items arrive, each once"
-        # what the victim committed before it died comes before this
-        q.put("marker")
+        # what the victim committed before it died comes before this (a bounded queue whose
+        # slot the victim took to its grave says Full here)
+        q.put("marker", timeout=WAIT)
         while True:
             item = q.get(timeout=WAIT)
             if item == "marker":
                 break
-            _check_item(item, 1, nxt[1], False)
+            _check_item(item, 1, nxt[1], pad)
             nxt[1] += 1
         with pytest.raises(queue.Empty):
             q.get_nowait()
         assert q.empty() and q.qsize() == 0
-        # (the count is not checked with an item in: a victim killed after committing an item
-        # and before counting it leaves qsize() short by that item; docs/reliability.md)
-        q.put("later")
+        # the count is exact with items in as well (a victim killed after committing an item
+        # and before counting it used to leave it short)
+        q.put("later", timeout=WAIT)
+        assert q.qsize() == 1 and not q.empty()
+        if maxsize:
+            for i in range(maxsize - 1):
+                q.put_nowait(("fill", i))
+            assert q.full() and q.qsize() == maxsize
+            with pytest.raises(queue.Full):
+                q.put_nowait("one too many")
         assert q.get(timeout=WAIT) == "later"
+        for i in range(maxsize - 1 if maxsize else 0):
+            assert q.get(timeout=WAIT) == ("fill", i)
         with pytest.raises(queue.Empty):
             q.get_nowait()
         assert q.empty() and q.qsize() == 0
@@ -138,11 +160,26 @@ def _trial(ctx, rng, batch, big):
         q.close()
 
 
-def _run_trials(batch=0, big=False, trials=TRIALS):
+def _run_trials(batch=0, big=False, trials=TRIALS, maxsize=0, pad=0):
     ctx = fastmp.get_context("fork")
     rng = random.Random(os.getpid() ^ time.monotonic_ns())
     for _ in range(trials):
-        _trial(ctx, rng, batch, big)
+        _trial(ctx, rng, batch, big, maxsize, pad)
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("maxsize", [1, 4])
+def test_producer_killed_in_bounded_put_never_wedges(maxsize):
+    # A bounded put takes its slot of the count before it writes its record: a producer killed
+    # in between must not keep the slot (Full, or a put blocked for ever, on an empty queue).
+    # The items carry 256 KiB (copied into the ring between the two), so that a kill
+    # at random lands there often.
+    _run_trials(maxsize=maxsize, pad=256 << 10)
+
+
+@pytest.mark.timeout(240)
+def test_producer_killed_in_bounded_put_many_never_wedges():
+    _run_trials(batch=50, maxsize=4, pad=256 << 10)
 
 
 @pytest.mark.timeout(180)
@@ -355,6 +392,62 @@ def _hang_returning(flag, x):
     return x * x
 
 
+def _bounded_in_window(tmp, maxsize, joinable):
+    # A bounded queue: the victim has its slot and stops in the claim window, then is killed.
+    ctx = fastmp.get_context("fork")
+    q = ctx.JoinableQueue(maxsize) if joinable else ctx.Queue(maxsize)
+    before = [("before", i) for i in range(maxsize - 1)]
+    for x in before:
+        q.put(x)
+    flag = os.path.join(tmp, "in-window")
+    p = ctx.Process(target=_put_and_hang, args=(q, flag, "put"))
+    p.start()
+    assert _await_file(flag) == p.pid
+    p.kill()
+    p.join(WAIT)
+    assert p.exitcode == -signal.SIGKILL
+    # the dead victim's slot is given back: the count is exact, and there is room at once
+    assert q.qsize() == maxsize - 1 and not q.full() and q.empty() == (maxsize == 1)
+    t0 = time.monotonic()
+    q.put_nowait("after")
+    assert q.full() and q.qsize() == maxsize
+    with pytest.raises(queue.Full):
+        q.put_nowait("one too many")
+    assert [q.get(timeout=WAIT) for _ in range(maxsize)] == before + ["after"]
+    took = time.monotonic() - t0
+    assert q.empty() and q.qsize() == 0
+    with pytest.raises(queue.Empty):
+        q.get_nowait()
+    later = [("later", i) for i in range(maxsize)]
+    q.put_many(later, timeout=WAIT)
+    assert q.full() and q.qsize() == maxsize
+    assert q.get_many(timeout=WAIT) == later
+    if joinable:
+        # every item that arrived is done: join() returns (the victim's item never will be)
+        for _ in range(2 * maxsize):
+            q.task_done()
+        joiner = threading.Thread(target=q.join, daemon=True)
+        joiner.start()
+        joiner.join(WAIT)
+        assert not joiner.is_alive(), "join() waits for the dead producer's item"
+        with pytest.raises(ValueError):
+            q.task_done()
+    print(f"recovered in {took:.3f}s")
+    q.close()
+
+
+def scenario_bounded1(tmp):
+    _bounded_in_window(tmp, 1, False)
+
+
+def scenario_bounded4(tmp):
+    _bounded_in_window(tmp, 4, False)
+
+
+def scenario_joinable(tmp):
+    _bounded_in_window(tmp, 1, True)
+
+
 def scenario_pool(tmp):
     flag = os.path.join(tmp, "in-window")
     with fastmp.pool.Pool(2, context=fastmp.get_context("fork")) as pool:
@@ -372,7 +465,8 @@ def scenario_pool(tmp):
 
 @pytest.mark.timeout(150)
 @pytest.mark.parametrize("scenario", ["scenario_put", "scenario_put_many", "scenario_big",
-                                      "scenario_pool"])
+                                      "scenario_pool", "scenario_bounded1", "scenario_bounded4",
+                                      "scenario_joinable"])
 def test_killed_in_the_claim_window(hook_lib, scenario):
     with tempfile.TemporaryDirectory(prefix="fastmp-claim-window-") as d:
         out = _run_with_hook(hook_lib, d, scenario)
@@ -418,4 +512,72 @@ def test_grower_killed_before_sealing_never_wedges(how):
     with pytest.raises(queue.Empty):
         q.get_nowait()
     assert q.qsize() == 0
+    q.close()
+
+
+# ------------------------------------------------------------------ join() after a killed producer
+
+
+def _put_and_die(q, item):
+    q.put(item)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+@pytest.mark.timeout(120)
+def test_joinable_join_after_producer_killed_right_after_put(ctx):
+    # The stdlib's put() hands the item to a feeder thread: a producer killed right after put()
+    # returns may not have sent it (a 4 MiB item cannot pass the pipe before a reader takes
+    # it), yet it is counted as unfinished, so join() waits for ever.  fastmp's put() returns
+    # with the item in shared memory: it arrives, and join() returns once it is done.
+    q = ctx.JoinableQueue()
+    item = b"j" * (4 << 20)
+    # (grown here first: a child killed right after growing the ring may leave its file
+    # behind, another matter than this test's)
+    q.put(item)
+    assert q.get(timeout=WAIT) == item
+    q.task_done()
+    p = ctx.Process(target=_put_and_die, args=(q, item))
+    p.start()
+    p.join(WAIT)
+    assert p.exitcode == -signal.SIGKILL
+    joiner = threading.Thread(target=q.join, daemon=True)
+    if ctx.__module__.startswith("multiprocessing"):
+        joiner.start()
+        joiner.join(1.0)
+        assert joiner.is_alive(), "the stdlib's join() waits for the item that was never sent"
+        return                  # (the pipe holds a partial message: no get() on it)
+    assert q.get(timeout=WAIT) == item
+    q.task_done()
+    joiner.start()
+    joiner.join(WAIT)
+    assert not joiner.is_alive()
+    q.close()
+
+
+def _put_and_wait(q, k, go):
+    q.put(("p", k))
+    go.wait(WAIT)
+
+
+@pytest.mark.timeout(120)
+def test_more_producers_than_tally_slots():
+    # Tallies have room for 16 producing processes alive at once (csrc/queue.c); the others put
+    # untallied, and everything still counts and arrives.
+    ctx = fastmp.get_context("fork")
+    q, go = ctx.Queue(8), ctx.Event()
+    ps = [ctx.Process(target=_put_and_wait, args=(q, k, go)) for k in range(24)]
+    for p in ps:
+        p.start()
+    got = set()
+    for _ in range(24):
+        got.add(q.get(timeout=WAIT))
+    assert got == {("p", k) for k in range(24)}
+    assert q.empty() and q.qsize() == 0
+    go.set()
+    for p in ps:
+        p.join(WAIT)
+        assert p.exitcode == 0
+    q.put_many([1, 2, 3])
+    assert q.qsize() == 3
+    assert q.get_many(timeout=WAIT) == [1, 2, 3]
     q.close()
