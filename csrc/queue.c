@@ -21,8 +21,9 @@
  * the resource tracker by their creator and unregistered by whoever unlinks
  * them, so a crash leaves nothing behind either.
  *
- * Items larger than an eighth of the ring make the ring grow to eight times
- * their size, up to QUEUE_INLINE_RING_MAX; larger ones still are pickled
+ * An item larger than an eighth of the ring makes the ring grow to where it
+ * fits (twice its size, rounded up to a power of two), up to
+ * QUEUE_INLINE_RING_MAX; larger ones still are pickled
  * into a segment of their own ("spill"), and only its name and length go
  * through the ring.  The consumer maps it, unpickles, unmaps and unlinks it.
  *
@@ -57,7 +58,7 @@
 #define RLX memory_order_relaxed
 
 #define QUEUE_RING_INITIAL (64u * 1024)           /* bytes of data in a new queue's ring */
-#define QUEUE_INLINE_RING_MAX ((size_t)64 << 20)  /* grow for big items up to this */
+#define QUEUE_INLINE_RING_MAX ((size_t)16 << 20)  /* grow for big items up to this */
 #define QUEUE_MAX_RINGS 40      /* live rings at once: each at least doubles */
 #define QUEUE_GROW_GRACE_NS (1000 * 1000LL)       /* see claim_record */
 #define QUEUE_MAXSIZE_MAX 0x7fffffffu
@@ -1065,12 +1066,36 @@ claim_record(FmQueueObject *self, size_t len, fm_ring **ringp, fm_ring_claim *c)
 static int
 fits_inline(FmQueueObject *self, size_t len)
 {
-    if (len <= fm_ring_capacity(self->pring) / 8)
+    size_t cap = fm_ring_capacity(self->pring);
+    if (len <= cap / 8)
         return 1;
-    size_t want = fm_ring_capacity_for(len * 8);
+    /* A big item: a ring where it fits (a record may take half a ring),
+     * not one that holds eight of them: every byte of a ring is reserved
+     * in /dev/shm when it is made, and a ring never shrinks while its
+     * queue lives.  If several pile up, the ring grows as for any other
+     * item. */
+    size_t want = fm_ring_capacity_for(2 * (len + FM_RING_RECORD_HEADER));
     if (want > QUEUE_INLINE_RING_MAX)
         return 0;
-    return queue_grow(self, want) < 0 ? -1 : 1;
+    if (cap >= want)
+        return 1;
+    if (queue_grow(self, want) == 0)
+        return 1;
+    /* no room in /dev/shm for the bigger ring: a segment of the item's own
+     * size may still fit (and if not, that one raises ENOSPC) */
+    if (!PyErr_ExceptionMatches(PyExc_OSError))
+        return -1;
+    PyObject *exc = fm_exc_take();
+    PyObject *code = PyObject_GetAttrString(exc, "errno");
+    long err = code != NULL && PyLong_Check(code) ? PyLong_AsLong(code) : -1;
+    Py_XDECREF(code);
+    if (err == ENOSPC) {
+        Py_DECREF(exc);
+        PyErr_Clear();
+        return 0;
+    }
+    fm_exc_restore(exc);
+    return -1;
 }
 
 /* Commit a put's record and take it off this process's tally (`t`) in

@@ -63,7 +63,7 @@ SMALL_SHM = pytest.mark.skipif(
 @SMALL_SHM
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("case", ["put_100mb", "many_queues_1mb", "pool_result_100mb",
-                                  "pool_arg_100mb"])
+                                  "pool_arg_100mb", "big_items_fit"])
 def test_full_dev_shm_raises_enospc(case):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
         p for p in (TESTS_DIR, os.environ.get("PYTHONPATH")) if p))
