@@ -98,9 +98,13 @@ def _object_created(new_segment):
     global _tracker_seen
     seen = _tracker_identity()
     if seen != _tracker_seen:
-        del _gone[:]    # a new tracker never heard of them
         if _tracker_seen is not None:
+            # relaunched: the new tracker never heard of the names gone, and must hear of
+            # those still here
+            del _gone[:]
             _register_again(new_segment)
+        # else: the first word of this process (a spawned child's tracker is its parent's,
+        # which does know the names gone)
         _tracker_seen = seen
     if new_segment is not None:
         resource_tracker.register(new_segment, "shared_memory")

@@ -1,5 +1,5 @@
 """Run by tests/test_compat.py in a fresh interpreter:
-``python _compat_pool_script.py IMPL SCENARIO NAMES_FILE``.
+``python _compat_pool_script.py IMPL SCENARIO NAMES_FILE [START_METHOD]``.
 
 A pool left by its ``with`` block (which terminates it) after tasks with large arguments, as in
 CPython's own pool tests.  IMPL is ``multiprocessing`` or ``fastmp``.  Every name registered
@@ -22,7 +22,7 @@ def nbytes(data, delay=0.0):
     return len(data)
 
 
-def main(impl, scenario, names_file):
+def main(impl, scenario, names_file, method=None):
     mp = importlib.import_module(impl)
     register = resource_tracker.register
 
@@ -32,7 +32,7 @@ def main(impl, scenario, names_file):
         register(name, rtype)
 
     resource_tracker.register = recording_register
-    with mp.Pool(2) as pool:
+    with (mp.get_context(method) if method else mp).Pool(2) as pool:
         if scenario == "done":
             results = [pool.apply_async(nbytes, (b"x" * SIZE,)) for _ in range(4)]
             assert [r.get(60) for r in results] == [SIZE] * 4
