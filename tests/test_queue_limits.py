@@ -324,8 +324,7 @@ for trial in range({HEADER_TRIALS}):
         for _ in range(rnd.randint(1, 3)):
             at = rnd.choice(heads) + rnd.randrange(8)
             f.seek(at)
-            f.write(os.urandom(rnd.randint(1, 8)) if rnd.random() < 0.5 else
-                    bytes(rnd.randrange(256) for _ in range(rnd.randint(1, 8))))
+            f.write(bytes(rnd.randrange(256) for _ in range(rnd.randint(1, 8))))
     for _ in range(320):
         try:
             q.get(timeout=0.3)
