@@ -1587,6 +1587,13 @@ take_one(FmQueueObject *self, int block, int64_t deadline, fm_ring **ringp, fm_r
         case FM_TIMEOUT:
             PyErr_SetNone(queue_state(self)->Empty);
             return -1;
+        case FM_CORRUPT:
+            /* the ring left the bad header where it is: every later get
+             * raises this too */
+            PyErr_Format(PyExc_ValueError,
+                         "fastmp queue %R: corrupt ring: a record header holds no valid record",
+                         (PyObject *)self);
+            return -1;
         default:
             fm_set_error(st);
             return -1;

@@ -222,6 +222,19 @@ free_byte(uint32_t tag)
     return (int)(((tag & 3u) << 6) | (tag >> 2) | ((tag & 3u) == 3u ? 0x20u : 0u));
 }
 
+/* Whether a record of `len` payload bytes at `pos`, as a header says, is
+ * one: it stays inside the data area and ends at or before `end` (the
+ * producer position, or the consumer position for a record already taken).
+ * A header that fails this was overwritten by something other than the
+ * ring (a stray write into the segment): the caller returns FM_CORRUPT
+ * rather than act on the length (memset, or a jump of a position). */
+static inline int
+rec_fits(const fm_ring *r, uint64_t pos, uint32_t len, uint64_t end)
+{
+    uint64_t t = rec_total(len);
+    return (pos & mask_of(r)) + t <= r->capacity && pos + t <= end;
+}
+
 /* Release a record this process holds in READING state: fill its payload
  * area with filler words of its lap (free space holds no stale payload, and a
  * claim revoked in this lap cannot stamp a header there), then mark it
@@ -311,7 +324,8 @@ fm_ring_max_record(const fm_ring *r)
 /* ------------------------------------------------------------ reclaiming */
 
 /* Step `reclaim` over DONE records (and, if check_dead, over the records of
- * readers that died, releasing them first).  Returns how many it passed. */
+ * readers that died, releasing them first).  Returns how many it passed, or
+ * -1 when the header at `reclaim` is corrupt (a length past `cons`). */
 static int
 reclaim_some(fm_ring *r, uint32_t pid, int check_dead)
 {
@@ -327,6 +341,8 @@ reclaim_some(fm_ring *r, uint32_t pid, int check_dead)
         if (H_TAG(h) != lap_tag(r, rp))
             return passed;
         unsigned kind = H_KIND(h);
+        if ((kind == K_DONE || kind == K_READING) && !rec_fits(r, rp, H_LEN(h), c))
+            return -1;          /* every record behind cons ends before it */
         if (kind == K_DONE) {
             if (atomic_compare_exchange_strong_explicit(&r->reclaim, &rp, rp + rec_total(H_LEN(h)),
                                                         SEQ, RLX))
@@ -435,7 +451,8 @@ stamp_holds(fm_ring *r, uint64_t pos, uint64_t h, uint64_t was)
     return 0;
 }
 
-/* One attempt: FM_OK (claimed), FM_AGAIN (no room), FM_BROKEN (sealed). */
+/* One attempt: FM_OK (claimed), FM_AGAIN (no room), FM_BROKEN (sealed),
+ * FM_CORRUPT (a corrupt header where space is reclaimed). */
 static int
 try_claim(fm_ring *r, claim_args *a)
 {
@@ -453,7 +470,10 @@ try_claim(fm_ring *r, claim_args *a)
         if (p + pad + t > rp + cap) {
             if (!reclaimed) {
                 reclaimed = 1;
-                if (reclaim_some(r, a->pid, a->check_dead) > 0 || a->check_dead)
+                int n = reclaim_some(r, a->pid, a->check_dead);
+                if (n < 0)
+                    return FM_CORRUPT;
+                if (n > 0 || a->check_dead)
                     continue;
             }
             return FM_AGAIN;
@@ -711,9 +731,28 @@ revoke_at(fm_ring *r, uint64_t c, uint64_t h, uint64_t mine)
     revoke_range(r, c, mine);
 }
 
+/* Whether the header `h` found at the consumer position `c` (tag checked)
+ * holds a length the ring can act on: the record fits the data area and
+ * ends by the producer position (`pw` as read before the header, read again
+ * if need be: a revoker may have seen a later one), and a producer's
+ * record (READY, WRITING) carries no more than fm_ring_max_record.  A
+ * compare or two on the fast path. */
+static inline int
+head_ok(fm_ring *r, uint64_t c, uint64_t h, uint64_t pw)
+{
+    unsigned kind = H_KIND(h);
+    if ((kind == K_READY || kind == K_WRITING) && H_LEN(h) > fm_ring_max_record(r))
+        return 0;
+    if (rec_fits(r, c, H_LEN(h), pw & POS_MASK))
+        return 1;
+    return rec_fits(r, c, H_LEN(h), atomic_load_explicit(&r->prod, SEQ) & POS_MASK);
+}
+
 /* One pass: take the record at `cons` if one is committed, skipping pads and
  * (with check_dead) dead writers' records and claims that stayed unwritten.  Returns FM_OK (a->rd filled),
- * FM_AGAIN (nothing to take now), FM_BROKEN (sealed and empty). */
+ * FM_AGAIN (nothing to take now), FM_BROKEN (sealed and empty), FM_CORRUPT
+ * (the header at `cons` is none the ring wrote: it stays there, so every
+ * later take says so too). */
 static int
 try_take(fm_ring *r, take_args *a)
 {
@@ -726,13 +765,27 @@ try_take(fm_ring *r, take_args *a)
         if (atomic_load_explicit(&r->cons, SEQ) != c)
             continue;           /* stale view: h may be anything */
         if (H_TAG(h) != lap_tag(r, c)) {
-            /* claimed, header not written yet: a lease that may have run out */
+            /* Claimed, header not written yet: the word still is what the
+             * last lap left there (a filler word or a header of that lap;
+             * a zero word in the first lap), tagged with the lap before.
+             * Any other tag is a stray write. */
+            if (H_TAG(h) != ((lap_tag(r, c) - 1) & 0x7fu)) {
+                if (atomic_load_explicit(&r->cons, SEQ) != c)
+                    continue;
+                return FM_CORRUPT;
+            }
+            /* a lease that may have run out */
             if (a->check_dead && stuck_long_enough(r, c)) {
                 uint64_t mine = make_header(K_REVOKED, lap_tag(r, c), a->pid, 0);
                 revoke_at(r, c, h, mine);
                 continue;
             }
             return FM_AGAIN;
+        }
+        if (H_KIND(h) != K_REVOKED && !head_ok(r, c, h, pw)) {
+            if (atomic_load_explicit(&r->cons, SEQ) != c)
+                continue;       /* taken and released meanwhile */
+            return FM_CORRUPT;
         }
         switch (H_KIND(h)) {
         case K_READY: {
@@ -777,7 +830,7 @@ try_take(fm_ring *r, take_args *a)
             }
             return FM_AGAIN;
         default:
-            return FM_AGAIN;        /* unknown kind: a corrupt ring; wait */
+            return FM_CORRUPT;      /* no kind the ring writes at a record */
         }
     }
 }
@@ -890,8 +943,10 @@ fm_ring_take(fm_ring *r, uint32_t pid, int64_t deadline_ns, int64_t spin_ns, fm_
 void
 fm_ring_release(fm_ring *r, const fm_ring_read *rd)
 {
-    uint64_t h = atomic_load_explicit(header_at(r, rd->pos), RLX);
-    release_at(r, rd->pos, h);
+    /* The length checked when the record was taken (or adopted), not the
+     * header re-read: a stray write into the segment since then must not
+     * steer the fill. */
+    release_at(r, rd->pos, make_header(K_READING, lap_tag(r, rd->pos), 0, rd->len));
 }
 
 int
@@ -914,6 +969,8 @@ fm_ring_adopt(fm_ring *r, uint32_t dead, uint32_t pid, fm_ring_read *rd)
             }
             if (H_TAG(h) != lap_tag(r, pos))
                 return FM_AGAIN;
+            if (!rec_fits(r, pos, H_LEN(h), c))
+                return FM_CORRUPT;  /* every record behind cons ends before it */
             if (H_KIND(h) == K_READING && H_PID(h) == (dead & 0x3fffffu)) {
                 uint64_t mine = make_header(K_READING, H_TAG(h), pid, H_LEN(h));
                 if (!cas_header(r, pos, &h, mine)) {
@@ -925,10 +982,7 @@ fm_ring_adopt(fm_ring *r, uint32_t dead, uint32_t pid, fm_ring_read *rd)
                 rd->len = H_LEN(h);
                 return FM_OK;
             }
-            uint64_t t = rec_total(H_LEN(h));
-            if (t > r->capacity)
-                return FM_AGAIN;    /* not a header: a corrupt ring */
-            pos += t;
+            pos += rec_total(H_LEN(h));
         }
         if (!restart)
             return FM_AGAIN;

@@ -108,7 +108,8 @@ typedef struct {
 
 /* Claim room for a `len`-byte payload.  FM_OK; FM_AGAIN (no room and
  * deadline already passed: the non-blocking form is deadline 0); FM_TIMEOUT;
- * FM_EINTR; FM_BROKEN (sealed); FM_OVERFLOW (len > fm_ring_max_record). */
+ * FM_EINTR; FM_BROKEN (sealed); FM_OVERFLOW (len > fm_ring_max_record);
+ * FM_CORRUPT (a record header that the ring did not write, see below). */
 int fm_ring_claim_space(fm_ring *r, uint32_t len, uint32_t pid, int64_t deadline_ns,
                         int64_t spin_ns, fm_ring_claim *c);
 /* Publish a claimed record (release order: its bytes are visible first)
@@ -144,7 +145,14 @@ typedef struct {
 
 /* Take the oldest committed record.  FM_OK; FM_AGAIN (empty and deadline
  * passed); FM_TIMEOUT; FM_EINTR; FM_BROKEN (sealed and empty: move on to
- * next_name).  Records of dead writers are skipped on the way. */
+ * next_name); FM_CORRUPT.  Records of dead writers are skipped on the way.
+ *
+ * Corruption: every length, kind and tag read from a record header is
+ * checked before it is used (the record must fit the data area and end by
+ * the producer position; a producer's record is at most
+ * fm_ring_max_record).  A header that fails (a stray write into the
+ * segment) makes the call return FM_CORRUPT and is left in place, so the
+ * ring reports it again on every later take: it is never acted on. */
 int fm_ring_take(fm_ring *r, uint32_t pid, int64_t deadline_ns, int64_t spin_ns,
                  fm_ring_read *rd);
 /* Done with a taken record: its space can be reclaimed; wakes a sleeping
@@ -152,7 +160,8 @@ int fm_ring_take(fm_ring *r, uint32_t pid, int64_t deadline_ns, int64_t spin_ns,
 void fm_ring_release(fm_ring *r, const fm_ring_read *rd);
 /* Adopt a record that process `dead` took and never released (it died
  * holding it): it becomes `pid`'s, to read and then fm_ring_release.
- * FM_OK with *rd filled, or FM_AGAIN when `dead` holds none (any more). */
+ * FM_OK with *rd filled, FM_AGAIN when `dead` holds none (any more), or
+ * FM_CORRUPT. */
 int fm_ring_adopt(fm_ring *r, uint32_t dead, uint32_t pid, fm_ring_read *rd);
 
 /* ---- state ---- */

@@ -287,6 +287,74 @@ def test_corrupt_plain_record_messages():
         assert q.get(timeout=WAIT) == "next"
 
 
+HEADER_TRIALS = 60
+
+
+@pytest.mark.timeout(300)
+def test_corrupt_record_headers_raise_never_crash():
+    # Random bytes over the record HEADERS of a ring (lengths, kinds, lap tags): every get
+    # returns an item or raises (a length past the data area or the producer position is
+    # "corrupt ring"), never a crash; once the ring said "corrupt ring" it keeps saying so.
+    code = f"""
+import os, pickle, queue, random, struct, sys
+import fastmp
+ITEMS = [7, -1, 10**30, "s", "x" * 300, b"b" * 50, {{"k": 1, "l": [1, 2]}}, (1, "t"),
+         [None, 2.5], bytes(1000)]
+rnd = random.Random(20261207)
+RING_HEAD = 512                     # data area offset in the ring segment (ring.c)
+counts = {{"item": 0, "corrupt_ring": 0, "other_error": 0, "empty": 0}}
+for trial in range({HEADER_TRIALS}):
+    q = fastmp.Queue()
+    for i in range(300):
+        q.put(ITEMS[i % len(ITEMS)])
+    path = "/dev/shm" + q._debug_rings()[0]
+    with open(path, "r+b") as f:
+        b = f.read()
+        heads = []
+        off = RING_HEAD
+        while off < len(b):
+            w = struct.unpack_from("<Q", b, off)[0]
+            if w == 0:
+                break
+            heads.append(off)
+            off += 8 + (((w & 0xffffffff) + 7) & ~7)
+        first = struct.unpack_from("<Q", b, RING_HEAD)[0]
+        assert (first >> 54) & 0x7f == 1 and first >> 61 == 2, hex(first)  # lap 1, READY
+        assert len(heads) >= 100, len(heads)
+        for _ in range(rnd.randint(1, 3)):
+            at = rnd.choice(heads) + rnd.randrange(8)
+            f.seek(at)
+            f.write(bytes(rnd.randrange(256) for _ in range(rnd.randint(1, 8))))
+    for _ in range(320):
+        try:
+            q.get(timeout=0.3)
+            counts["item"] += 1
+        except queue.Empty:
+            counts["empty"] += 1
+            break
+        except ValueError as exc:
+            if "corrupt ring" in str(exc):
+                assert str(exc).startswith("fastmp queue <"), exc
+                counts["corrupt_ring"] += 1
+                try:
+                    q.get(timeout=0.3)
+                except ValueError as again:
+                    assert "corrupt ring" in str(again), again
+                else:
+                    raise AssertionError("a corrupt ring delivered an item")
+                break
+            counts["other_error"] += 1
+        except (OSError, pickle.UnpicklingError, EOFError):
+            counts["other_error"] += 1
+    q.close()
+print("OK", counts)
+"""
+    out = _run_child(code)
+    assert out.startswith("OK"), out
+    counts = eval(out[3:])
+    assert counts["corrupt_ring"] > HEADER_TRIALS // 4, out
+
+
 def _run_child(code, timeout=280):
     """Run code in a fresh interpreter (a crash there fails the test, not pytest)."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(

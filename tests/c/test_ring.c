@@ -150,6 +150,84 @@ test_init_check(void)
     free(mem);
 }
 
+/* ------------------------------------------------------- corrupt headers */
+
+/* The header word of the record at data offset `off` (ring.h: the data area
+ * is the last `cap` bytes of fm_ring_bytes(cap)). */
+static _Atomic uint64_t *
+header_word(fm_ring *r, size_t cap, size_t off)
+{
+    return (_Atomic uint64_t *)(void *)((char *)r + fm_ring_bytes(cap) - cap + off);
+}
+
+/* A stray write sets a record header's length to something the ring never
+ * wrote: huge, or past the producer position.  Takes return FM_CORRUPT (and
+ * keep doing so) instead of skipping or filling by that length; a record
+ * whose header is overwritten while it is held is released by the length it
+ * was taken with; no byte past the data area is touched. */
+static void
+test_corrupt_header_length(void)
+{
+    size_t cap = 4096, n = fm_ring_bytes(cap), alloc = (n + 4095) & ~(size_t)4095;
+    alloc += 4096;      /* a guard page's worth after the data area */
+    unsigned char *mem = aligned_alloc(4096, alloc);
+    memset(mem, 0, n);
+    memset(mem + n, 0xab, alloc - n);
+    fm_ring *r = (fm_ring *)mem;
+    CHECK_ST(fm_ring_init(mem, cap), FM_OK);
+    char out[4096];
+    uint32_t len;
+    /* records of 16 bytes each (header + 5 bytes padded): offsets 0, 16, 32 */
+    CHECK_ST(put_bytes(r, "rec-0", 5, 0), FM_OK);
+    CHECK_ST(put_bytes(r, "rec-1", 5, 0), FM_OK);
+    CHECK_ST(put_bytes(r, "rec-2", 5, 0), FM_OK);
+    CHECK_ST(get_bytes(r, out, &len, 0), FM_OK);
+    CHECK(len == 5 && memcmp(out, "rec-0", 5) == 0);
+    /* a huge length on the next READY record */
+    _Atomic uint64_t *h1 = header_word(r, cap, 16);
+    uint64_t good = atomic_load(h1);
+    atomic_store(h1, (good & ~(uint64_t)0xffffffffu) | 0xfffffff0u);
+    CHECK_ST(get_bytes(r, out, &len, 0), FM_CORRUPT);
+    CHECK_ST(get_bytes(r, out, &len, fm_deadline_after(0.2)), FM_CORRUPT);
+    CHECK_EQ(atomic_load(h1) & 0xffffffffu, 0xfffffff0u);     /* left as it was */
+    /* a length inside the data area but past the producer position */
+    atomic_store(h1, (good & ~(uint64_t)0xffffffffu) | 1000u);
+    CHECK_ST(get_bytes(r, out, &len, 0), FM_CORRUPT);
+    /* a kind the ring never writes at a record (7), the right lap tag */
+    atomic_store(h1, good | ((uint64_t)7 << 61));
+    CHECK_ST(get_bytes(r, out, &len, 0), FM_CORRUPT);
+    /* a lap tag neither this lap's nor the last one's: not an unstamped claim */
+    atomic_store(h1, good ^ ((uint64_t)0x40 << 54));
+    CHECK_ST(get_bytes(r, out, &len, 0), FM_CORRUPT);
+    /* restored: the ring goes on */
+    atomic_store(h1, good);
+    CHECK_ST(get_bytes(r, out, &len, 0), FM_OK);
+    CHECK(len == 5 && memcmp(out, "rec-1", 5) == 0);
+    /* overwritten while held: released by the length it was taken with */
+    fm_ring_read rd;
+    CHECK_ST(fm_ring_take(r, fmt_pid(), 0, 0, &rd), FM_OK);
+    CHECK_EQ(rd.len, 5);
+    _Atomic uint64_t *h2 = header_word(r, cap, 32);
+    atomic_store(h2, atomic_load(h2) | 0xfffffff0u);
+    fm_ring_release(r, &rd);
+    CHECK_EQ(atomic_load(h2) & 0xffffffffu, 5);
+    CHECK_ST(get_bytes(r, out, &len, 0), FM_AGAIN);
+    /* a DONE header behind the consumer position with a huge length: the
+     * producer that needs its space gets FM_CORRUPT, not a reclaim position
+     * past the consumers' */
+    atomic_store(header_word(r, cap, 0), atomic_load(header_word(r, cap, 0)) | 0xfffffff0u);
+    int st = FM_OK;
+    for (int i = 0; i < 1000 && st == FM_OK; i++)
+        st = put_bytes(r, "fill-up", 7, 0);
+    CHECK_ST(st, FM_CORRUPT);
+    for (size_t i = n; i < alloc; i++)
+        if (mem[i] != 0xab) {
+            CHECK_MSG(0, "byte %zu past the data area written", i - n);
+            break;
+        }
+    free(mem);
+}
+
 static void
 test_fifo_and_empty(void)
 {
@@ -1639,6 +1717,7 @@ main(void)
     fmt_start();
     RUN(test_init_check);
     RUN(test_fifo_and_empty);
+    RUN(test_corrupt_header_length);
     RUN(test_full_sizes_wrap);
     RUN(test_abandon_and_seal);
     RUN(test_seal_with_record_in_flight);
