@@ -471,37 +471,33 @@ queue_next_cring(FmQueueObject *self, fm_ring *was)
 static int
 spill_write(fm_state *st, const char *data, size_t len, char *name)
 {
-    int fd = -1;
-    for (int attempt = 0; attempt < 8 && fd < 0; attempt++) {
-        if (fm_shm_random_name(name, FM_SHM_NAME_MAX) != FM_OK)
-            break;
-        fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-        if (fd < 0 && errno != EEXIST)
-            break;
-    }
-    if (fd < 0) {
+    size_t size = len ? len : 1;
+    int fd = -1, rc;
+    /* Every page reserved before the copy touches it (a full /dev/shm is
+     * OSError(ENOSPC) here, not SIGBUS in memcpy), and the file named only
+     * once it exists whole (fm_shm_create_fd): a producer killed while it
+     * makes it leaves nothing behind. */
+    Py_BEGIN_ALLOW_THREADS
+    rc = fm_shm_create_fd(name, size, &fd);
+    Py_END_ALLOW_THREADS
+    if (rc != FM_OK) {
         PyErr_SetFromErrno(PyExc_OSError);
         return -1;
     }
-    /* registered before anything can fail half-way: the tracker removes
-     * it if this process dies before the consumer does */
+    /* registered before the copy: the tracker removes it if this process
+     * dies before the consumer does */
     if (call_name_hook(st->segment_hook, name) < 0) {
         close(fd);
         shm_unlink(name);
         return -1;
     }
     int ok = 0;
-    void *p = MAP_FAILED;
-    int rc;
-    /* every page reserved before the copy touches it: a full /dev/shm is
-     * OSError(ENOSPC) here, not SIGBUS in memcpy */
+    void *p;
     Py_BEGIN_ALLOW_THREADS
-    rc = fm_shm_reserve_fd(fd, len ? len : 1) == FM_OK ? 0 : -1;
-    if (rc == 0)
-        p = mmap(NULL, len ? len : 1, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     if (p != MAP_FAILED) {
         memcpy(p, data, len);
-        munmap(p, len ? len : 1);
+        munmap(p, size);
         ok = 1;
     }
     Py_END_ALLOW_THREADS

@@ -134,9 +134,85 @@ fm_shm_reserve_fd(int fd, size_t size)
     return rc == 0 ? FM_OK : FM_ERRNO;
 }
 
+/* Link the unnamed file `fd` (made with O_TMPFILE) into /dev/shm as `name`. */
+static int
+link_as(int fd, const char *name)
+{
+    char from[64], to[16 + FM_SHM_NAME_MAX];
+    snprintf(from, sizeof from, "/proc/self/fd/%d", fd);
+    snprintf(to, sizeof to, "/dev/shm%s", name);
+    return linkat(AT_FDCWD, from, AT_FDCWD, to, AT_SYMLINK_FOLLOW) == 0 ? FM_OK : FM_ERRNO;
+}
+
+int
+fm_shm_create_fd(char *name, size_t size, int *fd_out)
+{
+    /* Made unnamed, its pages reserved, and only then given its name: a
+     * process killed while it makes the segment (the reservation is the
+     * slow part, where a SIGKILL lands) leaves no file in /dev/shm.  What is
+     * left is the instant between the link and the caller's registration
+     * with the resource tracker. */
+    int fd = open("/dev/shm", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+    if (fd >= 0) {
+        if (fm_shm_reserve_fd(fd, size) != FM_OK)
+            goto error;
+        for (int attempt = 0; attempt < 8; attempt++) {
+            if (random_name(name, FM_SHM_NAME_MAX) != FM_OK)
+                goto error;
+            if (link_as(fd, name) == FM_OK) {
+                /* opened again by its name, so that its mappings show the
+                 * name in /proc/<pid>/maps (the tools that look there) */
+                int named = shm_open(name, O_RDWR | O_CLOEXEC, 0600);
+                if (named >= 0) {
+                    close(fd);
+                    fd = named;
+                }
+                *fd_out = fd;
+                return FM_OK;
+            }
+            if (errno != EEXIST)
+                break;
+        }
+        if (errno != EPERM && errno != ENOENT && errno != EXDEV)
+            goto error;
+        /* /proc not mounted, or links refused: name it the plain way */
+        close(fd);
+    }
+    else if (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL && errno != ENOENT) {
+        return FM_ERRNO;
+    }
+    /* No O_TMPFILE here (an old kernel, /dev/shm not a tmpfs): named first */
+    fd = -1;
+    for (int attempt = 0; attempt < 8; attempt++) {
+        if (random_name(name, FM_SHM_NAME_MAX) != FM_OK)
+            return FM_ERRNO;
+        fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        if (fd >= 0 || errno != EEXIST)
+            break;
+    }
+    if (fd < 0)
+        return FM_ERRNO;
+    if (fm_shm_reserve_fd(fd, size) != FM_OK) {
+        int saved = errno;
+        close(fd);
+        shm_unlink(name);
+        errno = saved;
+        return FM_ERRNO;
+    }
+    *fd_out = fd;
+    return FM_OK;
+error:
+    {
+        int saved = errno;
+        close(fd);
+        errno = saved;
+    }
+    return FM_ERRNO;
+}
+
 /* Make and map a new segment, not yet in the table (no lock needed: the
- * name is fresh).  The pages are reserved here (see fm_shm_reserve_fd), so
- * that no caller can forget it. */
+ * name is fresh).  The pages are reserved by fm_shm_create_fd, so that no
+ * caller can forget it. */
 static int
 segment_make(size_t size, fm_segment **out)
 {
@@ -148,16 +224,9 @@ segment_make(size_t size, fm_segment **out)
         return FM_ERRNO;
     }
     int fd = -1;
-    for (int attempt = 0; attempt < 8; attempt++) {
-        if (random_name(seg->name, sizeof seg->name) != FM_OK)
-            goto error;
-        fd = shm_open(seg->name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-        if (fd >= 0 || errno != EEXIST)
-            break;
-    }
-    if (fd < 0)
+    if (fm_shm_create_fd(seg->name, size, &fd) != FM_OK)
         goto error;
-    if (fm_shm_reserve_fd(fd, size) != FM_OK || map_fd(fd, size, &seg->base) != FM_OK) {
+    if (map_fd(fd, size, &seg->base) != FM_OK) {
         int saved = errno;
         close(fd);
         shm_unlink(seg->name);

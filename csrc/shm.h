@@ -85,6 +85,11 @@ void fm_segment_release(fm_segment *seg);
  * files made outside the table: FM_OK, or FM_ERRNO (ENOSPC when /dev/shm
  * has no room). */
 int fm_shm_reserve_fd(int fd, size_t size);
+/* A new shm file of `size` reserved bytes under a fresh name (written to
+ * name, FM_SHM_NAME_MAX bytes), open read-write in *fd_out: FM_OK or
+ * FM_ERRNO.  Made unnamed and linked under its name only once whole, so a
+ * process killed while making it leaves nothing in /dev/shm. */
+int fm_shm_create_fd(char *name, size_t size, int *fd_out);
 /* Unlink every segment this process created and has not unlinked yet;
  * calls cb(name, arg) for each name removed.  Mappings stay valid. */
 void fm_segment_unlink_own(void (*cb)(const char *name, void *arg), void *arg);
