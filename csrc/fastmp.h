@@ -104,6 +104,8 @@ void fm_handle_release(fm_handle *h);
 PyObject *fm_handle_name(const fm_handle *h);    /* segment name as str */
 void fm_handles_after_fork_child(fm_state *st);
 void fm_handles_release_all(fm_state *st);
+/* Unlink every live handle from the module's list (the module is going). */
+void fm_handles_detach_all(fm_state *st);
 
 /* Block with the GIL released while `call` returns FM_EINTR, running signal
  * handlers in between (PEP 475); only the first call spins.  `call` can use

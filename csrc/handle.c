@@ -155,3 +155,19 @@ fm_handles_release_all(fm_state *st)
         h->pid = 0;
     }
 }
+
+void
+fm_handles_detach_all(fm_state *st)
+{
+    /* The list head lives in the module state, which is freed with the
+     * module; at interpreter exit an object may outlive it (the GC clears
+     * a type's module before the last instance goes), and its release must
+     * not write into the freed head. */
+    fm_handle *h = st->handles.next;
+    while (h != NULL && h != &st->handles) {
+        fm_handle *next = h->next;
+        h->prev = h->next = NULL;
+        h = next;
+    }
+    st->handles.next = st->handles.prev = &st->handles;
+}

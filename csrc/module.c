@@ -361,6 +361,7 @@ static void
 module_free(void *module)
 {
     module_clear((PyObject *)module);
+    fm_handles_detach_all(fm_state_of_module((PyObject *)module));
 }
 
 static PyModuleDef_Slot module_slots[] = {
