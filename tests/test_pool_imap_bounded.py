@@ -9,6 +9,7 @@ stdlib as the reference where the stdlib ends at all.
 import gc
 import itertools
 import os
+import sys
 import threading
 import time
 
@@ -206,6 +207,10 @@ def test_close_join_without_consuming(fctx, unordered, chunksize):
 
 @pytest.mark.parametrize("unordered", [False, True], ids=["imap", "imap_unordered"])
 def test_terminate_with_paused_consumer(fctx, unordered):
+    if not is_fastmp(fctx) and sys.version_info < (3, 11):
+        # the stdlib's own terminate() can hang here before 3.11: its task handler, reading
+        # the endless input, blocks putting into the pipe of workers that are gone
+        pytest.skip("the stdlib's Pool.terminate() with an endless imap input hangs before 3.11")
     pool = make_pool(fctx)
     src = Counting()
     it = imap(pool, targets.square, iter(src), 1, unordered, buffersize=4)
