@@ -237,6 +237,8 @@ def init_log_and_fail(log_queue):
 def test_cancelled_futures_never_run(ctx, tmp_path, how):
     """cancel() returning True (or shutdown(cancel_futures=True) cancelling) means the call
     never runs: the side-effect file lists exactly the calls not cancelled."""
+    if how == "cancel" and not is_fastmp(ctx) and sys.version_info < (3, 10):
+        pytest.skip("the stdlib's shutdown(wait=True) hangs after cancel() on Python 3.9")
     out = str(tmp_path / "ran")
     ex = executor(ctx, 1)
     try:
