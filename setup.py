@@ -1,4 +1,5 @@
-"""Build fastmp._core from csrc/*.c.
+"""Build fastmp._core from csrc/*.c (the Python-facing files) and csrc/core/*.c (the
+Python-free core, also built alone by tests/c/Makefile).
 
 Environment switches (msgspec-style), all off by default:
   FASTMP_STRICT=1    add -Werror
@@ -35,8 +36,8 @@ if _flag("FASTMP_SANITIZE"):
 
 ext = Extension(
     "fastmp._core",
-    sources=sorted(glob.glob("csrc/*.c")),
-    depends=sorted(glob.glob("csrc/*.h")),
+    sources=sorted(glob.glob("csrc/*.c") + glob.glob("csrc/core/*.c")),
+    depends=sorted(glob.glob("csrc/*.h") + glob.glob("csrc/core/*.h")),
     include_dirs=["csrc"],
     extra_compile_args=extra_compile_args,
     extra_link_args=extra_link_args,

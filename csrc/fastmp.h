@@ -7,10 +7,11 @@
 
 #include "compat.h"
 
-#include "futex.h"
-#include "prims.h"
-#include "shm.h"
-#include "status.h"
+#include "core/atomics.h"
+#include "core/futex.h"
+#include "core/prims.h"
+#include "core/shm.h"
+#include "core/status.h"
 
 /* What a block holds (fm_block_header.tag): attaching checks it. */
 enum fm_kind {

@@ -54,12 +54,9 @@
 #include <unistd.h>
 
 #include "pool.h"
-#include "ring.h"
+#include "core/ring.h"
 #include "structmember.h"
 
-#define ACQ memory_order_acquire
-#define REL memory_order_release
-#define RLX memory_order_relaxed
 
 #define FM_POOL_MAGIC 0x4c4f4f50u           /* "POOL" */
 #define FM_POOL_VERSION 2u

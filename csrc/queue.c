@@ -39,8 +39,8 @@
  * untrusted: every length, count and name is checked before use, and a bad
  * record raises ValueError naming the queue. */
 #include "fastmp.h"
-#include "ring.h"
-#include "doorbell.h"
+#include "core/ring.h"
+#include "core/doorbell.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -52,10 +52,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define SEQ memory_order_seq_cst
-#define ACQ memory_order_acquire
-#define REL memory_order_release
-#define RLX memory_order_relaxed
 
 #define QUEUE_RING_INITIAL (64u * 1024)           /* bytes of data in a new queue's ring */
 #define QUEUE_INLINE_RING_MAX ((size_t)16 << 20)  /* grow for big items up to this */
@@ -1719,7 +1715,7 @@ queue_unwatch(FmQueueObject *self)
 PyDoc_STRVAR(Queue_watch_fd_doc,
 "_watch_fd($self, /)\n--\n\n"
 "A file descriptor that reads ready while the queue holds an item (for\n"
-"select, poll and multiprocessing.connection.wait; see csrc/doorbell.h).\n"
+"select, poll and multiprocessing.connection.wait; see csrc/core/doorbell.h).\n"
 "Arms it on each call: call it before every wait.  Only what this call\n"
 "sees and what is put after it make it ready.");
 

@@ -12,7 +12,6 @@
 #include <pythread.h>
 #include <structmember.h>
 
-#define RLX memory_order_relaxed
 
 /* Weak references, as the stdlib's classes allow (multiprocessing's own
  * helpers and tests keep weakrefs to locks). */

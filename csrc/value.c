@@ -31,8 +31,6 @@
 #include <structmember.h>
 #include <wchar.h>
 
-#define SC memory_order_seq_cst
-#define RLX memory_order_relaxed
 
 /* Copies at least this large run with the GIL released. */
 #define FM_COPY_NOGIL_MIN (256 * 1024)
@@ -309,10 +307,10 @@ static inline uint64_t
 load_bits(const char *p, int width)
 {
     switch (width) {
-    case 1: return atomic_load_explicit((_Atomic uint8_t *)p, SC);
-    case 2: return atomic_load_explicit((_Atomic uint16_t *)p, SC);
-    case 4: return atomic_load_explicit((_Atomic uint32_t *)p, SC);
-    default: return atomic_load_explicit((_Atomic uint64_t *)p, SC);
+    case 1: return atomic_load_explicit((_Atomic uint8_t *)p, SEQ);
+    case 2: return atomic_load_explicit((_Atomic uint16_t *)p, SEQ);
+    case 4: return atomic_load_explicit((_Atomic uint32_t *)p, SEQ);
+    default: return atomic_load_explicit((_Atomic uint64_t *)p, SEQ);
     }
 }
 
@@ -320,10 +318,10 @@ static inline void
 store_bits(char *p, int width, uint64_t v)
 {
     switch (width) {
-    case 1: atomic_store_explicit((_Atomic uint8_t *)p, (uint8_t)v, SC); break;
-    case 2: atomic_store_explicit((_Atomic uint16_t *)p, (uint16_t)v, SC); break;
-    case 4: atomic_store_explicit((_Atomic uint32_t *)p, (uint32_t)v, SC); break;
-    default: atomic_store_explicit((_Atomic uint64_t *)p, v, SC); break;
+    case 1: atomic_store_explicit((_Atomic uint8_t *)p, (uint8_t)v, SEQ); break;
+    case 2: atomic_store_explicit((_Atomic uint16_t *)p, (uint16_t)v, SEQ); break;
+    case 4: atomic_store_explicit((_Atomic uint32_t *)p, (uint32_t)v, SEQ); break;
+    default: atomic_store_explicit((_Atomic uint64_t *)p, v, SEQ); break;
     }
 }
 
@@ -896,12 +894,12 @@ rmw(char *p, int width, int op, uint64_t arg)
         _Atomic T *a = (_Atomic T *)p;                                              \
         T x = (T)arg;                                                               \
         switch (op) {                                                               \
-        case OP_ADD: return atomic_fetch_add_explicit(a, x, SC);                    \
-        case OP_SUB: return atomic_fetch_sub_explicit(a, x, SC);                    \
-        case OP_AND: return atomic_fetch_and_explicit(a, x, SC);                    \
-        case OP_OR: return atomic_fetch_or_explicit(a, x, SC);                      \
-        case OP_XOR: return atomic_fetch_xor_explicit(a, x, SC);                    \
-        default: return atomic_exchange_explicit(a, x, SC);                         \
+        case OP_ADD: return atomic_fetch_add_explicit(a, x, SEQ);                    \
+        case OP_SUB: return atomic_fetch_sub_explicit(a, x, SEQ);                    \
+        case OP_AND: return atomic_fetch_and_explicit(a, x, SEQ);                    \
+        case OP_OR: return atomic_fetch_or_explicit(a, x, SEQ);                      \
+        case OP_XOR: return atomic_fetch_xor_explicit(a, x, SEQ);                    \
+        default: return atomic_exchange_explicit(a, x, SEQ);                         \
         }                                                                           \
     } while (0)
     switch (width) {
@@ -920,7 +918,7 @@ cas(char *p, int width, uint64_t *expected, uint64_t desired)
     do {                                                                            \
         T e = (T)*expected;                                                         \
         int ok = atomic_compare_exchange_strong_explicit((_Atomic T *)p, &e,       \
-                                                         (T)desired, SC, SC);       \
+                                                         (T)desired, SEQ, SEQ);       \
         *expected = e;                                                              \
         return ok;                                                                  \
     } while (0)

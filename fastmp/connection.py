@@ -1,7 +1,7 @@
 """The stdlib's multiprocessing.connection, re-exported.
 
 ``wait()`` also takes the ``_reader`` of fastmp's queues: its ``fileno()`` is a descriptor
-that reads ready while the queue holds an item (fastmp.queues, csrc/doorbell.h)."""
+that reads ready while the queue holds an item (fastmp.queues, csrc/core/doorbell.h)."""
 import multiprocessing.connection as _std
 from multiprocessing.connection import *  # noqa: F401,F403
 from multiprocessing.connection import (  # noqa: F401

@@ -17,7 +17,7 @@ concurrent.futures.ProcessPoolExecutor, logging's QueueHandler): the classes are
 stdlib's (isinstance against multiprocessing.queues.Queue, JoinableQueue, SimpleQueue holds;
 the stdlib class comes after the C type, so nothing of it runs on the fast path), and
 ``_reader`` / ``_writer`` behave as the ends of the stdlib's pipe, down to a ``fileno()`` that
-multiprocessing.connection.wait can poll (csrc/doorbell.h; docs/reliability.md).
+multiprocessing.connection.wait can poll (csrc/core/doorbell.h; docs/reliability.md).
 """
 import functools as _functools
 import os
@@ -97,7 +97,7 @@ class _Reader(_End):
         """A descriptor that reads ready while the queue holds an item: select, poll and
         multiprocessing.connection.wait accept the reader.  Each call arms it (the stdlib's
         wait calls it once per wait), from a socket this process binds for the queue the
-        first time (csrc/doorbell.h: producers ring it only while someone watches)."""
+        first time (csrc/core/doorbell.h: producers ring it only while someone watches)."""
         self._check_closed()
         return self._queue._watch_fd()
 

@@ -1,6 +1,6 @@
-"""A text lint over csrc/: cheap checks of the C conventions in DESIGN.md.
+"""A text lint over csrc/: cheap checks of the C conventions (docs/design.md).
 
-- The Python-free files (shm, futex, prims, status) never include Python.h.
+- The Python-free core (every file in csrc/core/) never includes Python.h.
 - Between Py_BEGIN_ALLOW_THREADS and Py_END_ALLOW_THREADS nothing touches a
   Python object: no Py*/_Py* call, and the two are always matched.
 - Every blocking futex wait sits in a loop that handles FM_EINTR.
@@ -9,8 +9,15 @@ import pathlib
 import re
 
 CSRC = pathlib.Path(__file__).resolve().parent.parent / "csrc"
-PYTHON_FREE = ["shm.c", "shm.h", "futex.c", "futex.h", "prims.c", "prims.h", "status.h",
-               "ring.c", "ring.h", "doorbell.c", "doorbell.h"]
+CORE = CSRC / "core"
+
+
+def _c_files(folder, pattern="*.[ch]"):
+    return sorted(folder.glob(pattern))
+
+
+def _all_c_files():
+    return _c_files(CSRC) + _c_files(CORE)
 
 
 def _strip_comments(text):
@@ -18,20 +25,33 @@ def _strip_comments(text):
     return re.sub(r"//[^\n]*", "", text)
 
 
-def test_csrc_exists():
-    assert sorted(p.name for p in CSRC.glob("*.c")) == [
-        "doorbell.c", "futex.c", "handle.c", "module.c", "pool.c", "pool_result.c", "prims.c", "queue.c",
-        "ring.c", "shm.c", "sync.c", "value.c"]
+def test_csrc_layout():
+    # the core is there, and every .c file of either folder is built (setup.py globs both)
+    assert {"futex.c", "prims.c", "shm.c", "ring.c", "doorbell.c"} <= {
+        p.name for p in _c_files(CORE, "*.c")}
+    assert {"module.c", "pool.c", "queue.c", "sync.c", "value.c"} <= {
+        p.name for p in _c_files(CSRC, "*.c")}
 
 
-def test_python_free_files_do_not_include_python():
-    for name in PYTHON_FREE:
-        text = (CSRC / name).read_text()
-        assert not re.search(r'#\s*include\s*[<"](Python|fastmp)\.h', text), name
+def test_python_free_core_does_not_include_python():
+    for path in _c_files(CORE):
+        text = path.read_text()
+        assert not re.search(r'#\s*include\s*[<"](Python|fastmp|compat|structmember)\.h', text), \
+            path.name
+        # and it reaches nothing outside its folder
+        assert not re.search(r'#\s*include\s*"\.\./', text), path.name
+
+
+def test_memory_orders_are_defined_once():
+    for path in _all_c_files():
+        if path.name == "atomics.h":
+            continue
+        text = _strip_comments(path.read_text())
+        assert not re.search(r"#\s*define\s+\w+\s+memory_order_", text), path.name
 
 
 def test_no_python_api_without_the_gil():
-    for path in list(CSRC.glob("*.c")) + list(CSRC.glob("*.h")):
+    for path in _all_c_files():
         text = _strip_comments(path.read_text())
         begins = [m.start() for m in re.finditer(r"\bPy_BEGIN_ALLOW_THREADS\b", text)]
         ends = [m.start() for m in re.finditer(r"\bPy_END_ALLOW_THREADS\b", text)]
@@ -67,9 +87,7 @@ def test_blocking_calls_go_through_the_eintr_loop():
     blocking = r"\bfm_(mutex_lock|sem_wait|event_wait|cond_take_token|seq_wait|futex_wait)\s*\("
     helper_def = re.compile(r"^([a-z_]+_wait_once)\s*\(")
     helper_call = r"\b[a-z_]+_wait_once\s*\("
-    for path in CSRC.glob("*.c"):
-        if path.name in PYTHON_FREE:
-            continue
+    for path in _c_files(CSRC, "*.c"):
         text = _without_functions(_strip_comments(path.read_text()),
                                   NO_PYTHON_THREAD.get(path.name, ()))
         in_helper = False

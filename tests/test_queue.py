@@ -447,7 +447,7 @@ def test_every_item_once_with_get_many(fastmp_ctx, procs):
     close(results)
 
 
-ARENA_MAGIC = (0x504d4146).to_bytes(4, "little")   # csrc/shm.h: arenas outlive one queue
+ARENA_MAGIC = (0x504d4146).to_bytes(4, "little")   # csrc/core/shm.h: arenas outlive one queue
 
 
 def queue_files(names):

@@ -7,9 +7,9 @@ qsize() agrees.  The same with put_many, with items big enough to travel through
 and for a pool whose worker is killed while it returns results.
 
 The kill lands now and then between a producer's reservation of a record in the ring and the
-stamp of its header (csrc/ring.c, "Claiming"); consumers revoke such a reservation after two wait
+stamp of its header (csrc/core/ring.c, "Claiming"); consumers revoke such a reservation after two wait
 slices.  Before that, such a trial hung.  The window is also hit on purpose: the ring calls
-fm_ring_test_claim_window (csrc/ring.h) there when a program defines it; the tests below build a
+fm_ring_test_claim_window (csrc/core/ring.h) there when a program defines it; the tests below build a
 tiny library that does and preload it into a program of their own, in which one process (a
 producer, a pool worker returning a result) is told to stop there and is then SIGKILLed.
 """

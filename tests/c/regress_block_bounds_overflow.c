@@ -1,4 +1,4 @@
-/* REGRESSION (csrc/shm.c, fixed): these used to fail.
+/* REGRESSION (csrc/core/shm.c, fixed): these used to fail.
  *
  * 1. fm_block_alloc(): `class_size(cls) < size + sizeof(fm_block_header)`
  *    wraps for size > SIZE_MAX - 16: the request for (almost) SIZE_MAX bytes

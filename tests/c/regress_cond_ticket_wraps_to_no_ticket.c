@@ -1,4 +1,4 @@
-/* REGRESSION (csrc/prims.c, fm_cond_enter_wait, fixed): used to FAIL.
+/* REGRESSION (csrc/core/prims.c, fm_cond_enter_wait, fixed): used to FAIL.
  *
  * Tickets are a 32-bit counter, and fm_cond_enter_wait() hands out
  * c->next_ticket++ without skipping FM_COND_NO_TICKET (UINT32_MAX), the value

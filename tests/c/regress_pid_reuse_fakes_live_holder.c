@@ -1,4 +1,4 @@
-/* REGRESSION (csrc/futex.c fm_pid_alive, csrc/prims.c mutex and semaphore
+/* REGRESSION (csrc/core/futex.c fm_pid_alive, csrc/core/prims.c mutex and semaphore
  * holders, fixed): used to FAIL.
  *
  * A lock's holder used to be recorded by its pid alone.  Once the holder

@@ -1,4 +1,4 @@
-/* REGRESSION (csrc/prims.c, sem_unrecord / fm_sem_recover, fixed): used to FAIL
+/* REGRESSION (csrc/core/prims.c, sem_unrecord / fm_sem_recover, fixed): used to FAIL
  *
  *
  * A post by a process that holds no unit (a hand-off: it releases on

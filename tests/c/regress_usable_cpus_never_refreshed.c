@@ -1,4 +1,4 @@
-/* REGRESSION (csrc/futex.c, fm_usable_cpus, commit e5f2c82, fixed): used to FAIL
+/* REGRESSION (csrc/core/futex.c, fm_usable_cpus, commit e5f2c82, fixed): used to FAIL
  *
  *
  *     static _Atomic int64_t checked_at = INT64_MIN;

@@ -1,5 +1,5 @@
 /* test_doorbell.c: the waitable descriptor of a shared-memory channel
- * (csrc/doorbell.c): rung only while watched, never a lost wake-up across
+ * (csrc/core/doorbell.c): rung only while watched, never a lost wake-up across
  * processes, dead watchers' slots freed. */
 #include "check.h"
 #include "doorbell.h"

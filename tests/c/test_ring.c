@@ -1,4 +1,4 @@
-/* test_ring.c: the many-producer many-consumer ring (csrc/ring.c).
+/* test_ring.c: the many-producer many-consumer ring (csrc/core/ring.c).
  *
  * Single-thread semantics (FIFO, wrap with padding, full/empty, sizes,
  * sealing, abandon), many threads hammering one ring with a checksum of

@@ -1,6 +1,7 @@
 /* shm.c: shared-memory segments, the per-process table of mappings, and
  * the block allocator inside arena segments.  No Python.h. */
 #include "shm.h"
+#include "atomics.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -9,16 +10,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "futex.h"
 
-#define ACQ memory_order_acquire
-#define REL memory_order_release
-#define RLX memory_order_relaxed
 
 /* The mappings are per process, so is their table (not per interpreter). */
 static pthread_mutex_t table_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -58,21 +55,12 @@ fm_shm_after_fork_child(void)
 static int
 random_name(char *out, size_t outlen)
 {
-    unsigned char rnd[12];
-    size_t got = 0;
-    while (got < sizeof rnd) {
-        ssize_t n = getrandom(rnd + got, sizeof rnd - got, 0);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            return FM_ERRNO;
-        }
-        got += (size_t)n;
-    }
-    int len = snprintf(out, outlen, "%s", FM_SHM_PREFIX);
-    for (size_t i = 0; i < sizeof rnd; i++)
-        len += snprintf(out + len, outlen - (size_t)len, "%02x", rnd[i]);
-    return FM_OK;
+    enum { RANDOM_BYTES = 12 };
+    size_t prefix = strlen(FM_SHM_PREFIX);
+    if (outlen < prefix + 2 * RANDOM_BYTES + 1)
+        return FM_NOMEM;
+    memcpy(out, FM_SHM_PREFIX, prefix);
+    return fm_random_hex(out + prefix, RANDOM_BYTES);
 }
 
 static fm_segment *

@@ -23,6 +23,22 @@
 #define FM_WAIT_SLICE_NS (50 * 1000 * 1000LL)
 
 int64_t fm_now_ns(void);
+
+/* When a spin of spin_ns starting now must end: never past the deadline, so
+ * a timeout of 0 does not spin; 0 when there is no spin at all. */
+static inline int64_t
+fm_spin_end(int64_t spin_ns, int64_t deadline_ns)
+{
+    if (spin_ns <= 0)
+        return 0;
+    int64_t until = fm_now_ns() + spin_ns;
+    return until < deadline_ns ? until : deadline_ns;
+}
+
+/* 2 * nbytes random lowercase hex digits and a NUL into out (which holds
+ * 2 * nbytes + 1 chars): names that other processes must not guess or
+ * collide with.  FM_OK, or FM_ERRNO if the kernel gave no randomness. */
+int fm_random_hex(char *out, size_t nbytes);
 /* seconds <= 0 gives "now"; a huge value saturates to FM_FOREVER */
 int64_t fm_deadline_after(double seconds);
 

@@ -1,19 +1,18 @@
 /* doorbell.c: a waitable descriptor for a shared-memory channel (see
  * doorbell.h for the protocol and why it is built this way). */
 #include "doorbell.h"
+#include "atomics.h"
+#include "futex.h"
 #include "status.h"
 
 #include <errno.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
 
-#define SEQ memory_order_seq_cst
-#define RLX memory_order_relaxed
 
 #define WORD_PID(w) ((uint32_t)((w) & 0xffffffffu))
 #define WORD_GEN(w) ((uint32_t)((w) >> 32))
@@ -21,23 +20,8 @@
 int
 fm_doorbell_init(fm_doorbell *db)
 {
-    unsigned char raw[(FM_DOORBELL_TAG - 1) / 2];
-    size_t got = 0;
-    while (got < sizeof raw) {
-        ssize_t n = getrandom(raw + got, sizeof raw - got, 0);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            return FM_ERRNO;
-        }
-        got += (size_t)n;
-    }
-    static const char hex[] = "0123456789abcdef";
-    for (size_t i = 0; i < sizeof raw; i++) {
-        db->tag[2 * i] = hex[raw[i] >> 4];
-        db->tag[2 * i + 1] = hex[raw[i] & 15];
-    }
-    db->tag[2 * sizeof raw] = '\0';
+    if (fm_random_hex(db->tag, (FM_DOORBELL_TAG - 1) / 2) != FM_OK)
+        return FM_ERRNO;
     for (int i = 0; i < FM_DOORBELL_SLOTS; i++)
         atomic_store_explicit(&db->slot[i], 0, RLX);
     atomic_store_explicit(&db->watchers, 0, SEQ);

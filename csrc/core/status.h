@@ -1,4 +1,4 @@
-/* Status codes shared by the Python-free files (shm, futex, prims).
+/* Status codes of the Python-free core (every file in csrc/core/).
  *
  * Code that runs without the GIL returns one of these; fm_set_error() in
  * module.c turns it into a Python exception once the GIL is held again. */

@@ -76,14 +76,11 @@
  *
  * Every death (mid-claim, mid-copy, mid-read) is recovered. */
 #include "ring.h"
+#include "atomics.h"
 
 #include <limits.h>
 #include <string.h>
 
-#define SEQ memory_order_seq_cst
-#define ACQ memory_order_acquire
-#define REL memory_order_release
-#define RLX memory_order_relaxed
 
 #define RING_VERSION 3u
 #define SEALED_BIT (1ull << 63)
@@ -396,15 +393,6 @@ wait_seq(fm_ring *r, _Atomic uint32_t *seq, _Atomic uint32_t *sleepers,
     return st;
 }
 
-static inline int64_t
-spin_until(int64_t spin_ns, int64_t deadline_ns)
-{
-    if (spin_ns <= 0)
-        return 0;
-    int64_t until = fm_now_ns() + spin_ns;
-    return until < deadline_ns ? until : deadline_ns;
-}
-
 /* ------------------------------------------------------------- producing */
 
 typedef struct {
@@ -535,7 +523,7 @@ fm_ring_claim_space(fm_ring *r, uint32_t len, uint32_t pid, int64_t deadline_ns,
      * the CPU from the consumer that makes it. */
     if (atomic_load_explicit(&r->space_sleepers, RLX) > 0)
         spin_ns = 0;
-    int64_t until = spin_until(spin_ns, deadline_ns);
+    int64_t until = fm_spin_end(spin_ns, deadline_ns);
     while (until > 0 && fm_now_ns() < until) {
         for (int i = 0; i < 32; i++)
             fm_cpu_relax();
@@ -887,7 +875,7 @@ fm_ring_take(fm_ring *r, uint32_t pid, int64_t deadline_ns, int64_t spin_ns, fm_
         (cur == 0 ||
          fm_now_ns() > atomic_load_explicit(&r->items_spin_until, SEQ) + FM_RING_STALE_SPIN_NS) &&
         atomic_compare_exchange_strong_explicit(&r->items_spinner, &cur, pid, SEQ, SEQ)) {
-        int64_t until = spin_until(spin_ns, deadline_ns);
+        int64_t until = fm_spin_end(spin_ns, deadline_ns);
         atomic_store_explicit(&r->items_spin_until, until, SEQ);
         while (fm_now_ns() < until) {
             for (int i = 0; i < 32; i++)

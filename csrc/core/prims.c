@@ -7,29 +7,15 @@
  * sleepers == 0 after changing the word is ordered before the sleeper's
  * increment, so the sleeper's futex call sees the new word and returns. */
 #include "prims.h"
+#include "atomics.h"
 
 #include <limits.h>
 
-#define SEQ memory_order_seq_cst
-#define ACQ memory_order_acquire
-#define REL memory_order_release
-#define RLX memory_order_relaxed
 
 static inline int
 spin_budget_left(int64_t until)
 {
     return fm_now_ns() < until;
-}
-
-/* When a spin of spin_ns starting now must end: never past the deadline,
- * so a timeout of 0 does not spin. */
-static inline int64_t
-spin_end(int64_t spin_ns, int64_t deadline_ns)
-{
-    if (spin_ns <= 0)
-        return 0;
-    int64_t until = fm_now_ns() + spin_ns;
-    return until < deadline_ns ? until : deadline_ns;
 }
 
 /* ------------------------------------------------------------------ mutex */
@@ -101,7 +87,7 @@ fm_mutex_lock(fm_mutex *m, uint32_t pid, int64_t deadline_ns, int64_t spin_ns)
     if (atomic_compare_exchange_strong_explicit(&m->all, &c, me, ACQ, RLX))
         return FM_OK;
 
-    int64_t until = spin_end(spin_ns, deadline_ns);
+    int64_t until = fm_spin_end(spin_ns, deadline_ns);
     if (until > 0) {
         unsigned round = 0;
         do {
@@ -242,7 +228,7 @@ fm_sem_wait(fm_sem *s, uint32_t pid, int64_t deadline_ns, int64_t spin_ns)
 {
     if (fm_sem_trywait(s, pid) == FM_OK)
         return FM_OK;
-    int64_t until = spin_end(spin_ns, deadline_ns);
+    int64_t until = fm_spin_end(spin_ns, deadline_ns);
     if (until > 0) {
         do {
             if (fm_spin_while(&s->value, 0, until - fm_now_ns()) != 0 &&
@@ -355,7 +341,7 @@ fm_event_is_set(const fm_event *e)
 int
 fm_event_wait(fm_event *e, int64_t deadline_ns, int64_t spin_ns)
 {
-    int64_t until = spin_end(spin_ns, deadline_ns);
+    int64_t until = fm_spin_end(spin_ns, deadline_ns);
     if (until > 0 && fm_spin_while(&e->flag, 0, until - fm_now_ns()) != 0)
         return FM_OK;
     for (;;) {
@@ -511,7 +497,7 @@ fm_cond_wait(fm_cond *c, uint32_t ticket, uint32_t seen, int64_t deadline_ns, in
 {
     if (cond_done(c, ticket, seen))
         return FM_OK;
-    int64_t until = spin_end(spin_ns, deadline_ns);
+    int64_t until = fm_spin_end(spin_ns, deadline_ns);
     if (until > 0) {
         unsigned round = 0;
         do {
@@ -695,7 +681,7 @@ fm_seq_bump_all(fm_seq *q)
 int
 fm_seq_wait(fm_seq *q, uint32_t seen, int64_t deadline_ns, int64_t spin_ns)
 {
-    int64_t until = spin_end(spin_ns, deadline_ns);
+    int64_t until = fm_spin_end(spin_ns, deadline_ns);
     if (until > 0 && fm_spin_while(&q->seq, seen, until - fm_now_ns()) != seen)
         return FM_OK;
     for (;;) {
