@@ -4,10 +4,10 @@ They are the stdlib's contexts with other factories.  The synchronization primit
 RLock, Condition, Semaphore, BoundedSemaphore, Event, Barrier) are fastmp's own, from
 fastmp.synchronize; so are the shared ctypes (RawValue, RawArray, Value, Array) from
 fastmp.sharedctypes, the queues (Queue, JoinableQueue, SimpleQueue) from fastmp.queues and
-Pool from fastmp.pool.  Manager still builds the stdlib's object with the *stdlib's* context of
-the same start method, so that object keeps using the stdlib primitives it relies on.  The rest
-(Pipe, cpu_count, log_to_stderr, set_executable, reducer, ...) is inherited from the stdlib
-unchanged.
+Pool from fastmp.pool (all C types of fastmp._core, or Python classes on them).  Manager builds
+the stdlib's object with the *stdlib's* context of the same start method, so that object keeps
+using the stdlib primitives it relies on.  The rest (Pipe, cpu_count, log_to_stderr,
+set_executable, reducer, ...) is inherited from the stdlib unchanged.
 
 fastmp's default context is separate from the stdlib's: ``fastmp.set_start_method('spawn')``
 changes fastmp.Process and fastmp's factories, not multiprocessing.Process.  Its initial start
@@ -144,7 +144,7 @@ class FastContext(BaseContext):
         return Array(typecode_or_type, size_or_initializer, lock=lock,
                      ctx=self.get_context())
 
-    # fastmp.queues (issue 5) ------------------------------------------------------
+    # fastmp.queues ----------------------------------------------------------------
 
     def Queue(self, maxsize=0):
         """A queue on fastmp's shared-memory ring (fastmp.queues.Queue)."""
@@ -161,7 +161,7 @@ class FastContext(BaseContext):
         from .queues import SimpleQueue
         return SimpleQueue(ctx=self.get_context())
 
-    # the stdlib's, on the stdlib's context of the same start method ------------
+    # fastmp.pool; Manager: the stdlib's, on the stdlib's context of the same method ---
 
     def Pool(self, processes=None, initializer=None, initargs=(),
              maxtasksperchild=None):

@@ -1,4 +1,8 @@
-"""The stdlib's multiprocessing.heap until its C part lands (issue kind: "Value/Array")."""
+"""The stdlib's multiprocessing.heap, re-exported: ``fastmp.heap`` exists as the stdlib's does.
+
+fastmp's own shared ctypes do not use it: their memory is a block of the C allocator of
+fastmp._core (``fastmp.sharedctypes.BufferWrapper``; see docs/design.md, "Segments and cleanup").
+"""
 import multiprocessing.heap as _std
 from multiprocessing.heap import *  # noqa: F401,F403
 from multiprocessing.heap import Arena, Heap  # noqa: F401
