@@ -10,7 +10,7 @@ process is being started).  Barrier is a Python subclass, because the
 stdlib's Barrier is a ``threading.Barrier``.
 
 Beyond the stdlib: a process that dies while holding a Lock, RLock or
-Semaphore does not hang the others; see the README, "dead-holder recovery".
+Semaphore does not hang the others; see docs/reliability.md.
 """
 import os
 import threading

@@ -195,7 +195,7 @@ def test_sharedctypes_factories_return_fastmp_classes(method):
 def test_other_factories_build_stdlib_objects_on_stdlib_context(method):
     ctx, std = fastmp.get_context(method), multiprocessing.get_context(method)
 
-    # Queue, JoinableQueue, SimpleQueue are fastmp's own (issue 5): tests/test_queue.py
+    # Queue, JoinableQueue, SimpleQueue are fastmp's own: tests/test_queue.py
     from fastmp import queues as fastmp_queues
     for factory in ("Queue", "JoinableQueue", "SimpleQueue"):
         q = getattr(ctx, factory)()

@@ -1,7 +1,7 @@
 """fastmp only: a process that dies holding a lock does not hang everyone else.
 
 The stdlib hangs in every test here (a SemLock held by a dead process is never given back),
-so there is no stdlib param.  DESIGN.md rule 4: the others detect the dead owner and recover.
+so there is no stdlib param.  fastmp detects the dead owner and the others recover (docs/reliability.md).
 """
 import os
 import signal

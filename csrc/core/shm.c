@@ -382,12 +382,6 @@ fm_segment_release(fm_segment *seg)
     pthread_mutex_unlock(&table_lock);
 }
 
-int
-fm_shm_random_name(char *out, size_t outlen)
-{
-    return random_name(out, outlen);
-}
-
 void
 fm_segment_list_own(void (*cb)(const char *name, void *arg), void *arg)
 {

@@ -2,7 +2,10 @@
  * No Python.h here.
  *
  * Segments are POSIX shm objects named FM_SHM_PREFIX + 24 random hex digits,
- * created O_EXCL with mode 0600.  Every process keeps one table of the
+ * mode 0600.  A segment is made unnamed (O_TMPFILE in /dev/shm), its pages
+ * reserved, and only then linked under its name, so a full /dev/shm is an
+ * error at creation (never SIGBUS later) and a process killed half-way
+ * leaves no empty file; shm_open with O_EXCL where O_TMPFILE is missing.  Every process keeps one table of the
  * segments it has mapped (the mapping is a per-process fact, so the table is
  * per process, not per interpreter); a child started by fork inherits the
  * table, one started by spawn or forkserver attaches by name.
@@ -100,13 +103,10 @@ void fm_segment_unlink_own(void (*cb)(const char *name, void *arg), void *arg);
  * the segments that carry one large message to another process, which the
  * receiver unlinks). */
 void fm_segment_destroy(fm_segment *seg, int unlink);
-/* Queues (issue 5): a segment whose lifetime is not its creator's (a queue's
- * ring: another process may still need to attach it after the creator has
- * exited): the creator's exit no longer unlinks it; its user does. */
+/* A segment whose lifetime is not its creator's (a queue's ring: another
+ * process may still need to attach it after the creator has exited): the
+ * creator's exit no longer unlinks it; its last user does. */
 void fm_segment_disown(fm_segment *seg);
-/* A fresh random segment name (FM_SHM_PREFIX + hex), for segments made
- * outside the table (a queue's one-item spill segments). */
-int fm_shm_random_name(char *out, size_t outlen);
 
 /* Call cb(name, arg) for every segment this process created and has not
  * unlinked (to register them again with a new tracker). */
@@ -116,8 +116,9 @@ void fm_segment_list_own(void (*cb)(const char *name, void *arg), void *arg);
  * handlers that keep the table's mutex and the cached pid right. */
 void fm_shm_init(void);
 
-/* After fork in the child: forget the parent's arena as "ours to unlink"
- * (the table itself, and the mappings, are inherited). */
+/* After fork in the child: refresh the cached pid.  The table and the
+ * mappings are inherited; the parent's segments stop being "ours to unlink"
+ * because their creator's pid is no longer ours. */
 void fm_shm_after_fork_child(void);
 
 /* Allocate a zeroed block of at least `size` payload bytes, tagged with
