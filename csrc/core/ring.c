@@ -82,7 +82,7 @@
 #include <string.h>
 
 
-#define RING_VERSION 3u
+#define RING_VERSION 4u
 #define SEALED_BIT (1ull << 63)
 /* A spinner's mark this long past the end of its spin is stale. */
 #define FM_RING_STALE_SPIN_NS (1000 * 1000LL)
@@ -97,6 +97,16 @@ enum { K_FREE = 0, K_WRITING = 1, K_READY = 2, K_READING = 3, K_DONE = 4, K_PAD 
 #define H_PID(h) ((uint32_t)(((h) >> 32) & 0x3fffffu))
 #define H_TAG(h) ((uint32_t)(((h) >> 54) & 0x7fu))
 #define H_KIND(h) ((unsigned)((h) >> 61))
+
+/* What a consumer noted when it first checked the holder of a record (see
+ * holder_gone): the record's position + 1 (0: none), the holder's pid and
+ * the time (fm_boot_ticks). */
+typedef struct {
+    _Atomic uint64_t pos;
+    _Atomic uint64_t since;
+    _Atomic uint32_t pid;
+    uint32_t _pad;
+} holder_note;
 
 struct fm_ring {
     /* constant after init */
@@ -126,11 +136,17 @@ struct fm_ring {
      * stays unwritten that long (see Claiming).  Slow path only. */
     _Alignas(FM_CACHE_LINE) _Atomic uint64_t stuck_pos;
     _Atomic int64_t stuck_since;
+    /* the holders of the record at `cons` (a writer, or a revoker) and of
+     * the record at `reclaim` (a reader) last checked: slow path only */
+    holder_note writer_note;
+    holder_note reader_note;
     _Alignas(FM_CACHE_LINE) char next_name[FM_SHM_NAME_MAX];
     _Alignas(FM_CACHE_LINE) unsigned char data[];
 };
 
 _Static_assert(sizeof(struct fm_ring) % FM_CACHE_LINE == 0, "ring header not line-sized");
+_Static_assert(offsetof(struct fm_ring, next_name) - offsetof(struct fm_ring, stuck_pos) ==
+               FM_CACHE_LINE, "the slow-path notes share one cache line");
 
 /* ----------------------------------------------------------------- helpers */
 
@@ -279,6 +295,8 @@ fm_ring_init(void *mem, size_t capacity)
     atomic_store_explicit(&r->space_sleepers, 0, RLX);
     atomic_store_explicit(&r->stuck_pos, 0, RLX);
     atomic_store_explicit(&r->stuck_since, 0, RLX);
+    atomic_store_explicit(&r->writer_note.pos, 0, RLX);
+    atomic_store_explicit(&r->reader_note.pos, 0, RLX);
     atomic_store_explicit(&r->revokes, 0, RLX);
     memset(r->next_name, 0, sizeof r->next_name);
     /* the magic goes last: a process that checks the ring sees it whole */
@@ -318,6 +336,31 @@ fm_ring_max_record(const fm_ring *r)
     return (size_t)(m < 0x7ffffff8u ? m : 0x7ffffff8u);
 }
 
+/* ------------------------------------------------------------- holders */
+
+/* Whether the process `pid`, which holds the record at `pos` (a WRITING,
+ * READING or REVOKED header), is gone.  A header has room for the pid only,
+ * and pids come round (pid_max is 32768 on many systems): a live process
+ * with that pid may be a newer one.  So the first check of a record notes
+ * the time, and later checks do not count a process that started after it
+ * as the holder (fm_pid_alive_since).  A holder that died and whose pid
+ * was given to a new process before anyone first checked its record is
+ * still taken for alive: the note narrows that window to the time before
+ * the first check, it does not close it.  Checkers racing on one note can
+ * only make it later (one check more before a reuse is seen through). */
+static int
+holder_gone(holder_note *note, uint64_t pos, uint32_t pid)
+{
+    if (atomic_load_explicit(&note->pos, SEQ) == pos + 1 &&
+        atomic_load_explicit(&note->pid, SEQ) == pid)
+        return !fm_pid_alive_since((pid_t)pid, atomic_load_explicit(&note->since, SEQ));
+    atomic_store_explicit(&note->pos, 0, SEQ);
+    atomic_store_explicit(&note->pid, pid, SEQ);
+    atomic_store_explicit(&note->since, fm_boot_ticks(), SEQ);
+    atomic_store_explicit(&note->pos, pos + 1, SEQ);
+    return !fm_pid_alive((pid_t)pid);
+}
+
 /* ------------------------------------------------------------ reclaiming */
 
 /* Step `reclaim` over DONE records (and, if check_dead, over the records of
@@ -346,7 +389,7 @@ reclaim_some(fm_ring *r, uint32_t pid, int check_dead)
                 passed++;
             continue;
         }
-        if (kind == K_READING && check_dead && !fm_pid_alive((pid_t)H_PID(h))) {
+        if (kind == K_READING && check_dead && holder_gone(&r->reader_note, rp, H_PID(h))) {
             uint64_t mine = make_header(K_READING, H_TAG(h), pid, H_LEN(h));
             if (cas_header(r, rp, &h, mine))
                 release_at(r, rp, mine);
@@ -800,7 +843,7 @@ try_take(fm_ring *r, take_args *a)
             advance_cons(r, c, h);
             continue;
         case K_WRITING:
-            if (a->check_dead && !fm_pid_alive((pid_t)H_PID(h))) {
+            if (a->check_dead && holder_gone(&r->writer_note, c, H_PID(h))) {
                 uint64_t mine = make_header(K_READING, H_TAG(h), a->pid, H_LEN(h));
                 if (!cas_header(r, c, &h, mine))
                     continue;
@@ -811,7 +854,7 @@ try_take(fm_ring *r, take_args *a)
             return FM_AGAIN;
         case K_REVOKED:
             /* a revocation in progress; if its revoker died, finish it */
-            if (a->check_dead && !fm_pid_alive((pid_t)H_PID(h))) {
+            if (a->check_dead && holder_gone(&r->writer_note, c, H_PID(h))) {
                 uint64_t mine = make_header(K_REVOKED, H_TAG(h), a->pid, 0);
                 revoke_at(r, c, h, mine);
                 continue;

@@ -31,7 +31,8 @@
  * position).
  *
  * Crashes: a record stuck in WRITING(pid) or READING(pid) whose pid is
- * dead (fm_pid_alive) is abandoned: a consumer skips a dead writer's
+ * dead is abandoned (a live process with that pid that started after the
+ * record was first checked does not count: pids come round): a consumer skips a dead writer's
  * record, reclaim steps over a dead reader's.  A reservation whose header
  * is not stamped yet names nobody, so it is a lease: a consumer that finds
  * it unstamped at the consumer position at two wait-slice checks a slice

@@ -13,12 +13,15 @@
  * init writes /proc/sys/kernel/ns_last_pid so that the next fork gets the
  * dead holder's pid.  Checked for the mutex (a Lock's, a Condition's, the
  * queue's), the semaphore's holder slots and fm_pid_alive_since (for
- * records with room for a pid only), and for the helpers themselves: a
+ * records with room for a pid only), for the ring (a record whose writer
+ * was checked alive, then died, and whose pid a new process got: the ring
+ * used to wait for it for ever), and for the helpers themselves: a
  * process's own pid with another ident is not "alive". */
 #include <sched.h>
 #include <sys/mount.h>
 
 #include "check.h"
+#include "ring.h"
 
 #define SKIP 77
 
@@ -107,10 +110,95 @@ reuse_then_recover(struct shared *sh, int sem)
     return rc;
 }
 
-/* Run reuse_then_recover() as the init of a new pid namespace with its
- * own /proc; returns its result, or SKIP if namespaces are not available. */
+/* The ring: a writer claims a record and lives on while a consumer checks
+ * it (the record waits), then dies; a new process gets its pid.  The
+ * consumer must then skip the dead writer's record and take the one
+ * committed behind it.  Returns 0, SKIP, or 10 + the take's status. */
+struct ring_shared {
+    _Atomic uint32_t claimed;
+    _Alignas(FM_CACHE_LINE) unsigned char ring[];
+};
+
 static int
-in_new_pid_namespace(struct shared *sh, int sem)
+take_until(fm_ring *r, uint32_t me, int64_t deadline, fm_ring_read *rd)
+{
+    int st;
+    do
+        st = fm_ring_take(r, me, deadline, 0, rd);
+    while (st == FM_EINTR);
+    return st;
+}
+
+static int
+ring_reuse_then_skip(struct ring_shared *rs)
+{
+    fm_ring *r = (fm_ring *)rs->ring;
+    uint32_t me = fmt_pid();
+    pid_t holder = fork();
+    if (holder < 0)
+        return 2;
+    if (holder == 0) {
+        fm_ring_claim c;
+        if (fm_ring_claim_space(r, 8, fmt_pid(), 0, 0, &c) != FM_OK)
+            _exit(1);
+        atomic_store(&rs->claimed, 1);
+        fmt_sleep_ms(20000);                /* killed while writing */
+        _exit(0);
+    }
+    for (int i = 0; i < 500 && !atomic_load(&rs->claimed); i++)
+        fmt_sleep_ms(10);
+    if (!atomic_load(&rs->claimed))
+        return 3;
+    fm_ring_claim c;
+    if (fm_ring_claim_space(r, 8, me, 0, 0, &c) != FM_OK)
+        return 3;
+    memcpy(c.data, "behind!", 8);
+    fm_ring_commit(r, &c);
+    fm_ring_read rd;
+    /* checked while the writer lives: the record waits for it */
+    int st = take_until(r, me, fm_deadline_after(0.2), &rd);
+    if (st != FM_TIMEOUT)
+        return 10 + st;
+    kill(holder, SIGKILL);
+    fmt_reap(holder);
+    fmt_sleep_ms(30);   /* a few clock ticks: the start times differ */
+    if (set_next_pid(holder) < 0)
+        return SKIP;
+    pid_t reuser = fork();
+    if (reuser < 0)
+        return 2;
+    if (reuser == 0) {
+        fmt_sleep_ms(20000);                /* an unrelated live process */
+        _exit(0);
+    }
+    int rc;
+    if (reuser != holder) {
+        rc = SKIP;
+    }
+    else {
+        st = take_until(r, me, fm_deadline_after(5), &rd);
+        rc = st != FM_OK ? 10 + st : (rd.len == 8 && memcmp(rd.data, "behind!", 8) == 0) ? 0 : 4;
+        if (st == FM_OK)
+            fm_ring_release(r, &rd);
+        if (rc != 0)
+            fprintf(stderr, "in the namespace: take gave %s with the writer's pid %d reused\n",
+                    fmt_st(st), (int)holder);
+    }
+    kill(reuser, SIGKILL);
+    fmt_reap(reuser);
+    return rc;
+}
+
+static int
+namespace_body(void *arg, int what)
+{
+    return what == 2 ? ring_reuse_then_skip(arg) : reuse_then_recover(arg, what);
+}
+
+/* Run namespace_body() as the init of a new pid namespace with its own
+ * /proc; returns its result, or SKIP if namespaces are not available. */
+static int
+in_new_pid_namespace(void *sh, int what)
 {
     pid_t outer = fmt_fork();
     if (outer == 0) {
@@ -126,7 +214,7 @@ in_new_pid_namespace(struct shared *sh, int sem)
             prctl(PR_SET_PDEATHSIG, SIGKILL);
             if (mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
                 _exit(SKIP);
-            _exit(reuse_then_recover(sh, sem));
+            _exit(namespace_body(sh, what));
         }
         _exit(fmt_reap(init));
     }
@@ -155,6 +243,22 @@ pid_reuse(int sem)
 
 static void test_mutex_pid_reused(void) { pid_reuse(0); }
 static void test_sem_pid_reused(void) { pid_reuse(1); }
+
+static void
+test_ring_writer_pid_reused(void)
+{
+    enum { CAP = 4096 };
+    size_t size = sizeof(struct ring_shared) + fm_ring_bytes(CAP);
+    struct ring_shared *rs = fmt_shared_page(size);
+    CHECK_ST(fm_ring_init(rs->ring, CAP), FM_OK);
+    int rc = in_new_pid_namespace(rs, 2);
+    if (rc == SKIP)
+        fmt_note("SKIPPED: no new pid namespace with its own /proc here (needs root)");
+    else
+        CHECK_MSG(rc == 0, "a dead writer whose pid names a live process: %s (rc %d)",
+                  rc >= 10 ? fmt_st(rc - 10) : "setup failed", rc);
+    munmap(rs, size);
+}
 
 /* The helpers, in this process: its own pid with another ident is a dead
  * process whose pid came round (no namespace needed for this part). */
@@ -212,5 +316,6 @@ main(void)
     RUN(test_identity_helpers);
     RUN(test_mutex_pid_reused);
     RUN(test_sem_pid_reused);
+    RUN(test_ring_writer_pid_reused);
     return fmt_finish();
 }
