@@ -255,6 +255,7 @@ def test_libs_times_only_the_named_libraries(tmp_path):
         assert set(row["rates"]) == {"multiprocessing"}, row["workload"]
         assert len(row["rates"]["multiprocessing"]) == data["rounds"]
         assert row["ratio"] == {} and row["spread"] == {} and row["peers"] == []
+        assert row["fastmp_part"] == bench.C_PART, row["workload"]
     assert "lock-with" in proc.stdout and "fastmp/stdlib" in proc.stdout
 
 

@@ -6,7 +6,7 @@ import sys
 from time import perf_counter
 
 from .placement import PIN_MODES, set_pin_mode, set_processes
-from .report import PlotError, pyplot, lib_names, load, plot, print_report, run
+from .report import PlotError, lib_names, load, plot, print_report, pyplot, run
 from .runner import FASTMP, PEERS, STDLIB, select
 from .workloads import GROUPS, WORKLOADS, of_group
 
@@ -86,6 +86,49 @@ def _parser(prog=PROG, group=None):
     return parser
 
 
+def _libs_option(parser, args, chosen):
+    """The library names of --libs (None: the default libraries); a parser error when --libs
+    is not a list of distinct known names."""
+    if args.libs is None:
+        return None
+    libs = [name.strip() for name in args.libs.split(",") if name.strip()]
+    if not libs:
+        parser.error("--libs names no library")
+    if len(set(libs)) != len(libs):
+        parser.error("--libs names a library twice")
+    if args.no_peers and any(name in PEERS for name in libs):
+        parser.error("--no-peers leaves out the peers that --libs names")
+    try:
+        lib_names(chosen, libs)
+    except ValueError as exc:
+        parser.error(f"--libs: {exc}")
+    return libs
+
+
+_INSTALL_FASTMP = ("(install it with `pip install .`, or build in place with "
+                   "`python setup.py build_ext --inplace` and set PYTHONPATH to the checkout)")
+
+
+def _unusable(names, explicit, start_method):
+    """The error message when a library that must be timed is unusable, else None: fastmp
+    always, the others only when named with --libs (by default an absent peer is reported in
+    its column, not an error)."""
+    for name in names:
+        if name != FASTMP and not explicit:
+            continue
+        lib = load(name, start_method)
+        if lib.module is not None:
+            continue
+        if name == FASTMP:
+            hint = "\n" + _INSTALL_FASTMP
+        elif name in PEERS:
+            hint = f"\n(pip install {PEERS[name][1]}, or pip install 'fastmp[bench]')"
+        else:
+            hint = ""
+        return f"error: {name} is not usable here: {lib.error}{hint}"
+    return None
+
+
 def main(argv=None, *, group=None, prog=PROG):
     """Run the command line ``argv`` (default: ``sys.argv[1:]``) and return the exit status:
     0, 1 when a workload failed for a library, 2 when a library to time is unusable.  With
@@ -125,36 +168,13 @@ def main(argv=None, *, group=None, prog=PROG):
     scale, round_time = (0.1, 0.03) if args.quick else (1.0, 0.25)
     if args.scale:
         scale, round_time = scale * args.scale, round_time * args.scale
-    libs = None
-    if args.libs is not None:
-        libs = [name.strip() for name in args.libs.split(",") if name.strip()]
-        if not libs:
-            parser.error("--libs names no library")
-        if len(set(libs)) != len(libs):
-            parser.error("--libs names a library twice")
-        if args.no_peers and any(name in PEERS for name in libs):
-            parser.error("--no-peers leaves out the peers that --libs names")
-    try:
-        names = lib_names(chosen, libs, peers=not args.no_peers)
-    except ValueError as exc:
-        parser.error(f"--libs: {exc}")
+    libs = _libs_option(parser, args, chosen)
     set_pin_mode(args.pin)
     set_processes(args.processes)
-
-    # fastmp, and any library named in --libs, must be usable; a default peer may be absent
-    for name in names:
-        if name != FASTMP and libs is None:
-            continue
-        lib = load(name, args.start_method)
-        if lib.module is not None:
-            continue
-        hint = ("(install it with `pip install .`, or build in place with "
-                "`python setup.py build_ext --inplace` and set PYTHONPATH to the checkout)"
-                if name == FASTMP else
-                f"(pip install {PEERS[name][1]}, or pip install 'fastmp[bench]')"
-                if name in PEERS else "")
-        print(f"error: {name} is not usable here: {lib.error}\n{hint}".rstrip(),
-              file=sys.stderr)
+    error = _unusable(lib_names(chosen, libs, peers=not args.no_peers), libs is not None,
+                      args.start_method)
+    if error:
+        print(error, file=sys.stderr)
         return 2
 
     progress = _Progress()
@@ -165,8 +185,7 @@ def main(argv=None, *, group=None, prog=PROG):
     finally:
         progress.clear()
     rep["quick"] = bool(args.quick)
-    rep["command"] = " ".join([prog] + list(
-        sys.argv[1:] if argv is None else argv))
+    rep["command"] = " ".join([prog] + list(sys.argv[1:] if argv is None else argv))
     print_report(rep, command=rep["command"], markdown=args.markdown)
     if args.json:
         with open(args.json, "w") as f:

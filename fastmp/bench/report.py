@@ -80,7 +80,10 @@ def run(workloads, *, start_method="fork", rounds=5, round_time=0.25, scale=1.0,
     names = lib_names(workloads, libs, peers)
     libs = [load(name, start_method) for name in names]
     wanted = [name for name in names if name in PEERS]
+    # the "fastmp part" column says what fastmp hands out, timed or not
     fastmp_lib = next((lib for lib in libs if lib.name == FASTMP), None)
+    if fastmp_lib is None:
+        fastmp_lib = load_lib(FASTMP, start_method)
     t0 = perf_counter()
     results = compare(workloads, libs, start_method=start_method, rounds=rounds,
                       round_time=round_time, scale=scale, timeout=timeout,
