@@ -4,18 +4,15 @@
     python benchmarks/bench_misc.py --quick         # smoke test
     python benchmarks/bench_misc.py --list
 
-The workloads live in the package (fastmp.bench, its MISC_WORKLOADS), so that
-``python -m fastmp.bench`` runs them from an installed fastmp too; this script
-is their command line of its own (see benchmarks/README.md).
+The ``misc`` workloads of ``python -m fastmp.bench``, with the same command line (``--help``),
+table and JSON; the libraries alternate round by round and the table gives the ratios.
 """
-
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _common import main  # noqa: E402  (finds fastmp.bench: installed, PYTHONPATH, or here)
-from fastmp.bench import MISC_WORKLOADS as WORKLOADS  # noqa: E402
+from _common import run  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(main("fastmp vs multiprocessing: Pipe, process start, Manager", WORKLOADS))
+    sys.exit(run("misc", __file__))

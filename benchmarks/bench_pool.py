@@ -1,21 +1,18 @@
-"""Pools: fastmp against the stdlib and mpire, loky, in one run.
+"""Pools (Pool, ProcessPoolExecutor; peers: mpire, loky): fastmp against the stdlib, in one run.
 
     python benchmarks/bench_pool.py                 # full run, fork start method
     python benchmarks/bench_pool.py --quick         # smoke test
     python benchmarks/bench_pool.py --list
 
-The workloads live in the package (fastmp.bench, its POOL_WORKLOADS), so that
-``python -m fastmp.bench`` runs them from an installed fastmp too; this script
-is their command line of its own (see benchmarks/README.md).
+The ``pool`` workloads of ``python -m fastmp.bench``, with the same command line (``--help``),
+table and JSON; the libraries alternate round by round and the table gives the ratios.
 """
-
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _common import main  # noqa: E402  (finds fastmp.bench: installed, PYTHONPATH, or here)
-from fastmp.bench import POOL_WORKLOADS as WORKLOADS  # noqa: E402
+from _common import run  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(main("fastmp vs multiprocessing: pools", WORKLOADS, processes=True))
+    sys.exit(run("pool", __file__))

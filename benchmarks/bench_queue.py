@@ -1,21 +1,19 @@
-"""Queues: fastmp against the stdlib and faster-fifo, in one run.
+"""Queues (Queue, SimpleQueue; peer: faster-fifo): fastmp against the stdlib, in one run.
 
     python benchmarks/bench_queue.py                 # full run, fork start method
     python benchmarks/bench_queue.py --quick         # smoke test
     python benchmarks/bench_queue.py --list
+    python benchmarks/bench_queue.py --libs multiprocessing,faster-fifo --processes 4
 
-The workloads live in the package (fastmp.bench, its QUEUE_WORKLOADS), so that
-``python -m fastmp.bench`` runs them from an installed fastmp too; this script
-is their command line of its own (see benchmarks/README.md).
+The ``queue`` workloads of ``python -m fastmp.bench``, with the same command line (``--help``),
+table and JSON; the libraries alternate round by round and the table gives the ratios.
 """
-
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _common import main  # noqa: E402  (finds fastmp.bench: installed, PYTHONPATH, or here)
-from fastmp.bench import QUEUE_WORKLOADS as WORKLOADS  # noqa: E402
+from _common import run  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(main("fastmp vs multiprocessing: queues", WORKLOADS, processes=True))
+    sys.exit(run("queue", __file__))

@@ -4,18 +4,15 @@
     python benchmarks/bench_sharedctypes.py --quick         # smoke test
     python benchmarks/bench_sharedctypes.py --list
 
-The workloads live in the package (fastmp.bench, its SHAREDCTYPES_WORKLOADS), so that
-``python -m fastmp.bench`` runs them from an installed fastmp too; this script
-is their command line of its own (see benchmarks/README.md).
+The ``sharedctypes`` workloads of ``python -m fastmp.bench``, with the same command line
+(``--help``), table and JSON; the libraries alternate round by round and the table gives the ratios.
 """
-
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _common import main  # noqa: E402  (finds fastmp.bench: installed, PYTHONPATH, or here)
-from fastmp.bench import SHAREDCTYPES_WORKLOADS as WORKLOADS  # noqa: E402
+from _common import run  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(main("fastmp vs multiprocessing: shared ctypes (Value, Array)", WORKLOADS))
+    sys.exit(run("sharedctypes", __file__))

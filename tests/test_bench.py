@@ -5,6 +5,8 @@ runs in a subprocess of the same interpreter, from a scratch directory (so the r
 on its sys.path), with PYTHONPATH pointing at the fastmp this test process imported: the
 installed package under a plain `pytest -q`, or the checkout with PYTHONPATH=$PWD.
 """
+import ast
+import inspect
 import json
 import math
 import os
@@ -186,7 +188,11 @@ def test_benchmark_scripts_list_their_group(group, tmp_path):
     proc = _run([script, "--list"], cwd=tmp_path, timeout=60)
     assert proc.returncode == 0, proc.stderr
     expected = [w.name for w in bench.WORKLOADS if w.group == group]
-    assert [line.split()[0] for line in proc.stdout.splitlines()] == expected
+    lines = proc.stdout.splitlines()
+    assert [line.split()[1] for line in lines] == expected
+    # the lines of `python -m fastmp.bench --list` for that group: one command line
+    whole = _run(["-m", "fastmp.bench", "--list"], cwd=tmp_path, timeout=60)
+    assert lines == [line for line in whole.stdout.splitlines() if line.split()[0] == group]
 
 
 @pytest.mark.skipif(not os.path.isdir(BENCHMARKS), reason="no benchmarks/ beside tests/")
@@ -196,9 +202,14 @@ def test_bench_sync_script_runs(tmp_path):
     proc = _run([script, "--quick", "--only", "lock-with,barrier", "--json", str(out)],
                 cwd=tmp_path, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "fastmp/multiprocessing" in proc.stdout
+    # the table and the JSON of `python -m fastmp.bench`
+    assert "fastmp/stdlib" in proc.stdout and "fastmp part" in proc.stdout
     data = json.loads(out.read_text())
+    assert data["format"] == bench.JSON_FORMAT and data["quick"] is True
+    assert data["command"] == ("python benchmarks/bench_sync.py --quick --only lock-with,barrier "
+                               f"--json {out}")
     assert [r["workload"] for r in data["results"]] == ["lock-with", "barrier2"]
+    assert all(r["group"] == "sync" and "fastmp" in r["ratio"] for r in data["results"])
     for r in data["results"]:
         assert set(r["rates"]) == {"multiprocessing", "fastmp"}
         assert all(_positive_finite(x) for rates in r["rates"].values() for x in rates)
@@ -209,7 +220,7 @@ def test_run_from_the_repo_root_times_the_fastmp_under_test(tmp_path):
     `-m` puts the root first on sys.path, so `fastmp` is the source tree; without a compiled
     _core there, the command falls back to the installed fastmp and says so."""
     tree = os.path.join(REPO, "fastmp")
-    if not os.path.isfile(os.path.join(tree, "bench.py")):
+    if not os.path.isfile(os.path.join(tree, "bench", "__main__.py")):
         pytest.skip("not run from a checkout")
     in_tree_build = any(n.startswith("_core") and n.endswith(".so") for n in os.listdir(tree))
     if in_tree_build and os.path.realpath(tree) != FASTMP_DIR:
@@ -223,3 +234,76 @@ def test_run_from_the_repo_root_times_the_fastmp_under_test(tmp_path):
     assert os.path.realpath(libs["fastmp"]["location"]) == FASTMP_DIR
     if os.path.realpath(tree) != FASTMP_DIR:
         assert "has no compiled _core: timing the installed fastmp" in proc.stderr
+
+
+@pytest.mark.skipif(not os.path.isdir(BENCHMARKS), reason="no benchmarks/ beside tests/")
+def test_benchmark_script_chooses_in_its_group_only(tmp_path):
+    script = os.path.join(BENCHMARKS, "bench_sync.py")
+    proc = _run([script, "--only", "queue"], cwd=tmp_path, timeout=60)
+    assert proc.returncode == 2 and "no workload matches 'queue'" in proc.stderr
+    assert proc.stderr.startswith("usage: python benchmarks/bench_sync.py ")
+
+
+def test_libs_times_only_the_named_libraries(tmp_path):
+    out = tmp_path / "stdlib.json"
+    proc = _run(["-m", "fastmp.bench", "--quick", "--only", "lock-with,queue-throughput",
+                 "--libs", "multiprocessing", "--json", str(out)], cwd=tmp_path, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    data = json.loads(out.read_text())
+    assert [lib["name"] for lib in data["libs"]] == ["multiprocessing"]
+    for row in data["results"]:
+        assert set(row["rates"]) == {"multiprocessing"}, row["workload"]
+        assert len(row["rates"]["multiprocessing"]) == data["rounds"]
+        assert row["ratio"] == {} and row["spread"] == {} and row["peers"] == []
+        assert row["fastmp_part"] == bench.C_PART, row["workload"]
+    assert "lock-with" in proc.stdout and "fastmp/stdlib" in proc.stdout
+
+
+@pytest.mark.parametrize("libs, message", [
+    ("multiprocessing,nolib", "unknown library 'nolib'"),
+    ("fastmp,fastmp", "names a library twice"),
+    (",", "names no library"),
+])
+def test_libs_refuses_bad_names(libs, message, tmp_path):
+    proc = _run(["-m", "fastmp.bench", "--only", "lock", "--libs", libs], cwd=tmp_path,
+                timeout=60)
+    assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+    assert proc.stdout == ""
+
+
+def test_libs_naming_an_absent_peer_is_an_error(tmp_path):
+    """A peer that is not installed is reported absent by default, but when --libs names it,
+    the run stops before timing anything (exit 2), saying how to install it."""
+    absent = [name for name in bench.PEERS if bench.load_peer(name).module is None]
+    if not absent:
+        pytest.skip("every peer is installed here")
+    proc = _run(["-m", "fastmp.bench", "--only", "queue-throughput,pool-map",
+                 "--libs", "multiprocessing," + absent[0]], cwd=tmp_path, timeout=60)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert f"error: {absent[0]} is not usable here" in proc.stderr
+    assert f"pip install {bench.PEERS[absent[0]][1]}" in proc.stderr
+    assert proc.stdout == ""
+
+
+def _stub_names(path):
+    with open(path) as f:
+        tree = ast.parse(f.read())
+    names = []
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            names.append(node.name)
+        elif isinstance(node, ast.AnnAssign):
+            names.append(node.target.id)
+    return names
+
+
+def test_stub_matches_the_package():
+    """fastmp/bench/__init__.pyi (shipped with the package) declares only names the package
+    has, and every public function and class of it, every name of __all__."""
+    stub = os.path.join(FASTMP_DIR, "bench", "__init__.pyi")
+    names = set(_stub_names(stub))
+    assert sorted(n for n in names if not hasattr(bench, n)) == []
+    public = {n for n, v in vars(bench).items() if not n.startswith("_")
+              and (inspect.isfunction(v) or inspect.isclass(v))}
+    assert sorted(public - names) == []
+    assert sorted(set(bench.__all__) - names) == []
