@@ -95,6 +95,39 @@ def procs():
                 p.join(5)
 
 
+# ---------------------------------------------------------------- helpers the test files share
+
+def is_fastmp(ctx):
+    """Whether a context (or a module) is fastmp's rather than the stdlib's."""
+    module = ctx.__name__ if isinstance(ctx, type(os)) else type(ctx).__module__
+    return module.startswith("fastmp")
+
+
+def start(procs, ctx, target, *args):
+    """Start ctx.Process(target, args) and add it to `procs` (the fixture reaps it)."""
+    p = ctx.Process(target=target, args=args)
+    p.start()
+    procs.append(p)
+    return p
+
+
+def join_ok(p, expected=0, timeout=60.0):
+    """Join a child that should end within `timeout` with exit code `expected`."""
+    p.join(timeout)
+    assert p.exitcode is not None, "child did not end"
+    assert p.exitcode == expected
+
+
+def shm_gone_within(names, seconds):
+    """Wait until none of `names` is in /dev/shm any more; what is left after `seconds`."""
+    deadline = time.monotonic() + seconds
+    while True:
+        left = names & shm_entries()
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.05)
+
+
 # ---------------------------------------------------------------- /dev/shm hygiene
 
 def shm_entries():

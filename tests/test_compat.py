@@ -25,7 +25,7 @@ import time
 
 import pytest
 
-from conftest import load_impl, shm_entries
+from conftest import load_impl, shm_entries, shm_gone_within
 
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 WAIT = 60.0
@@ -246,13 +246,6 @@ def test_pool_with_block_large_arguments_in_flight(mp, tmp_path):
 TRACKER_SCRIPT = os.path.join(TESTS_DIR, "_compat_tracker_script.py")
 
 
-def _gone_within(names, seconds):
-    deadline = time.monotonic() + seconds
-    while True:
-        left = names & shm_entries()
-        if not left or time.monotonic() > deadline:
-            return left
-        time.sleep(0.05)
 
 
 @pytest.mark.parametrize("end", ["exit", "kill"])
@@ -287,7 +280,7 @@ def test_fastmp_relaunched_tracker_still_cleans_up(end, tmp_path):
     assert len(names) >= 5, lines        # arena, huge block, ring, spilled item, ... per round
     # the tracker (the relaunched one) unlinks what a killed program left; a normal exit
     # leaves nothing for it to do, so it reports no leak
-    assert _gone_within(names, 15) == set()
+    assert shm_gone_within(names, 15) == set()
     if end == "exit":
         assert lines[-1] == "DONE", lines
         assert [ln for ln in lines if not ln.startswith("SHM ") and ln != "DONE"] == []

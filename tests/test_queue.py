@@ -13,20 +13,9 @@ import time
 import pytest
 
 import _queue_targets as targets
-from conftest import shm_entries
+from conftest import shm_entries, start
 
 WAIT = 30.0
-
-
-def is_fastmp(ctx):
-    return type(ctx).__module__.startswith("fastmp")
-
-
-def start(procs, ctx, target, *args):
-    p = ctx.Process(target=target, args=args)
-    p.start()
-    procs.append(p)
-    return p
 
 
 def close(q):

@@ -16,7 +16,7 @@ import pytest
 
 import _sharedctypes_targets as targets
 from _sharedctypes_targets import Point
-from conftest import load_impl, shm_entries
+from conftest import join_ok, load_impl, shm_entries, shm_gone_within, start
 
 JOIN = 60.0
 
@@ -38,19 +38,6 @@ TYPECODES = {
     'd': (ctypes.c_double, 1 / 3, -1e300),
 }
 INTEGER_CODES = "bBhHiIlLqQ"
-
-
-def start(procs, ctx, target, *args):
-    p = ctx.Process(target=target, args=args)
-    p.start()
-    procs.append(p)
-    return p
-
-
-def join_ok(p, expected=targets.OK):
-    p.join(JOIN)
-    assert p.exitcode is not None, "child did not end"
-    assert p.exitcode == expected
 
 
 def sharedctypes_of(ctx):
@@ -757,14 +744,6 @@ def _run_script(mode, out_path):
                                 stdin=subprocess.DEVNULL, env=env, cwd=here)
 
 
-def _gone_within(names, seconds):
-    import time
-    deadline = time.monotonic() + seconds
-    while names & shm_entries() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return names & shm_entries()
-
-
 @pytest.mark.timeout(120)
 def test_fastmp_huge_segments_clean_after_normal_exit(tmp_path):
     out = tmp_path / "out.txt"
@@ -780,7 +759,7 @@ def test_fastmp_huge_segments_clean_after_normal_exit(tmp_path):
     assert rc == 0 and lines[-1] == "DONE", text
     names = {ln.split()[1] for ln in lines if ln.startswith("SHM ")}
     assert len(names) == 3, text                  # one arena, two huge segments
-    assert _gone_within(names, 5.0) == set()
+    assert shm_gone_within(names, 5.0) == set()
     # the tracker was told of the early unlink: it has nothing to warn about
     assert "leaked" not in text and "Traceback" not in text, text
 
@@ -806,4 +785,4 @@ def test_fastmp_huge_segments_clean_after_sigkill(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert _gone_within(names, 5.0) == set()     # the resource tracker unlinked them
+    assert shm_gone_within(names, 5.0) == set()     # the resource tracker unlinked them

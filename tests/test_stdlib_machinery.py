@@ -14,7 +14,6 @@ import multiprocessing.queues
 import multiprocessing.synchronize
 import os
 import queue
-import signal
 import socket
 import sys
 import threading
@@ -24,19 +23,9 @@ from multiprocessing import connection
 import pytest
 
 import _machinery_targets as targets
+from conftest import is_fastmp, start
 
 WAIT = 30.0
-
-
-def is_fastmp(ctx):
-    return type(ctx).__module__.startswith("fastmp")
-
-
-def start(procs, ctx, target, *args):
-    p = ctx.Process(target=target, args=args)
-    p.start()
-    procs.append(p)
-    return p
 
 
 # ---------------------------------------------------------------- concurrent.futures

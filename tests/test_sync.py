@@ -15,24 +15,12 @@ import time
 import pytest
 
 import _sync_targets as targets
+from conftest import join_ok, start
 
 JOIN = 30.0          # generous bound for a child that should end
 SHORT = 0.1          # a timeout that is meant to expire
 SLACK = 0.09         # a timed wait of SHORT must take at least this (clock granularity)
 LATE = 2.0           # ... and at most this
-
-
-def start(procs, ctx, target, *args):
-    p = ctx.Process(target=target, args=args)
-    p.start()
-    procs.append(p)
-    return p
-
-
-def join_ok(p, expected=targets.OK):
-    p.join(JOIN)
-    assert p.exitcode is not None, "child did not end"
-    assert p.exitcode == expected
 
 
 def timed(fn, *args, **kwargs):

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import load_impl, shm_entries, shm_mapped_by_live_processes
+from conftest import load_impl, shm_entries, shm_gone_within, shm_mapped_by_live_processes
 
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 SCRIPT = os.path.join(TESTS_DIR, "_sync_shm_script.py")
@@ -38,13 +38,6 @@ def reported(out_path):
     return {ln.split(None, 1)[1] for ln in lines(out_path) if ln.startswith("SHM ")}
 
 
-def gone_within(names, seconds):
-    deadline = time.monotonic() + seconds
-    while True:
-        left = names & shm_entries()
-        if not left or time.monotonic() > deadline:
-            return left
-        time.sleep(0.05)
 
 
 @pytest.mark.timeout(120)
@@ -63,7 +56,7 @@ def test_no_shm_left_after_normal_exit(tmp_path):
     assert lines(out)[-1] == "DONE", text
     names = reported(out)
     assert names, "fastmp mapped no fastmp-* segment at all:\n" + text
-    assert gone_within(names, 2.0) == set()
+    assert shm_gone_within(names, 2.0) == set()
     new = shm_entries() - before - shm_mapped_by_live_processes()
     assert new == set()
 
@@ -87,5 +80,5 @@ def test_no_shm_left_after_sigkill(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    left = gone_within(names, 5.0)
+    left = shm_gone_within(names, 5.0)
     assert left == set(), f"still in /dev/shm 5 s after SIGKILL: {sorted(left)}"

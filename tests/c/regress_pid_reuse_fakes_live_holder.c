@@ -45,6 +45,23 @@ set_next_pid(pid_t pid)
     return w == n ? 0 : -1;
 }
 
+/* Once `dead` is reaped: fork an unrelated live process that gets its pid.
+ * Returns the new process's pid (!= dead when the pid did not come round:
+ * the caller skips), or -1 when ns_last_pid cannot be set. */
+static pid_t
+fork_reuser(pid_t dead)
+{
+    fmt_sleep_ms(30);   /* a few clock ticks: the start times differ */
+    if (set_next_pid(dead) < 0)
+        return -1;
+    pid_t reuser = fork();
+    if (reuser == 0) {
+        fmt_sleep_ms(20000);
+        _exit(0);
+    }
+    return reuser;
+}
+
 /* In the namespace (we are its init): a child takes the mutex (or a unit
  * of the semaphore) and dies holding it; a new process gets its pid and
  * lives; then this process must recover what the dead one held.  Returns 0
@@ -66,16 +83,9 @@ reuse_then_recover(struct shared *sh, int sem)
     uint64_t seen = fm_boot_ticks();
     if (fmt_reap(holder) != 0)
         return 3;
-    fmt_sleep_ms(30);   /* a few clock ticks: the start times differ */
-    if (set_next_pid(holder) < 0)
-        return SKIP;
-    pid_t reuser = fork();
+    pid_t reuser = fork_reuser(holder);
     if (reuser < 0)
-        return 2;
-    if (reuser == 0) {
-        fmt_sleep_ms(20000);                /* an unrelated live process */
-        _exit(0);
-    }
+        return SKIP;
     int rc;
     if (reuser != holder) {
         rc = SKIP;
@@ -161,16 +171,9 @@ ring_reuse_then_skip(struct ring_shared *rs)
         return 10 + st;
     kill(holder, SIGKILL);
     fmt_reap(holder);
-    fmt_sleep_ms(30);   /* a few clock ticks: the start times differ */
-    if (set_next_pid(holder) < 0)
-        return SKIP;
-    pid_t reuser = fork();
+    pid_t reuser = fork_reuser(holder);
     if (reuser < 0)
-        return 2;
-    if (reuser == 0) {
-        fmt_sleep_ms(20000);                /* an unrelated live process */
-        _exit(0);
-    }
+        return SKIP;
     int rc;
     if (reuser != holder) {
         rc = SKIP;
