@@ -39,10 +39,9 @@ MAX_EXPECTED = 10
 PASS = ("pass", "xfail")
 
 
-def load_expected(path):
-    """{(method, test id): reason}; method None for every method.  Raises ValueError."""
-    entries = {}
-    count = 0
+def expected_lines(path):
+    """(line number, spec, reason) for each entry of an expected file: `spec  # reason`, blank
+    lines and comment lines skipped.  Raises ValueError on a line with no reason."""
     with open(path, encoding="utf-8") as f:
         for lineno, raw in enumerate(f, 1):
             line = raw.strip()
@@ -52,20 +51,28 @@ def load_expected(path):
             spec, reason = spec.strip(), reason.strip()
             if not sep or not reason:
                 raise ValueError("%s:%d: no reason after '#': %r" % (path, lineno, line))
-            methods = [None]
-            if ":" in spec:
-                prefix, spec = spec.split(":", 1)
-                methods = [m.strip() for m in prefix.split(",")]
-                bad = [m for m in methods if m not in run_suite.METHODS]
-                if bad:
-                    raise ValueError("%s:%d: unknown start method %r" % (path, lineno, bad))
-            if not spec or " " in spec:
-                raise ValueError("%s:%d: not a test id: %r" % (path, lineno, spec))
-            count += 1
-            for m in methods:
-                if (m, spec) in entries:
-                    raise ValueError("%s:%d: %s listed twice" % (path, lineno, spec))
-                entries[(m, spec)] = reason
+            yield lineno, spec, reason
+
+
+def load_expected(path):
+    """{(method, test id): reason}; method None for every method.  Raises ValueError."""
+    entries = {}
+    count = 0
+    for lineno, spec, reason in expected_lines(path):
+        methods = [None]
+        if ":" in spec:
+            prefix, spec = spec.split(":", 1)
+            methods = [m.strip() for m in prefix.split(",")]
+            bad = [m for m in methods if m not in run_suite.METHODS]
+            if bad:
+                raise ValueError("%s:%d: unknown start method %r" % (path, lineno, bad))
+        if not spec or " " in spec:
+            raise ValueError("%s:%d: not a test id: %r" % (path, lineno, spec))
+        count += 1
+        for m in methods:
+            if (m, spec) in entries:
+                raise ValueError("%s:%d: %s listed twice" % (path, lineno, spec))
+            entries[(m, spec)] = reason
     if count > MAX_EXPECTED:
         raise ValueError("%s: %d entries; the target is at most %d" % (path, count, MAX_EXPECTED))
     return entries

@@ -47,6 +47,9 @@ import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from compare import expected_lines  # noqa: E402  (the expected-file format both share)
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 METHODS = ("fork", "spawn", "forkserver")
 LIBS = ("multiprocessing", "fastmp")
@@ -278,21 +281,14 @@ def generic(tid):
 
 
 def load_expected(path):
+    """{test id: reason}, read as compare.py reads its own expected file."""
     entries = {}
-    with open(path, encoding="utf-8") as f:
-        for lineno, raw in enumerate(f, 1):
-            line = raw.strip()
-            if not line or line.startswith("#"):
-                continue
-            spec, sep, reason = line.partition("#")
-            spec, reason = spec.strip(), reason.strip()
-            if not sep or not reason:
-                raise ValueError("%s:%d: no reason after '#'" % (path, lineno))
-            if not spec or " " in spec:
-                raise ValueError("%s:%d: not a test id: %r" % (path, lineno, spec))
-            if spec in entries:
-                raise ValueError("%s:%d: %s listed twice" % (path, lineno, spec))
-            entries[spec] = reason
+    for lineno, spec, reason in expected_lines(path):
+        if not spec or " " in spec:
+            raise ValueError("%s:%d: not a test id: %r" % (path, lineno, spec))
+        if spec in entries:
+            raise ValueError("%s:%d: %s listed twice" % (path, lineno, spec))
+        entries[spec] = reason
     if len(entries) > MAX_EXPECTED:
         raise ValueError("%s: %d entries; at most %d" % (path, len(entries), MAX_EXPECTED))
     return entries
