@@ -9,8 +9,18 @@ Environment switches (msgspec-style), all off by default:
 import glob
 import os
 import platform
+import sys
 
+import setuptools
 from setuptools import Extension, setup
+
+# pyproject.toml's `license = "MIT"` (an SPDX expression) is read from setuptools 77 on; older
+# ones reject the file with a schema dump.  `pip install .` and `python -m build` fetch a recent
+# one themselves (pyproject's build-system.requires); a direct `python setup.py ...` uses
+# whatever is installed, so say what to do.
+if int(setuptools.__version__.split(".")[0]) < 77:
+    sys.exit(f"fastmp needs setuptools>=77 to build (found {setuptools.__version__}): "
+             "pip install -U 'setuptools>=77', or build with pip install . / python -m build")
 
 
 def _flag(name):
