@@ -15,7 +15,9 @@
  *     librt.so.1, which setup.py names as needed libraries so that they are loaded there.
  *   - fstat and getrandom go straight to the kernel through syscall(2) (glibc's struct stat is
  *     the kernel's on both architectures); getrandom falls back to /dev/urandom on kernels
- *     older than 3.17, which lack the system call.
+ *     older than 3.17, which lack the system call.  So that the same code builds against old
+ *     glibc headers (manylinux2014's, 2.17), <sys/random.h> is included only where it exists,
+ *     and SYS_getrandom and O_TMPFILE get their values where the headers lack them.
  * The oldest symbol left is then clock_gettime@GLIBC_2.17: wheels get the manylinux2014 tag
  * (manylinux_2_17).  musl has no symbol versions and is left alone.
  *
@@ -68,6 +70,13 @@ FM_GLIBC_OLD(shm_unlink);
 #endif
 
 #undef FM_GLIBC_OLD
+
+/* glibc 2.19 named O_TMPFILE; manylinux2014's 2.17 headers may not.  The value is the kernel's
+ * on both architectures; a kernel without it (before 3.11) refuses the open with EISDIR, which
+ * csrc/core/shm.c answers by naming the segment first. */
+#ifndef O_TMPFILE
+#define O_TMPFILE (020000000 | O_DIRECTORY)
+#endif
 
 static inline int
 fm_compat_fstat(int fd, struct stat *sb)
