@@ -93,3 +93,63 @@ def test_core_needs_no_glibc_newer_than_manylinux2014():
 def test_core_loads_the_libraries_old_glibc_keeps_pthread_and_shm_in():
     needed = set(re.findall(r"^\s*NEEDED\s+(\S+)$", _elf_dump("-p"), re.M))
     assert NEEDED_FOR_OLD_GLIBC <= needed
+
+
+# A kernel older than 3.17 has no getrandom system call: the segment names fastmp draws must
+# then come from /dev/urandom.  A seccomp filter makes the call fail with ENOSYS, as there.
+_ENOSYS_PROGRAM = r"""
+#include "glibc_compat.h"
+#include "futex.h"
+#include "status.h"
+
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/prctl.h>
+
+int
+main(void)
+{
+    struct sock_filter f[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_getrandom, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ENOSYS),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    };
+    struct sock_fprog prog = {sizeof f / sizeof f[0], f};
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
+            || prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) != 0) {
+        perror("seccomp");
+        return 2;
+    }
+    char raw[4];
+    long n = syscall(SYS_getrandom, raw, sizeof raw, 0);
+    printf("getrandom %ld %d\n", n, n < 0 ? errno : 0);
+    char a[33] = "", b[33] = "";
+    int st_a = fm_random_hex(a, 16), st_b = fm_random_hex(b, 16);
+    printf("random_hex %d %d %zu %d\n", st_a, st_b, strlen(a), strcmp(a, b) != 0);
+    return 0;
+}
+"""
+
+
+def test_random_names_without_the_getrandom_system_call(tmp_path):
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc" \
+            or platform.machine() not in ("x86_64", "aarch64"):
+        pytest.skip("the fallback is glibc_compat.h's, for glibc on x86_64 and aarch64")
+    core = os.path.join(ROOT, "csrc", "core")
+    gcc = shutil.which("gcc")
+    if gcc is None or not os.path.isdir(core):
+        pytest.skip("needs gcc and the C sources")
+    src = tmp_path / "enosys.c"
+    src.write_text(_ENOSYS_PROGRAM)
+    exe = tmp_path / "enosys"
+    sources = sorted(os.path.join(core, f) for f in os.listdir(core) if f.endswith(".c"))
+    subprocess.run([gcc, "-std=c11", "-D_GNU_SOURCE", "-O1", "-I", core, str(src), *sources,
+                    "-o", str(exe), "-pthread", "-lrt"], check=True, timeout=300)
+    out = subprocess.run([str(exe)], capture_output=True, text=True, timeout=60)
+    import errno
+    assert (out.returncode, out.stdout) == (
+        0, f"getrandom -1 {errno.ENOSYS}\nrandom_hex 0 0 32 1\n")

@@ -18,7 +18,7 @@
  *     older than 3.17, which lack the system call.  So that the same code builds against old
  *     glibc headers (manylinux2014's, 2.17), <sys/random.h> is included only where it exists,
  *     and SYS_getrandom and O_TMPFILE get their values where the headers lack them.
- * The oldest symbol left is then clock_gettime@GLIBC_2.17: wheels get the manylinux2014 tag
+ * The newest symbol version left is then clock_gettime@GLIBC_2.17: wheels get the manylinux2014 tag
  * (manylinux_2_17).  musl has no symbol versions and is left alone.
  *
  * Include it before the first call of any of these functions, after Python.h where that is
