@@ -8,8 +8,19 @@ Environment switches (msgspec-style), all off by default:
 """
 import glob
 import os
+import platform
+import sys
 
+import setuptools
 from setuptools import Extension, setup
+
+# pyproject.toml's `license = "MIT"` (an SPDX expression) is read from setuptools 77 on; older
+# ones reject the file with a schema dump.  `pip install .` and `python -m build` fetch a recent
+# one themselves (pyproject's build-system.requires); a direct `python setup.py ...` uses
+# whatever is installed, so say what to do.
+if int(setuptools.__version__.split(".")[0]) < 77:
+    sys.exit(f"fastmp needs setuptools>=77 to build (found {setuptools.__version__}): "
+             "pip install -U 'setuptools>=77', or build with pip install . / python -m build")
 
 
 def _flag(name):
@@ -20,6 +31,13 @@ extra_compile_args = ["-std=c11", "-Wall", "-Wextra", "-Wno-missing-field-initia
                       "-D_GNU_SOURCE", "-fvisibility=hidden"]
 extra_link_args = []
 undef_macros = []
+
+# csrc/core/glibc_compat.h binds the functions glibc 2.32-2.34 moved into libc.so.6 to their
+# old symbol versions, which older glibc defines in libpthread.so.0 and librt.so.1: name those
+# as needed libraries, even where (glibc >= 2.34) they are empty and -lpthread -lrt add nothing.
+if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+    extra_link_args += ["-Wl,--push-state,--no-as-needed", "-l:libpthread.so.0", "-l:librt.so.1",
+                        "-Wl,--pop-state"]
 
 if _flag("FASTMP_STRICT"):
     extra_compile_args.append("-Werror")

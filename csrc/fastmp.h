@@ -9,6 +9,7 @@
 
 #include "core/atomics.h"
 #include "core/futex.h"
+#include "core/glibc_compat.h"
 #include "core/prims.h"
 #include "core/shm.h"
 #include "core/status.h"

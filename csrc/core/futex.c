@@ -10,7 +10,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/random.h>
+#include "glibc_compat.h"
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>

@@ -14,6 +14,8 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
+#include "glibc_compat.h"
+
 #include "futex.h"
 
 
