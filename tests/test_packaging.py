@@ -31,6 +31,8 @@ def _installed_distribution():
         dist = importlib.metadata.distribution("fastmp")
     except importlib.metadata.PackageNotFoundError:
         return None
+    if os.path.exists(os.path.join(str(dist.locate_file("")), "setup.py")):
+        return None     # a checkout's own egg-info (an in-place build), as stale as its last build
     init = os.path.realpath(fastmp.__file__)
     for f in dist.files or ():
         if str(f).replace(os.sep, "/") == "fastmp/__init__.py":
