@@ -40,7 +40,6 @@ import pickle
 import sys
 import threading
 import time
-import types
 from concurrent.futures import (  # noqa: F401  (re-exported for convenience)
     ALL_COMPLETED, FIRST_COMPLETED, FIRST_EXCEPTION, CancelledError, Executor, Future,
     InvalidStateError, TimeoutError, as_completed, wait,
@@ -51,7 +50,8 @@ from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import util
 
 from . import _core
-from . import pool as _pool
+from . import _dispatcher as _disp
+from ._pickling import dump_cached
 
 __all__ = ['ProcessPoolExecutor', 'BrokenProcessPool']
 
@@ -165,7 +165,7 @@ class _ChannelFuture(Future):
         if ch is None or self.done():
             return timeout
         t0 = time.monotonic()
-        if not _pool._wait_on_channel(ch, self.done, timeout):
+        if not _disp.wait_on_channel(ch, self.done, timeout):
             self._fm_channel = None
         if timeout is None:
             return None
@@ -188,12 +188,12 @@ def _from_worker(exc):
             and isinstance(cause.__cause__, _cf_process._RemoteTraceback))
 
 
-class _FutureJob(_pool._ItemwiseRuns):
+class _FutureJob(_disp.ItemwiseRuns):
     """A dispatcher job whose tasks' outcomes go to futures (one per task index)."""
     __slots__ = ("_job", "_futures", "_cache", "_left", "_dispatcher", "_windowed", "_posted")
 
     def __init__(self, dispatcher, futures, windowed):
-        self._job = _pool._next_job()
+        self._job = _disp.next_job()
         self._futures = futures
         self._dispatcher = dispatcher
         self._cache = dispatcher.cache
@@ -256,13 +256,15 @@ class _FutureJob(_pool._ItemwiseRuns):
             self._set(i, (False, exc))
 
 
-class _ExecutorDispatcher(_pool._Dispatcher):
-    """The Pool's dispatcher with the executor's window of handed-over calls, its workers
+class _ExecutorDispatcher(_disp.Dispatcher):
+    """The channel dispatcher with the executor's window of handed-over calls, its workers
     started on demand, and its reaction to a lost worker: the whole executor is broken, as
     the stdlib's is.
 
     Locks: xlock (the executor's _shutdown_lock) guards the window (inflight, pending, idle);
     when both are taken, xlock comes first, then self.lock."""
+
+    worker_target = staticmethod(_worker_bootstrap)
 
     def __init__(self, *args, shutdown_lock):
         super().__init__(*args)
@@ -273,22 +275,10 @@ class _ExecutorDispatcher(_pool._Dispatcher):
         self.idle = 0                   # results received minus tasks given (the stdlib's
         #                                 _idle_worker_semaphore)
 
-    def start_worker(self, slot):
-        ch = self.channel
-        ch.set_slot(slot, 0, _pool._SLOT_STARTING)
-        p = self.make_process(target=_worker_bootstrap,
-                              args=(self.name, slot, self.initializer, self.initargs,
-                                    self.maxtasks))
-        p.daemon = True
-        p.start()
-        ch.set_slot(slot, getattr(p, "pid", None) or 0, None)
-        self.workers[slot] = p
-        self.pool.append(p)
-
     def start_one(self):
         """Start a worker in a free slot, if any (xlock held)."""
         with self.lock:
-            if self.broken is not None or self.state != _pool.RUN:
+            if self.broken is not None or self.state != _disp.RUN:
                 return
             for slot, p in enumerate(self.workers):
                 if p is None:
@@ -350,6 +340,9 @@ class _ExecutorDispatcher(_pool._Dispatcher):
     def worker_lost(self, p, state, job, first, count):
         self.break_executor(BrokenProcessPool(_BROKEN_FUTURE))
         return False
+
+    def fail_everything(self, job, exc):
+        job._fail_held(0, len(job._futures), exc)
 
     def init_failed(self, slot, exc):
         err = BrokenProcessPool(_BROKEN_FUTURE)
@@ -418,7 +411,7 @@ class _Manager:
 
 def _executor_exit(dispatcher):
     """Let pending work finish, as the stdlib's executor does, then stop the workers."""
-    if dispatcher.broken is not None or dispatcher.state == _pool.TERMINATE:
+    if dispatcher.broken is not None or dispatcher.state == _disp.TERMINATE:
         dispatcher.terminate()
         return
     dispatcher.close()
@@ -559,18 +552,7 @@ class ProcessPoolExecutor(Executor):
         """The pickle of wrapper(fn) (of fn, wrapper None); remembered for plain
         functions."""
         cache = self._fn_cache if wrapper is not None else self._raw_fn_cache
-        cacheable = isinstance(fn, (types.FunctionType, types.BuiltinFunctionType))
-        if cacheable:
-            try:
-                return cache[fn]
-            except (KeyError, TypeError):
-                pass
-        data, by_pickle = _pool._dump_function(fn if wrapper is None else wrapper(fn))
-        if cacheable and by_pickle:
-            if len(cache) > 256:
-                cache.clear()
-            cache[fn] = data
-        return data
+        return dump_cached(cache, fn, wrapper)
 
     def submit(self, fn, /, *args, **kwargs):
         """Run fn(*args, **kwargs) in a worker; return a Future."""
@@ -586,9 +568,9 @@ class ProcessPoolExecutor(Executor):
                 job._set(0, (False, exc))
                 return f
             if kwargs:
-                d.enqueue(f, job, _pool._APPLY_KW, fdata, [(args, kwargs)])
+                d.enqueue(f, job, _disp.APPLY_KW, fdata, [(args, kwargs)])
             else:
-                d.enqueue(f, job, _pool._APPLY, fdata, [args])
+                d.enqueue(f, job, _disp.APPLY, fdata, [args])
             return f
     submit.__doc__ = Executor.submit.__doc__
 
@@ -624,7 +606,7 @@ class ProcessPoolExecutor(Executor):
                 else:
                     for f in futures:
                         f._state = _RUNNING
-                    d.submit(job, _pool._STARMAP, fdata, chunks)
+                    d.submit(job, _disp.STARMAP, fdata, chunks)
         del chunks
 
         def result_iterator():
