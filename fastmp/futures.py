@@ -24,6 +24,8 @@ What the stdlib's executor does, this one does too:
 * map() goes through submit() when submit is overridden (a subclass, or a patched
   instance, as progress bars do); otherwise it posts its chunks to the workers at once (one
   job, fastmp's fast path) and, like the stdlib's, keeps no reference to results it yielded.
+  map(..., buffersize=n) is Python 3.14's on every version: the input is read lazily, at
+  most n chunks ahead of the consumer, each chunk posted as a job of its own.
 
 Where fastmp differs on purpose: a task whose arguments cannot be pickled fails its own
 future with the pickling error at submit() (the stdlib's does too, through its feeder
@@ -40,6 +42,7 @@ import pickle
 import sys
 import threading
 import time
+import weakref
 from concurrent.futures import (  # noqa: F401  (re-exported for convenience)
     ALL_COMPLETED, FIRST_COMPLETED, FIRST_EXCEPTION, CancelledError, Executor, Future,
     InvalidStateError, TimeoutError, as_completed, wait,
@@ -578,11 +581,22 @@ class ProcessPoolExecutor(Executor):
         return (type(self).submit is not ProcessPoolExecutor.submit
                 or "submit" in self.__dict__)
 
-    def map(self, fn, *iterables, timeout=None, chunksize=1):
+    def map(self, fn, *iterables, timeout=None, chunksize=1, buffersize=None):
         """Like map(fn, *iterables), the calls made in the workers, chunksize at a time;
-        results in order, each waited for until `timeout` seconds after this call."""
+        results in order, each waited for until `timeout` seconds after this call.
+
+        buffersize (Python 3.14's, on every version): None reads the whole input at once;
+        an int n >= 1 reads it lazily, keeping at most n chunks handed to the workers whose
+        results the returned iterator has not yet yielded (n + 1 while it waits for one).
+        The first n chunks are read and handed over here, one more at each chunk the
+        iterator moves to; an exception raised by the input comes out of this call or of
+        the iterator's next(), where the input was read.  Dropping the iterator reads no
+        more input."""
         if chunksize < 1:
             raise ValueError("chunksize must be >= 1.")
+        _disp.check_buffersize(buffersize)
+        if buffersize is not None:
+            return self._map_buffered(fn, iterables, timeout, chunksize, buffersize)
         if self._submit_overridden():
             # through submit(), one call per chunk, as the stdlib's
             results = super().map(_cf_process.partial(_cf_process._process_chunk, fn),
@@ -629,6 +643,46 @@ class ProcessPoolExecutor(Executor):
 
         return result_iterator()
 
+    def _map_buffered(self, fn, iterables, timeout, chunksize, buffersize):
+        """map() with a buffersize: each chunk a job of its own, handed to the workers as
+        the consumer goes (through submit() when it is overridden)."""
+        if self._submit_overridden():
+            call = _cf_process.partial(_cf_process._process_chunk, fn)
+
+            def post(executor, chunk):
+                return executor.submit(call, chunk)
+        else:
+            try:
+                fdata = self._dump(fn, None)
+            except Exception as exc:
+                fdata, error = None, exc
+            else:
+                error = None
+
+            def post(executor, chunk):
+                return executor._post_chunk(fdata, error, chunk)
+        end_time = None if timeout is None else timeout + time.monotonic()
+        chunks = _chunks(zip(*iterables), chunksize)
+        futures = collections.deque(post(self, chunk)
+                                    for chunk in itertools.islice(chunks, buffersize))
+        return _buffered_results(weakref.ref(self), post, chunks, futures, end_time)
+
+    def _post_chunk(self, fdata, error, chunk):
+        """One chunk of a map() handed to the workers as a job of its own (fdata: the
+        function's pickle, or error: why it could not be pickled); its future."""
+        with self._shutdown_lock:
+            self._check_submit()
+            d = self._dispatcher
+            f = _ChannelFuture(d.channel)
+            job = _FutureJob(d, [f], False)
+            if error is not None:
+                job._fail_held(0, 1, error)
+                return f
+            self._start(1)
+            f._state = _RUNNING
+            d.submit(job, _disp.STARMAP, fdata, [chunk])
+        return f
+
     def shutdown(self, wait=True, *, cancel_futures=False):
         """Accept no more work; with cancel_futures, cancel the futures not yet handed to
         the workers; with wait, return once the workers have exited."""
@@ -649,6 +703,37 @@ class ProcessPoolExecutor(Executor):
             else:
                 d.terminate()
     shutdown.__doc__ = Executor.shutdown.__doc__
+
+
+def _buffered_results(executor_ref, post, chunks, futures, end_time):
+    """The results of a map() with a buffersize, in order: before waiting for the oldest
+    chunk's results, the next chunk of the input is read and posted (while the executor
+    lives), so that the chunks handed over stay within the buffer.  The futures left when
+    the iterator ends or is dropped are cancelled (those handed to the workers run)."""
+    try:
+        while futures:
+            executor = executor_ref()
+            if executor is not None:
+                chunk = next(chunks, None)
+                if chunk is not None:
+                    futures.append(post(executor, chunk))
+                del executor, chunk
+            f = futures.popleft()
+            try:
+                if end_time is None:
+                    results = f.result()
+                else:
+                    results = f.result(end_time - time.monotonic())
+            finally:
+                f.cancel()
+                del f
+            # pop the results as they are yielded (no reference kept)
+            results.reverse()
+            results.insert(0, _END)
+            yield from iter(results.pop, _END)
+    finally:
+        for f in futures:
+            f.cancel()
 
 
 def _chunks(it, size):

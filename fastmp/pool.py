@@ -64,7 +64,10 @@ class InitializerError(ProcessError):
 def _encode_failure(kind, exc, value):
     """Called by the C worker loop: pickle a failed call (kind 0: it raised exc) or a result
     that could not be pickled (kind 1: pickling value raised exc)."""
-    err = MaybeEncodingError(exc, value) if kind == 1 else ExceptionWithTraceback(exc, exc.__traceback__)
+    if kind == 1:
+        err = MaybeEncodingError(exc, value)
+    else:
+        err = ExceptionWithTraceback(exc, exc.__traceback__)
     try:
         return pickle.dumps(err, pickle.HIGHEST_PROTOCOL)
     except Exception as e:
@@ -573,7 +576,8 @@ class Pool(_std.Pool):
 
     def starmap(self, func, iterable, chunksize=None, *, progress=False):
         """Like map(), but each item is unpacked into arguments: func(*item)."""
-        return self._map_async(func, iterable, _disp.STARMAP, chunksize, progress=progress).get()
+        return self._map_async(func, iterable, _disp.STARMAP, chunksize,
+                               progress=progress).get()
 
     def map_async(self, func, iterable, chunksize=None, callback=None, error_callback=None,
                   *, progress=False):
@@ -584,8 +588,8 @@ class Pool(_std.Pool):
     def starmap_async(self, func, iterable, chunksize=None, callback=None,
                       error_callback=None, *, progress=False):
         """starmap() returning a MapResult."""
-        return self._map_async(func, iterable, _disp.STARMAP, chunksize, callback, error_callback,
-                               progress)
+        return self._map_async(func, iterable, _disp.STARMAP, chunksize, callback,
+                               error_callback, progress)
 
     def _map_async(self, func, iterable, mode, chunksize=None, callback=None,
                    error_callback=None, progress=False):
