@@ -20,6 +20,7 @@ import time
 from multiprocessing.pool import CLOSE, RUN, TERMINATE     # the pool's states
 
 from . import _core
+from . import _lifecycle  # noqa: F401  (segment tracking, fork and exit hooks)
 from ._pickling import dump_cached, fallback_dumps
 
 __all__ = ()    # private to the package
@@ -63,7 +64,6 @@ def wait_on_channel(channel, done, timeout):
     return True
 
 
-
 class ItemwiseRuns:
     """_set_run() for results that take their tasks' outcomes one _set() at a time."""
     __slots__ = ()
@@ -71,7 +71,6 @@ class ItemwiseRuns:
     def _set_run(self, first, pairs):
         for k, pair in enumerate(pairs):
             self._set(first + k, pair)
-
 
 
 def check_buffersize(buffersize):
