@@ -375,7 +375,6 @@ class IMapUnorderedIterator(IMapIterator, _std.IMapUnorderedIterator):
 
 # --------------------------------------------------------------------------- the dispatcher
 
-
 class _PoolDispatcher(_disp.Dispatcher):
     """The dispatcher of a Pool: a worker that dies fails the tasks it held and is replaced;
     an initializer that raises breaks the pool (every task fails with InitializerError)."""
