@@ -26,6 +26,14 @@ enum fm_kind {
     FM_KIND_QUEUE = 0x51550001,         /* queue.c */
 };
 
+/* queue.c: what a Queue object is, given by its Python class at creation
+ * (exported by the module, module.c, for fastmp.queues). */
+enum fm_queue_kind {
+    FM_QUEUE_KIND_QUEUE = 0,
+    FM_QUEUE_KIND_JOINABLE = 1,
+    FM_QUEUE_KIND_SIMPLE = 2,
+};
+
 /* A process's reference to a shared block.  Live handles are linked in the
  * module state, so that a forked child can take its own references on every
  * block it inherited, and give them back when it exits. */

@@ -4,6 +4,8 @@
 
 #include <errno.h>
 
+#include "pool.h"
+
 fm_state *
 fm_state_of_type(PyTypeObject *tp)
 {
@@ -258,6 +260,35 @@ static PyMethodDef module_methods[] = {
 
 /* ------------------------------------------------------------ lifecycle */
 
+/* The C enums that the Python layer passes to or reads from the core, by
+ * their C names less the FM_ prefix (POOL_ for the pool's). */
+static int
+add_enum_constants(PyObject *module)
+{
+    static const struct { const char *name; int value; } consts[] = {
+        {"POOL_MODE_APPLY", FM_MODE_APPLY},
+        {"POOL_MODE_APPLY_KW", FM_MODE_APPLY_KW},
+        {"POOL_MODE_MAP", FM_MODE_MAP},
+        {"POOL_MODE_STARMAP", FM_MODE_STARMAP},
+        {"POOL_SLOT_FREE", FM_SLOT_FREE},
+        {"POOL_SLOT_STARTING", FM_SLOT_STARTING},
+        {"POOL_SLOT_IDLE", FM_SLOT_IDLE},
+        {"POOL_SLOT_BUSY", FM_SLOT_BUSY},
+        {"POOL_SLOT_INITFAIL", FM_SLOT_INITFAIL},
+        {"POOL_SLOT_EXITED", FM_SLOT_EXITED},
+        {"POOL_TASK_RUN", FM_TASK_RUN},
+        {"POOL_TASK_EXIT", FM_TASK_EXIT},
+        {"QUEUE_KIND_QUEUE", FM_QUEUE_KIND_QUEUE},
+        {"QUEUE_KIND_JOINABLE", FM_QUEUE_KIND_JOINABLE},
+        {"QUEUE_KIND_SIMPLE", FM_QUEUE_KIND_SIMPLE},
+    };
+    for (size_t i = 0; i < sizeof(consts) / sizeof(consts[0]); i++) {
+        if (PyModule_AddIntConstant(module, consts[i].name, consts[i].value) < 0)
+            return -1;
+    }
+    return 0;
+}
+
 static int
 module_exec(PyObject *module)
 {
@@ -290,7 +321,7 @@ module_exec(PyObject *module)
         return -1;
     if (PyModule_AddStringConstant(module, "SHM_PREFIX", FM_SHM_PREFIX + 1) < 0)
         return -1;
-    return 0;
+    return add_enum_constants(module);
 }
 
 static int

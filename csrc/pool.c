@@ -79,22 +79,6 @@
  * this on average (see put_record's `lazy`). */
 #define FM_POOL_LAZY_TASK_NS (20 * 1000LL)
 
-enum fm_slot_state {
-    FM_SLOT_FREE = 0,       /* no worker */
-    FM_SLOT_STARTING = 1,   /* process started, not in the loop yet */
-    FM_SLOT_IDLE = 2,       /* waiting for a task */
-    FM_SLOT_BUSY = 3,       /* holds the batch (job, first, count) */
-    FM_SLOT_INITFAIL = 4,   /* its initializer raised (and it posted why) */
-    FM_SLOT_EXITED = 5,     /* left the loop on purpose (EXIT record, maxtasks) */
-};
-
-enum fm_task_kind { FM_TASK_RUN = 1, FM_TASK_EXIT = 2 };
-enum fm_task_mode {
-    FM_MODE_APPLY = 0,      /* entry: args tuple */
-    FM_MODE_APPLY_KW = 1,   /* entry: (args, kwds) */
-    FM_MODE_MAP = 2,        /* entry: a chunk; f(x) for each */
-    FM_MODE_STARMAP = 3,    /* entry: a chunk; f(*x) for each */
-};
 enum fm_result_kind {
     FM_RES_RESULT = 1,
     FM_RES_INITFAIL = 2,

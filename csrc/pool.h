@@ -5,6 +5,25 @@
 
 #include "fastmp.h"
 
+/* The channel's task modes, worker-slot states and task-record kinds, in
+ * shared memory; the module exports them (module.c) for fastmp.pool. */
+enum fm_slot_state {
+    FM_SLOT_FREE = 0,       /* no worker */
+    FM_SLOT_STARTING = 1,   /* process started, not in the loop yet */
+    FM_SLOT_IDLE = 2,       /* waiting for a task */
+    FM_SLOT_BUSY = 3,       /* holds the batch (job, first, count) */
+    FM_SLOT_INITFAIL = 4,   /* its initializer raised (and it posted why) */
+    FM_SLOT_EXITED = 5,     /* left the loop on purpose (EXIT record, maxtasks) */
+};
+
+enum fm_task_kind { FM_TASK_RUN = 1, FM_TASK_EXIT = 2 };
+enum fm_task_mode {
+    FM_MODE_APPLY = 0,      /* entry: args tuple */
+    FM_MODE_APPLY_KW = 1,   /* entry: (args, kwds) */
+    FM_MODE_MAP = 2,        /* entry: a chunk; f(x) for each */
+    FM_MODE_STARMAP = 3,    /* entry: a chunk; f(*x) for each */
+};
+
 /* pool.c: wait on a PoolChannel until it hands results over, the deadline,
  * or a short slice, collecting in this thread when no other thread does.
  * Returns 1 after a hand-over (to anyone), 0 when nothing came, 2 when the

@@ -65,7 +65,6 @@
  * before */
 #define QUEUE_MAX_PRODUCERS 16
 
-enum { KIND_QUEUE = 0, KIND_JOINABLE = 1, KIND_SIMPLE = 2 };
 enum { REC_INLINE = 'I', REC_SPILL = 'S', REC_PLAIN = 'P' };
 
 typedef struct {
@@ -856,7 +855,7 @@ reconcile_dead(fm_queue_shared *sh, int all)
          * count low already, see fm_put_tally) */
         uint32_t n = (uint32_t)pending;
         given += count_sub(sh, n);
-        if (sh->kind == KIND_JOINABLE) {
+        if (sh->kind == FM_QUEUE_KIND_JOINABLE) {
             /* never below zero (a kill between the count and this word) */
             uint32_t u = atomic_load_explicit(&sh->unfinished, RLX), d;
             do
@@ -1144,7 +1143,7 @@ check_open(FmQueueObject *self)
 {
     if (!self->closed)
         return 0;
-    if (self->kind == KIND_SIMPLE)
+    if (self->kind == FM_QUEUE_KIND_SIMPLE)
         PyErr_SetString(PyExc_OSError, "handle is closed");
     else
         PyErr_Format(PyExc_ValueError, "Queue %R is closed", (PyObject *)self);
@@ -1213,12 +1212,12 @@ put_one(FmQueueObject *self, fm_state *st, PyObject *obj, int block, int64_t dea
         tally_add(t, 1);
         atomic_fetch_add_explicit(&sh->count, 1, SEQ);
     }
-    if (self->kind == KIND_JOINABLE)
+    if (self->kind == FM_QUEUE_KIND_JOINABLE)
         atomic_fetch_add_explicit(&sh->unfinished, 1, SEQ);
     int w = data ? put_pickled(self, st, view.buf, (size_t)view.len, t)
                  : write_item(self, st, obj, plain, t);
     if (w < 0) {
-        if (self->kind == KIND_JOINABLE)
+        if (self->kind == FM_QUEUE_KIND_JOINABLE)
             atomic_fetch_sub_explicit(&sh->unfinished, 1, SEQ);
         count_taken(self, 1);
         tally_add(t, -1);
@@ -1771,7 +1770,7 @@ Queue_qsize(FmQueueObject *self, PyObject *Py_UNUSED(ignored))
 static PyObject *
 Queue_empty(FmQueueObject *self, PyObject *Py_UNUSED(ignored))
 {
-    if (self->kind == KIND_SIMPLE && check_open(self) < 0)
+    if (self->kind == FM_QUEUE_KIND_SIMPLE && check_open(self) < 0)
         return NULL;
     int32_t c = count_now(self);
     return PyBool_FromLong(c <= 0);
@@ -2125,11 +2124,11 @@ Queue_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
     static char *kwlist[] = {"maxsize", "kind", "ctx", NULL};
     PyObject *maxsize_obj = NULL, *ctx = NULL;
-    int kind = KIND_QUEUE;
+    int kind = FM_QUEUE_KIND_QUEUE;
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|O$iO:Queue", kwlist, &maxsize_obj, &kind,
                                      &ctx))
         return NULL;
-    if (kind < KIND_QUEUE || kind > KIND_SIMPLE) {
+    if (kind < FM_QUEUE_KIND_QUEUE || kind > FM_QUEUE_KIND_SIMPLE) {
         PyErr_SetString(PyExc_ValueError, "unknown queue kind");
         return NULL;
     }
@@ -2240,7 +2239,7 @@ Queue_attach(PyObject *type, PyObject *state)
     int kind = PyLong_AsLong(PyTuple_GET_ITEM(state, 2));
     if (kind == -1 && PyErr_Occurred())
         return NULL;
-    if (kind < KIND_QUEUE || kind > KIND_SIMPLE) {
+    if (kind < FM_QUEUE_KIND_QUEUE || kind > FM_QUEUE_KIND_SIMPLE) {
         PyErr_SetString(PyExc_ValueError, "unknown queue kind");
         return NULL;
     }

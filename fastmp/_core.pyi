@@ -4,6 +4,22 @@ from typing import Any, Callable, Dict, List, NoReturn, Optional, Tuple
 
 SEM_VALUE_MAX: int
 SHM_PREFIX: str
+# The C enums the Python layer passes to or reads from the core (fastmp.pool, fastmp.queues).
+POOL_MODE_APPLY: int
+POOL_MODE_APPLY_KW: int
+POOL_MODE_MAP: int
+POOL_MODE_STARMAP: int
+POOL_SLOT_FREE: int
+POOL_SLOT_STARTING: int
+POOL_SLOT_IDLE: int
+POOL_SLOT_BUSY: int
+POOL_SLOT_INITFAIL: int
+POOL_SLOT_EXITED: int
+POOL_TASK_RUN: int
+POOL_TASK_EXIT: int
+QUEUE_KIND_QUEUE: int
+QUEUE_KIND_JOINABLE: int
+QUEUE_KIND_SIMPLE: int
 
 def spin_ns(value: Optional[int] = ..., /) -> int:
     """How long (ns) a blocked call spins before sleeping; set it with a value."""

@@ -24,6 +24,8 @@ What the stdlib's executor does, this one does too:
 * map() goes through submit() when submit is overridden (a subclass, or a patched
   instance, as progress bars do); otherwise it posts its chunks to the workers at once (one
   job, fastmp's fast path) and, like the stdlib's, keeps no reference to results it yielded.
+  map(..., buffersize=n) is Python 3.14's on every version: the input is read lazily, at
+  most n chunks ahead of the consumer, each chunk posted as a job of its own.
 
 Where fastmp differs on purpose: a task whose arguments cannot be pickled fails its own
 future with the pickling error at submit() (the stdlib's does too, through its feeder
@@ -40,7 +42,7 @@ import pickle
 import sys
 import threading
 import time
-import types
+import weakref
 from concurrent.futures import (  # noqa: F401  (re-exported for convenience)
     ALL_COMPLETED, FIRST_COMPLETED, FIRST_EXCEPTION, CancelledError, Executor, Future,
     InvalidStateError, TimeoutError, as_completed, wait,
@@ -51,7 +53,8 @@ from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import util
 
 from . import _core
-from . import pool as _pool
+from . import _dispatcher as _disp
+from ._pickling import dump_cached
 
 __all__ = ['ProcessPoolExecutor', 'BrokenProcessPool']
 
@@ -165,7 +168,7 @@ class _ChannelFuture(Future):
         if ch is None or self.done():
             return timeout
         t0 = time.monotonic()
-        if not _pool._wait_on_channel(ch, self.done, timeout):
+        if not _disp.wait_on_channel(ch, self.done, timeout):
             self._fm_channel = None
         if timeout is None:
             return None
@@ -188,12 +191,12 @@ def _from_worker(exc):
             and isinstance(cause.__cause__, _cf_process._RemoteTraceback))
 
 
-class _FutureJob(_pool._ItemwiseRuns):
+class _FutureJob(_disp.ItemwiseRuns):
     """A dispatcher job whose tasks' outcomes go to futures (one per task index)."""
     __slots__ = ("_job", "_futures", "_cache", "_left", "_dispatcher", "_windowed", "_posted")
 
     def __init__(self, dispatcher, futures, windowed):
-        self._job = _pool._next_job()
+        self._job = _disp.next_job()
         self._futures = futures
         self._dispatcher = dispatcher
         self._cache = dispatcher.cache
@@ -256,13 +259,15 @@ class _FutureJob(_pool._ItemwiseRuns):
             self._set(i, (False, exc))
 
 
-class _ExecutorDispatcher(_pool._Dispatcher):
-    """The Pool's dispatcher with the executor's window of handed-over calls, its workers
+class _ExecutorDispatcher(_disp.Dispatcher):
+    """The channel dispatcher with the executor's window of handed-over calls, its workers
     started on demand, and its reaction to a lost worker: the whole executor is broken, as
     the stdlib's is.
 
     Locks: xlock (the executor's _shutdown_lock) guards the window (inflight, pending, idle);
     when both are taken, xlock comes first, then self.lock."""
+
+    worker_target = staticmethod(_worker_bootstrap)
 
     def __init__(self, *args, shutdown_lock):
         super().__init__(*args)
@@ -273,22 +278,10 @@ class _ExecutorDispatcher(_pool._Dispatcher):
         self.idle = 0                   # results received minus tasks given (the stdlib's
         #                                 _idle_worker_semaphore)
 
-    def start_worker(self, slot):
-        ch = self.channel
-        ch.set_slot(slot, 0, _pool._SLOT_STARTING)
-        p = self.make_process(target=_worker_bootstrap,
-                              args=(self.name, slot, self.initializer, self.initargs,
-                                    self.maxtasks))
-        p.daemon = True
-        p.start()
-        ch.set_slot(slot, getattr(p, "pid", None) or 0, None)
-        self.workers[slot] = p
-        self.pool.append(p)
-
     def start_one(self):
         """Start a worker in a free slot, if any (xlock held)."""
         with self.lock:
-            if self.broken is not None or self.state != _pool.RUN:
+            if self.broken is not None or self.state != _disp.RUN:
                 return
             for slot, p in enumerate(self.workers):
                 if p is None:
@@ -350,6 +343,9 @@ class _ExecutorDispatcher(_pool._Dispatcher):
     def worker_lost(self, p, state, job, first, count):
         self.break_executor(BrokenProcessPool(_BROKEN_FUTURE))
         return False
+
+    def fail_everything(self, job, exc):
+        job._fail_held(0, len(job._futures), exc)
 
     def init_failed(self, slot, exc):
         err = BrokenProcessPool(_BROKEN_FUTURE)
@@ -418,7 +414,7 @@ class _Manager:
 
 def _executor_exit(dispatcher):
     """Let pending work finish, as the stdlib's executor does, then stop the workers."""
-    if dispatcher.broken is not None or dispatcher.state == _pool.TERMINATE:
+    if dispatcher.broken is not None or dispatcher.state == _disp.TERMINATE:
         dispatcher.terminate()
         return
     dispatcher.close()
@@ -559,18 +555,7 @@ class ProcessPoolExecutor(Executor):
         """The pickle of wrapper(fn) (of fn, wrapper None); remembered for plain
         functions."""
         cache = self._fn_cache if wrapper is not None else self._raw_fn_cache
-        cacheable = isinstance(fn, (types.FunctionType, types.BuiltinFunctionType))
-        if cacheable:
-            try:
-                return cache[fn]
-            except (KeyError, TypeError):
-                pass
-        data, by_pickle = _pool._dump_function(fn if wrapper is None else wrapper(fn))
-        if cacheable and by_pickle:
-            if len(cache) > 256:
-                cache.clear()
-            cache[fn] = data
-        return data
+        return dump_cached(cache, fn, wrapper)
 
     def submit(self, fn, /, *args, **kwargs):
         """Run fn(*args, **kwargs) in a worker; return a Future."""
@@ -586,9 +571,9 @@ class ProcessPoolExecutor(Executor):
                 job._set(0, (False, exc))
                 return f
             if kwargs:
-                d.enqueue(f, job, _pool._APPLY_KW, fdata, [(args, kwargs)])
+                d.enqueue(f, job, _disp.APPLY_KW, fdata, [(args, kwargs)])
             else:
-                d.enqueue(f, job, _pool._APPLY, fdata, [args])
+                d.enqueue(f, job, _disp.APPLY, fdata, [args])
             return f
     submit.__doc__ = Executor.submit.__doc__
 
@@ -596,11 +581,22 @@ class ProcessPoolExecutor(Executor):
         return (type(self).submit is not ProcessPoolExecutor.submit
                 or "submit" in self.__dict__)
 
-    def map(self, fn, *iterables, timeout=None, chunksize=1):
+    def map(self, fn, *iterables, timeout=None, chunksize=1, buffersize=None):
         """Like map(fn, *iterables), the calls made in the workers, chunksize at a time;
-        results in order, each waited for until `timeout` seconds after this call."""
+        results in order, each waited for until `timeout` seconds after this call.
+
+        buffersize (Python 3.14's, on every version): None reads the whole input at once;
+        an int n >= 1 reads it lazily, keeping at most n chunks handed to the workers whose
+        results the returned iterator has not yet yielded (n + 1 while it waits for one).
+        The first n chunks are read and handed over here, one more at each chunk the
+        iterator moves to; an exception raised by the input comes out of this call or of
+        the iterator's next(), where the input was read.  Dropping the iterator reads no
+        more input."""
         if chunksize < 1:
             raise ValueError("chunksize must be >= 1.")
+        _disp.check_buffersize(buffersize)
+        if buffersize is not None:
+            return self._map_buffered(fn, iterables, timeout, chunksize, buffersize)
         if self._submit_overridden():
             # through submit(), one call per chunk, as the stdlib's
             results = super().map(_cf_process.partial(_cf_process._process_chunk, fn),
@@ -624,7 +620,7 @@ class ProcessPoolExecutor(Executor):
                 else:
                     for f in futures:
                         f._state = _RUNNING
-                    d.submit(job, _pool._STARMAP, fdata, chunks)
+                    d.submit(job, _disp.STARMAP, fdata, chunks)
         del chunks
 
         def result_iterator():
@@ -647,6 +643,46 @@ class ProcessPoolExecutor(Executor):
 
         return result_iterator()
 
+    def _map_buffered(self, fn, iterables, timeout, chunksize, buffersize):
+        """map() with a buffersize: each chunk a job of its own, handed to the workers as
+        the consumer goes (through submit() when it is overridden)."""
+        if self._submit_overridden():
+            call = _cf_process.partial(_cf_process._process_chunk, fn)
+
+            def post(executor, chunk):
+                return executor.submit(call, chunk)
+        else:
+            try:
+                fdata = self._dump(fn, None)
+            except Exception as exc:
+                fdata, error = None, exc
+            else:
+                error = None
+
+            def post(executor, chunk):
+                return executor._post_chunk(fdata, error, chunk)
+        end_time = None if timeout is None else timeout + time.monotonic()
+        chunks = _chunks(zip(*iterables), chunksize)
+        futures = collections.deque(post(self, chunk)
+                                    for chunk in itertools.islice(chunks, buffersize))
+        return _buffered_results(weakref.ref(self), post, chunks, futures, end_time)
+
+    def _post_chunk(self, fdata, error, chunk):
+        """One chunk of a map() handed to the workers as a job of its own (fdata: the
+        function's pickle, or error: why it could not be pickled); its future."""
+        with self._shutdown_lock:
+            self._check_submit()
+            d = self._dispatcher
+            f = _ChannelFuture(d.channel)
+            job = _FutureJob(d, [f], False)
+            if error is not None:
+                job._fail_held(0, 1, error)
+                return f
+            self._start(1)
+            f._state = _RUNNING
+            d.submit(job, _disp.STARMAP, fdata, [chunk])
+        return f
+
     def shutdown(self, wait=True, *, cancel_futures=False):
         """Accept no more work; with cancel_futures, cancel the futures not yet handed to
         the workers; with wait, return once the workers have exited."""
@@ -667,6 +703,37 @@ class ProcessPoolExecutor(Executor):
             else:
                 d.terminate()
     shutdown.__doc__ = Executor.shutdown.__doc__
+
+
+def _buffered_results(executor_ref, post, chunks, futures, end_time):
+    """The results of a map() with a buffersize, in order: before waiting for the oldest
+    chunk's results, the next chunk of the input is read and posted (while the executor
+    lives), so that the chunks handed over stay within the buffer.  The futures left when
+    the iterator ends or is dropped are cancelled (those handed to the workers run)."""
+    try:
+        while futures:
+            executor = executor_ref()
+            if executor is not None:
+                chunk = next(chunks, None)
+                if chunk is not None:
+                    futures.append(post(executor, chunk))
+                del executor, chunk
+            f = futures.popleft()
+            try:
+                if end_time is None:
+                    results = f.result()
+                else:
+                    results = f.result(end_time - time.monotonic())
+            finally:
+                f.cancel()
+                del f
+            # pop the results as they are yielded (no reference kept)
+            results.reverse()
+            results.insert(0, _END)
+            yield from iter(results.pop, _END)
+    finally:
+        for f in futures:
+            f.cancel()
 
 
 def _chunks(it, size):

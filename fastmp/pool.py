@@ -26,43 +26,26 @@ behind those classes does not run.
 """
 import collections
 import functools
-import itertools
 import os
 import pickle
 import signal
 import sys
 import threading
 import time
-import traceback
-import types
 import warnings
 import multiprocessing.pool as _std
 from multiprocessing import util
 from multiprocessing.context import ProcessError, TimeoutError
-from multiprocessing.pool import MaybeEncodingError, RemoteTraceback
+from multiprocessing.pool import (
+    CLOSE, INIT, RUN, TERMINATE, ExceptionWithTraceback, MaybeEncodingError,
+)
 
 from . import _core
+from . import _dispatcher as _disp
 from . import _lifecycle  # noqa: F401  (segment tracking, fork and exit hooks)
 from ._stdlib import forward as _forward
 
 __all__ = ['Pool', 'ThreadPool']
-
-# Pool states, as the stdlib names them.
-INIT = "INIT"
-RUN = "RUN"
-CLOSE = "CLOSE"
-TERMINATE = "TERMINATE"
-
-# The channel's task modes and worker-slot states (csrc/pool.c).
-_APPLY, _APPLY_KW, _MAP, _STARMAP = 0, 1, 2, 3
-_SLOT_FREE, _SLOT_STARTING, _SLOT_IDLE, _SLOT_BUSY, _SLOT_INITFAIL, _SLOT_EXITED = range(6)
-_TASK_RUN = 1       # adopt_held(): a record of tasks (2: an EXIT)
-
-# Transport batching: tasks measured shorter than this are sent several per record.
-_BATCH_TARGET_NS = 200_000
-_BATCH_MAX = 64
-
-_next_job = _core.pool_next_job     # job numbers start at 1: 0 is "initializer failed"
 
 
 class WorkerLostError(ProcessError):
@@ -73,69 +56,23 @@ class InitializerError(ProcessError):
     """The pool's initializer raised in a worker: the pool cannot run tasks any more."""
 
 
-# --------------------------------------------------------------------------- pickling
+# --------------------------------------------------------------------------- the worker
 
-def _cloudpickle():
-    try:
-        import cloudpickle
-    except ImportError:
-        return None
-    return cloudpickle
-
-
-def _fallback_dumps(obj, exc):
-    """What pickle.dumps could not do: multiprocessing's reducers, then cloudpickle (lambdas,
-    closures, functions defined interactively); else the original error."""
-    from multiprocessing.reduction import ForkingPickler
-    try:
-        return bytes(ForkingPickler.dumps(obj, pickle.HIGHEST_PROTOCOL))
-    except Exception:
-        pass
-    cp = _cloudpickle()
-    if cp is not None:
-        try:
-            return cp.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-        except Exception:
-            pass
-    raise exc
-
-
-def _dump_function(func):
-    try:
-        return pickle.dumps(func, pickle.HIGHEST_PROTOCOL), True
-    except Exception as exc:
-        return _fallback_dumps(func, exc), False
-
-
-def _rebuild_exc(exc, tb_text):
-    exc.__cause__ = RemoteTraceback(tb_text)
-    return exc
-
-
-class _WithTraceback:
-    """Pickles as the exception itself, whose __cause__ then carries the worker's traceback
-    as text (what the stdlib's ExceptionWithTraceback gives the caller)."""
-
-    def __init__(self, exc):
-        text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-        self.exc = exc
-        self.tb_text = '\n"""\n' + text + '"""'
-
-    def __reduce__(self):
-        return _rebuild_exc, (self.exc, self.tb_text)
-
+# A failed call goes to the parent as the stdlib's pool sends it: ExceptionWithTraceback
+# pickles as the exception itself, with the worker's traceback as text in its __cause__.
 
 def _encode_failure(kind, exc, value):
     """Called by the C worker loop: pickle a failed call (kind 0: it raised exc) or a result
     that could not be pickled (kind 1: pickling value raised exc)."""
-    err = MaybeEncodingError(exc, value) if kind == 1 else _WithTraceback(exc)
+    if kind == 1:
+        err = MaybeEncodingError(exc, value)
+    else:
+        err = ExceptionWithTraceback(exc, exc.__traceback__)
     try:
         return pickle.dumps(err, pickle.HIGHEST_PROTOCOL)
     except Exception as e:
         return pickle.dumps(MaybeEncodingError(e, exc), pickle.HIGHEST_PROTOCOL)
 
-
-# --------------------------------------------------------------------------- the worker
 
 def _worker_bootstrap(name, slot, initializer, initargs, maxtasks):
     """The target of every pool worker process."""
@@ -153,23 +90,6 @@ def _worker_bootstrap(name, slot, initializer, initargs, maxtasks):
 def _channel_of(pool):
     d = getattr(pool, "_dispatcher", None)
     return d.channel if d is not None else None
-
-
-def _wait_on_channel(channel, done, timeout):
-    """Wait until done() or the timeout, collecting results in this thread when no other
-    thread does (see PoolChannel.wait).  Returns False if the channel cannot be waited on
-    any more (the pool is ending): the caller waits its own way then."""
-    deadline = None if timeout is None else time.monotonic() + timeout
-    while not done():
-        if deadline is None:
-            remaining = None
-        else:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return True
-        if channel.wait(remaining) is None:
-            return False
-    return True
 
 
 def _report_callback_error(callback, exc):
@@ -207,16 +127,7 @@ def _progress_bar(total, progress):
     return tqdm(**kwargs)
 
 
-class _ItemwiseRuns:
-    """_set_run() for results that take their tasks' outcomes one _set() at a time."""
-    __slots__ = ()
-
-    def _set_run(self, first, pairs):
-        for k, pair in enumerate(pairs):
-            self._set(first + k, pair)
-
-
-class MapResult(_ItemwiseRuns, ApplyResult, _std.MapResult):
+class MapResult(_disp.ItemwiseRuns, ApplyResult, _std.MapResult):
     """The result of map_async()/starmap_async(): the list of every result."""
 
     _bar = None     # a progress bar (beyond the stdlib: progress=True)
@@ -269,50 +180,9 @@ class MapResult(_ItemwiseRuns, ApplyResult, _std.MapResult):
 # chunksize items).  The default scales with the pool: enough for every worker to get records
 # of several short tasks while the consumer drains the rest.
 _READ_AHEAD_PER_WORKER = 128
-_READ_AHEAD_GROUP = 256     # items read from the input per step of the feeder
 
 
-def _check_buffersize(buffersize):
-    if buffersize is None:
-        return
-    if not isinstance(buffersize, int):
-        raise TypeError(f"buffersize must be an integer or None, not "
-                        f"{type(buffersize).__name__}")
-    if buffersize < 1:
-        raise ValueError(f"buffersize must be None or >= 1, not {buffersize!r}")
-
-
-class _ReadAhead:
-    """The bound on a lazy feed (see _Dispatcher.next_feed): the feeder posts a group of
-    tasks only while _room() >= _refill, and sleeps on the dispatcher's condition otherwise,
-    with _waiting set; the consumer, after taking a result, calls _credit() when _waiting
-    is set.  A subclass says how many tasks were taken (_outstanding)."""
-
-    def _init_read_ahead(self, dispatcher, limit):
-        self._wake = dispatcher.lock_cond() if dispatcher is not None else None
-        self._limit = limit         # tasks posted and not yet taken, at most
-        self._refill = max(1, min(limit // 2, _READ_AHEAD_GROUP))
-        self._posted = 0            # tasks posted by the feeder
-        self._waiting = False       # the feeder sleeps until the consumer makes room
-        self._cancelled = False     # the consumer is gone: the feeder drops the input
-
-    def _outstanding(self):
-        raise NotImplementedError
-
-    def _room(self):
-        return self._limit - self._outstanding()
-
-    def _credit(self):
-        """Consumer, after taking a result while the feeder waits: wake it once there is
-        room for a group (not for every result)."""
-        cond = self._wake
-        with cond:
-            if self._waiting and (self._room() >= self._refill or self._cancelled):
-                self._waiting = False
-                cond.notify_all()
-
-
-class _IMapSink(_ReadAhead):
+class _IMapSink(_disp.ReadAhead):
     """The pool's side of an imap iterator: what the pool's cache holds and the collector and
     feeder fill.  The user holds the IMapIterator, which this does not reference, so that
     dropping the iterator ends the job (IMapIterator.__del__ -> cancel)."""
@@ -320,7 +190,7 @@ class _IMapSink(_ReadAhead):
     def __init__(self, pool, limit):
         self._pool = pool
         self._cond = threading.Condition(threading.Lock())
-        self._job = _next_job()
+        self._job = _disp.next_job()
         self._cache = pool._cache
         self._items = collections.deque()
         self._index = 0             # results moved to _items so far (in order, for imap)
@@ -355,7 +225,7 @@ class _IMapSink(_ReadAhead):
         ch = self._channel
         if ch is not None and not self._items:
             t0 = time.monotonic()
-            if not _wait_on_channel(ch, self._has_news, timeout):
+            if not _disp.wait_on_channel(ch, self._has_news, timeout):
                 self._channel = None
             if timeout is not None:
                 timeout = max(0.0, timeout - (time.monotonic() - t0))
@@ -505,141 +375,21 @@ class IMapUnorderedIterator(IMapIterator, _std.IMapUnorderedIterator):
 
 # --------------------------------------------------------------------------- the dispatcher
 
-class _Feed:
-    """Tasks of one call that did not fit in the task ring at once (or come from a lazy
-    iterable): the feeder thread posts them, waiting for room with the GIL released."""
-    __slots__ = ("result", "mode", "func", "items", "first", "lazy", "chunksize", "batch")
+class _PoolDispatcher(_disp.Dispatcher):
+    """The dispatcher of a Pool: a worker that dies fails the tasks it held and is replaced;
+    an initializer that raises breaks the pool (every task fails with InitializerError)."""
 
-    def __init__(self, result, mode, func, items, first, lazy=False, chunksize=1, batch=1):
-        self.result, self.mode, self.func, self.items = result, mode, func, items
-        self.first, self.lazy, self.chunksize, self.batch = first, lazy, chunksize, batch
-
-
-class _Dispatcher:
-    """Everything the collector thread and the finalizer touch, kept apart from the Pool so
-    that an abandoned Pool can be garbage-collected (and its finalizer terminate it)."""
-
-    def __init__(self, ctx, processes, initializer, initargs, maxtasks, cache):
-        self.ctx = ctx
-        self.processes = processes
-        self.initializer = initializer
-        self.initargs = initargs
-        self.maxtasks = maxtasks
-        self.cache = cache
-        self.state = RUN
-        self.broken = None              # InitializerError once an initializer failed
-        self.lock = threading.RLock()   # state changes, worker table, feeder
-        self.workers = [None] * processes
-        self.pool = []                  # live Process objects (Pool._pool)
-        self.retiring = []              # workers out of their loop, not yet reaped
-        self.feeds = collections.deque()
-        self.feeder = None
-        self.feeding = False
-        self.unbounded = False          # join() lifts the imap read-ahead bound
-        self.exits_sent = False
-        self.finished = threading.Event()   # EXIT records posted (or terminated)
-        self.func_cache = {}
-        self.make_process = ctx.Process     # Pool.Process for Pools (see Pool.__init__)
-        self.channel = _core.PoolChannel(processes, fallback_dumps=_fallback_dumps)
-        self.name = self.channel.name
-        # what PoolChannel.apply() and its C hand-over of apply_async() results use
-        self.channel.cache = cache
-        self.channel.func_cache = self.func_cache
-        self.channel.dump_function = self.dump_function
-        self.channel.submit = self.submit
-        # a busy worker comes back for the next short task by itself, unless it may leave
-        self.channel.lazy_wake = maxtasks is None
-
-    # ---- workers
-
-    def start_workers(self):
-        for slot in range(self.processes):
-            self.start_worker(slot)
-
-    def start_worker(self, slot):
-        ch = self.channel
-        ch.set_slot(slot, 0, _SLOT_STARTING)
-        p = self.make_process(target=_worker_bootstrap,
-                              args=(self.name, slot, self.initializer, self.initargs,
-                                    self.maxtasks))
-        p.name = p.name.replace("Process", "PoolWorker")
-        p.daemon = True
-        p.start()
-        ch.set_slot(slot, getattr(p, "pid", None) or 0, None)
-        self.workers[slot] = p
-        self.pool.append(p)
-
-    def on_dead(self):
-        """Collector thread, GIL held: some worker's process is gone, or some worker left
-        its loop (after maxtasksperchild tasks, it says so on the result ring): replace it
-        now, without waiting for its process to end (it is reaped later)."""
-        with self.lock:
-            if self.channel.closed:
-                return
-            if self.retiring:
-                self.retiring = [p for p in self.retiring if p.is_alive()]
-            for slot, p in enumerate(self.workers):
-                if p is None:
-                    continue
-                pid, state, job, first, count, _ = self.channel.slot(slot)
-                if state == _SLOT_FREE:
-                    continue
-                alive = p.is_alive()
-                if alive:
-                    if state != _SLOT_EXITED:
-                        continue
-                    # out of its loop for good: the slot is ours again
-                    self.retiring.append(p)
-                else:
-                    p.join()
-                self.channel.set_slot(slot, 0, _SLOT_FREE)
-                self.workers[slot] = None
-                try:
-                    self.pool.remove(p)
-                except ValueError:
-                    pass
-                if state != _SLOT_BUSY and not alive and p.pid:
-                    # it may have died between taking a task record and saying so in its
-                    # slot: the record is still in the ring, in its name
-                    held = self.channel.adopt_held(p.pid)
-                    if held is not None:
-                        kind, job, first, count = held
-                        state = _SLOT_BUSY if kind == _TASK_RUN else _SLOT_EXITED
-                if state not in (_SLOT_EXITED, _SLOT_INITFAIL):
-                    if not self.worker_lost(p, state, job, first, count):
-                        continue
-                if self.broken is None and state != _SLOT_INITFAIL and (
-                        self.state == RUN or (self.state == CLOSE and self.cache)):
-                    self.start_worker(slot)
-            self.maybe_finish()
+    worker_label = "PoolWorker"
+    worker_target = staticmethod(_worker_bootstrap)
 
     def worker_lost(self, p, state, job, first, count):
-        """A worker died on its own (not after an EXIT record or maxtasks): fail the tasks it
-        held.  Returns whether to start a replacement."""
-        if state == _SLOT_BUSY:
+        if state == _disp.SLOT_BUSY:
             result = self.cache.get(job)
             if result is not None:
                 result._fail_held(first, count, WorkerLostError(
                     f"pool worker process {p.pid} {_how_it_ended(p.exitcode)} "
                     f"while running this task"))
         return True
-
-    # ---- results
-
-    def on_results(self, batch):
-        """Collector (or a waiting thread), GIL held: a list of runs (job, first, pairs),
-        pairs being the (ok, value) of tasks first, first+1, ... of that job (exact
-        ApplyResults were completed in C before)."""
-        cache = self.cache
-        for job, first, pairs in batch:
-            if job == 0:
-                self.init_failed(first, pairs[0][1])
-                continue
-            result = cache.get(job)
-            if result is not None:
-                result._set_run(first, pairs)
-        if self.state != RUN and not cache:
-            self.maybe_finish()
 
     def init_failed(self, slot, exc):
         with self.lock:
@@ -656,291 +406,8 @@ class _Dispatcher:
                 _fail_everything(result, self.broken)
             self.maybe_finish()
 
-    # ---- posting tasks
-
-    def batch_size(self, ntasks):
-        """Tasks per record: several only for short tasks (measured), so a slow task never
-        waits behind another in the same record."""
-        if self.maxtasks is not None:
-            return 1
-        task_ns = self.channel.task_ns
-        if task_ns <= 0 or task_ns >= _BATCH_TARGET_NS // 2:
-            return 1
-        per_worker = max(1, ntasks // (2 * self.processes))
-        return max(1, min(_BATCH_MAX, _BATCH_TARGET_NS // task_ns, per_worker))
-
-    def submit(self, result, mode, func, items, first=0, chunksize=1):
-        """Post items as tasks first, first+1, ... of result's job: at once what fits, the
-        rest through the feeder thread."""
-        if self.broken is not None:
-            _fail_everything(result, self.broken)
-            return
-        if not self.feeds and not self.feeding:
-            batch = self.batch_size(len(items))
-            while first < len(items):
-                done, error = self.channel.put(result._job, mode, first, func,
-                                               items[first:] if first else items,
-                                               batch, False)
-                first += done
-                if error is None:
-                    break
-                result._set(first, (False, error))
-                first += 1
-            if first >= len(items):
-                return
-        self.feed(_Feed(result, mode, func, items, first))
-
-    def feed(self, f):
-        with self.lock:
-            self.feeds.append(f)
-            self.feeding = True
-            if self.feeder is None:
-                self.feeder = threading.Thread(target=self.feeder_main, daemon=True,
-                                               name="fastmp-pool-feeder")
-                self.feeder.start()
-            self.lock_cond().notify()
-
-    def lock_cond(self):
-        cond = getattr(self, "_cond", None)
-        if cond is None:
-            cond = self._cond = threading.Condition(self.lock)
-        return cond
-
-    def feeder_main(self):
-        """The feeder thread: posts the tasks of the feeds in turn.  A list feed is posted to
-        its end; an imap feed a group at a time, while its iterator has room (see
-        _IMapSink): one whose consumer has not made room waits aside, so that the feeds
-        behind it still run (zip(pool.imap(...), pool.imap(...)) does not deadlock)."""
-        cond = self.lock_cond()
-        while True:
-            with self.lock:
-                while True:
-                    if self.state == TERMINATE or self.exits_sent:
-                        # terminated, or closed with every task posted: nothing more to do
-                        self.feeding = False
-                        self.feeder = None
-                        return
-                    f = self.next_feed()
-                    if f is not None:
-                        break
-                    if not self.feeds:
-                        self.feeding = False
-                        self.maybe_finish()
-                        if self.exits_sent:
-                            continue
-                    cond.wait()
-            try:
-                if f.lazy:
-                    if not self.feed_lazy(f):
-                        with self.lock:
-                            self.feeds.appendleft(f)
-                        continue
-                else:
-                    self.feed_list(f)
-            except Exception:
-                if self.state == TERMINATE or self.channel.closed:
-                    return
-                raise
-            f.items = None      # the input goes now (an imap's generator is closed)
-
-    def next_feed(self):
-        """Lock held: take the first feed that can make progress, or None; every imap feed
-        left waiting for room is marked so (its consumer wakes this thread)."""
-        parked = []
-        chosen = None
-        for f in self.feeds:
-            sink = f.result
-            if (not f.lazy or self.unbounded or sink._cancelled or self.broken is not None
-                    or sink._room() >= sink._refill):
-                chosen = f
-                break
-            parked.append(sink)
-        for sink in parked:
-            # set before the next look at its room (the consumer reads it after a take)
-            sink._waiting = True
-        if chosen is None:
-            # a result taken between the room check above and the flag: look again
-            for f in self.feeds:
-                if f.lazy and f.result._room() >= f.result._refill:
-                    chosen = f
-                    break
-        if chosen is not None:
-            self.feeds.remove(chosen)
-            if chosen.lazy:
-                chosen.result._waiting = False
-        return chosen
-
-    def unbound(self):
-        """join() was called: the imap feeds read the rest of their input, as the stdlib
-        does (join waits for every task, consumed or not)."""
-        with self.lock:
-            self.unbounded = True
-            self.lock_cond().notify_all()
-
-    def feed_list(self, f):
-        items, first = f.items, f.first
-        batch = self.batch_size(len(items) - first)
-        while first < len(items) and self.state != TERMINATE and self.broken is None:
-            done, error = self.channel.put(f.result._job, f.mode, first, f.func,
-                                           items[first:first + 1024], batch, True)
-            first += done
-            if error is not None:
-                f.result._set(first, (False, error))
-                self.channel.notify()
-                first += 1
-
-    def feed_lazy(self, f):
-        """imap/imap_unordered over any iterable: one group of items read and posted, as
-        many as the iterator has room for (at most _READ_AHEAD_GROUP).  Returns True once
-        the feed is over (input exhausted or raised, iterator dropped, pool ending).  An
-        exception from the input fails that index and ends the input, as in the stdlib."""
-        sink, it, index, size = f.result, f.items, f.first, f.chunksize
-        if self.state == TERMINATE or self.broken is not None or sink._cancelled:
-            return True
-        n = _READ_AHEAD_GROUP if self.unbounded else max(1, min(_READ_AHEAD_GROUP,
-                                                                sink._room()))
-        group = []
-        try:
-            for _ in range(n):
-                if size == 1:
-                    group.append((next(it),))
-                else:
-                    chunk = tuple(itertools.islice(it, size))
-                    if not chunk:
-                        raise StopIteration
-                    group.append(chunk)
-        except StopIteration:
-            self.post_group(f, index, group)
-            sink._set_length(index + len(group))
-            self.channel.notify()
-            return True
-        except Exception as exc:
-            self.post_group(f, index, group)
-            index += len(group)
-            sink._set(index, (False, exc))
-            sink._set_length(index + 1)
-            self.channel.notify()
-            return True
-        self.post_group(f, index, group)
-        f.first = index + len(group)
-        return False
-
-    def post_group(self, f, index, group):
-        if not group:
-            return
-        f.result._posted += len(group)
-        # several tasks per record only for short tasks, as measured (batch_size)
-        batch, f.batch = f.batch, self.batch_size(len(group) * 4)
-        pos = 0
-        while pos < len(group):
-            done, error = self.channel.put(f.result._job, f.mode, index + pos, f.func,
-                                           group[pos:], batch, True)
-            pos += done
-            if error is not None:
-                f.result._set(index + pos, (False, error))
-                self.channel.notify()
-                pos += 1
-
-    def dump_function(self, func):
-        """The function's pickle; remembered for plain functions (pickled by reference, so
-        the same object always gives the same bytes)."""
-        cacheable = isinstance(func, (types.FunctionType, types.BuiltinFunctionType))
-        if cacheable:
-            try:
-                return self.func_cache[func]
-            except (KeyError, TypeError):
-                pass
-        data, by_pickle = _dump_function(func)
-        if cacheable and by_pickle:
-            if len(self.func_cache) > 256:
-                self.func_cache.clear()
-            self.func_cache[func] = data
-        return data
-
-    # ---- ending
-
-    def maybe_finish(self):
-        """After close(): once every job is done and every task posted, post one EXIT per
-        worker (workers replaced after a crash meanwhile get theirs too)."""
-        with self.lock:
-            if self.state != CLOSE or self.exits_sent or self.channel.closed:
-                return
-            if self.cache and self.broken is None:
-                return
-            if self.feeds or self.feeding:
-                return
-            self.exits_sent = True
-            self.channel.put_exit(self.processes)
-            self.finished.set()
-
-    def close(self):
-        with self.lock:
-            if self.state == RUN:
-                self.state = CLOSE
-        self.maybe_finish()
-
-    def join(self):
-        self.unbound()
-        self.finished.wait()
-        if not self.channel.in_collector():
-            self.channel.stop_collector()
-        for p in list(self.workers) + self.retiring:
-            if p is not None:
-                p.join()
-        with self.lock:
-            self.workers = [None] * self.processes
-            self.retiring = []
-            del self.pool[:]
-            feeder = self.feeder
-            self.stop_feeder()
-        if feeder is not None and feeder is not threading.current_thread():
-            feeder.join(5.0)    # it leaves at once: every task was posted
-        self.close_channel()
-
-    def close_channel(self):
-        if not self.channel.closed:
-            self.channel.close()        # unlinks the segment and tells the tracker
-
-    def stop_feeder(self):
-        if self.feeder is not None:
-            self.lock_cond().notify_all()
-
-    def terminate(self):
-        with self.lock:
-            if self.state == TERMINATE and self.channel.closed:
-                return
-            self.state = TERMINATE
-            self.feeds.clear()
-            self.stop_feeder()
-            workers = [p for p in self.workers if p is not None] + self.retiring
-            self.retiring = []
-        for p in workers:
-            if p.exitcode is None:
-                try:
-                    p.terminate()
-                except OSError:
-                    pass
-        if not self.channel.in_collector():
-            self.channel.stop_collector()
-        for p in workers:
-            try:
-                p.join(2.0)
-            except TypeError:   # a Process-like object without join(timeout)
-                p.join()
-            if p.exitcode is None and hasattr(p, "kill"):
-                p.kill()
-                p.join()
-        with self.lock:
-            self.workers = [None] * self.processes
-            del self.pool[:]
-        # Results left pending never complete now: drop what they hold of the pool, so the
-        # pool -> cache -> result -> pool cycle goes (ApplyResult is not tracked by the GC).
-        for result in list(self.cache.values()):
-            if type(result) is _CApplyResult and not result.ready():
-                result._pool = result._channel = None
-        self.finished.set()
-        if not self.channel.in_collector():
-            self.close_channel()
+    def fail_everything(self, result, exc):
+        _fail_everything(result, exc)
 
 
 def _how_it_ended(exitcode):
@@ -1030,7 +497,7 @@ class Pool(_std.Pool):
         self._initializer = initializer
         self._initargs = initargs
         self._maxtasksperchild = maxtasksperchild
-        d = self._dispatcher = _Dispatcher(context, processes, initializer, initargs,
+        d = self._dispatcher = _PoolDispatcher(context, processes, initializer, initargs,
                                            maxtasksperchild, self._cache)
         # workers are made by Pool.Process, as in the stdlib (a subclass may override it);
         # bound to the class, not to self, so that the dispatcher does not keep self alive
@@ -1093,9 +560,9 @@ class Pool(_std.Pool):
             result._set(0, (False, exc))
             return result
         if kwds:
-            mode, items = _APPLY_KW, [(args, kwds)]
+            mode, items = _disp.APPLY_KW, [(args, kwds)]
         else:
-            mode, items = _APPLY, [args if type(args) is tuple else tuple(args)]
+            mode, items = _disp.APPLY, [args if type(args) is tuple else tuple(args)]
         d.submit(result, mode, fdata, items)
         return result
 
@@ -1104,23 +571,24 @@ class Pool(_std.Pool):
     def map(self, func, iterable, chunksize=None, *, progress=False):
         """Apply func to every item; return the list of results, in order.
         progress=True (beyond the stdlib) shows a tqdm progress bar."""
-        return self._map_async(func, iterable, _MAP, chunksize, progress=progress).get()
+        return self._map_async(func, iterable, _disp.MAP, chunksize, progress=progress).get()
 
     def starmap(self, func, iterable, chunksize=None, *, progress=False):
         """Like map(), but each item is unpacked into arguments: func(*item)."""
-        return self._map_async(func, iterable, _STARMAP, chunksize, progress=progress).get()
+        return self._map_async(func, iterable, _disp.STARMAP, chunksize,
+                               progress=progress).get()
 
     def map_async(self, func, iterable, chunksize=None, callback=None, error_callback=None,
                   *, progress=False):
         """map() returning a MapResult."""
-        return self._map_async(func, iterable, _MAP, chunksize, callback, error_callback,
+        return self._map_async(func, iterable, _disp.MAP, chunksize, callback, error_callback,
                                progress)
 
     def starmap_async(self, func, iterable, chunksize=None, callback=None,
                       error_callback=None, *, progress=False):
         """starmap() returning a MapResult."""
-        return self._map_async(func, iterable, _STARMAP, chunksize, callback, error_callback,
-                               progress)
+        return self._map_async(func, iterable, _disp.STARMAP, chunksize, callback,
+                               error_callback, progress)
 
     def _map_async(self, func, iterable, mode, chunksize=None, callback=None,
                    error_callback=None, progress=False):
@@ -1186,12 +654,12 @@ class Pool(_std.Pool):
         self._check_running()
         if chunksize < 1:
             raise ValueError("Chunksize must be 1+, not {0!r}".format(chunksize))
-        _check_buffersize(buffersize)
+        _disp.check_buffersize(buffersize)
         d = self._dispatcher
         result = cls(self, buffersize)
         sink = result._sink
         # one item per task: an apply of f(x); larger chunks: a map over the chunk
-        mode = _APPLY if chunksize == 1 else _MAP
+        mode = _disp.APPLY if chunksize == 1 else _disp.MAP
         try:
             fdata = d.dump_function(func)
         except Exception as exc:
@@ -1210,7 +678,7 @@ class Pool(_std.Pool):
                 d.submit(sink, mode, fdata, items, chunksize=chunksize)
         else:
             # read by the feeder thread, buffersize tasks ahead of the consumer
-            d.feed(_Feed(sink, mode, fdata, iter(iterable), 0, lazy=True,
+            d.feed(_disp.Feed(sink, mode, fdata, iter(iterable), 0, lazy=True,
                          chunksize=chunksize))
         return result if chunksize == 1 else _flatten(result)
 

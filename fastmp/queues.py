@@ -42,7 +42,10 @@ __all__ = ['Queue', 'SimpleQueue', 'JoinableQueue']
 Empty = _queue.Empty
 Full = _queue.Full
 
-_KIND_QUEUE, _KIND_JOINABLE, _KIND_SIMPLE = 0, 1, 2
+# What the C type is to be (its shared block records it).
+_KIND_QUEUE = _core.QUEUE_KIND_QUEUE
+_KIND_JOINABLE = _core.QUEUE_KIND_JOINABLE
+_KIND_SIMPLE = _core.QUEUE_KIND_SIMPLE
 
 
 # Items that are plain data (None, bool, int, float, str, bytes, tuples of them; a list or dict

@@ -26,6 +26,8 @@ import weakref
 
 from multiprocessing import context as _mp_context
 from multiprocessing import reduction as _reduction
+# The typecodes the stdlib accepts (those of the array module, and 'c'): its own table.
+from multiprocessing.sharedctypes import typecode_to_type
 
 from . import _core
 from . import _lifecycle  # noqa: F401  (segment tracking, fork and exit hooks)
@@ -37,17 +39,6 @@ SynchronizedBase = _core.SynchronizedBase
 Synchronized = _core.Synchronized
 SynchronizedArray = _core.SynchronizedArray
 SynchronizedString = _core.SynchronizedString
-
-# The typecodes the stdlib's sharedctypes accepts (those of the array module, and 'c').
-typecode_to_type = {
-    'c': ctypes.c_char, 'u': ctypes.c_wchar,
-    'b': ctypes.c_byte, 'B': ctypes.c_ubyte,
-    'h': ctypes.c_short, 'H': ctypes.c_ushort,
-    'i': ctypes.c_int, 'I': ctypes.c_uint,
-    'l': ctypes.c_long, 'L': ctypes.c_ulong,
-    'q': ctypes.c_longlong, 'Q': ctypes.c_ulonglong,
-    'f': ctypes.c_float, 'd': ctypes.c_double,
-}
 
 # The ctypes types whose elements the wrappers read and write directly (exact types only: a
 # subclass of c_int, or a byte-swapped one, goes through ctypes under the lock).

@@ -403,3 +403,29 @@ def test_dummy_pool_and_pipe():
     a, b = fastmp.dummy.connection.Pipe()
     a.send(1)
     assert b.recv() == 1
+
+
+def test_core_exports_the_enums_its_stub_names():
+    """The C enums the Python layer passes to the core (a pool task's mode, a queue's kind)
+    and reads from it (a worker slot's state, a record's kind) are module constants of
+    fastmp._core, each named in its stub; the Python modules take them from there."""
+    import re
+
+    import fastmp._core as core
+    import fastmp._dispatcher
+    import fastmp.queues
+    with open(os.path.join(os.path.dirname(core.__file__), "_core.pyi")) as f:
+        names = re.findall(r"^((?:POOL|QUEUE)_[A-Z_]+): int$", f.read(), re.M)
+    assert [n for n in names if not isinstance(getattr(core, n, None), int)] == []
+    groups = {}
+    for n in names:
+        groups.setdefault("_".join(n.split("_")[:2]), []).append(n)     # POOL_MODE, ...
+    assert {g: len(ns) for g, ns in groups.items()} == \
+        {"POOL_MODE": 4, "POOL_SLOT": 6, "POOL_TASK": 2, "QUEUE_KIND": 3}
+    for group in groups.values():      # the values within one enum are distinct
+        assert len({getattr(core, n) for n in group}) == len(group)
+    assert (fastmp._dispatcher.APPLY, fastmp._dispatcher.STARMAP) == \
+        (core.POOL_MODE_APPLY, core.POOL_MODE_STARMAP)
+    assert [fastmp.queues.Queue._fm_kind, fastmp.queues.JoinableQueue._fm_kind,
+            fastmp.queues.SimpleQueue._fm_kind] == \
+        [core.QUEUE_KIND_QUEUE, core.QUEUE_KIND_JOINABLE, core.QUEUE_KIND_SIMPLE]
