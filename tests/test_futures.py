@@ -9,6 +9,7 @@ import pytest
 
 import _pool_targets as targets
 import fastmp.futures
+from conftest import is_fastmp
 
 WAIT = 60.0
 
@@ -22,10 +23,6 @@ STDLIB_MAX_TASKS = sys.version_info >= (3, 11)
 
 def has_max_tasks_per_child(ctx):
     return is_fastmp(ctx) or STDLIB_MAX_TASKS
-
-
-def is_fastmp(ctx):
-    return type(ctx).__module__.startswith("fastmp")
 
 
 def executor(ctx, *args, **kwargs):

@@ -16,16 +16,13 @@ import pytest
 
 import _pool_targets as targets
 import fastmp.futures
+from conftest import is_fastmp
 
 WAIT = 60.0
 
 pytestmark = pytest.mark.timeout(120)
 
 STDLIB_BUFFERSIZE = sys.version_info >= (3, 14)
-
-
-def is_fastmp(ctx):
-    return type(ctx).__module__.startswith("fastmp")
 
 
 def executor(ctx, *args, **kwargs):

@@ -17,15 +17,12 @@ import pytest
 import _pool_targets as targets
 import fastmp
 import fastmp.pool
+from conftest import is_fastmp
 
 WAIT = 60.0         # generous bound for any result that should come
 SHORT = 0.2         # a timeout meant to expire
 
 pytestmark = pytest.mark.timeout(120)
-
-
-def is_fastmp(ctx):
-    return type(ctx).__module__.startswith("fastmp")
 
 
 def make_pool(ctx, *args, **kwargs):

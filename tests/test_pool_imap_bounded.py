@@ -18,13 +18,10 @@ import pytest
 import _pool_targets as targets
 import fastmp
 import fastmp.pool
+from conftest import is_fastmp
 
 WAIT = 60.0
 pytestmark = pytest.mark.timeout(120)
-
-
-def is_fastmp(ctx):
-    return type(ctx).__module__.startswith("fastmp")
 
 
 @pytest.fixture(params=["stdlib", "fastmp"])

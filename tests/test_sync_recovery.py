@@ -11,16 +11,10 @@ import time
 import pytest
 
 import _sync_targets as targets
+from conftest import start
 
 JOIN = 30.0
 RECOVER_WITHIN = 5.0   # the acquire below allows 10 s; recovery must come well before
-
-
-def start(procs, ctx, target, *args):
-    p = ctx.Process(target=target, args=args)
-    p.start()
-    procs.append(p)
-    return p
 
 
 def make(ctx, kind):
