@@ -181,7 +181,7 @@ class _Cluster:
                         os, "sched_getaffinity") else (os.cpu_count() or 1)
                 self.cluster = distributed.LocalCluster(
                     n_workers=workers, threads_per_worker=1, processes=True,
-                    host="127.0.0.1", dashboard_address=None)
+                    host="127.0.0.1", dashboard_address="127.0.0.1:0")
                 address = self.cluster
             try:
                 client = distributed.Client(address, set_as_default=False)
@@ -572,17 +572,18 @@ class Pool(_std.Pool):
         fut.add_done_callback(functools.partial(self._on_done, result, index))
 
     def _on_done(self, result, index, fut):
-        with self._lock:
-            self._futures.discard(fut)
-            if not self._futures:
-                self._idle.notify_all()
-        if self._state == TERMINATE:
-            return      # the stdlib leaves pending results unset on terminate()
-        success, value = _outcome(fut)
-        del fut
-        if success and index is not None:
-            value = value[0]
-        result._set(index or 0, (success, value))
+        try:
+            if self._state == TERMINATE:
+                return      # the stdlib leaves pending results unset on terminate()
+            success, value = _outcome(fut)
+            if success and index is not None:
+                value = value[0]
+            result._set(index or 0, (success, value))
+        finally:
+            with self._lock:    # after the result is set: join() waits for this
+                self._futures.discard(fut)
+                if not self._futures:
+                    self._idle.notify_all()
 
     # ---- apply
 
