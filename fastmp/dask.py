@@ -136,6 +136,13 @@ def _dumps(obj):
     return cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
 
 
+def _key(func):
+    """A unique task key that names the function, as Dask's own keys do (the dashboard shows
+    it): pure=False alone would name every task "_run"."""
+    name = getattr(func, "__name__", None) or type(func).__name__
+    return f"{name}-{uuid.uuid4().hex}"
+
+
 def _outcome(future):
     """(success, value) of a finished Dask future: a lost worker becomes WorkerLostError."""
     try:
@@ -238,6 +245,7 @@ class _Function:
     future of it, scattered to the cluster once (it then lives as long as this object)."""
 
     def __init__(self, client, func):
+        self.func = func
         data = _dumps(func)
         if len(data) > _SCATTER_ABOVE:
             data = client.scatter(data, hash=False, broadcast=False)
@@ -347,7 +355,8 @@ class _Stream(_ReadAhead):
                         return
                     try:
                         fut = self._client.submit(_run, self._function.data, self._mode,
-                                                  _dumps(chunk), pure=False)
+                                                  _dumps(chunk), pure=False,
+                                                  key=_key(self._function.func))
                     except Exception as exc:
                         self._finish(index, (False, exc))
                         return
@@ -564,9 +573,9 @@ class Pool(_std.Pool):
 
     # ---- submitting
 
-    def _submit(self, result, index, function_data, mode, payload):
+    def _submit(self, result, index, func, function_data, mode, payload):
         client = self._cluster.client
-        fut = client.submit(_run, function_data, mode, payload, pure=False)
+        fut = client.submit(_run, function_data, mode, payload, pure=False, key=_key(func))
         with self._lock:
             self._futures.add(fut)
         fut.add_done_callback(functools.partial(self._on_done, result, index))
@@ -601,7 +610,7 @@ class Pool(_std.Pool):
         except Exception as exc:
             result._set(0, (False, exc))
             return result
-        self._submit(result, None, fdata, _APPLY, payload)
+        self._submit(result, None, func, fdata, _APPLY, payload)
         return result
 
     # ---- map
@@ -650,7 +659,7 @@ class Pool(_std.Pool):
                 result._set(i, (False, exc))
             return result
         for i, payload in enumerate(payloads):
-            self._submit(result, i, function.data, mode, payload)
+            self._submit(result, i, func, function.data, mode, payload)
         return result
 
     # ---- imap
@@ -779,14 +788,15 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
         """The distributed.Client the executor submits to (None after shutdown)."""
         return self._cluster.client
 
-    def _start(self, fdata, mode, payload, unpack):
+    def _start(self, func, fdata, mode, payload, unpack):
         future = _Future()
         with self._lock:
             if self._shutdown:
                 raise RuntimeError('cannot schedule new futures after shutdown')
             self._pending.add(future)
         try:
-            task = self._cluster.client.submit(_run, fdata, mode, payload, pure=False)
+            task = self._cluster.client.submit(_run, fdata, mode, payload, pure=False,
+                                               key=_key(func))
         except BaseException:
             with self._lock:
                 self._pending.discard(future)
@@ -817,7 +827,7 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
         """Schedule fn(*args, **kwargs) on the cluster; return a concurrent.futures.Future."""
         if self._shutdown:
             raise RuntimeError('cannot schedule new futures after shutdown')
-        return self._start(_dumps(fn), _APPLY, _dumps((args, kwargs)), False)
+        return self._start(fn, _dumps(fn), _APPLY, _dumps((args, kwargs)), False)
 
     def map(self, fn, *iterables, timeout=None, chunksize=1):
         """Like the builtin map(), fn running on the cluster: results in order, each waited
@@ -832,7 +842,7 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
             chunk = list(itertools.islice(items, chunksize))
             if not chunk:
                 break
-            futures.append(self._start(function.data, _STARMAP, _dumps(chunk), True))
+            futures.append(self._start(fn, function.data, _STARMAP, _dumps(chunk), True))
 
         def results():
             keep = function     # noqa: F841  (a scattered function lives until the end)

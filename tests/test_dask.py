@@ -329,6 +329,9 @@ def _count_calls(_):
 def test_large_function_is_scattered_once(client):
     big = bytes(300_000)
     f = functools.partial(_len_plus, big)
+    # sent to the cluster once, as a future every task of the call takes; small ones inline
+    assert isinstance(fastmp.dask._Function(client, f).data, distributed.Future)
+    assert isinstance(fastmp.dask._Function(client, square).data, bytes)
     with fastmp.dask.Pool(client=client) as pool:
         assert pool.map(f, range(6), chunksize=1) == [300_000 + i for i in range(6)]
         assert list(pool.imap(f, range(3))) == [300_000, 300_001, 300_002]
@@ -336,6 +339,18 @@ def test_large_function_is_scattered_once(client):
 
 def _len_plus(data, i):
     return len(data) + i
+
+
+def test_imap_default_chunks_grow_for_short_tasks(client):
+    # chunksize=None: one item per task first, then chunks of about 50 ms of work; with
+    # chunksize=1 each item is a task (the stdlib's default)
+    with fastmp.dask.Pool(client=client) as pool:
+        it = pool.imap(square, range(3000))
+        assert list(it) == [x * x for x in range(3000)]
+        assert it._stream._posted < 100
+        it = pool.imap(square, range(30), chunksize=1)
+        assert list(it) == [x * x for x in range(30)]
+        assert it._stream._posted == 30
 
 
 def test_initializer_error(client):
