@@ -48,6 +48,7 @@ import uuid
 import weakref
 import warnings
 import multiprocessing.pool as _std
+from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import TimeoutError
 from multiprocessing.pool import RemoteTraceback
 
@@ -775,7 +776,7 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
             self._cluster = _Cluster(max_workers, initializer, initargs, address, client,
                                      "ProcessPoolExecutor")
         except InitializerError as exc:
-            raise concurrent.futures.process.BrokenProcessPool(str(exc)) from exc.__cause__
+            raise BrokenProcessPool(str(exc)) from exc.__cause__
         self._max_workers = max_workers if max_workers is not None else self._cluster.threads()
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)

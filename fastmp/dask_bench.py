@@ -166,7 +166,8 @@ def main(argv=None):
     if bad:
         parser.error(f"unknown workload(s) {bad}; choose from {', '.join(WORKLOADS)}")
     rows = run(args.workers, args.tiny_items, args.sleep_items, rounds=args.rounds,
-               baseline_tiny_items=args.baseline_tiny_items, workloads=only, log=print if args.verbose else None)
+               baseline_tiny_items=args.baseline_tiny_items, workloads=only,
+               log=print if args.verbose else None)
     print(format_rows(rows))
     return 0
 

@@ -6,6 +6,7 @@ fastmp.dask.Pool.  One test starts a scheduler and workers with Dask's command-l
 Without the extra (pip install 'fastmp[dask]') the module is skipped.
 """
 import concurrent.futures
+import concurrent.futures.process
 import functools
 import itertools
 import os
