@@ -200,6 +200,7 @@ class _Cluster:
         if initializer is not None:
             name = f"fastmp-initializer-{uuid.uuid4().hex}"
             plugin = _Initializer(name, initializer, initargs)
+            self.plugin = name      # close() unregisters it, also after a failure
             try:
                 if hasattr(client, "register_plugin"):
                     client.register_plugin(plugin, name=name)
@@ -209,7 +210,6 @@ class _Cluster:
                 self.close()
                 raise InitializerError(f"the initializer raised in a Dask worker: "
                                        f"{exc!r}") from exc
-            self.plugin = name
 
     def threads(self):
         try:

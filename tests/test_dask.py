@@ -363,6 +363,12 @@ def test_initializer_error(client):
     # the plugin that failed does not stay registered: later pools still work
     with fastmp.dask.Pool(client=client) as pool:
         assert pool.apply(square, (5,)) == 25
+    plugins = client.run_on_scheduler(_worker_plugin_names)
+    assert not [name for name in plugins if name.startswith("fastmp-initializer-")]
+
+
+def _worker_plugin_names(dask_scheduler):
+    return list(dask_scheduler.worker_plugins)
 
 
 def test_nested_pools_in_dask_tasks(client):
