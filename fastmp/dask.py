@@ -63,7 +63,8 @@ except ImportError as exc:   # pragma: no cover  (the extra is not installed)
     ) from exc
 
 from .pool import InitializerError, WorkerLostError, _ReadAhead, _WithTraceback, \
-    _check_buffersize, _chunks, _report_callback_error
+    _check_buffersize, _chunks, _progress_bar, _report_callback_error
+from .pool import Pool as _LocalPool
 
 __all__ = ['Pool', 'ProcessPoolExecutor', 'ApplyResult', 'AsyncResult', 'MapResult',
            'IMapIterator', 'IMapUnorderedIterator', 'WorkerLostError', 'InitializerError']
@@ -281,9 +282,16 @@ class MapResult(ApplyResult, _std.MapResult):
     def __init__(self, pool, chunksize, length, callback, error_callback):
         _std.MapResult.__init__(self, pool, chunksize, length, callback, error_callback)
 
+    _bar = None     # a progress bar (progress=True)
+
     def _set(self, i, success_result):
         self._number_left -= 1
         success, result = success_result
+        bar = self._bar
+        if bar is not None:
+            bar.update(len(result) if success else 0)
+            if self._number_left == 0:
+                bar.close()
         if success and self._success:
             self._value[i * self._chunksize:(i + 1) * self._chunksize] = result
         elif not success and self._success:
@@ -616,25 +624,29 @@ class Pool(_std.Pool):
 
     # ---- map
 
-    def map(self, func, iterable, chunksize=None):
-        """Apply func to every item; return the list of results, in order."""
-        return self._map_async(func, iterable, _MAP, chunksize).get()
+    def map(self, func, iterable, chunksize=None, *, progress=False):
+        """Apply func to every item; return the list of results, in order.
+        progress=True (as fastmp.Pool's) shows a tqdm progress bar."""
+        return self._map_async(func, iterable, _MAP, chunksize, progress=progress).get()
 
-    def starmap(self, func, iterable, chunksize=None):
+    def starmap(self, func, iterable, chunksize=None, *, progress=False):
         """Like map(), but each item is unpacked into arguments: func(*item)."""
-        return self._map_async(func, iterable, _STARMAP, chunksize).get()
+        return self._map_async(func, iterable, _STARMAP, chunksize, progress=progress).get()
 
-    def map_async(self, func, iterable, chunksize=None, callback=None, error_callback=None):
+    def map_async(self, func, iterable, chunksize=None, callback=None, error_callback=None,
+                  *, progress=False):
         """map() returning a MapResult."""
-        return self._map_async(func, iterable, _MAP, chunksize, callback, error_callback)
+        return self._map_async(func, iterable, _MAP, chunksize, callback, error_callback,
+                               progress)
 
     def starmap_async(self, func, iterable, chunksize=None, callback=None,
-                      error_callback=None):
+                      error_callback=None, *, progress=False):
         """starmap() returning a MapResult."""
-        return self._map_async(func, iterable, _STARMAP, chunksize, callback, error_callback)
+        return self._map_async(func, iterable, _STARMAP, chunksize, callback, error_callback,
+                               progress)
 
     def _map_async(self, func, iterable, mode, chunksize=None, callback=None,
-                   error_callback=None):
+                   error_callback=None, progress=False):
         self._check_running()
         if not hasattr(iterable, '__len__'):
             iterable = list(iterable)
@@ -646,9 +658,13 @@ class Pool(_std.Pool):
             raise ValueError("Chunksize must be 1+, not {0!r}".format(chunksize))
         if len(iterable) == 0:
             chunksize = 0
+        bar = _progress_bar(len(iterable), progress) if progress else None
         result = MapResult(self, chunksize, len(iterable), callback, error_callback)
         if chunksize == 0:
+            if bar is not None:
+                bar.close()
             return result
+        result._bar = bar
         chunks = _chunks(iterable, chunksize)
         if chunksize == 1:
             chunks = [[x] for (x,) in chunks]
@@ -665,15 +681,19 @@ class Pool(_std.Pool):
 
     # ---- imap
 
-    def imap(self, func, iterable, chunksize=None, *, buffersize=None):
+    def imap(self, func, iterable, chunksize=None, *, buffersize=None, progress=False):
         """Like map(), lazily: an iterator over the results, in order.  At most buffersize
         chunks (default: 4 per worker thread) are in flight or waiting to be taken.
         chunksize=None (the default here) grows chunks to about 50 ms of work each."""
-        return self._imap(IMapIterator, func, iterable, chunksize, buffersize)
+        return _LocalPool._with_bar(
+            self._imap(IMapIterator, func, iterable, chunksize, buffersize), iterable, progress)
 
-    def imap_unordered(self, func, iterable, chunksize=None, *, buffersize=None):
+    def imap_unordered(self, func, iterable, chunksize=None, *, buffersize=None,
+                       progress=False):
         """Like imap(), but results come in the order they finish."""
-        return self._imap(IMapUnorderedIterator, func, iterable, chunksize, buffersize)
+        return _LocalPool._with_bar(
+            self._imap(IMapUnorderedIterator, func, iterable, chunksize, buffersize),
+            iterable, progress)
 
     def _imap(self, cls, func, iterable, chunksize, buffersize):
         self._check_running()
@@ -682,7 +702,12 @@ class Pool(_std.Pool):
         _check_buffersize(buffersize)
         if buffersize is None:
             buffersize = _BUFFER_PER_THREAD * self._processes
-        function = _Function(self._cluster.client, func)
+        try:
+            function = _Function(self._cluster.client, func)
+        except Exception as exc:    # raised by next(), as the stdlib's imap does
+            stream = _Stream(self, None, _MAP, (), chunksize, buffersize, cls._ordered)
+            stream._finish(0, (False, exc))
+            return cls(stream)
         stream = _Stream(self, function, _MAP, iterable, chunksize, buffersize, cls._ordered)
         it = cls(stream)
         stream.start()

@@ -8,6 +8,7 @@ Without the extra (pip install 'fastmp[dask]') the module is skipped.
 import concurrent.futures
 import concurrent.futures.process
 import functools
+import io
 import itertools
 import os
 import signal
@@ -273,6 +274,41 @@ def test_imap_endless_input_is_read_ahead_boundedly(make_pool):
             assert len(pool.client.futures) <= 4
         assert next(it) == 100
         del it
+
+
+def test_progress_keyword(make_pool):
+    # fastmp.Pool's progress= (a tqdm bar) is there too, so that switching pools is one line
+    try:
+        import tqdm  # noqa: F401
+    except ImportError:
+        with make_pool() as pool:
+            with pytest.raises(ImportError, match=r"pip install 'fastmp\[progress\]'"):
+                pool.map(square, range(5), progress=True)
+        return
+    out = io.StringIO()
+    with make_pool() as pool:
+        assert pool.map(square, range(20), chunksize=3, progress={"file": out}) == \
+            [x * x for x in range(20)]
+        assert "20/20" in out.getvalue()
+        out = io.StringIO()
+        assert list(pool.imap(square, range(7), progress={"file": out})) == \
+            [x * x for x in range(7)]
+        assert "7/7" in out.getvalue()
+
+
+def test_imap_of_an_unpicklable_function_raises_from_next(make_pool):
+    with make_pool() as pool:
+        it = pool.imap(_Unpicklable(), range(3))
+        with pytest.raises(TypeError, match="no pickling"):
+            next(it)
+
+
+class _Unpicklable:
+    def __call__(self, x):
+        return x
+
+    def __reduce__(self):
+        raise TypeError("no pickling for this callable")
 
 
 def test_close_join_and_not_running(make_pool):
