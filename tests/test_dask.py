@@ -575,3 +575,23 @@ def test_import_without_the_extra_names_it():
                   "except ImportError as exc:\n    print(exc)\n")
     assert out.returncode == 0, out.stderr
     assert "pip install 'fastmp[dask]'" in out.stdout
+
+
+# --------------------------------------------------------------------------- benchmark
+
+def test_bench_workloads_run_small():
+    from fastmp import dask_bench
+    assert dask_bench.missing() is None
+    rows = dask_bench.run(workers=1, tiny_items=300, sleep_items=4, sleep_seconds=0.001,
+                          rounds=1, baseline_tiny_items=30)
+    assert [(r["workload"], r["impl"], r["items"]) for r in rows] == [
+        ("tiny", "fastmp.dask.Pool", 300), ("tiny", "dask client.map", 30),
+        ("tiny", "fastmp.Pool", 300),
+        ("10ms", "fastmp.dask.Pool", 4), ("10ms", "dask client.map", 4),
+        ("10ms", "fastmp.Pool", 4)]
+    for r in rows:
+        assert r["rate"] == pytest.approx(r["items"] / r["seconds"])
+        if r["impl"] == "dask client.map":
+            assert r["ratio"] == pytest.approx(1.0)
+    table = dask_bench.format_rows(rows).splitlines()
+    assert len(table) == 7 and "vs hand-written Dask" in table[0]
