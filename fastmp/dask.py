@@ -279,25 +279,28 @@ class MapResult(ApplyResult, _std.MapResult):
     """The result of map_async()/starmap_async() (the stdlib's semantics: the first error is
     raised, once every chunk is done)."""
 
-    def __init__(self, pool, chunksize, length, callback, error_callback):
-        _std.MapResult.__init__(self, pool, chunksize, length, callback, error_callback)
-
     _bar = None     # a progress bar (progress=True)
 
+    def __init__(self, pool, chunksize, length, callback, error_callback):
+        self._lock = threading.Lock()   # chunks may finish in several threads at once
+        _std.MapResult.__init__(self, pool, chunksize, length, callback, error_callback)
+
     def _set(self, i, success_result):
-        self._number_left -= 1
         success, result = success_result
+        with self._lock:
+            self._number_left -= 1
+            last = self._number_left == 0
+            if success and self._success:
+                self._value[i * self._chunksize:(i + 1) * self._chunksize] = result
+            elif not success and self._success:
+                self._success = False
+                self._value = result
         bar = self._bar
         if bar is not None:
             bar.update(len(result) if success else 0)
-            if self._number_left == 0:
+            if last:
                 bar.close()
-        if success and self._success:
-            self._value[i * self._chunksize:(i + 1) * self._chunksize] = result
-        elif not success and self._success:
-            self._success = False
-            self._value = result
-        if self._number_left == 0:
+        if last:
             ApplyResult._set(self, i, (self._success, self._value))
 
 
