@@ -42,6 +42,7 @@ import functools
 import itertools
 import os
 import pickle
+import queue
 import threading
 import time
 import uuid
@@ -158,6 +159,74 @@ def _outcome(future):
         return False, exc
 
 
+class _Collector:
+    """Fetches the results of finished futures in batches, in one thread per pool: one
+    client.gather() for every future that finished while the last one ran (a result() per
+    future would cost a round trip to a worker each), then each future's handler is called
+    with (success, value), in this thread (the stdlib's result handler thread runs callbacks
+    the same way)."""
+
+    def __init__(self, client):
+        self._client = client
+        self._queue = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._thread = None
+
+    def watch(self, fut, handler):
+        """Call handler(fut, (success, value)) once fut is done."""
+        if self._thread is None:
+            with self._lock:
+                if self._thread is None:
+                    self._thread = threading.Thread(target=self._run, daemon=True,
+                                                    name="fastmp.dask results")
+                    self._thread.start()
+        fut.add_done_callback(functools.partial(self._finished, handler))
+
+    def _finished(self, handler, fut):      # Dask's callback thread: hand over, at once
+        self._queue.put((fut, handler))
+
+    def stop(self):
+        self._queue.put(None)
+
+    def _run(self):
+        q = self._queue
+        while True:
+            batch = [q.get()]
+            while True:
+                try:
+                    batch.append(q.get_nowait())
+                except queue.Empty:
+                    break
+            stop = None in batch
+            batch = [item for item in batch if item is not None]
+            finished = [item for item in batch if item[0].status == "finished"]
+            values = None
+            if len(finished) > 1:
+                try:
+                    values = self._client.gather([fut for fut, _ in finished])
+                except BaseException:
+                    values = None       # each on its own below
+            if values is None:
+                finished = []
+            for (fut, handler), value in zip(finished, values or ()):
+                self._call(handler, fut, (True, value))
+            for fut, handler in batch:
+                if values is None or fut.status != "finished":
+                    self._call(handler, fut, _outcome(fut))
+            # hold no future while waiting for the next batch (a held future stays on the
+            # cluster)
+            batch = finished = values = fut = handler = value = None
+            if stop:
+                return
+
+    @staticmethod
+    def _call(handler, fut, outcome):
+        try:
+            handler(fut, outcome)
+        except Exception as exc:
+            _report_callback_error(handler, exc)
+
+
 def _in_dask_task():
     try:
         distributed.get_worker()
@@ -198,6 +267,7 @@ class _Cluster:
                 self._close_cluster()
                 raise
         self.client = client
+        self.collector = _Collector(client)
         if initializer is not None:
             name = f"fastmp-initializer-{uuid.uuid4().hex}"
             plugin = _Initializer(name, initializer, initargs)
@@ -230,6 +300,7 @@ class _Cluster:
         if self.client is None:
             return
         client, self.client = self.client, None
+        self.collector.stop()
         if self.owns_client:
             try:
                 client.close()
@@ -314,6 +385,7 @@ class _Stream(_ReadAhead):
         self._init_read_ahead(self, limit)
         self._pool = pool
         self._client = pool._cluster.client
+        self._collector = pool._cluster.collector
         self._function = function
         self._mode = mode
         self._iterable = iterable
@@ -378,7 +450,7 @@ class _Stream(_ReadAhead):
                             return
                         self._futures[index] = fut
                         self._posted += 1
-                    fut.add_done_callback(functools.partial(self._on_done, index))
+                    self._collector.watch(fut, functools.partial(self._on_done, index))
                     del fut     # the stream's table holds it, until its result is fetched
                     index += 1
         finally:
@@ -401,12 +473,11 @@ class _Stream(_ReadAhead):
             self._cond.notify_all()
             self._check_end()
 
-    def _on_done(self, index, fut):
+    def _on_done(self, index, fut, outcome):
         with self._cond:
             if self._futures.pop(index, None) is None:
                 return          # cancelled
-        success, value = _outcome(fut)
-        del fut
+        success, value = outcome
         if success:
             value, seconds = value
             n = len(value)
@@ -585,18 +656,23 @@ class Pool(_std.Pool):
 
     # ---- submitting
 
-    def _submit(self, result, index, func, function_data, mode, payload):
-        client = self._cluster.client
-        fut = client.submit(_run, function_data, mode, payload, pure=False, key=_key(func))
+    def _submit(self, result, indexes, func, function_data, mode, payloads):
+        """Submit one task per payload, in one message to the scheduler; result._set(i, ...)
+        gets the outcome of indexes[i]'s (an ApplyResult: indexes is [None])."""
+        n = len(payloads)
+        futs = self._cluster.client.map(_run, [function_data] * n, [mode] * n, payloads,
+                                        key=[_key(func) for _ in range(n)], pure=False)
         with self._lock:
-            self._futures.add(fut)
-        fut.add_done_callback(functools.partial(self._on_done, result, index))
+            self._futures.update(futs)
+        collector = self._cluster.collector
+        for index, fut in zip(indexes, futs):
+            collector.watch(fut, functools.partial(self._on_done, result, index))
 
-    def _on_done(self, result, index, fut):
+    def _on_done(self, result, index, fut, outcome):
         try:
             if self._state == TERMINATE:
                 return      # the stdlib leaves pending results unset on terminate()
-            success, value = _outcome(fut)
+            success, value = outcome
             if success and index is not None:
                 value = value[0]
             result._set(index or 0, (success, value))
@@ -622,7 +698,7 @@ class Pool(_std.Pool):
         except Exception as exc:
             result._set(0, (False, exc))
             return result
-        self._submit(result, None, func, fdata, _APPLY, payload)
+        self._submit(result, [None], func, fdata, _APPLY, [payload])
         return result
 
     # ---- map
@@ -678,8 +754,7 @@ class Pool(_std.Pool):
             for i in range(len(chunks)):
                 result._set(i, (False, exc))
             return result
-        for i, payload in enumerate(payloads):
-            self._submit(result, i, func, function.data, mode, payload)
+        self._submit(result, range(len(payloads)), func, function.data, mode, payloads)
         return result
 
     # ---- imap
@@ -817,30 +892,35 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
         """The distributed.Client the executor submits to (None after shutdown)."""
         return self._cluster.client
 
-    def _start(self, func, fdata, mode, payload, unpack):
-        future = _Future()
+    def _start(self, func, fdata, mode, payloads, unpack):
+        """One task per payload, in one message to the scheduler: their Futures."""
+        n = len(payloads)
+        futures = [_Future() for _ in range(n)]
         with self._lock:
             if self._shutdown:
                 raise RuntimeError('cannot schedule new futures after shutdown')
-            self._pending.add(future)
+            self._pending.update(futures)
         try:
-            task = self._cluster.client.submit(_run, fdata, mode, payload, pure=False,
-                                               key=_key(func))
+            tasks = self._cluster.client.map(_run, [fdata] * n, [mode] * n, payloads,
+                                             key=[_key(func) for _ in range(n)], pure=False)
         except BaseException:
             with self._lock:
-                self._pending.discard(future)
+                self._pending.difference_update(futures)
+                if not self._pending:
+                    self._idle.notify_all()
             raise
-        future._task = task
-        task.add_done_callback(functools.partial(self._on_done, future, unpack))
-        return future
+        collector = self._cluster.collector
+        for future, task in zip(futures, tasks):
+            future._task = task
+            collector.watch(task, functools.partial(self._on_done, future, unpack))
+        return futures
 
-    def _on_done(self, future, unpack, task):
+    def _on_done(self, future, unpack, task, outcome):
         future._task = None
         try:
             if future.cancelled():
                 return
-            success, value = _outcome(task)
-            del task
+            success, value = outcome
             if future.set_running_or_notify_cancel():
                 if success:
                     future.set_result(value[0] if unpack else value)
@@ -856,7 +936,7 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
         """Schedule fn(*args, **kwargs) on the cluster; return a concurrent.futures.Future."""
         if self._shutdown:
             raise RuntimeError('cannot schedule new futures after shutdown')
-        return self._start(fn, _dumps(fn), _APPLY, _dumps((args, kwargs)), False)
+        return self._start(fn, _dumps(fn), _APPLY, [_dumps((args, kwargs))], False)[0]
 
     def map(self, fn, *iterables, timeout=None, chunksize=1):
         """Like the builtin map(), fn running on the cluster: results in order, each waited
@@ -866,12 +946,13 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
         deadline = None if timeout is None else time.monotonic() + timeout
         function = _Function(self._cluster.client, fn)
         items = zip(*iterables)
-        futures = []
+        payloads = []
         while True:
             chunk = list(itertools.islice(items, chunksize))
             if not chunk:
                 break
-            futures.append(self._start(fn, function.data, _STARMAP, _dumps(chunk), True))
+            payloads.append(_dumps(chunk))
+        futures = self._start(fn, function.data, _STARMAP, payloads, True) if payloads else []
 
         def results():
             keep = function     # noqa: F841  (a scattered function lives until the end)
