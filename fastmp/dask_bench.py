@@ -7,9 +7,11 @@ against fastmp's local Pool, on one LocalCluster (loopback, one thread per worke
 Workloads (each a ``map`` whose result is checked):
 
 * ``tiny``: ``tiny_items`` (100k) calls of a function that adds 1;
-* ``10ms``: ``sleep_items`` (200) calls of a function that sleeps ``sleep_seconds`` (10 ms).
+* ``10ms``: ``sleep_items`` (200) calls of a function that sleeps ``sleep_seconds`` (10 ms);
+* ``per-task``: ``per_task_items`` (2,000) calls of the tiny function with ``chunksize=1``
+  (one Dask task per item, as hand-written Dask): the pool's own cost per task.
 
-Implementations: ``fastmp.dask.Pool.map`` (default chunks), hand-written Dask (one
+Implementations: ``fastmp.dask.Pool.map`` (default chunks but for per-task), hand-written Dask (one
 ``client.map`` task per item, then ``client.gather``; ``pure=False``), and ``fastmp.Pool.map``
 with as many local workers.  Every implementation first maps a few items untimed (imports
 and pickles in the workers), then the three run ``rounds`` times, alternating round by round
@@ -24,7 +26,7 @@ import time
 
 __all__ = ["WORKLOADS", "IMPLS", "missing", "run", "format_rows", "main"]
 
-WORKLOADS = ("tiny", "10ms")
+WORKLOADS = ("tiny", "10ms", "per-task")
 IMPLS = ("fastmp.dask.Pool", "dask client.map", "fastmp.Pool")
 BASELINE = "dask client.map"
 
@@ -62,7 +64,7 @@ def _scheduler_tasks(dask_scheduler):
 
 
 def run(workers=2, tiny_items=100_000, sleep_items=200, sleep_seconds=0.01, rounds=3,
-        baseline_tiny_items=10_000, workloads=WORKLOADS, log=None):
+        baseline_tiny_items=10_000, per_task_items=2_000, workloads=WORKLOADS, log=None):
     """Run the workloads; return one dict per (workload, implementation) with the keys
     workload, impl, items, seconds (median of the rounds), runs (every round's seconds), rate
     (items per second) and ratio (this row's rate over hand-written Dask's).
@@ -77,14 +79,15 @@ def run(workers=2, tiny_items=100_000, sleep_items=200, sleep_seconds=0.01, roun
     import fastmp
     from fastmp import dask as fdask
 
-    sizes = {"tiny": tiny_items, "10ms": sleep_items}
-    funcs = {"tiny": _tiny, "10ms": _sleep}
+    sizes = {"tiny": tiny_items, "10ms": sleep_items, "per-task": per_task_items}
+    funcs = {"tiny": _tiny, "10ms": _sleep, "per-task": _tiny}
+    chunks = {"tiny": None, "10ms": None, "per-task": 1}
 
     def items_of(name, impl):
         n = sizes[name]
         if name == "tiny" and impl == BASELINE and baseline_tiny_items:
             n = min(n, baseline_tiny_items)
-        if name == "tiny":
+        if name != "10ms":
             return list(range(n)), [x + 1 for x in range(n)]
         return [sleep_seconds] * n, [sleep_seconds] * n
 
@@ -98,21 +101,21 @@ def run(workers=2, tiny_items=100_000, sleep_items=200, sleep_seconds=0.01, roun
         client.wait_for_workers(workers, timeout=120)
         calls = {
             "fastmp.dask.Pool": dpool.map,
-            "dask client.map": lambda f, items: client.gather(client.map(f, items,
-                                                                         pure=False)),
+            "dask client.map": lambda f, items, chunksize: client.gather(
+                client.map(f, items, pure=False)),
             "fastmp.Pool": lpool.map,
         }
         for name in workloads:
             func = funcs[name]
             for impl in IMPLS:     # warm-up, untimed: imports and pickles in the workers
-                calls[impl](func, items_of(name, impl)[0][:50])
+                calls[impl](func, items_of(name, impl)[0][:50], chunks[name])
             _settle(client)
             runs = {impl: [] for impl in IMPLS}
             for r in range(rounds):
                 for impl in IMPLS:
                     items, expected = items_of(name, impl)
                     t0 = time.perf_counter()
-                    out = calls[impl](func, items)
+                    out = calls[impl](func, items, chunks[name])
                     seconds = time.perf_counter() - t0
                     if out != expected:
                         raise AssertionError(f"{impl} gave a wrong result for {name}")
@@ -152,6 +155,7 @@ def main(argv=None):
     parser.add_argument("--baseline-tiny-items", type=int, default=10_000,
                         help="items of the tiny workload for hand-written Dask (0: all)")
     parser.add_argument("--sleep-items", type=int, default=200)
+    parser.add_argument("--per-task-items", type=int, default=2_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--only", default=",".join(WORKLOADS),
                         help="comma-separated workloads: " + ", ".join(WORKLOADS))
@@ -166,7 +170,8 @@ def main(argv=None):
     if bad:
         parser.error(f"unknown workload(s) {bad}; choose from {', '.join(WORKLOADS)}")
     rows = run(args.workers, args.tiny_items, args.sleep_items, rounds=args.rounds,
-               baseline_tiny_items=args.baseline_tiny_items, workloads=only,
+               baseline_tiny_items=args.baseline_tiny_items,
+               per_task_items=args.per_task_items, workloads=only,
                log=print if args.verbose else None)
     print(format_rows(rows))
     return 0

@@ -583,15 +583,17 @@ def test_bench_workloads_run_small():
     from fastmp import dask_bench
     assert dask_bench.missing() is None
     rows = dask_bench.run(workers=1, tiny_items=300, sleep_items=4, sleep_seconds=0.001,
-                          rounds=1, baseline_tiny_items=30)
+                          rounds=1, baseline_tiny_items=30, per_task_items=20)
     assert [(r["workload"], r["impl"], r["items"]) for r in rows] == [
         ("tiny", "fastmp.dask.Pool", 300), ("tiny", "dask client.map", 30),
         ("tiny", "fastmp.Pool", 300),
         ("10ms", "fastmp.dask.Pool", 4), ("10ms", "dask client.map", 4),
-        ("10ms", "fastmp.Pool", 4)]
+        ("10ms", "fastmp.Pool", 4),
+        ("per-task", "fastmp.dask.Pool", 20), ("per-task", "dask client.map", 20),
+        ("per-task", "fastmp.Pool", 20)]
     for r in rows:
         assert r["rate"] == pytest.approx(r["items"] / r["seconds"])
         if r["impl"] == "dask client.map":
             assert r["ratio"] == pytest.approx(1.0)
     table = dask_bench.format_rows(rows).splitlines()
-    assert len(table) == 7 and "vs hand-written Dask" in table[0]
+    assert len(table) == 10 and "vs hand-written Dask" in table[0]
