@@ -23,6 +23,8 @@ What the pool does on a cluster:
 * imap/imap_unordered stream: at most ``buffersize`` chunks (default 4 per worker thread)
   are submitted and not yet taken by the consumer, so an endless iterator works; a future is
   released as soon as its result is fetched;
+* the tasks of a map go to the scheduler in one message, and one thread per pool fetches
+  results in batches (one gather for the tasks that finished meanwhile) and runs callbacks;
 * an exception is re-raised in the caller with the worker's traceback as its ``__cause__``
   (``multiprocessing.pool.RemoteTraceback``), as fastmp's local Pool does;
 * a worker that dies fails its tasks with :class:`fastmp.pool.WorkerLostError` once Dask's
@@ -377,8 +379,9 @@ class MapResult(ApplyResult, _std.MapResult):
 
 class _Stream(_ReadAhead):
     """The pool's side of an imap iterator: a feeder thread reads the input and submits
-    chunks while fewer than buffersize are submitted and not yet taken; a done callback
-    fetches each result (releasing its future) and the consumer takes them."""
+    chunks while fewer than buffersize are submitted and not yet taken; the pool's collector
+    fetches each result (and the stream drops the chunk's future then), and the consumer
+    takes them."""
 
     def __init__(self, pool, function, mode, iterable, chunksize, limit, ordered):
         self._cond = threading.Condition(threading.Lock())
