@@ -53,7 +53,7 @@ import warnings
 import multiprocessing.pool as _std
 from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import TimeoutError
-from multiprocessing.pool import RemoteTraceback
+from multiprocessing.pool import ExceptionWithTraceback, RemoteTraceback
 
 try:
     import cloudpickle
@@ -65,8 +65,9 @@ except ImportError as exc:   # pragma: no cover  (the extra is not installed)
         f"fastmp.dask needs Dask's distributed scheduler: pip install 'fastmp[dask]' ({exc})"
     ) from exc
 
-from .pool import InitializerError, WorkerLostError, _ReadAhead, _WithTraceback, \
-    _check_buffersize, _chunks, _progress_bar, _report_callback_error
+from ._dispatcher import ReadAhead as _ReadAhead, check_buffersize as _check_buffersize
+from .pool import InitializerError, WorkerLostError, _chunks, _progress_bar, \
+    _report_callback_error
 from .pool import Pool as _LocalPool
 
 __all__ = ['Pool', 'ProcessPoolExecutor', 'ApplyResult', 'AsyncResult', 'MapResult',
@@ -92,7 +93,7 @@ class _RemoteFailure(Exception):
 
     def __init__(self, exc):
         Exception.__init__(self, type(exc).__name__)
-        self.carried = _WithTraceback(exc)
+        self.carried = ExceptionWithTraceback(exc, exc.__traceback__)
 
     def __reduce__(self):
         return self.carried.__reduce__()
@@ -118,7 +119,7 @@ def _run(fdata, mode, payload):
         failure = _RemoteFailure(exc)
     # Dask pickles a task's exception with its __cause__ (tblib), in place of __reduce__'s:
     # the cause is set here to what _rebuild_exc sets in the caller.
-    raise failure from RemoteTraceback(failure.carried.tb_text)
+    raise failure from RemoteTraceback(failure.carried.tb)
 
 
 class _Initializer(WorkerPlugin):

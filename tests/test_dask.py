@@ -580,7 +580,7 @@ def test_import_without_the_extra_names_it():
 # --------------------------------------------------------------------------- benchmark
 
 def test_bench_workloads_run_small():
-    from fastmp import dask_bench
+    from fastmp.bench import dask as dask_bench
     assert dask_bench.missing() is None
     rows = dask_bench.run(workers=1, tiny_items=300, sleep_items=4, sleep_seconds=0.001,
                           rounds=1, baseline_tiny_items=30, per_task_items=20)

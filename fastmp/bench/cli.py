@@ -51,7 +51,9 @@ def _parser(prog=PROG, group=None):
                              "minute on 2 cores; a smoke test, not a measurement)")
     parser.add_argument("--only", metavar="PATTERN",
                         help="only the workloads matching PATTERN: comma-separated "
-                             "substrings, globs, or group names (" + ", ".join(GROUPS) + ")")
+                             "substrings, globs, or group names (" + ", ".join(GROUPS) + "); "
+                             "'dask' alone: fastmp.dask on a Dask cluster against hand-written "
+                             "Dask (needs the dask extra)")
     parser.add_argument("--json", metavar="FILE", help="also write the results to FILE as JSON")
     parser.add_argument("--plot", metavar="FILE.png",
                         help="also draw the ratios as a bar chart, log scale (needs matplotlib)")
@@ -129,6 +131,20 @@ def _unusable(names, explicit, start_method):
     return None
 
 
+def _dask(args):
+    """``--only dask``: fastmp.dask's workloads (fastmp/bench/dask.py) on a LocalCluster, with
+    their own table: a Pool on a cluster compares with hand-written Dask, not with the stdlib.
+    Needs the extra; says "absent" otherwise."""
+    from . import dask
+    argv = ["--rounds", str(args.rounds or (1 if args.quick else 3))]
+    if args.quick:
+        argv += ["--tiny-items", "20000", "--baseline-tiny-items", "2000",
+                 "--per-task-items", "500"]
+    if args.processes:
+        argv += ["--workers", str(args.processes)]
+    return dask.main(argv)
+
+
 def main(argv=None, *, group=None, prog=PROG):
     """Run the command line ``argv`` (default: ``sys.argv[1:]``) and return the exit status:
     0, 1 when a workload failed for a library, 2 when a library to time is unusable.  With
@@ -157,6 +173,8 @@ def main(argv=None, *, group=None, prog=PROG):
             print(f"plot: {args.plot}")
         return 1 if rep.get("failed") else 0
 
+    if args.only and set(args.only.replace(" ", "").split(",")) == {"dask"}:
+        return _dask(args)
     chosen = select(workloads, args.only, groups=True)
     if not chosen:
         parser.error(f"no workload matches {args.only!r} (see --list)")
