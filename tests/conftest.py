@@ -140,12 +140,13 @@ def shm_entries():
 _MAPS_RE = re.compile(r"/dev/shm/(" + re.escape(SHM_PREFIX) + r"\S+)")
 
 
-def shm_mapped_by_live_processes():
+def shm_mapped_by_live_processes(but_self=False):
     """fastmp-* segments some live process still maps: in use, so not (yet) a leak.  This also
-    keeps a concurrent test run on the same machine from being blamed on this one."""
+    keeps a concurrent test run on the same machine from being blamed on this one.  With
+    but_self, the ones that processes other than this one map."""
     mapped = set()
     for pid in os.listdir("/proc"):
-        if not pid.isdigit():
+        if not pid.isdigit() or (but_self and int(pid) == os.getpid()):
             continue
         try:
             with open(f"/proc/{pid}/maps") as f:
