@@ -13,6 +13,15 @@
 #include <sys/statvfs.h>
 
 #define DEADLINE() fm_deadline_after(30.0)
+/* kv.h's contract: FM_EINTR means "check signals, call again" (a wait
+ * slice ended while another process held the lock). */
+#define RETRY(call)                                                             \
+    ({                                                                          \
+        int r_;                                                                 \
+        while ((r_ = (call)) == FM_EINTR)                                       \
+            ;                                                                   \
+        r_;                                                                     \
+    })
 
 /* ---- the test hook: die (or dawdle) at a numbered point of the write path */
 static _Atomic int die_at;          /* 0: never */
@@ -774,15 +783,15 @@ hammer(int procs)
             for (int i = 0; i < PER; i++) {
                 int kl = sprintf(key, "p%d-%d", p, i % 5000);
                 int vl = sprintf(val, "%d:%d:%0*d", p, i, (int)(i % 40), 0);
-                if (fm_dict_set(&d, key, (size_t)kl, val, (size_t)vl, FM_FOREVER) != FM_OK)
+                if (RETRY(fm_dict_set(&d, key, (size_t)kl, val, (size_t)vl, FM_FOREVER)) != FM_OK)
                     _exit(2);
                 uint32_t num = (uint32_t)(p * PER + i);
-                if (fm_vec_append(&v, &num, sizeof num, FM_FOREVER) != FM_OK)
+                if (RETRY(fm_vec_append(&v, &num, sizeof num, FM_FOREVER)) != FM_OK)
                     _exit(3);
                 if (i % 3 == 2) {
                     int found;
                     kl = sprintf(key, "p%d-%d", p, (i / 3) % 5000 + 100000);
-                    fm_dict_delete(&d, key, (size_t)kl, FM_FOREVER, &found);
+                    RETRY(fm_dict_delete(&d, key, (size_t)kl, FM_FOREVER, &found));
                 }
             }
             fm_kvh_close(&d);
@@ -966,14 +975,15 @@ verify_all(fm_kvctl *dc, fm_kvctl *vc, const char *when)
     fm_kvh_open(&d, dc);
     fm_kvh_open(&v, vc);
     verify_ctx x = {0};
-    int st1 = fm_kv_check(&d, DEADLINE()), st2 = fm_kv_check(&v, DEADLINE());
-    int st3 = fm_dict_foreach(&d, DEADLINE(), verify_dict_item, &x);
-    int st4 = fm_vec_slice(&v, FM_VEC_NONE, FM_VEC_NONE, 1, DEADLINE(), verify_vec_item, &x);
+    int64_t dl = DEADLINE();
+    int st1 = RETRY(fm_kv_check(&d, dl)), st2 = RETRY(fm_kv_check(&v, dl));
+    int st3 = RETRY(fm_dict_foreach(&d, dl, verify_dict_item, &x));
+    int st4 = RETRY(fm_vec_slice(&v, FM_VEC_NONE, FM_VEC_NONE, 1, dl, verify_vec_item, &x));
     /* and it carries on */
     unsigned char val[64];
     size_t len = tagged_value(val, 7, 40);
-    int st5 = fm_dict_set(&d, "k7", 2, val, len, DEADLINE());
-    int st6 = fm_vec_append(&v, val, len, DEADLINE());
+    int st5 = RETRY(fm_dict_set(&d, "k7", 2, val, len, dl));
+    int st6 = RETRY(fm_vec_append(&v, val, len, dl));
     int ok = st1 == FM_OK && st2 == FM_OK && st3 == FM_OK && st4 == FM_OK && st5 == FM_OK &&
              st6 == FM_OK && x.torn == 0;
     CHECK_MSG(ok, "%s: check %s/%s, walk %s/%s, write %s/%s, %ld torn values", when,
@@ -1057,6 +1067,9 @@ killed_at_points_body(void)
             snprintf(when, sizeof when, "%s at point %d (%s)", kind ? "list insert" : "dict set",
                      point, what[point]);
             verify_all(dc, vc, when);
+            /* the dead builder's segment is gone already: the two current ones are left */
+            int files = count_shm_files();
+            CHECK_MSG(files == 2, "%s: %d files in /dev/shm, want 2", when, files);
             /* the write is there exactly when the dead holder had marked it */
             /* (at 6 the rebuild is done, the write itself not yet) */
             int done = point == 2 || point == 3;
@@ -1150,7 +1163,8 @@ killed_while_others_work_body(void)
                 uint32_t k = 1000 + (uint32_t)w;
                 int kl = sprintf(key, "k%u", k);
                 size_t len = tagged_value(val, k, 16 + (size_t)(n++ % 40));
-                if (fm_dict_set(&d, key, (size_t)kl, val, len, fm_deadline_after(20)) != FM_OK)
+                int64_t dl = fm_deadline_after(20);
+                if (RETRY(fm_dict_set(&d, key, (size_t)kl, val, len, dl)) != FM_OK)
                     _exit(1);
             }
             _exit(n > 0 ? 0 : 2);
