@@ -468,7 +468,7 @@ d_rebuild(fm_kvh *h, uint64_t add_ents, uint64_t add_bytes)
     kv_seg tmp;
     memset(&tmp, 0, sizeof tmp);
     size_t size = d_layout(&tmp, grow(live + add_ents, 8), grow_heap(bytes + add_bytes));
-    if (size < bytes || size > FM_HUGE_MAX)
+    if (size > FM_HUGE_MAX)
         return FM_NOMEM;
     fm_segment *seg;
     int rc = make_segment(h, size, &seg);
@@ -534,8 +534,6 @@ d_set_locked(fm_kvh *h, const void *key, size_t klen, const void *val, size_t vl
         j_commit(h);
         return FM_OK;
     }
-    if (klen > UINT32_MAX)
-        return FM_OVERFLOW;
     int reuse = at != UINT64_MAX && d_index(h)[at] == SLOT_TOMB;
     if (at == UINT64_MAX || s->n_ent >= s->ent_cap ||
         (!reuse && (s->count + s->tombs + 1) * 4 > s->index_cap * 3) ||
@@ -595,7 +593,11 @@ fm_dict_set(fm_kvh *h, const void *key, size_t klen, const void *val, size_t vle
             int64_t deadline)
 {
     int rc = check_kind(h, FM_KV_DICT);
-    if (rc != FM_OK || (rc = kv_lock(h, deadline)) != FM_OK)
+    if (rc != FM_OK)
+        return rc;
+    if (klen > UINT32_MAX || vlen > FM_HUGE_MAX)
+        return FM_NOMEM;
+    if ((rc = kv_lock(h, deadline)) != FM_OK)
         return rc;
     while ((rc = d_set_locked(h, key, klen, val, vlen)) == NEED_ROOM) {
         rc = d_rebuild(h, 1, pad8(klen) + pad8(vlen));
@@ -930,11 +932,17 @@ static int
 v_write(fm_kvh *h, v_req *r, int64_t deadline, fm_kv_visit visit, void *arg)
 {
     int rc = check_kind(h, FM_KV_VEC);
-    if (rc != FM_OK || (rc = kv_lock(h, deadline)) != FM_OK)
+    if (rc != FM_OK)
         return rc;
     uint64_t nbytes = 0, nitems = 0;
-    for (size_t k = 0; k < r->n; k++)
-        nbytes += pad8(r->lens[k]);
+    for (size_t k = 0; k < r->n; k++) {
+        if (r->lens[k] > FM_HUGE_MAX || (nbytes += pad8(r->lens[k])) > FM_HUGE_MAX)
+            return FM_NOMEM;
+    }
+    if (r->n > FM_HUGE_MAX / 64)
+        return FM_NOMEM;
+    if ((rc = kv_lock(h, deadline)) != FM_OK)
+        return rc;
     if (r->op == V_SET || r->op == V_DELETE) {
         r->i = v_index(h, r->i);
         if (r->i < 0) {
@@ -1103,8 +1111,16 @@ fm_vec_slice(fm_kvh *h, int64_t start, int64_t stop, int64_t step, int64_t deadl
     int64_t n = h->base ? (int64_t)hdr(h)->count : 0;
     slice_bounds(n, &start, &stop, step);
     kv_elem *a = h->base ? v_arr(h) : NULL;
-    for (int64_t i = start; rc == FM_OK && (step > 0 ? i < stop : i > stop); i += step)
+    /* counted first, so that no index past the bounds is ever computed */
+    uint64_t cnt = 0;
+    if (step > 0 && start < stop)
+        cnt = (uint64_t)(stop - start - 1) / (uint64_t)step + 1;
+    else if (step < 0 && start > stop)
+        cnt = (uint64_t)(start - stop - 1) / (uint64_t)(-step) + 1;
+    for (uint64_t k = 0; k < cnt && rc == FM_OK; k++) {
+        int64_t i = start + (int64_t)k * step;
         rc = visit(arg, NULL, (size_t)i, h->base + a[i].off, a[i].len);
+    }
     kv_unlock(h);
     return rc;
 }

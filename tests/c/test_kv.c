@@ -639,6 +639,51 @@ test_dict_order_popitem(void)
     destroy_ctl(c);
 }
 
+/* Extreme arguments: steps near the int64 limits, lengths no segment can
+ * hold (refused before anything is read or changed). */
+static void
+test_extreme_arguments(void)
+{
+    fm_kvctl *c = new_ctl(FM_KV_VEC), *dc = new_ctl(FM_KV_DICT);
+    fm_kvh h, d;
+    fm_kvh_open(&h, c);
+    fm_kvh_open(&d, dc);
+    for (int i = 0; i < 5; i++) {
+        char x = (char)('0' + i);
+        CHECK_ST(fm_vec_append(&h, &x, 1, DEADLINE()), FM_OK);
+    }
+    items it = {0};
+    CHECK_ST(fm_vec_slice(&h, 1, FM_VEC_NONE, INT64_MAX, DEADLINE(), collect, &it), FM_OK);
+    CHECK(it.n == 1 && it.kl[0] == 1);
+    items_free(&it);
+    CHECK_ST(fm_vec_slice(&h, 3, FM_VEC_NONE, INT64_MIN + 1, DEADLINE(), collect, &it), FM_OK);
+    CHECK(it.n == 1 && it.kl[0] == 3);
+    items_free(&it);
+    CHECK_ST(fm_vec_slice(&h, INT64_MAX, INT64_MIN + 1, -2, DEADLINE(), collect, &it), FM_OK);
+    CHECK(it.n == 3 && it.kl[0] == 4 && it.kl[2] == 0);
+    items_free(&it);
+    CHECK_ST(fm_vec_get(&h, INT64_MIN + 1, DEADLINE(), collect, &it), FM_OVERFLOW);
+    CHECK_ST(fm_vec_insert(&h, INT64_MIN + 1, "a", 1, DEADLINE()), FM_OK);
+    CHECK_ST(fm_vec_insert(&h, INT64_MAX, "z", 1, DEADLINE()), FM_OK);
+    CHECK_ST(fm_vec_slice(&h, FM_VEC_NONE, FM_VEC_NONE, 1, DEADLINE(), collect, &it), FM_OK);
+    CHECK(it.n == 7 && it.v[0][0] == 'a' && it.v[6][0] == 'z' && it.v[1][0] == '0');
+    items_free(&it);
+    const void *vals[2] = {"q", "q"};
+    size_t lens[2] = {1, SIZE_MAX - 3};
+    CHECK_ST(fm_vec_extend(&h, 2, vals, lens, DEADLINE()), FM_NOMEM);
+    CHECK_ST(fm_vec_append(&h, "q", SIZE_MAX, DEADLINE()), FM_NOMEM);
+    CHECK_ST(fm_dict_set(&d, "k", 1, "v", SIZE_MAX - 3, DEADLINE()), FM_NOMEM);
+    uint64_t n = 9;
+    CHECK_ST(fm_vec_len(&h, DEADLINE(), &n), FM_OK);
+    CHECK_EQ(n, 7);
+    CHECK_ST(fm_dict_len(&d, DEADLINE(), &n), FM_OK);
+    CHECK_EQ(n, 0);
+    fm_kvh_close(&h);
+    fm_kvh_close(&d);
+    destroy_ctl(c);
+    destroy_ctl(dc);
+}
+
 /* ------------------------------------------------------------ growth */
 
 static void
@@ -1327,6 +1372,7 @@ main(void)
     RUN(test_dict_order_popitem);
     RUN(test_dict_model);
     RUN(test_vec_model);
+    RUN(test_extreme_arguments);
     RUN(test_growth_many_keys);
     RUN(test_huge_value);
     RUN(test_two_processes);
