@@ -752,6 +752,47 @@ test_growth_many_keys(void)
     destroy_ctl(c);
 }
 
+static int
+mapped_here(const char *name)
+{
+    FILE *f = fopen("/proc/self/maps", "r");
+    char line[512];
+    int found = 0;
+    while (f && fgets(line, sizeof line, f))
+        found |= strstr(line, name + 1) != NULL;
+    if (f)
+        fclose(f);
+    return found;
+}
+
+/* Another handle's growth: this handle keeps its old mapping only until
+ * its next operation, which sees the new generation and attaches it. */
+static void
+test_old_mapping_dropped(void)
+{
+    fm_kvctl *c = new_ctl(FM_KV_DICT);
+    fm_kvh a, b;
+    fm_kvh_open(&a, c);
+    fm_kvh_open(&b, c);
+    CHECK_ST(fm_dict_set(&a, "x", 1, "1", 1, DEADLINE()), FM_OK);
+    char old[FM_SHM_NAME_MAX];
+    memcpy(old, c->names[fm_kv_generation(c) & 1], sizeof old);
+    int found;
+    CHECK_ST(fm_dict_contains(&b, "x", 1, DEADLINE(), &found), FM_OK);
+    uint64_t g0 = fm_kv_generation(c);
+    static unsigned char big[200000];
+    CHECK_ST(fm_dict_set(&b, "y", 1, big, sizeof big, DEADLINE()), FM_OK);
+    CHECK_EQ(fm_kv_generation(c), g0 + 1);
+    CHECK(!fmt_shm_exists(old));        /* unlinked at once */
+    CHECK(mapped_here(old));            /* a's mapping is still there */
+    CHECK_ST(fm_dict_contains(&a, "y", 1, DEADLINE(), &found), FM_OK);
+    CHECK_EQ(found, 1);
+    CHECK(!mapped_here(old));           /* gone at a's next operation */
+    fm_kvh_close(&a);
+    fm_kvh_close(&b);
+    destroy_ctl(c);
+}
+
 static void
 test_huge_value(void)
 {
@@ -1374,6 +1415,7 @@ main(void)
     RUN(test_vec_model);
     RUN(test_extreme_arguments);
     RUN(test_growth_many_keys);
+    RUN(test_old_mapping_dropped);
     RUN(test_huge_value);
     RUN(test_two_processes);
     RUN(test_four_processes);
