@@ -198,6 +198,8 @@ drop_mapping(fm_kvh *h)
 void
 fm_kvh_close(fm_kvh *h)
 {
+    if (h->ctl)
+        fm_kv_end(h);
     drop_mapping(h);
     h->ctl = NULL;
 }
@@ -268,6 +270,8 @@ sync_locked(fm_kvh *h)
 static int
 kv_lock(fm_kvh *h, int64_t deadline)
 {
+    if (h->held)
+        return FM_OK;                   /* inside fm_kv_begin/fm_kv_end */
     int st = fm_mutex_lock(&h->ctl->lock, fm_self_pid(), deadline, KV_SPIN_NS);
     if (st != FM_OK && st != FM_RECOVERED)
         return st;
@@ -280,7 +284,28 @@ kv_lock(fm_kvh *h, int64_t deadline)
 static inline void
 kv_unlock(fm_kvh *h)
 {
-    fm_mutex_unlock(&h->ctl->lock);
+    if (!h->held)
+        fm_mutex_unlock(&h->ctl->lock);
+}
+
+int
+fm_kv_begin(fm_kvh *h, int64_t deadline)
+{
+    if (h->ctl == NULL || h->held)
+        return FM_CORRUPT;
+    int rc = kv_lock(h, deadline);
+    if (rc == FM_OK)
+        h->held = 1;
+    return rc;
+}
+
+void
+fm_kv_end(fm_kvh *h)
+{
+    if (h->held) {
+        h->held = 0;
+        kv_unlock(h);
+    }
 }
 
 /* Lock held: make a data segment of `size` bytes (zeroed, pages reserved),

@@ -84,6 +84,7 @@ typedef struct {
     fm_segment *seg;                    /* this process's mapping of the data, or NULL */
     uint64_t gen;                       /* the generation `seg` is */
     unsigned char *base;
+    int held;                           /* inside fm_kv_begin/fm_kv_end */
 } fm_kvh;
 
 /* Called under the lock with one item's bytes (valid only during the
@@ -101,6 +102,15 @@ void fm_kvh_close(fm_kvh *h);
 void fm_kvctl_destroy(fm_kvctl *ctl);
 /* Check the whole structure under the lock: FM_OK or FM_CORRUPT. */
 int fm_kv_check(fm_kvh *h, int64_t deadline);
+/* Several operations as one: fm_kv_begin takes the lock (same statuses as
+ * any call), the calls on this handle until fm_kv_end run under it without
+ * taking it again (their deadline is then unused).  For what the stdlib's
+ * proxies do in one step and this file does not (setdefault, update,
+ * list.remove by Python equality, +=, ...).  A process killed in between
+ * leaves each finished call done: every call stays consistent on its own.
+ * Never call the same object from inside a visitor. */
+int fm_kv_begin(fm_kvh *h, int64_t deadline);
+void fm_kv_end(fm_kvh *h);
 /* The current generation (0: no data segment yet), read without the lock. */
 uint64_t fm_kv_generation(const fm_kvctl *ctl);
 
