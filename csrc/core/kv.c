@@ -316,7 +316,7 @@ make_segment(fm_kvh *h, size_t size, fm_segment **out)
     fm_kvctl *c = h->ctl;
     uint64_t st = atomic_load_explicit(&c->state, ACQ);
     char *spare = c->names[((st >> 2) + 1) & 1];
-    char name[FM_SHM_NAME_MAX];
+    char name[FM_SHM_NAME_MAX] = "";
     size_t plen = strlen(FM_SHM_PREFIX);
     memcpy(name, FM_SHM_PREFIX, plen);
     if (fm_random_hex(name + plen, 12) != FM_OK)
