@@ -54,11 +54,10 @@ typedef struct {
 static void
 notify_gone(PyTypeObject *tp, const char *name)
 {
-    PyObject *type, *value, *tb;
-    PyErr_Fetch(&type, &value, &tb);
+    PyObject *pending = fm_exc_take();
     fm_state *st = fm_state_of_type(tp);
     PyErr_Clear();      /* no state: the module is going away, nothing to tell */
-    PyErr_Restore(type, value, tb);
+    fm_exc_restore(pending);
     fm_segment_gone(st, name);
 }
 
@@ -164,10 +163,8 @@ static PyObject *
 Buffer_attach(PyObject *type, PyObject *state)
 {
     PyTypeObject *tp = (PyTypeObject *)type;
-    if (!PyTuple_Check(state) || PyTuple_GET_SIZE(state) != 3) {
-        PyErr_SetString(PyExc_TypeError, "_fm_attach() needs the tuple _fm_state() returned");
+    if (fm_check_state(state, 3, 1) < 0)
         return NULL;
-    }
     Py_ssize_t size = PyLong_AsSsize_t(PyTuple_GET_ITEM(state, 2));
     if (size == -1 && PyErr_Occurred())
         return NULL;
@@ -178,14 +175,10 @@ Buffer_attach(PyObject *type, PyObject *state)
     fm_state *st = fm_state_of_type(tp);
     if (st == NULL)
         return NULL;
-    FmBufferObject *self = (FmBufferObject *)tp->tp_alloc(tp, 0);
+    FmBufferObject *self = (FmBufferObject *)fm_attach_new(
+        st, tp, state, offsetof(FmBufferObject, h), FM_KIND_VALUE);
     if (self == NULL)
         return NULL;
-    if (fm_handle_attach(st, &self->h, PyTuple_GET_ITEM(state, 0), PyTuple_GET_ITEM(state, 1),
-                         FM_KIND_VALUE) < 0) {
-        Py_DECREF(self);
-        return NULL;
-    }
     /* a forged or stale state must not give a view past the block */
     if (fm_block_capacity(self->h.seg, self->h.offset, FM_KIND_VALUE) < (size_t)size) {
         PyErr_Format(PyExc_ValueError, "the shared block at offset %llu holds fewer than %zd bytes",
@@ -513,27 +506,18 @@ lock_acquire(FmSyncObject *self)
 static int
 lock_release(FmSyncObject *self, int ok)
 {
-    PyObject *type = NULL, *value = NULL, *tb = NULL;
-    if (ok < 0)
-        PyErr_Fetch(&type, &value, &tb);
+    PyObject *failed = ok < 0 ? fm_exc_take() : NULL;
     PyObject *r = PyObject_CallNoArgs(self->release);
     if (r != NULL) {
         Py_DECREF(r);
-        if (ok < 0)
-            PyErr_Restore(type, value, tb);
+        if (failed != NULL)
+            fm_exc_restore(failed);
         return ok;
     }
-    if (ok < 0) {
-        PyObject *t2, *v2, *tb2;
-        PyErr_Fetch(&t2, &v2, &tb2);
-        PyErr_NormalizeException(&type, &value, &tb);
-        PyErr_NormalizeException(&t2, &v2, &tb2);
-        if (tb != NULL)
-            PyException_SetTraceback(value, tb);
-        PyException_SetContext(v2, value);      /* steals value */
-        Py_XDECREF(type);
-        Py_XDECREF(tb);
-        PyErr_Restore(t2, v2, tb2);
+    if (failed != NULL) {
+        PyObject *exc = fm_exc_take();
+        PyException_SetContext(exc, failed);    /* steals failed */
+        fm_exc_restore(exc);
     }
     return -1;
 }
@@ -1595,33 +1579,14 @@ static PyType_Spec String_spec = {
 
 /* ======================================================== registration */
 
-static int
-add_type(PyObject *module, PyType_Spec *spec, PyTypeObject *base, PyTypeObject **slot)
-{
-    PyObject *bases = NULL;     /* a tuple: Python 3.9 takes no bare type here */
-    if (base != NULL && (bases = PyTuple_Pack(1, (PyObject *)base)) == NULL)
-        return -1;
-    PyObject *tp = PyType_FromModuleAndSpec(module, spec, bases);
-    Py_XDECREF(bases);
-    if (tp == NULL)
-        return -1;
-    *slot = (PyTypeObject *)tp;
-    Py_INCREF(tp);
-    if (PyModule_AddObject(module, strrchr(spec->name, '.') + 1, tp) < 0) {
-        Py_DECREF(tp);
-        return -1;
-    }
-    return 0;
-}
-
 int
 fm_value_add_types(PyObject *module, fm_state *st)
 {
-    if (add_type(module, &Buffer_spec, NULL, &st->BufferWrapperType) < 0 ||
-        add_type(module, &SyncBase_spec, NULL, &st->SyncBaseType) < 0 ||
-        add_type(module, &Value_spec, st->SyncBaseType, &st->SynchronizedType) < 0 ||
-        add_type(module, &Array_spec, st->SyncBaseType, &st->SyncArrayType) < 0 ||
-        add_type(module, &String_spec, st->SyncArrayType, &st->SyncStringType) < 0)
+    if (fm_add_type(module, &Buffer_spec, NULL, &st->BufferWrapperType) < 0 ||
+        fm_add_type(module, &SyncBase_spec, NULL, &st->SyncBaseType) < 0 ||
+        fm_add_type(module, &Value_spec, st->SyncBaseType, &st->SynchronizedType) < 0 ||
+        fm_add_type(module, &Array_spec, st->SyncBaseType, &st->SyncArrayType) < 0 ||
+        fm_add_type(module, &String_spec, st->SyncArrayType, &st->SyncStringType) < 0)
         return -1;
     return 0;
 }
