@@ -61,6 +61,29 @@ fm_add_type(PyObject *module, PyType_Spec *spec, PyTypeObject *base, PyTypeObjec
     return 0;
 }
 
+/* ------------------------------------------------ instances, their ends */
+
+PyObject *
+fm_shared_new(fm_state *st, PyTypeObject *type, size_t handle_offset, size_t size,
+              uint32_t tag)
+{
+    PyObject *self = type->tp_alloc(type, 0);
+    if (self == NULL)
+        return NULL;
+    if (fm_handle_new(st, (fm_handle *)((char *)self + handle_offset), size, tag) < 0) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    return self;
+}
+
+int
+fm_traverse_type(PyObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(self));
+    return 0;
+}
+
 /* ------------------------------------------------------------ arguments */
 
 int
@@ -109,6 +132,18 @@ int
 fm_no_args_error(const char *fname, Py_ssize_t nargs)
 {
     PyErr_Format(PyExc_TypeError, "%s() takes no arguments (%zd given)", fname, nargs);
+    return -1;
+}
+
+int
+fm_nargs_error(const char *fname, Py_ssize_t nargs, Py_ssize_t lo, Py_ssize_t hi)
+{
+    if (lo == hi)
+        PyErr_Format(PyExc_TypeError, "%s() takes exactly %zd argument%s (%zd given)",
+                     fname, lo, lo == 1 ? "" : "s", nargs);
+    else
+        PyErr_Format(PyExc_TypeError, "%s() takes from %zd to %zd arguments (%zd given)",
+                     fname, lo, hi, nargs);
     return -1;
 }
 

@@ -11,6 +11,9 @@
 #ifndef FASTMP_GLUE_H
 #define FASTMP_GLUE_H
 
+#include <stddef.h>
+#include <structmember.h>
+
 /* ------------------------------------------------------- module state */
 
 extern PyModuleDef fm_module_def;
@@ -38,6 +41,47 @@ PyObject *fm_set_error(int status);
 int fm_add_type(PyObject *module, PyType_Spec *spec, PyTypeObject *base,
                 PyTypeObject **slot);
 
+/* ------------------------------------------------ instances, their ends */
+
+/* A new instance of `type` whose handle (at handle_offset in the object)
+ * holds a new shared block of `size` bytes and kind `tag`.  New reference,
+ * or NULL. */
+PyObject *fm_shared_new(fm_state *st, PyTypeObject *type, size_t handle_offset,
+                        size_t size, uint32_t tag);
+
+/* tp_traverse of a type whose instances hold no Python object: the
+ * instance's reference to its heap type. */
+int fm_traverse_type(PyObject *self, visitproc visit, void *arg);
+
+/* The two ends of a tp_dealloc: untrack the object (GC types) and clear
+ * its weak references; then free it and drop its reference to its heap
+ * type.  What the object holds is let go in between. */
+static inline void
+fm_dealloc_begin(PyObject *self)
+{
+    if (PyObject_IS_GC(self))
+        PyObject_GC_UnTrack(self);
+    if (Py_TYPE(self)->tp_weaklistoffset)
+        PyObject_ClearWeakRefs(self);
+}
+
+static inline void
+fm_dealloc_end(PyObject *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    tp->tp_free(self);
+    Py_DECREF(tp);
+}
+
+/* The member that gives a type's instances weak references, as the
+ * stdlib's classes allow (multiprocessing's own helpers and tests keep
+ * weakrefs to locks and queues): T has a `weakreflist` field.  And a
+ * members table holding only that one, named T_members. */
+#define FM_WEAKREF_MEMBER(T)                                                  \
+    {"__weaklistoffset__", T_PYSSIZET, offsetof(T, weakreflist), READONLY, NULL}
+#define FM_WEAKREF_MEMBERS(T)                                                 \
+    static PyMemberDef T##_members[] = {FM_WEAKREF_MEMBER(T), {NULL, 0, 0, 0, NULL}}
+
 /* ------------------------------------------------------------ arguments */
 
 int fm_parse_args_slow(const char *fname, PyObject *const *args, Py_ssize_t nargs,
@@ -46,8 +90,8 @@ int fm_parse_args_slow(const char *fname, PyObject *const *args, Py_ssize_t narg
 
 /* A METH_FASTCALL | METH_KEYWORDS method's arguments, by position or by
  * keyword, into slots[0..n) named `names` (NULL where not given); the
- * first `required` must be given.  The messages of CPython's own parser
- * for "fname()".  -1 with TypeError set. */
+ * first `required` must be given.  Messages in the style of CPython's own
+ * parser, for "fname()".  -1 with TypeError set. */
 static inline int
 fm_parse_args(const char *fname, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
               const char *const *names, int n, int required, PyObject **slots)
@@ -72,6 +116,16 @@ static inline int
 fm_no_args(const char *fname, Py_ssize_t nargs)
 {
     return nargs == 0 ? 0 : fm_no_args_error(fname, nargs);
+}
+
+int fm_nargs_error(const char *fname, Py_ssize_t nargs, Py_ssize_t lo, Py_ssize_t hi);
+
+/* A METH_FASTCALL method's positional arguments: lo to hi of them.  -1
+ * with TypeError set when not. */
+static inline int
+fm_check_nargs(const char *fname, Py_ssize_t nargs, Py_ssize_t lo, Py_ssize_t hi)
+{
+    return nargs >= lo && nargs <= hi ? 0 : fm_nargs_error(fname, nargs, lo, hi);
 }
 
 /* A timeout in seconds (NULL or None: none) -> a deadline on the monotonic

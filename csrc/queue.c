@@ -47,7 +47,6 @@
 #include <signal.h>
 #include <stddef.h>
 #include <string.h>
-#include <structmember.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -1124,6 +1123,19 @@ check_open(FmQueueObject *self)
     return -1;
 }
 
+/* What every put and get does first: the queue must be open; its (block,
+ * timeout) arguments as *block and *deadline.  The module state, or NULL
+ * with an exception set. */
+static inline fm_state *
+queue_begin(FmQueueObject *self, PyObject *block_obj, PyObject *timeout_obj, int *block,
+            int64_t *deadline)
+{
+    if (check_open(self) < 0 ||
+        fm_block_timeout(block_obj, timeout_obj, FM_BLOCK_TRUTH, block, deadline) < 0)
+        return NULL;
+    return queue_state(self);
+}
+
 /* Write obj's record: the plain encoding straight into the ring, or a
  * pickle; committed with commit_put (the count is the caller's). */
 static int
@@ -1227,13 +1239,9 @@ Queue_put(FmQueueObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject
     PyObject *a[3];
     if (fm_parse_args("put", args, nargs, kwnames, names, 3, 1, a) < 0)
         return NULL;
-    if (check_open(self) < 0)
-        return NULL;
     int block;
     int64_t deadline;
-    if (fm_block_timeout(a[1], a[2], FM_BLOCK_TRUTH, &block, &deadline) < 0)
-        return NULL;
-    fm_state *st = queue_state(self);
+    fm_state *st = queue_begin(self, a[1], a[2], &block, &deadline);
     if (st == NULL)
         return NULL;
     int rc = put_one(self, st, a[0], block, deadline);
@@ -1258,13 +1266,9 @@ Queue_put_many(FmQueueObject *self, PyObject *args, PyObject *kwargs)
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|OO:put_many", kwlist, &items,
                                      &block_obj, &timeout_obj))
         return NULL;
-    if (check_open(self) < 0)
-        return NULL;
     int block;
     int64_t deadline;
-    if (fm_block_timeout(block_obj, timeout_obj, FM_BLOCK_TRUTH, &block, &deadline) < 0)
-        return NULL;
-    fm_state *st = queue_state(self);
+    fm_state *st = queue_begin(self, block_obj, timeout_obj, &block, &deadline);
     if (st == NULL)
         return NULL;
     /* One contract for every way an item can fail (an iterator that
@@ -1510,13 +1514,9 @@ Queue_get(FmQueueObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject
     if (fm_parse_args("get", args, nargs, kwnames, names, 2, 0, a) < 0)
         return NULL;
     PyObject *block_obj = a[0], *timeout_obj = a[1];
-    if (check_open(self) < 0)
-        return NULL;
     int block;
     int64_t deadline;
-    if (fm_block_timeout(block_obj, timeout_obj, FM_BLOCK_TRUTH, &block, &deadline) < 0)
-        return NULL;
-    fm_state *st = queue_state(self);
+    fm_state *st = queue_begin(self, block_obj, timeout_obj, &block, &deadline);
     if (st == NULL)
         return NULL;
     fm_ring *ring;
@@ -1555,9 +1555,7 @@ Queue_get_many(FmQueueObject *self, PyObject *args, PyObject *kwargs)
     }
     int block;
     int64_t deadline;
-    if (fm_block_timeout(block_obj, timeout_obj, FM_BLOCK_TRUTH, &block, &deadline) < 0)
-        return NULL;
-    fm_state *st = queue_state(self);
+    fm_state *st = queue_begin(self, block_obj, timeout_obj, &block, &deadline);
     if (st == NULL)
         return NULL;
     PyObject *list = PyList_New(0);
@@ -2052,13 +2050,10 @@ Queue_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     fm_state *st = fm_state_of_type(type);
     if (st == NULL || hooks_ready(st) < 0)
         return NULL;
-    FmQueueObject *self = (FmQueueObject *)type->tp_alloc(type, 0);
+    FmQueueObject *self = (FmQueueObject *)fm_shared_new(
+        st, type, offsetof(FmQueueObject, h), sizeof(fm_queue_shared), FM_KIND_QUEUE);
     if (self == NULL)
         return NULL;
-    if (fm_handle_new(st, &self->h, sizeof(fm_queue_shared), FM_KIND_QUEUE) < 0) {
-        Py_DECREF(self);
-        return NULL;
-    }
     fm_queue_shared *sh = self->h.ptr;
     self->sh = sh;
     fm_mutex_init(&sh->lock);
@@ -2090,21 +2085,11 @@ error:
     return NULL;
 }
 
-static int
-Queue_traverse(PyObject *self, visitproc visit, void *arg)
-{
-    Py_VISIT(Py_TYPE(self));
-    return 0;
-}
-
 static void
 Queue_dealloc(PyObject *op)
 {
     FmQueueObject *self = (FmQueueObject *)op;
-    PyTypeObject *tp = Py_TYPE(op);
-    PyObject_GC_UnTrack(op);
-    if (self->weakreflist != NULL)
-        PyObject_ClearWeakRefs(op);
+    fm_dealloc_begin(op);
     queue_unwatch(self);
     fm_handle_release(&self->h);
     /* the last local user of a ring unmaps it */
@@ -2114,8 +2099,7 @@ Queue_dealloc(PyObject *op)
     PyMem_Free(self->held);
     self->held = NULL;
     self->nheld = self->held_cap = 0;
-    tp->tp_free(op);
-    Py_DECREF(tp);
+    fm_dealloc_end(op);
 }
 
 PyDoc_STRVAR(Queue_state_doc,
@@ -2129,9 +2113,7 @@ Queue_state(FmQueueObject *self, PyObject *Py_UNUSED(ignored))
                          self->kind);
 }
 
-PyDoc_STRVAR(Queue_attach_doc,
-"_fm_attach($type, state, /)\n--\n\n"
-"Attach to the queue another process described with _fm_state().");
+PyDoc_STRVAR(Queue_attach_doc, FM_ATTACH_DOC);
 
 static PyObject *
 Queue_attach(PyObject *type, PyObject *state)
@@ -2204,18 +2186,15 @@ static PyGetSetDef Queue_getset[] = {
     {NULL, NULL, NULL, NULL, NULL},
 };
 
-static PyMemberDef Queue_members[] = {
-    {"__weaklistoffset__", T_PYSSIZET, offsetof(FmQueueObject, weakreflist), READONLY, NULL},
-    {NULL, 0, 0, 0, NULL},
-};
+FM_WEAKREF_MEMBERS(FmQueueObject);
 
 static PyType_Slot Queue_slots[] = {
     {Py_tp_new, Queue_new},
     {Py_tp_dealloc, Queue_dealloc},
-    {Py_tp_traverse, Queue_traverse},
+    {Py_tp_traverse, fm_traverse_type},
     {Py_tp_methods, Queue_methods},
     {Py_tp_getset, Queue_getset},
-    {Py_tp_members, Queue_members},
+    {Py_tp_members, FmQueueObject_members},
     {Py_tp_doc, "Queue(maxsize=0, *, kind=0, ctx=None)\n--\n\n"
                 "A queue in shared memory (fastmp.queues subclasses it)."},
     {0, NULL},

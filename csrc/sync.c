@@ -10,16 +10,30 @@
 #include <errno.h>
 #include <stddef.h>
 #include <pythread.h>
-#include <structmember.h>
 
 
-/* Weak references, as the stdlib's classes allow (multiprocessing's own
- * helpers and tests keep weakrefs to locks). */
-#define FM_WEAKREF_MEMBERS(T)                                                       \
-    static PyMemberDef T##_members[] = {                                           \
-        {"__weaklistoffset__", T_PYSSIZET, offsetof(T, weakreflist), READONLY, NULL}, \
-        {NULL, 0, 0, 0, NULL},                                                       \
-    }
+/* Every object type here begins like this: the handle, then the payload
+ * pointer (typed in each struct).  The generic new, _fm_state and _fm_attach
+ * rely on it; the asserts after each struct keep it true. */
+typedef struct {
+    PyObject_HEAD
+    fm_handle h;
+    void *sh;
+} FmSharedObject;
+
+#define FM_ASSERT_SHARED_LAYOUT(T)                                                \
+    _Static_assert(offsetof(T, h) == offsetof(FmSharedObject, h) &&               \
+                   offsetof(T, sh) == offsetof(FmSharedObject, sh), #T " layout")
+
+/* A new instance of `type` on a new shared block. */
+static PyObject *
+shared_new(fm_state *st, PyTypeObject *type, size_t size, uint32_t tag)
+{
+    PyObject *self = fm_shared_new(st, type, offsetof(FmSharedObject, h), size, tag);
+    if (self != NULL)
+        ((FmSharedObject *)self)->sh = ((FmSharedObject *)self)->h.ptr;
+    return self;
+}
 
 /* ================================================================ locks */
 
@@ -123,18 +137,6 @@ lock_release_impl(FmLockObject *self)
 }
 
 static int
-lock_init_shared(FmLockObject *self, fm_state *st, int recursive)
-{
-    self->recursive = recursive;
-    if (fm_handle_new(st, &self->h, sizeof(fm_lock_shared),
-                      recursive ? FM_KIND_RLOCK : FM_KIND_LOCK) < 0)
-        return -1;
-    self->sh = self->h.ptr;
-    fm_mutex_init(&self->sh->m);
-    return 0;
-}
-
-static int
 check_ctx_only(const char *name, PyObject *args, PyObject *kwargs)
 {
     if (PyTuple_GET_SIZE(args) != 0) {
@@ -163,13 +165,12 @@ lock_new_common(PyTypeObject *type, PyObject *args, PyObject *kwargs, int recurs
     fm_state *st = fm_state_of_type(type);
     if (st == NULL)
         return NULL;
-    FmLockObject *self = (FmLockObject *)type->tp_alloc(type, 0);
+    FmLockObject *self = (FmLockObject *)shared_new(
+        st, type, sizeof(fm_lock_shared), recursive ? FM_KIND_RLOCK : FM_KIND_LOCK);
     if (self == NULL)
         return NULL;
-    if (lock_init_shared(self, st, recursive) < 0) {
-        Py_DECREF(self);
-        return NULL;
-    }
+    self->recursive = recursive;
+    fm_mutex_init(&self->sh->m);
     return (PyObject *)self;
 }
 
@@ -185,25 +186,16 @@ RLock_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     return lock_new_common(type, args, kwargs, 1);
 }
 
+/* Every type's dealloc: what the object holds (tp_clear), then its
+ * reference to the shared block. */
 static void
 generic_dealloc(PyObject *self, fm_handle *h)
 {
-    PyTypeObject *tp = Py_TYPE(self);
-    PyObject_GC_UnTrack(self);
-    if (tp->tp_weaklistoffset)
-        PyObject_ClearWeakRefs(self);
-    if (tp->tp_clear)
-        tp->tp_clear(self);
+    fm_dealloc_begin(self);
+    if (Py_TYPE(self)->tp_clear)
+        Py_TYPE(self)->tp_clear(self);
     fm_handle_release(h);
-    tp->tp_free(self);
-    Py_DECREF(tp);
-}
-
-static int
-Lock_traverse(PyObject *self, visitproc visit, void *arg)
-{
-    Py_VISIT(Py_TYPE(self));
-    return 0;
+    fm_dealloc_end(self);
 }
 
 static void
@@ -287,19 +279,6 @@ Lock_owner_pid(PyObject *self, PyObject *Py_UNUSED(ignored))
     return PyLong_FromUnsignedLong(fm_mutex_owner(&((FmLockObject *)self)->sh->m));
 }
 
-/* Every object type here begins like this: the handle, then the payload
- * pointer (typed in each struct).  The generic _fm_state/_fm_attach below
- * rely on it; the asserts after each struct keep it true. */
-typedef struct {
-    PyObject_HEAD
-    fm_handle h;
-    void *sh;
-} FmSharedObject;
-
-#define FM_ASSERT_SHARED_LAYOUT(T)                                                \
-    _Static_assert(offsetof(T, h) == offsetof(FmSharedObject, h) &&               \
-                   offsetof(T, sh) == offsetof(FmSharedObject, sh), #T " layout")
-
 FM_ASSERT_SHARED_LAYOUT(FmLockObject);
 
 PyDoc_STRVAR(state_doc, FM_STATE_DOC);
@@ -375,7 +354,7 @@ FM_WEAKREF_MEMBERS(FmLockObject);
 static PyType_Slot Lock_slots[] = {
     {Py_tp_new, Lock_new},
     {Py_tp_dealloc, Lock_dealloc},
-    {Py_tp_traverse, Lock_traverse},
+    {Py_tp_traverse, fm_traverse_type},
     {Py_tp_methods, Lock_methods},
     {Py_tp_doc, "Lock(*, ctx=None)\n--\n\nA non-recursive lock in shared memory."},
     {Py_tp_members, FmLockObject_members},
@@ -392,7 +371,7 @@ static PyType_Spec Lock_spec = {
 static PyType_Slot RLock_slots[] = {
     {Py_tp_new, RLock_new},
     {Py_tp_dealloc, Lock_dealloc},
-    {Py_tp_traverse, Lock_traverse},
+    {Py_tp_traverse, fm_traverse_type},
     {Py_tp_methods, Lock_methods},
     {Py_tp_doc, "RLock(*, ctx=None)\n--\n\nA recursive lock in shared memory."},
     {Py_tp_members, FmLockObject_members},
@@ -443,14 +422,10 @@ semaphore_new_common(PyTypeObject *type, PyObject *args, PyObject *kwargs, int b
     fm_state *st = fm_state_of_type(type);
     if (st == NULL)
         return NULL;
-    FmSemaphoreObject *self = (FmSemaphoreObject *)type->tp_alloc(type, 0);
+    FmSemaphoreObject *self =
+        (FmSemaphoreObject *)shared_new(st, type, sizeof(fm_sem), FM_KIND_SEMAPHORE);
     if (self == NULL)
         return NULL;
-    if (fm_handle_new(st, &self->h, sizeof(fm_sem), FM_KIND_SEMAPHORE) < 0) {
-        Py_DECREF(self);
-        return NULL;
-    }
-    self->sh = self->h.ptr;
     fm_sem_init(self->sh, (uint32_t)value, bounded ? (uint32_t)value : FM_SEM_VALUE_MAX);
     return (PyObject *)self;
 }
@@ -587,7 +562,7 @@ FM_WEAKREF_MEMBERS(FmSemaphoreObject);
 static PyType_Slot Semaphore_slots[] = {
     {Py_tp_new, Semaphore_new},
     {Py_tp_dealloc, Semaphore_dealloc},
-    {Py_tp_traverse, Lock_traverse},
+    {Py_tp_traverse, fm_traverse_type},
     {Py_tp_methods, Semaphore_methods},
     {Py_tp_getset, Semaphore_getset},
     {Py_tp_doc, "Semaphore(value=1, *, ctx=None)\n--\n\n"
@@ -608,7 +583,7 @@ static PyType_Spec Semaphore_spec = {
 static PyType_Slot BoundedSemaphore_slots[] = {
     {Py_tp_new, BoundedSemaphore_new},
     {Py_tp_dealloc, Semaphore_dealloc},
-    {Py_tp_traverse, Lock_traverse},
+    {Py_tp_traverse, fm_traverse_type},
     {Py_tp_methods, Semaphore_methods},
     {Py_tp_doc, "BoundedSemaphore(value=1, *, ctx=None)\n--\n\n"
                 "A semaphore that may not be released above its initial value."},
@@ -640,14 +615,10 @@ Event_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     fm_state *st = fm_state_of_type(type);
     if (st == NULL)
         return NULL;
-    FmEventObject *self = (FmEventObject *)type->tp_alloc(type, 0);
+    FmEventObject *self =
+        (FmEventObject *)shared_new(st, type, sizeof(fm_event), FM_KIND_EVENT);
     if (self == NULL)
         return NULL;
-    if (fm_handle_new(st, &self->h, sizeof(fm_event), FM_KIND_EVENT) < 0) {
-        Py_DECREF(self);
-        return NULL;
-    }
-    self->sh = self->h.ptr;
     fm_event_init(self->sh);
     return (PyObject *)self;
 }
@@ -729,7 +700,7 @@ FM_WEAKREF_MEMBERS(FmEventObject);
 static PyType_Slot Event_slots[] = {
     {Py_tp_new, Event_new},
     {Py_tp_dealloc, Event_dealloc},
-    {Py_tp_traverse, Lock_traverse},
+    {Py_tp_traverse, fm_traverse_type},
     {Py_tp_methods, Event_methods},
     {Py_tp_doc, "Event(*, ctx=None)\n--\n\nAn event flag in shared memory."},
     {Py_tp_members, FmEventObject_members},
@@ -783,17 +754,13 @@ Condition_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     }
     if (lock == NULL)
         return NULL;
-    FmConditionObject *self = (FmConditionObject *)type->tp_alloc(type, 0);
+    FmConditionObject *self =
+        (FmConditionObject *)shared_new(st, type, sizeof(fm_cond), FM_KIND_CONDITION);
     if (self == NULL) {
         Py_DECREF(lock);
         return NULL;
     }
     self->lock = (FmLockObject *)lock;
-    if (fm_handle_new(st, &self->h, sizeof(fm_cond), FM_KIND_CONDITION) < 0) {
-        Py_DECREF(self);
-        return NULL;
-    }
-    self->sh = self->h.ptr;
     fm_cond_init(self->sh);
     return (PyObject *)self;
 }
@@ -1120,18 +1087,12 @@ Barrier_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     fm_state *st = fm_state_of_type(type);
     if (st == NULL)
         return NULL;
-    FmBarrierObject *self = (FmBarrierObject *)type->tp_alloc(type, 0);
+    FmBarrierObject *self = (FmBarrierObject *)shared_new(
+        st, type, sizeof(fm_barrier_shared), FM_KIND_BARRIER);
     if (self == NULL)
         return NULL;
-    Py_INCREF(action);
-    self->action = action;
-    Py_INCREF(timeout);
-    self->timeout = timeout;
-    if (fm_handle_new(st, &self->h, sizeof(fm_barrier_shared), FM_KIND_BARRIER) < 0) {
-        Py_DECREF(self);
-        return NULL;
-    }
-    self->sh = self->h.ptr;
+    self->action = Py_NewRef(action);
+    self->timeout = Py_NewRef(timeout);
     fm_mutex_init(&self->sh->m);
     fm_seq_init(&self->sh->changed);
     self->sh->parties = (uint32_t)parties;

@@ -28,7 +28,6 @@
 #include <limits.h>
 #include <stddef.h>
 #include <string.h>
-#include <structmember.h>
 #include <wchar.h>
 
 
@@ -36,7 +35,7 @@
 #define FM_COPY_NOGIL_MIN (256 * 1024)
 
 #define FM_WEAKREF_DICT_MEMBERS(T)                                                   \
-    {"__weaklistoffset__", T_PYSSIZET, offsetof(T, weakreflist), READONLY, NULL},   \
+    FM_WEAKREF_MEMBER(T),                                                            \
     {"__dictoffset__", T_PYSSIZET, offsetof(T, dict), READONLY, NULL}
 
 /* ====================================================== BufferWrapper */
@@ -93,13 +92,10 @@ Buffer_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     fm_state *st = fm_state_of_type(type);
     if (st == NULL)
         return NULL;
-    FmBufferObject *self = (FmBufferObject *)type->tp_alloc(type, 0);
+    FmBufferObject *self = (FmBufferObject *)fm_shared_new(
+        st, type, offsetof(FmBufferObject, h), (size_t)size, FM_KIND_VALUE);
     if (self == NULL)
         return NULL;
-    if (fm_handle_new(st, &self->h, (size_t)size, FM_KIND_VALUE) < 0) {
-        Py_DECREF(self);
-        return NULL;
-    }
     self->sh = self->h.ptr;
     self->size = size;
     return (PyObject *)self;
@@ -108,13 +104,9 @@ Buffer_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 static void
 Buffer_dealloc(PyObject *op)
 {
-    FmBufferObject *self = (FmBufferObject *)op;
-    PyTypeObject *tp = Py_TYPE(op);
-    if (self->weakreflist != NULL)
-        PyObject_ClearWeakRefs(op);
-    buffer_release(self);
-    tp->tp_free(op);
-    Py_DECREF(tp);
+    fm_dealloc_begin(op);
+    buffer_release((FmBufferObject *)op);
+    fm_dealloc_end(op);
 }
 
 static int
@@ -155,9 +147,7 @@ Buffer_state(PyObject *op, PyObject *Py_UNUSED(ignored))
                          (unsigned long long)self->h.offset, self->size);
 }
 
-PyDoc_STRVAR(Buffer_attach_doc,
-"_fm_attach($type, state, /)\n--\n\n"
-"Attach to the block another process described with _fm_state().");
+PyDoc_STRVAR(Buffer_attach_doc, FM_ATTACH_DOC);
 
 static PyObject *
 Buffer_attach(PyObject *type, PyObject *state)
@@ -209,17 +199,14 @@ static PyGetSetDef Buffer_getset[] = {
     {NULL, NULL, NULL, NULL, NULL},
 };
 
-static PyMemberDef Buffer_members[] = {
-    {"__weaklistoffset__", T_PYSSIZET, offsetof(FmBufferObject, weakreflist), READONLY, NULL},
-    {NULL, 0, 0, 0, NULL},
-};
+FM_WEAKREF_MEMBERS(FmBufferObject);
 
 static PyType_Slot Buffer_slots[] = {
     {Py_tp_new, Buffer_new},
     {Py_tp_dealloc, Buffer_dealloc},
     {Py_tp_methods, Buffer_methods},
     {Py_tp_getset, Buffer_getset},
-    {Py_tp_members, Buffer_members},
+    {Py_tp_members, FmBufferObject_members},
     {Py_bf_getbuffer, Buffer_getbuffer},
     {Py_tp_doc, "BufferWrapper(size)\n--\n\n"
                 "`size` zeroed bytes of shared memory, exported through the buffer protocol;\n"
@@ -697,13 +684,9 @@ Sync_clear(PyObject *op)
 static void
 Sync_dealloc(PyObject *op)
 {
-    PyTypeObject *tp = Py_TYPE(op);
-    PyObject_GC_UnTrack(op);
-    if (((FmSyncObject *)op)->weakreflist != NULL)
-        PyObject_ClearWeakRefs(op);
+    fm_dealloc_begin(op);
     Sync_clear(op);
-    tp->tp_free(op);
-    Py_DECREF(tp);
+    fm_dealloc_end(op);
 }
 
 /* ============================================ SynchronizedBase */
@@ -1004,20 +987,6 @@ element_index(FmSyncObject *self, PyObject *key, Py_ssize_t *out)
     return 0;
 }
 
-static int
-check_nargs(const char *fname, Py_ssize_t nargs, Py_ssize_t lo, Py_ssize_t hi)
-{
-    if (nargs >= lo && nargs <= hi)
-        return 0;
-    if (lo == hi)
-        PyErr_Format(PyExc_TypeError, "%s() takes exactly %zd argument%s (%zd given)",
-                     fname, lo, lo == 1 ? "" : "s", nargs);
-    else
-        PyErr_Format(PyExc_TypeError, "%s() takes from %zd to %zd arguments (%zd given)",
-                     fname, lo, hi, nargs);
-    return -1;
-}
-
 /* Where an atomic method acts: the value itself (Synchronized), or the
  * element named by args[0] (SynchronizedArray).  Returns the number of
  * leading arguments used up, -1 on error. */
@@ -1051,7 +1020,7 @@ atomic_rmw_common(PyObject *op, PyObject *const *args, Py_ssize_t nargs, int is_
     int used = atomic_target(self, fname, args, nargs, is_array, &p);
     if (used < 0)
         return NULL;
-    if (check_nargs(fname, nargs, used + (has_default ? 0 : 1), used + 1) < 0)
+    if (fm_check_nargs(fname, nargs, used + (has_default ? 0 : 1), used + 1) < 0)
         return NULL;
     uint64_t arg = 1;
     if (nargs > used && operand(self, fname, args[used], &arg) < 0)
@@ -1065,7 +1034,7 @@ atomic_load_common(PyObject *op, PyObject *const *args, Py_ssize_t nargs, int is
     FmSyncObject *self = (FmSyncObject *)op;
     char *p;
     int used = atomic_target(self, "load", args, nargs, is_array, &p);
-    if (used < 0 || check_nargs("load", nargs, used, used) < 0)
+    if (used < 0 || fm_check_nargs("load", nargs, used, used) < 0)
         return NULL;
     return bits_to_py(self, load_bits(p, self->width));
 }
@@ -1076,7 +1045,7 @@ atomic_store_common(PyObject *op, PyObject *const *args, Py_ssize_t nargs, int i
     FmSyncObject *self = (FmSyncObject *)op;
     char *p;
     int used = atomic_target(self, "store", args, nargs, is_array, &p);
-    if (used < 0 || check_nargs("store", nargs, used + 1, used + 1) < 0)
+    if (used < 0 || fm_check_nargs("store", nargs, used + 1, used + 1) < 0)
         return NULL;
     uint64_t v;
     if (operand(self, "store", args[used], &v) < 0)
@@ -1092,7 +1061,7 @@ atomic_cas_common(PyObject *op, PyObject *const *args, Py_ssize_t nargs, int is_
     const char *fname = "compare_exchange";
     char *p;
     int used = atomic_target(self, fname, args, nargs, is_array, &p);
-    if (used < 0 || check_nargs(fname, nargs, used + 2, used + 2) < 0)
+    if (used < 0 || fm_check_nargs(fname, nargs, used + 2, used + 2) < 0)
         return NULL;
     uint64_t expected, desired;
     if (operand(self, fname, args[used], &expected) < 0 ||
