@@ -2217,10 +2217,8 @@ PyDoc_STRVAR(set_queue_hooks_doc,
 static PyObject *
 set_queue_hooks(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "_set_queue_hooks() takes 2 arguments");
+    if (fm_check_nargs("_set_queue_hooks", nargs, 2, 2) < 0)
         return NULL;
-    }
     for (int i = 0; i < 2; i++)
         if (!PyCallable_Check(args[i])) {
             PyErr_SetString(PyExc_TypeError, "_set_queue_hooks() takes callables");

@@ -31,7 +31,7 @@ def test_csrc_layout():
     # the core is there, and every .c file of either folder is built (setup.py globs both)
     assert {"futex.c", "prims.c", "shm.c", "ring.c", "doorbell.c"} <= {
         p.name for p in _c_files(CORE, "*.c")}
-    assert {"module.c", "pool.c", "queue.c", "sync.c", "value.c"} <= {
+    assert {"glue.c", "module.c", "pool.c", "queue.c", "sync.c", "value.c"} <= {
         p.name for p in _c_files(CSRC, "*.c")}
 
 
