@@ -1,7 +1,7 @@
 /* Status codes of the Python-free core (every file in csrc/core/).
  *
  * Code that runs without the GIL returns one of these; fm_set_error() in
- * module.c turns it into a Python exception once the GIL is held again. */
+ * glue.c turns it into a Python exception once the GIL is held again. */
 #ifndef FM_STATUS_H
 #define FM_STATUS_H
 
