@@ -4,9 +4,6 @@
  * files share of CPython (errors, registration, argument parsing) is in
  * glue.c. */
 #include "fastmp.h"
-
-#include <errno.h>
-
 #include "pool.h"
 
 /* ------------------------------------------------------ module functions */
