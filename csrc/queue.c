@@ -27,7 +27,8 @@
  * into a segment of their own ("spill"), and only its name and length go
  * through the ring.  The consumer maps it, unpickles, unmaps and unlinks it.
  *
- * Record payload: one kind byte, then the pickle (REC_INLINE), or the spill
+ * Record payload: one kind byte, then the pickle (REC_INLINE), the item in
+ * the plain-data encoding (REC_PLAIN, see "plain data" below), or the spill
  * descriptor (REC_SPILL: 8-byte length, then the NUL-terminated name).
  *
  * Limits.  Every ring and spill file has its pages reserved when made
@@ -638,7 +639,9 @@ plain_write(PyObject *o, unsigned char *p)
 }
 
 /* Rebuild an object from [*pp, end); NULL with an exception if the bytes
- * are not a valid encoding.  The bytes are untrusted (shared memory): every
+ * are not a valid encoding.  (One switch over the encoding's tags, a few
+ * lines per tag: longer than most functions here, but split it would
+ * scatter the format that plain_write mirrors.)  The bytes are untrusted (shared memory): every
  * length and count is checked against what is left before use, lists and
  * dicts are accepted only at the top (as written), so every dict key is
  * hashable, and the depth is bounded.  A bad encoding sets
@@ -1323,8 +1326,9 @@ record_corrupt(FmQueueObject *self, const char *what)
     return NULL;
 }
 
-/* Whether `name` (NUL-terminated) is a name fm_shm_random_name makes: only
- * such a name is opened, or unlinked, on the word of shared memory. */
+/* Whether `name` (NUL-terminated) has the form of fastmp's segment names
+ * (FM_SHM_PREFIX and lowercase hex, csrc/core/shm.h): only such a name is
+ * opened, or unlinked, on the word of shared memory. */
 static int
 spill_name_ok(const char *name)
 {

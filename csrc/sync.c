@@ -208,7 +208,7 @@ PyDoc_STRVAR(Lock_acquire_doc,
 "acquire($self, /, block=True, timeout=None)\n--\n\n"
 "Acquire the lock; return True, or False when not acquired (block=False,\n"
 "or the timeout, in seconds, passed).  A lock whose holder died is taken\n"
-"over: see the README, 'dead-holder recovery'.");
+"over (docs/reliability.md).");
 
 static PyObject *
 Lock_acquire(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)

@@ -14,7 +14,7 @@
  * one of ctypes' primitive types (integers, c_float, c_double, c_bool,
  * c_char, c_wchar), the wrapper keeps the object's address and reads or
  * writes one element with one atomic access of the element's width: that
- * is indivisible, so it takes no lock (issue 4, item 3).  Everything else
+ * is indivisible, so it takes no lock.  Everything else
  * (slices, Structures, c_longdouble, c_char_p, ...) takes the lock.  Integer
  * elements also get lock-free read-modify-write operations (fetch_add,
  * compare_exchange, ...), an extension beyond the stdlib.
