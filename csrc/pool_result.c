@@ -1,12 +1,12 @@
 /* pool_result.c: ApplyResult, what Pool.apply_async() returns.
  *
- * It is a C type so that the pool's collector (dispatch() in pool.c) can
- * hand a result over without running any Python code: a burst of
- * apply_async() calls makes one result object per task, and a Python class
- * with a __dict__, a Python-level _set() and _finish() per result cost more
- * than the whole trip through shared memory.  MapResult (fastmp/pool.py)
- * subclasses it in Python and keeps its own _set(); the collector's fast
- * path takes only exact ApplyResults.
+ * It is a C type so that the pool's collector (dispatch() in
+ * pool_collect.c) can hand a result over without running any Python code:
+ * a burst of apply_async() calls makes one result object per task, and a
+ * Python class with a __dict__, a Python-level _set() and _finish() per
+ * result cost more than the whole trip through shared memory.  MapResult
+ * (fastmp/pool.py) subclasses it in Python and keeps its own _set(); the
+ * collector's fast path takes only exact ApplyResults.
  *
  * Waiting: get()/wait() collect results in the waiting thread through the
  * channel (fm_pool_channel_wait); only when the channel cannot be waited on

@@ -65,7 +65,7 @@ def test_no_python_api_without_the_gil():
 
 # Functions that run in threads that never run Python code (the pool's collector thread:
 # signals are handled by the interpreter's main thread): they block without FM_BLOCKING().
-NO_PYTHON_THREAD = {"pool.c": ("collector_main",)}
+NO_PYTHON_THREAD = {"pool_collect.c": ("collector_take",)}
 
 
 def _without_functions(text, names):
