@@ -77,7 +77,9 @@ def test_pool_map_of_batched_tasks_reports_the_unpicklable_item(ctx):
     # stdlib's does, not "task too large" for a task that only shared a record.
     func = functools.partial(operator.is_, b"f" * 470_000)
     items = [b"i" * 30_000] * 4 + [Unpicklable()]
-    max_record = _core.PoolChannel(1).max_record
+    probe = _core.PoolChannel(1)
+    max_record = probe.max_record
+    probe.close()
     single = len(pickle.dumps(func, -1)) + len(pickle.dumps((items[0],), -1))
     assert single + 200 < max_record < single + len(pickle.dumps((items[0],), -1))
     if type(ctx).__module__.startswith("fastmp"):
