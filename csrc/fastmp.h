@@ -67,7 +67,7 @@ typedef struct {
     PyTypeObject *SyncArrayType;
     PyTypeObject *SyncStringType;
     PyObject *ctypes_kinds;         /* {ctypes simple type: its _type_ letter} */
-    PyObject *segment_gone_hook;    /* called with a segment's name once unlinked (module.c) */
+    PyObject *segment_gone_hook;    /* called with a segment's name once unlinked (glue.c) */
     /* queue.c */
     PyTypeObject *QueueType;
     PyObject *Empty, *Full;         /* queue.Empty, queue.Full */
@@ -78,24 +78,6 @@ typedef struct {
     PyObject *PoolTimeoutError;     /* multiprocessing.TimeoutError, imported when needed */
     PyObject *ThreadingEvent;       /* threading.Event, imported when needed */
 } fm_state;
-
-extern PyModuleDef fm_module_def;
-
-static inline fm_state *
-fm_state_of_module(PyObject *module)
-{
-    return (fm_state *)PyModule_GetState(module);
-}
-
-/* The state of the module that defined `tp` (or one of its bases). */
-fm_state *fm_state_of_type(PyTypeObject *tp);
-
-/* module.c: a status code from GIL-free code -> a Python exception. */
-PyObject *fm_set_error(int status);
-/* module.c: this process unlinked segment `name` before exit (whoever made
- * it): the resource tracker must forget it (through the hook fastmp's
- * _lifecycle sets).  GIL held; safe in a deallocator. */
-void fm_segment_gone(fm_state *st, const char *name);
 
 /* handle.c */
 int fm_handle_new(fm_state *st, fm_handle *h, size_t size, uint32_t tag);
@@ -129,12 +111,7 @@ void fm_handles_detach_all(fm_state *st);
         }                                                                     \
     } while (0)
 
-/* Parse (block=True, timeout=None) as SemLock.acquire does; returns the
- * deadline (FM_FOREVER for none), *block; -1 on error. */
-int fm_parse_acquire_args(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
-                          int *block, int64_t *deadline);
-/* Parse an optional timeout (None -> FM_FOREVER); -1 on error. */
-int fm_timeout_to_deadline(PyObject *timeout, int64_t *deadline);
+#include "glue.h"
 
 /* sync.c */
 int fm_sync_add_types(PyObject *module, fm_state *st);

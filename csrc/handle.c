@@ -40,18 +40,8 @@ fm_handle_new(fm_state *st, fm_handle *h, size_t size, uint32_t tag)
     /* The hook hears of every new object (with the new segment's name, or
      * None): it keeps the resource tracker alive and informed, and a
      * tracker that died must be relaunched before it is needed. */
-    if (st->segment_hook != NULL) {
-        PyObject *name = created ? PyUnicode_FromString(created->name) : Py_None;
-        if (name == NULL)
-            goto error;
-        if (name == Py_None)
-            Py_INCREF(name);
-        PyObject *r = PyObject_CallOneArg(st->segment_hook, name);
-        Py_DECREF(name);
-        if (r == NULL)
-            goto error;
-        Py_DECREF(r);
-    }
+    if (fm_segment_made(st, created ? created->name : NULL) < 0)
+        goto error;
     return 0;
 error:
     fm_handle_release(h);

@@ -1,106 +1,9 @@
-/* module.c: fastmp._core -- module state, errors, process-level hooks.
- * Multi-phase init; the types live in the module state (sync.c). */
+/* module.c: the module fastmp._core itself -- its functions, and its
+ * multi-phase init: exec makes each file's types (heap types, kept in the
+ * module state, fastmp.h), traverse/clear/free walk the state.  What the
+ * files share of CPython (errors, registration, argument parsing) is in
+ * glue.c. */
 #include "fastmp.h"
-
-#include <errno.h>
-
-fm_state *
-fm_state_of_type(PyTypeObject *tp)
-{
-    PyObject *m = fm_type_module_by_def(tp, &fm_module_def);
-    if (m == NULL)
-        return NULL;
-    return fm_state_of_module(m);
-}
-
-PyObject *
-fm_set_error(int status)
-{
-    switch (status) {
-    case FM_ERRNO:
-        return PyErr_SetFromErrno(PyExc_OSError);
-    case FM_NOMEM:
-        return PyErr_Format(PyExc_ValueError,
-                            "shared object too large for the block allocator");
-    case FM_OVERFLOW:
-        PyErr_SetString(PyExc_ValueError, "semaphore or lock released too many times");
-        return NULL;
-    case FM_CORRUPT:
-        PyErr_SetString(PyExc_RuntimeError, "fastmp: shared segment is corrupt");
-        return NULL;
-    case FM_PYERR:
-        return NULL;
-    default:
-        return PyErr_Format(PyExc_SystemError, "fastmp: unexpected status %d", status);
-    }
-}
-
-int
-fm_timeout_to_deadline(PyObject *timeout, int64_t *deadline)
-{
-    if (timeout == NULL || timeout == Py_None) {
-        *deadline = FM_FOREVER;
-        return 0;
-    }
-    double secs = PyFloat_AsDouble(timeout);
-    if (secs == -1.0 && PyErr_Occurred())
-        return -1;
-    if (secs != secs) {
-        PyErr_SetString(PyExc_ValueError, "timeout must not be NaN");
-        return -1;
-    }
-    *deadline = fm_deadline_after(secs);    /* negative: now, as SemLock */
-    return 0;
-}
-
-int
-fm_parse_acquire_args(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
-                      int *block, int64_t *deadline)
-{
-    PyObject *block_obj = NULL, *timeout_obj = NULL;
-    *block = 1;
-    *deadline = FM_FOREVER;
-    if (nargs == 0 && kwnames == NULL)
-        return 0;
-    if (nargs > 2) {
-        PyErr_Format(PyExc_TypeError, "acquire() takes at most 2 arguments (%zd given)", nargs);
-        return -1;
-    }
-    if (nargs >= 1)
-        block_obj = args[0];
-    if (nargs >= 2)
-        timeout_obj = args[1];
-    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
-    for (Py_ssize_t i = 0; i < nkw; i++) {
-        PyObject *key = PyTuple_GET_ITEM(kwnames, i);
-        PyObject **slot;
-        if (PyUnicode_CompareWithASCIIString(key, "block") == 0)
-            slot = &block_obj;
-        else if (PyUnicode_CompareWithASCIIString(key, "timeout") == 0)
-            slot = &timeout_obj;
-        else {
-            PyErr_Format(PyExc_TypeError,
-                         "acquire() got an unexpected keyword argument '%U'", key);
-            return -1;
-        }
-        if (*slot != NULL) {
-            PyErr_Format(PyExc_TypeError, "acquire() got multiple values for argument '%U'",
-                         key);
-            return -1;
-        }
-        *slot = args[nargs + i];
-    }
-    if (block_obj != NULL) {
-        /* like SemLock: an integer, not any truthy object */
-        long b = PyLong_AsLong(block_obj);
-        if (b == -1 && PyErr_Occurred())
-            return -1;
-        *block = b != 0;
-    }
-    if (*block && timeout_obj != NULL)
-        return fm_timeout_to_deadline(timeout_obj, deadline);
-    return 0;
-}
 
 /* ------------------------------------------------------ module functions */
 
@@ -137,6 +40,18 @@ append_name(const char *name, void *arg)
     Py_XDECREF(s);
 }
 
+/* The names `walk` (one of shm.c's walks over this process's segments)
+ * reports, as a list. */
+static PyObject *
+segment_names(void (*walk)(void (*cb)(const char *name, void *arg), void *arg))
+{
+    PyObject *names = PyList_New(0);
+    if (names == NULL)
+        return NULL;
+    walk(append_name, names);
+    return names;
+}
+
 PyDoc_STRVAR(unlink_own_segments_doc,
 "_unlink_own_segments($module, /)\n--\n\n"
 "Unlink the segments this process created; return their names.\n"
@@ -146,11 +61,7 @@ static PyObject *
 unlink_own_segments(PyObject *module, PyObject *Py_UNUSED(ignored))
 {
     (void)module;
-    PyObject *names = PyList_New(0);
-    if (names == NULL)
-        return NULL;
-    fm_segment_unlink_own(append_name, names);
-    return names;
+    return segment_names(fm_segment_unlink_own);
 }
 
 PyDoc_STRVAR(own_segments_doc,
@@ -161,11 +72,7 @@ static PyObject *
 own_segments(PyObject *module, PyObject *Py_UNUSED(ignored))
 {
     (void)module;
-    PyObject *names = PyList_New(0);
-    if (names == NULL)
-        return NULL;
-    fm_segment_list_own(append_name, names);
-    return names;
+    return segment_names(fm_segment_list_own);
 }
 
 PyDoc_STRVAR(set_segment_hook_doc,
@@ -173,16 +80,22 @@ PyDoc_STRVAR(set_segment_hook_doc,
 "hook(name) is called for every new shared object: name is the segment\n"
 "this process had to create for it, or None.");
 
+/* Set a hook of the module state: a callable, or None for none. */
 static PyObject *
-set_segment_hook(PyObject *module, PyObject *hook)
+set_hook(PyObject **slot, PyObject *hook)
 {
-    fm_state *st = fm_state_of_module(module);
     if (hook != Py_None && !PyCallable_Check(hook)) {
         PyErr_SetString(PyExc_TypeError, "hook must be callable or None");
         return NULL;
     }
-    Py_XSETREF(st->segment_hook, hook == Py_None ? NULL : (Py_INCREF(hook), hook));
+    Py_XSETREF(*slot, hook == Py_None ? NULL : Py_NewRef(hook));
     Py_RETURN_NONE;
+}
+
+static PyObject *
+set_segment_hook(PyObject *module, PyObject *hook)
+{
+    return set_hook(&fm_state_of_module(module)->segment_hook, hook);
 }
 
 PyDoc_STRVAR(set_segment_gone_hook_doc,
@@ -194,29 +107,7 @@ PyDoc_STRVAR(set_segment_gone_hook_doc,
 static PyObject *
 set_segment_gone_hook(PyObject *module, PyObject *hook)
 {
-    fm_state *st = fm_state_of_module(module);
-    if (hook != Py_None && !PyCallable_Check(hook)) {
-        PyErr_SetString(PyExc_TypeError, "hook must be callable or None");
-        return NULL;
-    }
-    Py_XSETREF(st->segment_gone_hook, hook == Py_None ? NULL : (Py_INCREF(hook), hook));
-    Py_RETURN_NONE;
-}
-
-void
-fm_segment_gone(fm_state *st, const char *name)
-{
-    if (st == NULL || st->segment_gone_hook == NULL)
-        return;
-    /* often called from a deallocator: keep any pending exception, and
-     * report the hook's own errors as unraisable */
-    PyObject *type, *value, *tb;
-    PyErr_Fetch(&type, &value, &tb);
-    PyObject *r = PyObject_CallFunction(st->segment_gone_hook, "s", name);
-    if (r == NULL)
-        PyErr_WriteUnraisable(st->segment_gone_hook);
-    Py_XDECREF(r);
-    PyErr_Restore(type, value, tb);
+    return set_hook(&fm_state_of_module(module)->segment_gone_hook, hook);
 }
 
 PyDoc_STRVAR(spin_ns_doc,

@@ -47,7 +47,6 @@
 #include <signal.h>
 #include <stddef.h>
 #include <string.h>
-#include <structmember.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -190,17 +189,10 @@ queue_state(FmQueueObject *self)
 /* The block's lock guards short sections (no waits inside).  A holder
  * that died leaves it recovered (FM_RECOVERED): the list it guards is
  * updated so that a death half-way leaves it consistent. */
-static int
+static inline int
 queue_lock(FmQueueObject *self)
 {
-    int st = fm_mutex_trylock(&self->sh->lock, self_pid());
-    if (st == FM_OK)
-        return 0;
-    FM_BLOCKING(st, fm_mutex_lock(&self->sh->lock, self_pid(), FM_FOREVER, fm_spin));
-    if (st == FM_OK || st == FM_RECOVERED)
-        return 0;
-    fm_set_error(st);
-    return -1;
+    return fm_mutex_lock_py(&self->sh->lock);
 }
 
 static void
@@ -210,26 +202,6 @@ queue_unlock(FmQueueObject *self)
 }
 
 /* -------------------------------------------------------------- rings */
-
-static int
-call_name_hook(PyObject *hook, const char *name)
-{
-    if (hook == NULL)
-        return 0;
-    PyObject *r = PyObject_CallFunction(hook, "s", name);
-    if (r == NULL)
-        return -1;
-    Py_DECREF(r);
-    return 0;
-}
-
-/* A name the tracker must forget (we unlinked it): errors are dropped,
- * the unlink happened. */
-static void
-forget_name(fm_state *st, const char *name)
-{
-    fm_segment_gone(st, name);
-}
 
 /* Keep `seg` (one local user of it just taken) in self->held; a segment
  * held already gives that user back at once.  -1 with MemoryError. */
@@ -399,7 +371,7 @@ queue_grow(FmQueueObject *self, size_t min_cap)
     queue_unlock(self);
     let_go_old_rings(self);
     /* register with the tracker: a crash from here on leaves no file */
-    if (st->segment_hook != NULL && call_name_hook(st->segment_hook, created) < 0)
+    if (fm_segment_made(st, created) < 0)
         return -1;
     return 0;
 error:
@@ -458,7 +430,7 @@ queue_next_cring(FmQueueObject *self, fm_ring *was)
     queue_unlock(self);
     let_go_old_rings(self);
     if (gone[0])
-        forget_name(st, gone);
+        fm_segment_gone(st, gone);
     return rc;
 }
 
@@ -482,7 +454,7 @@ spill_write(fm_state *st, const char *data, size_t len, char *name)
     }
     /* registered before the copy: the tracker removes it if this process
      * dies before the consumer does */
-    if (call_name_hook(st->segment_hook, name) < 0) {
+    if (fm_segment_made(st, name) < 0) {
         close(fd);
         shm_unlink(name);
         return -1;
@@ -501,7 +473,7 @@ spill_write(fm_state *st, const char *data, size_t len, char *name)
     close(fd);
     if (!ok) {
         shm_unlink(name);
-        forget_name(st, name);
+        fm_segment_gone(st, name);
         errno = saved;
         PyErr_SetFromErrno(PyExc_OSError);
         return -1;
@@ -514,7 +486,7 @@ static void
 spill_discard(fm_state *st, const char *name)
 {
     shm_unlink(name);
-    forget_name(st, name);
+    fm_segment_gone(st, name);
 }
 
 /* ------------------------------------------------------------- putting */
@@ -1151,6 +1123,19 @@ check_open(FmQueueObject *self)
     return -1;
 }
 
+/* What every put and get does first: the queue must be open; its (block,
+ * timeout) arguments as *block and *deadline.  The module state, or NULL
+ * with an exception set. */
+static inline fm_state *
+queue_begin(FmQueueObject *self, PyObject *block_obj, PyObject *timeout_obj, int *block,
+            int64_t *deadline)
+{
+    if (check_open(self) < 0 ||
+        fm_block_timeout(block_obj, timeout_obj, FM_BLOCK_TRUTH, block, deadline) < 0)
+        return NULL;
+    return queue_state(self);
+}
+
 /* Write obj's record: the plain encoding straight into the ring, or a
  * pickle; committed with commit_put (the count is the caller's). */
 static int
@@ -1240,75 +1225,6 @@ count_put(FmQueueObject *self, uint32_t n)
         atomic_fetch_add_explicit(&self->sh->count, n, SEQ);
 }
 
-/* Parse FASTCALL arguments into slots by position or keyword name (slots
- * left NULL when not given).  `required` leading ones must be there. */
-static int
-parse_fast(const char *fname, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
-           const char *const *names, int n, int required, PyObject **slots)
-{
-    for (int j = 0; j < n; j++)
-        slots[j] = NULL;
-    if (nargs > n) {
-        PyErr_Format(PyExc_TypeError, "%s() takes at most %d arguments (%zd given)", fname, n,
-                     nargs);
-        return -1;
-    }
-    for (Py_ssize_t i = 0; i < nargs; i++)
-        slots[i] = args[i];
-    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
-    for (Py_ssize_t i = 0; i < nkw; i++) {
-        PyObject *key = PyTuple_GET_ITEM(kwnames, i);
-        int j;
-        for (j = 0; j < n; j++)
-            if (PyUnicode_CompareWithASCIIString(key, names[j]) == 0)
-                break;
-        if (j == n) {
-            PyErr_Format(PyExc_TypeError, "%s() got an unexpected keyword argument '%U'", fname,
-                         key);
-            return -1;
-        }
-        if (slots[j] != NULL) {
-            PyErr_Format(PyExc_TypeError, "%s() got multiple values for argument '%U'", fname,
-                         key);
-            return -1;
-        }
-        slots[j] = args[nargs + i];
-    }
-    for (int j = 0; j < required; j++)
-        if (slots[j] == NULL) {
-            PyErr_Format(PyExc_TypeError, "%s() missing required argument '%s'", fname,
-                         names[j]);
-            return -1;
-        }
-    return 0;
-}
-
-static int
-parse_block_timeout(PyObject *block_obj, PyObject *timeout_obj, int *block, int64_t *deadline)
-{
-    *block = 1;
-    *deadline = FM_FOREVER;
-    if (block_obj != NULL) {
-        int b = PyObject_IsTrue(block_obj);
-        if (b < 0)
-            return -1;
-        *block = b;
-    }
-    if (*block && timeout_obj != NULL && timeout_obj != Py_None) {
-        double secs = PyFloat_AsDouble(timeout_obj);
-        if (secs == -1.0 && PyErr_Occurred())
-            return -1;
-        if (secs != secs) {
-            PyErr_SetString(PyExc_ValueError, "timeout must not be NaN");
-            return -1;
-        }
-        *deadline = fm_deadline_after(secs < 0 ? 0 : secs);
-    }
-    if (!*block)
-        *deadline = 0;
-    return 0;
-}
-
 PyDoc_STRVAR(Queue_put_doc,
 "put($self, obj, block=True, timeout=None)\n--\n\n"
 "Put obj on the queue.  It is pickled and copied into shared memory before\n"
@@ -1321,15 +1237,11 @@ Queue_put(FmQueueObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject
 {
     static const char *const names[] = {"obj", "block", "timeout"};
     PyObject *a[3];
-    if (parse_fast("put", args, nargs, kwnames, names, 3, 1, a) < 0)
-        return NULL;
-    if (check_open(self) < 0)
+    if (fm_parse_args("put", args, nargs, kwnames, names, 3, 1, a) < 0)
         return NULL;
     int block;
     int64_t deadline;
-    if (parse_block_timeout(a[1], a[2], &block, &deadline) < 0)
-        return NULL;
-    fm_state *st = queue_state(self);
+    fm_state *st = queue_begin(self, a[1], a[2], &block, &deadline);
     if (st == NULL)
         return NULL;
     int rc = put_one(self, st, a[0], block, deadline);
@@ -1354,13 +1266,9 @@ Queue_put_many(FmQueueObject *self, PyObject *args, PyObject *kwargs)
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|OO:put_many", kwlist, &items,
                                      &block_obj, &timeout_obj))
         return NULL;
-    if (check_open(self) < 0)
-        return NULL;
     int block;
     int64_t deadline;
-    if (parse_block_timeout(block_obj, timeout_obj, &block, &deadline) < 0)
-        return NULL;
-    fm_state *st = queue_state(self);
+    fm_state *st = queue_begin(self, block_obj, timeout_obj, &block, &deadline);
     if (st == NULL)
         return NULL;
     /* One contract for every way an item can fail (an iterator that
@@ -1602,17 +1510,13 @@ static PyObject *
 Queue_get(FmQueueObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
     static const char *const names[] = {"block", "timeout"};
-    PyObject *a[2] = {NULL, NULL};
-    if ((nargs || kwnames) && parse_fast("get", args, nargs, kwnames, names, 2, 0, a) < 0)
+    PyObject *a[2];
+    if (fm_parse_args("get", args, nargs, kwnames, names, 2, 0, a) < 0)
         return NULL;
     PyObject *block_obj = a[0], *timeout_obj = a[1];
-    if (check_open(self) < 0)
-        return NULL;
     int block;
     int64_t deadline;
-    if (parse_block_timeout(block_obj, timeout_obj, &block, &deadline) < 0)
-        return NULL;
-    fm_state *st = queue_state(self);
+    fm_state *st = queue_begin(self, block_obj, timeout_obj, &block, &deadline);
     if (st == NULL)
         return NULL;
     fm_ring *ring;
@@ -1651,9 +1555,7 @@ Queue_get_many(FmQueueObject *self, PyObject *args, PyObject *kwargs)
     }
     int block;
     int64_t deadline;
-    if (parse_block_timeout(block_obj, timeout_obj, &block, &deadline) < 0)
-        return NULL;
-    fm_state *st = queue_state(self);
+    fm_state *st = queue_begin(self, block_obj, timeout_obj, &block, &deadline);
     if (st == NULL)
         return NULL;
     PyObject *list = PyList_New(0);
@@ -2034,7 +1936,7 @@ queue_before_last_release(fm_handle *h)
     }
     for (uint32_t i = 0; i < sh->nrings && i < QUEUE_MAX_RINGS; i++) {
         if (shm_unlink(sh->rings[i].name) == 0)
-            forget_name(st, sh->rings[i].name);
+            fm_segment_gone(st, sh->rings[i].name);
     }
     sh->nrings = 0;
     fm_exc_restore(exc);
@@ -2148,13 +2050,10 @@ Queue_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     fm_state *st = fm_state_of_type(type);
     if (st == NULL || hooks_ready(st) < 0)
         return NULL;
-    FmQueueObject *self = (FmQueueObject *)type->tp_alloc(type, 0);
+    FmQueueObject *self = (FmQueueObject *)fm_shared_new(
+        st, type, offsetof(FmQueueObject, h), sizeof(fm_queue_shared), FM_KIND_QUEUE);
     if (self == NULL)
         return NULL;
-    if (fm_handle_new(st, &self->h, sizeof(fm_queue_shared), FM_KIND_QUEUE) < 0) {
-        Py_DECREF(self);
-        return NULL;
-    }
     fm_queue_shared *sh = self->h.ptr;
     self->sh = sh;
     fm_mutex_init(&sh->lock);
@@ -2173,7 +2072,7 @@ Queue_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     memcpy(sh->rings[0].name, name, FM_SHM_NAME_MAX);
     sh->nrings = 1;
     atomic_store_explicit(&sh->newest_gen, 1, REL);
-    if (st->segment_hook != NULL && call_name_hook(st->segment_hook, name) < 0) {
+    if (fm_segment_made(st, name) < 0) {
         shm_unlink(name);
         sh->nrings = 0;
         goto error;
@@ -2186,21 +2085,11 @@ error:
     return NULL;
 }
 
-static int
-Queue_traverse(PyObject *self, visitproc visit, void *arg)
-{
-    Py_VISIT(Py_TYPE(self));
-    return 0;
-}
-
 static void
 Queue_dealloc(PyObject *op)
 {
     FmQueueObject *self = (FmQueueObject *)op;
-    PyTypeObject *tp = Py_TYPE(op);
-    PyObject_GC_UnTrack(op);
-    if (self->weakreflist != NULL)
-        PyObject_ClearWeakRefs(op);
+    fm_dealloc_begin(op);
     queue_unwatch(self);
     fm_handle_release(&self->h);
     /* the last local user of a ring unmaps it */
@@ -2210,8 +2099,7 @@ Queue_dealloc(PyObject *op)
     PyMem_Free(self->held);
     self->held = NULL;
     self->nheld = self->held_cap = 0;
-    tp->tp_free(op);
-    Py_DECREF(tp);
+    fm_dealloc_end(op);
 }
 
 PyDoc_STRVAR(Queue_state_doc,
@@ -2225,18 +2113,14 @@ Queue_state(FmQueueObject *self, PyObject *Py_UNUSED(ignored))
                          self->kind);
 }
 
-PyDoc_STRVAR(Queue_attach_doc,
-"_fm_attach($type, state, /)\n--\n\n"
-"Attach to the queue another process described with _fm_state().");
+PyDoc_STRVAR(Queue_attach_doc, FM_ATTACH_DOC);
 
 static PyObject *
 Queue_attach(PyObject *type, PyObject *state)
 {
     PyTypeObject *tp = (PyTypeObject *)type;
-    if (!PyTuple_Check(state) || PyTuple_GET_SIZE(state) != 3) {
-        PyErr_SetString(PyExc_TypeError, "_fm_attach() needs the tuple _fm_state() returned");
+    if (fm_check_state(state, 3, 1) < 0)
         return NULL;
-    }
     int kind = PyLong_AsLong(PyTuple_GET_ITEM(state, 2));
     if (kind == -1 && PyErr_Occurred())
         return NULL;
@@ -2247,12 +2131,11 @@ Queue_attach(PyObject *type, PyObject *state)
     fm_state *st = fm_state_of_type(tp);
     if (st == NULL || hooks_ready(st) < 0)
         return NULL;
-    FmQueueObject *self = (FmQueueObject *)tp->tp_alloc(tp, 0);
+    FmQueueObject *self = (FmQueueObject *)fm_attach_new(
+        st, tp, state, offsetof(FmQueueObject, h), FM_KIND_QUEUE);
     if (self == NULL)
         return NULL;
-    if (fm_handle_attach(st, &self->h, PyTuple_GET_ITEM(state, 0), PyTuple_GET_ITEM(state, 1),
-                         FM_KIND_QUEUE) < 0 ||
-        queue_init_object(self, kind) < 0) {
+    if (queue_init_object(self, kind) < 0) {
         Py_DECREF(self);
         return NULL;
     }
@@ -2303,18 +2186,15 @@ static PyGetSetDef Queue_getset[] = {
     {NULL, NULL, NULL, NULL, NULL},
 };
 
-static PyMemberDef Queue_members[] = {
-    {"__weaklistoffset__", T_PYSSIZET, offsetof(FmQueueObject, weakreflist), READONLY, NULL},
-    {NULL, 0, 0, 0, NULL},
-};
+FM_WEAKREF_MEMBERS(FmQueueObject);
 
 static PyType_Slot Queue_slots[] = {
     {Py_tp_new, Queue_new},
     {Py_tp_dealloc, Queue_dealloc},
-    {Py_tp_traverse, Queue_traverse},
+    {Py_tp_traverse, fm_traverse_type},
     {Py_tp_methods, Queue_methods},
     {Py_tp_getset, Queue_getset},
-    {Py_tp_members, Queue_members},
+    {Py_tp_members, FmQueueObject_members},
     {Py_tp_doc, "Queue(maxsize=0, *, kind=0, ctx=None)\n--\n\n"
                 "A queue in shared memory (fastmp.queues subclasses it)."},
     {0, NULL},
@@ -2337,10 +2217,8 @@ PyDoc_STRVAR(set_queue_hooks_doc,
 static PyObject *
 set_queue_hooks(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "_set_queue_hooks() takes 2 arguments");
+    if (fm_check_nargs("_set_queue_hooks", nargs, 2, 2) < 0)
         return NULL;
-    }
     for (int i = 0; i < 2; i++)
         if (!PyCallable_Check(args[i])) {
             PyErr_SetString(PyExc_TypeError, "_set_queue_hooks() takes callables");
@@ -2371,14 +2249,5 @@ fm_queue_add_types(PyObject *module, fm_state *st)
     Py_DECREF(queue);
     if (st->Empty == NULL || st->Full == NULL)
         return -1;
-    PyObject *tp = PyType_FromModuleAndSpec(module, &Queue_spec, NULL);
-    if (tp == NULL)
-        return -1;
-    st->QueueType = (PyTypeObject *)tp;
-    Py_INCREF(tp);
-    if (PyModule_AddObject(module, "Queue", tp) < 0) {
-        Py_DECREF(tp);
-        return -1;
-    }
-    return 0;
+    return fm_add_type(module, &Queue_spec, NULL, &st->QueueType);
 }

@@ -10,16 +10,30 @@
 #include <errno.h>
 #include <stddef.h>
 #include <pythread.h>
-#include <structmember.h>
 
 
-/* Weak references, as the stdlib's classes allow (multiprocessing's own
- * helpers and tests keep weakrefs to locks). */
-#define FM_WEAKREF_MEMBERS(T)                                                       \
-    static PyMemberDef T##_members[] = {                                           \
-        {"__weaklistoffset__", T_PYSSIZET, offsetof(T, weakreflist), READONLY, NULL}, \
-        {NULL, 0, 0, 0, NULL},                                                       \
-    }
+/* Every object type here begins like this: the handle, then the payload
+ * pointer (typed in each struct).  The generic new, _fm_state and _fm_attach
+ * rely on it; the asserts after each struct keep it true. */
+typedef struct {
+    PyObject_HEAD
+    fm_handle h;
+    void *sh;
+} FmSharedObject;
+
+#define FM_ASSERT_SHARED_LAYOUT(T)                                                \
+    _Static_assert(offsetof(T, h) == offsetof(FmSharedObject, h) &&               \
+                   offsetof(T, sh) == offsetof(FmSharedObject, sh), #T " layout")
+
+/* A new instance of `type` on a new shared block. */
+static PyObject *
+shared_new(fm_state *st, PyTypeObject *type, size_t size, uint32_t tag)
+{
+    PyObject *self = fm_shared_new(st, type, offsetof(FmSharedObject, h), size, tag);
+    if (self != NULL)
+        ((FmSharedObject *)self)->sh = ((FmSharedObject *)self)->h.ptr;
+    return self;
+}
 
 /* ================================================================ locks */
 
@@ -123,18 +137,6 @@ lock_release_impl(FmLockObject *self)
 }
 
 static int
-lock_init_shared(FmLockObject *self, fm_state *st, int recursive)
-{
-    self->recursive = recursive;
-    if (fm_handle_new(st, &self->h, sizeof(fm_lock_shared),
-                      recursive ? FM_KIND_RLOCK : FM_KIND_LOCK) < 0)
-        return -1;
-    self->sh = self->h.ptr;
-    fm_mutex_init(&self->sh->m);
-    return 0;
-}
-
-static int
 check_ctx_only(const char *name, PyObject *args, PyObject *kwargs)
 {
     if (PyTuple_GET_SIZE(args) != 0) {
@@ -163,13 +165,12 @@ lock_new_common(PyTypeObject *type, PyObject *args, PyObject *kwargs, int recurs
     fm_state *st = fm_state_of_type(type);
     if (st == NULL)
         return NULL;
-    FmLockObject *self = (FmLockObject *)type->tp_alloc(type, 0);
+    FmLockObject *self = (FmLockObject *)shared_new(
+        st, type, sizeof(fm_lock_shared), recursive ? FM_KIND_RLOCK : FM_KIND_LOCK);
     if (self == NULL)
         return NULL;
-    if (lock_init_shared(self, st, recursive) < 0) {
-        Py_DECREF(self);
-        return NULL;
-    }
+    self->recursive = recursive;
+    fm_mutex_init(&self->sh->m);
     return (PyObject *)self;
 }
 
@@ -185,25 +186,16 @@ RLock_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     return lock_new_common(type, args, kwargs, 1);
 }
 
+/* Every type's dealloc: what the object holds (tp_clear), then its
+ * reference to the shared block. */
 static void
 generic_dealloc(PyObject *self, fm_handle *h)
 {
-    PyTypeObject *tp = Py_TYPE(self);
-    PyObject_GC_UnTrack(self);
-    if (tp->tp_weaklistoffset)
-        PyObject_ClearWeakRefs(self);
-    if (tp->tp_clear)
-        tp->tp_clear(self);
+    fm_dealloc_begin(self);
+    if (Py_TYPE(self)->tp_clear)
+        Py_TYPE(self)->tp_clear(self);
     fm_handle_release(h);
-    tp->tp_free(self);
-    Py_DECREF(tp);
-}
-
-static int
-Lock_traverse(PyObject *self, visitproc visit, void *arg)
-{
-    Py_VISIT(Py_TYPE(self));
-    return 0;
+    fm_dealloc_end(self);
 }
 
 static void
@@ -234,22 +226,10 @@ Lock_acquire(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *
 
 PyDoc_STRVAR(Lock_release_doc, "release($self, /)\n--\n\nRelease the lock.");
 
-/* METH_FASTCALL rather than METH_NOARGS: CPython 3.11 specializes calls of
- * bound FASTCALL builtins (lock.release bound once, called in a loop), not
- * of NOARGS ones. */
-static int
-no_args(const char *name, Py_ssize_t nargs)
-{
-    if (nargs == 0)
-        return 0;
-    PyErr_Format(PyExc_TypeError, "%s() takes no arguments (%zd given)", name, nargs);
-    return -1;
-}
-
 static PyObject *
 Lock_release(PyObject *self, PyObject *const *Py_UNUSED(args), Py_ssize_t nargs)
 {
-    if (no_args("release", nargs) < 0 || lock_release_impl((FmLockObject *)self) < 0)
+    if (fm_no_args("release", nargs) < 0 || lock_release_impl((FmLockObject *)self) < 0)
         return NULL;
     Py_RETURN_NONE;
 }
@@ -299,66 +279,32 @@ Lock_owner_pid(PyObject *self, PyObject *Py_UNUSED(ignored))
     return PyLong_FromUnsignedLong(fm_mutex_owner(&((FmLockObject *)self)->sh->m));
 }
 
-/* Every object type here begins like this: the handle, then the payload
- * pointer (typed in each struct).  The generic _fm_state/_fm_attach below
- * rely on it; the asserts after each struct keep it true. */
-typedef struct {
-    PyObject_HEAD
-    fm_handle h;
-    void *sh;
-} FmSharedObject;
-
-#define FM_ASSERT_SHARED_LAYOUT(T)                                                \
-    _Static_assert(offsetof(T, h) == offsetof(FmSharedObject, h) &&               \
-                   offsetof(T, sh) == offsetof(FmSharedObject, sh), #T " layout")
-
 FM_ASSERT_SHARED_LAYOUT(FmLockObject);
 
-static PyObject *
-handle_state(fm_handle *h)
-{
-    return Py_BuildValue("(NK)", fm_handle_name(h), (unsigned long long)h->offset);
-}
-
-PyDoc_STRVAR(state_doc,
-"_fm_state($self, /)\n--\n\n"
-"What another process needs to attach this object: (segment, offset, ...).");
+PyDoc_STRVAR(state_doc, FM_STATE_DOC);
 
 static PyObject *
 Shared_state(PyObject *self, PyObject *Py_UNUSED(ignored))
 {
-    return handle_state(&((FmSharedObject *)self)->h);
+    return fm_handle_state(&((FmSharedObject *)self)->h);
 }
 
 /* Attach an instance of `type` to the block named by state[0:2]. */
 static PyObject *
-attach_common(PyTypeObject *type, PyObject *state, size_t min_items, uint32_t tag,
-              fm_handle **hp)
+attach_common(PyTypeObject *type, PyObject *state, Py_ssize_t min_items, uint32_t tag)
 {
-    if (!PyTuple_Check(state) || (size_t)PyTuple_GET_SIZE(state) < min_items) {
-        PyErr_SetString(PyExc_TypeError, "_fm_attach() needs the tuple _fm_state() returned");
+    if (fm_check_state(state, min_items, 0) < 0)
         return NULL;
-    }
     fm_state *st = fm_state_of_type(type);
     if (st == NULL)
         return NULL;
-    PyObject *self = type->tp_alloc(type, 0);
-    if (self == NULL)
-        return NULL;
-    fm_handle *h = &((FmSharedObject *)self)->h;
-    if (fm_handle_attach(st, h, PyTuple_GET_ITEM(state, 0), PyTuple_GET_ITEM(state, 1),
-                         tag) < 0) {
-        Py_DECREF(self);
-        return NULL;
-    }
-    ((FmSharedObject *)self)->sh = h->ptr;
-    *hp = h;
+    PyObject *self = fm_attach_new(st, type, state, offsetof(FmSharedObject, h), tag);
+    if (self != NULL)
+        ((FmSharedObject *)self)->sh = ((FmSharedObject *)self)->h.ptr;
     return self;
 }
 
-PyDoc_STRVAR(from_state_doc,
-"_fm_attach($type, state, /)\n--\n\n"
-"Attach to the object another process described with _fm_state().");
+PyDoc_STRVAR(from_state_doc, FM_ATTACH_DOC);
 
 /* _fm_attach for the types whose state is just (segment, offset). */
 static PyObject *
@@ -381,8 +327,7 @@ Shared_attach(PyObject *type, PyObject *state)
         PyErr_Format(PyExc_TypeError, "cannot attach a %.100s", tp->tp_name);
         return NULL;
     }
-    fm_handle *h;
-    PyObject *self = attach_common(tp, state, 2, tag, &h);
+    PyObject *self = attach_common(tp, state, 2, tag);
     if (self != NULL && tag == FM_KIND_RLOCK)
         ((FmLockObject *)self)->recursive = 1;
     return self;
@@ -409,7 +354,7 @@ FM_WEAKREF_MEMBERS(FmLockObject);
 static PyType_Slot Lock_slots[] = {
     {Py_tp_new, Lock_new},
     {Py_tp_dealloc, Lock_dealloc},
-    {Py_tp_traverse, Lock_traverse},
+    {Py_tp_traverse, fm_traverse_type},
     {Py_tp_methods, Lock_methods},
     {Py_tp_doc, "Lock(*, ctx=None)\n--\n\nA non-recursive lock in shared memory."},
     {Py_tp_members, FmLockObject_members},
@@ -426,7 +371,7 @@ static PyType_Spec Lock_spec = {
 static PyType_Slot RLock_slots[] = {
     {Py_tp_new, RLock_new},
     {Py_tp_dealloc, Lock_dealloc},
-    {Py_tp_traverse, Lock_traverse},
+    {Py_tp_traverse, fm_traverse_type},
     {Py_tp_methods, Lock_methods},
     {Py_tp_doc, "RLock(*, ctx=None)\n--\n\nA recursive lock in shared memory."},
     {Py_tp_members, FmLockObject_members},
@@ -477,14 +422,10 @@ semaphore_new_common(PyTypeObject *type, PyObject *args, PyObject *kwargs, int b
     fm_state *st = fm_state_of_type(type);
     if (st == NULL)
         return NULL;
-    FmSemaphoreObject *self = (FmSemaphoreObject *)type->tp_alloc(type, 0);
+    FmSemaphoreObject *self =
+        (FmSemaphoreObject *)shared_new(st, type, sizeof(fm_sem), FM_KIND_SEMAPHORE);
     if (self == NULL)
         return NULL;
-    if (fm_handle_new(st, &self->h, sizeof(fm_sem), FM_KIND_SEMAPHORE) < 0) {
-        Py_DECREF(self);
-        return NULL;
-    }
-    self->sh = self->h.ptr;
     fm_sem_init(self->sh, (uint32_t)value, bounded ? (uint32_t)value : FM_SEM_VALUE_MAX);
     return (PyObject *)self;
 }
@@ -551,7 +492,7 @@ PyDoc_STRVAR(Semaphore_release_doc,
 static PyObject *
 Semaphore_release(PyObject *self, PyObject *const *Py_UNUSED(args), Py_ssize_t nargs)
 {
-    if (no_args("release", nargs) < 0)
+    if (fm_no_args("release", nargs) < 0)
         return NULL;
     int st = fm_sem_post(((FmSemaphoreObject *)self)->sh, fm_self_pid());
     if (st != FM_OK)
@@ -621,7 +562,7 @@ FM_WEAKREF_MEMBERS(FmSemaphoreObject);
 static PyType_Slot Semaphore_slots[] = {
     {Py_tp_new, Semaphore_new},
     {Py_tp_dealloc, Semaphore_dealloc},
-    {Py_tp_traverse, Lock_traverse},
+    {Py_tp_traverse, fm_traverse_type},
     {Py_tp_methods, Semaphore_methods},
     {Py_tp_getset, Semaphore_getset},
     {Py_tp_doc, "Semaphore(value=1, *, ctx=None)\n--\n\n"
@@ -642,7 +583,7 @@ static PyType_Spec Semaphore_spec = {
 static PyType_Slot BoundedSemaphore_slots[] = {
     {Py_tp_new, BoundedSemaphore_new},
     {Py_tp_dealloc, Semaphore_dealloc},
-    {Py_tp_traverse, Lock_traverse},
+    {Py_tp_traverse, fm_traverse_type},
     {Py_tp_methods, Semaphore_methods},
     {Py_tp_doc, "BoundedSemaphore(value=1, *, ctx=None)\n--\n\n"
                 "A semaphore that may not be released above its initial value."},
@@ -674,14 +615,10 @@ Event_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     fm_state *st = fm_state_of_type(type);
     if (st == NULL)
         return NULL;
-    FmEventObject *self = (FmEventObject *)type->tp_alloc(type, 0);
+    FmEventObject *self =
+        (FmEventObject *)shared_new(st, type, sizeof(fm_event), FM_KIND_EVENT);
     if (self == NULL)
         return NULL;
-    if (fm_handle_new(st, &self->h, sizeof(fm_event), FM_KIND_EVENT) < 0) {
-        Py_DECREF(self);
-        return NULL;
-    }
-    self->sh = self->h.ptr;
     fm_event_init(self->sh);
     return (PyObject *)self;
 }
@@ -712,37 +649,13 @@ Event_clear(PyObject *self, PyObject *Py_UNUSED(ignored))
     Py_RETURN_NONE;
 }
 
-/* The single optional `timeout` argument of wait(): *timeout is left NULL
- * when it is not given. */
-static int
-get_timeout_arg(const char *fname, PyObject *const *args, Py_ssize_t nargs,
-                PyObject *kwnames, PyObject **timeout)
+/* wait()'s timeout argument as a deadline. */
+static inline int
+parse_wait_deadline(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
+                    int64_t *deadline)
 {
-    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
-    if (nargs + nkw > 1) {
-        PyErr_Format(PyExc_TypeError, "%s() takes at most 1 argument", fname);
-        return -1;
-    }
-    if (nargs == 1)
-        *timeout = args[0];
-    else if (nkw == 1) {
-        if (PyUnicode_CompareWithASCIIString(PyTuple_GET_ITEM(kwnames, 0), "timeout") != 0) {
-            PyErr_Format(PyExc_TypeError, "%s() got an unexpected keyword argument '%U'",
-                         fname, PyTuple_GET_ITEM(kwnames, 0));
-            return -1;
-        }
-        *timeout = args[0];
-    }
-    return 0;
-}
-
-/* Parse wait()'s timeout argument into a deadline. */
-static int
-parse_timeout_arg(const char *fname, PyObject *const *args, Py_ssize_t nargs,
-                  PyObject *kwnames, int64_t *deadline)
-{
-    PyObject *timeout = NULL;
-    if (get_timeout_arg(fname, args, nargs, kwnames, &timeout) < 0)
+    PyObject *timeout;
+    if (fm_parse_timeout_arg("wait", args, nargs, kwnames, &timeout) < 0)
         return -1;
     return fm_timeout_to_deadline(timeout, deadline);
 }
@@ -756,7 +669,7 @@ Event_wait(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kw
 {
     fm_event *ev = ((FmEventObject *)self)->sh;
     int64_t deadline;
-    if (parse_timeout_arg("wait", args, nargs, kwnames, &deadline) < 0)
+    if (parse_wait_deadline(args, nargs, kwnames, &deadline) < 0)
         return NULL;
     if (fm_event_is_set(ev))
         Py_RETURN_TRUE;
@@ -787,7 +700,7 @@ FM_WEAKREF_MEMBERS(FmEventObject);
 static PyType_Slot Event_slots[] = {
     {Py_tp_new, Event_new},
     {Py_tp_dealloc, Event_dealloc},
-    {Py_tp_traverse, Lock_traverse},
+    {Py_tp_traverse, fm_traverse_type},
     {Py_tp_methods, Event_methods},
     {Py_tp_doc, "Event(*, ctx=None)\n--\n\nAn event flag in shared memory."},
     {Py_tp_members, FmEventObject_members},
@@ -841,17 +754,13 @@ Condition_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     }
     if (lock == NULL)
         return NULL;
-    FmConditionObject *self = (FmConditionObject *)type->tp_alloc(type, 0);
+    FmConditionObject *self =
+        (FmConditionObject *)shared_new(st, type, sizeof(fm_cond), FM_KIND_CONDITION);
     if (self == NULL) {
         Py_DECREF(lock);
         return NULL;
     }
     self->lock = (FmLockObject *)lock;
-    if (fm_handle_new(st, &self->h, sizeof(fm_cond), FM_KIND_CONDITION) < 0) {
-        Py_DECREF(self);
-        return NULL;
-    }
-    self->sh = self->h.ptr;
     fm_cond_init(self->sh);
     return (PyObject *)self;
 }
@@ -877,39 +786,13 @@ Condition_dealloc(PyObject *self)
     generic_dealloc(self, &((FmConditionObject *)self)->h);
 }
 
-/* Lock m whatever signals say meanwhile: a waiter must hold its lock again
- * before it returns or raises.  The first exception (already set on entry,
- * or raised by a signal handler meanwhile) is kept and set again on return.
- * Returns FM_OK, FM_RECOVERED or an error status (no exception set for it). */
-static int
-mutex_lock_keeping_signals(fm_mutex *m)
-{
-    PyObject *et = NULL, *ev = NULL, *tb = NULL;
-    if (PyErr_Occurred())
-        PyErr_Fetch(&et, &ev, &tb);
-    uint32_t pid = fm_self_pid();
-    int st = fm_mutex_trylock(m, pid);
-    while (st != FM_OK) {
-        FM_BLOCKING(st, fm_mutex_lock(m, pid, FM_FOREVER, fm_spin));
-        if (st != FM_PYERR)
-            break;
-        if (et == NULL)
-            PyErr_Fetch(&et, &ev, &tb);
-        else
-            PyErr_Clear();
-    }
-    if (et != NULL)
-        PyErr_Restore(et, ev, tb);
-    return st;
-}
-
 /* Take a Condition's lock back after a wait, at its recursion level.
  * -1 when an exception is set (the lock is then held, but for a real
  * error of the futex call). */
 static int
 relock_uninterruptibly(FmLockObject *lock, uint32_t count)
 {
-    int st = mutex_lock_keeping_signals(&lock->sh->m);
+    int st = fm_mutex_lock_keeping_signals(&lock->sh->m);
     if (st != FM_OK && st != FM_RECOVERED) {
         if (!PyErr_Occurred())
             fm_set_error(st);
@@ -969,7 +852,7 @@ static PyObject *
 Condition_wait(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
     int64_t deadline;
-    if (parse_timeout_arg("wait", args, nargs, kwnames, &deadline) < 0)
+    if (parse_wait_deadline(args, nargs, kwnames, &deadline) < 0)
         return NULL;
     int r = cond_wait_impl((FmConditionObject *)self, deadline);
     if (r < 0)
@@ -1052,7 +935,7 @@ Condition_acquire(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObj
 static PyObject *
 Condition_release(PyObject *self, PyObject *const *Py_UNUSED(args), Py_ssize_t nargs)
 {
-    if (no_args("release", nargs) < 0)
+    if (fm_no_args("release", nargs) < 0)
         return NULL;
     return Lock_release((PyObject *)((FmConditionObject *)self)->lock, NULL, 0);
 }
@@ -1091,15 +974,12 @@ Condition_from_state(PyObject *type, PyObject *state)
     fm_state *st = fm_state_of_type((PyTypeObject *)type);
     if (st == NULL)
         return NULL;
-    if (!PyTuple_Check(state) || PyTuple_GET_SIZE(state) < 3) {
-        PyErr_SetString(PyExc_TypeError, "_fm_attach() needs the tuple _fm_state() returned");
+    if (fm_check_state(state, 3, 0) < 0)
         return NULL;
-    }
     PyObject *lock = PyTuple_GET_ITEM(state, 2);
     if (check_lock(st, lock) < 0)
         return NULL;
-    fm_handle *h;
-    PyObject *self = attach_common((PyTypeObject *)type, state, 3, FM_KIND_CONDITION, &h);
+    PyObject *self = attach_common((PyTypeObject *)type, state, 3, FM_KIND_CONDITION);
     if (self == NULL)
         return NULL;
     Py_INCREF(lock);
@@ -1207,18 +1087,12 @@ Barrier_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     fm_state *st = fm_state_of_type(type);
     if (st == NULL)
         return NULL;
-    FmBarrierObject *self = (FmBarrierObject *)type->tp_alloc(type, 0);
+    FmBarrierObject *self = (FmBarrierObject *)shared_new(
+        st, type, sizeof(fm_barrier_shared), FM_KIND_BARRIER);
     if (self == NULL)
         return NULL;
-    Py_INCREF(action);
-    self->action = action;
-    Py_INCREF(timeout);
-    self->timeout = timeout;
-    if (fm_handle_new(st, &self->h, sizeof(fm_barrier_shared), FM_KIND_BARRIER) < 0) {
-        Py_DECREF(self);
-        return NULL;
-    }
-    self->sh = self->h.ptr;
+    self->action = Py_NewRef(action);
+    self->timeout = Py_NewRef(timeout);
     fm_mutex_init(&self->sh->m);
     fm_seq_init(&self->sh->changed);
     self->sh->parties = (uint32_t)parties;
@@ -1248,29 +1122,13 @@ Barrier_dealloc(PyObject *self)
     generic_dealloc(self, &((FmBarrierObject *)self)->h);
 }
 
-/* Lock the barrier's internal mutex; KeyboardInterrupt while waiting
- * raises. 0 ok, -1 error. */
-static int
-barrier_lock(fm_barrier_shared *b)
-{
-    uint32_t pid = fm_self_pid();
-    if (fm_mutex_trylock(&b->m, pid) == FM_OK)
-        return 0;
-    int st;
-    FM_BLOCKING(st, fm_mutex_lock(&b->m, pid, FM_FOREVER, fm_spin));
-    if (st == FM_OK || st == FM_RECOVERED)
-        return 0;
-    fm_set_error(st);
-    return -1;
-}
-
 /* Relock without giving up on signals (keeps the first exception). */
 static void
 barrier_relock(fm_barrier_shared *b)
 {
     int st;
     do
-        st = mutex_lock_keeping_signals(&b->m);
+        st = fm_mutex_lock_keeping_signals(&b->m);
     while (st != FM_OK && st != FM_RECOVERED);
 }
 
@@ -1315,7 +1173,7 @@ Barrier_wait(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *
     if (st == NULL)
         return NULL;
     PyObject *timeout = NULL;
-    if (get_timeout_arg("wait", args, nargs, kwnames, &timeout) < 0)
+    if (fm_parse_timeout_arg("wait", args, nargs, kwnames, &timeout) < 0)
         return NULL;
     if (timeout == NULL || timeout == Py_None)
         timeout = bo->timeout;
@@ -1323,7 +1181,7 @@ Barrier_wait(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *
     if (fm_timeout_to_deadline(timeout, &deadline) < 0)
         return NULL;
 
-    if (barrier_lock(b) < 0)
+    if (fm_mutex_lock_py(&b->m) < 0)
         return NULL;
     /* wait while the previous round drains or a reset completes */
     int32_t s;
@@ -1386,7 +1244,7 @@ static PyObject *
 Barrier_abort(PyObject *self, PyObject *Py_UNUSED(ignored))
 {
     fm_barrier_shared *b = ((FmBarrierObject *)self)->sh;
-    if (barrier_lock(b) < 0)
+    if (fm_mutex_lock_py(&b->m) < 0)
         return NULL;
     barrier_set_state(b, BARRIER_BROKEN);
     fm_mutex_unlock(&b->m);
@@ -1397,7 +1255,7 @@ static PyObject *
 Barrier_reset(PyObject *self, PyObject *Py_UNUSED(ignored))
 {
     fm_barrier_shared *b = ((FmBarrierObject *)self)->sh;
-    if (barrier_lock(b) < 0)
+    if (fm_mutex_lock_py(&b->m) < 0)
         return NULL;
     if (atomic_load_explicit(&b->count, RLX) > 0) {
         int32_t s = atomic_load_explicit(&b->state, RLX);
@@ -1446,8 +1304,7 @@ Barrier_state(PyObject *self, PyObject *Py_UNUSED(ignored))
 static PyObject *
 Barrier_from_state(PyObject *type, PyObject *state)
 {
-    fm_handle *h;
-    PyObject *self = attach_common((PyTypeObject *)type, state, 4, FM_KIND_BARRIER, &h);
+    PyObject *self = attach_common((PyTypeObject *)type, state, 4, FM_KIND_BARRIER);
     if (self == NULL)
         return NULL;
     FmBarrierObject *bo = (FmBarrierObject *)self;
@@ -1502,42 +1359,17 @@ static PyType_Spec Barrier_spec = {
 
 /* ======================================================== registration */
 
-static int
-add_subtype(PyObject *module, PyType_Spec *spec, PyTypeObject *base, PyTypeObject **slot)
-{
-    PyObject *bases = NULL;     /* a tuple: Python 3.9 takes no bare type here */
-    if (base != NULL && (bases = PyTuple_Pack(1, (PyObject *)base)) == NULL)
-        return -1;
-    PyObject *tp = PyType_FromModuleAndSpec(module, spec, bases);
-    Py_XDECREF(bases);
-    if (tp == NULL)
-        return -1;
-    *slot = (PyTypeObject *)tp;
-    Py_INCREF(tp);
-    if (PyModule_AddObject(module, strrchr(spec->name, '.') + 1, tp) < 0) {
-        Py_DECREF(tp);
-        return -1;
-    }
-    return 0;
-}
-
-static int
-add_type(PyObject *module, PyType_Spec *spec, PyTypeObject **slot)
-{
-    return add_subtype(module, spec, NULL, slot);
-}
-
 int
 fm_sync_add_types(PyObject *module, fm_state *st)
 {
-    if (add_type(module, &Lock_spec, &st->LockType) < 0 ||
-        add_type(module, &RLock_spec, &st->RLockType) < 0 ||
-        add_type(module, &Semaphore_spec, &st->SemaphoreType) < 0 ||
-        add_subtype(module, &BoundedSemaphore_spec, st->SemaphoreType,
+    if (fm_add_type(module, &Lock_spec, NULL, &st->LockType) < 0 ||
+        fm_add_type(module, &RLock_spec, NULL, &st->RLockType) < 0 ||
+        fm_add_type(module, &Semaphore_spec, NULL, &st->SemaphoreType) < 0 ||
+        fm_add_type(module, &BoundedSemaphore_spec, st->SemaphoreType,
                     &st->BoundedSemaphoreType) < 0 ||
-        add_type(module, &Condition_spec, &st->ConditionType) < 0 ||
-        add_type(module, &Event_spec, &st->EventType) < 0 ||
-        add_type(module, &Barrier_spec, &st->BarrierType) < 0)
+        fm_add_type(module, &Condition_spec, NULL, &st->ConditionType) < 0 ||
+        fm_add_type(module, &Event_spec, NULL, &st->EventType) < 0 ||
+        fm_add_type(module, &Barrier_spec, NULL, &st->BarrierType) < 0)
         return -1;
     return 0;
 }

@@ -28,7 +28,6 @@
 #include <limits.h>
 #include <stddef.h>
 #include <string.h>
-#include <structmember.h>
 #include <wchar.h>
 
 
@@ -36,7 +35,7 @@
 #define FM_COPY_NOGIL_MIN (256 * 1024)
 
 #define FM_WEAKREF_DICT_MEMBERS(T)                                                   \
-    {"__weaklistoffset__", T_PYSSIZET, offsetof(T, weakreflist), READONLY, NULL},   \
+    FM_WEAKREF_MEMBER(T),                                                            \
     {"__dictoffset__", T_PYSSIZET, offsetof(T, dict), READONLY, NULL}
 
 /* ====================================================== BufferWrapper */
@@ -54,11 +53,10 @@ typedef struct {
 static void
 notify_gone(PyTypeObject *tp, const char *name)
 {
-    PyObject *type, *value, *tb;
-    PyErr_Fetch(&type, &value, &tb);
+    PyObject *pending = fm_exc_take();
     fm_state *st = fm_state_of_type(tp);
     PyErr_Clear();      /* no state: the module is going away, nothing to tell */
-    PyErr_Restore(type, value, tb);
+    fm_exc_restore(pending);
     fm_segment_gone(st, name);
 }
 
@@ -94,13 +92,10 @@ Buffer_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     fm_state *st = fm_state_of_type(type);
     if (st == NULL)
         return NULL;
-    FmBufferObject *self = (FmBufferObject *)type->tp_alloc(type, 0);
+    FmBufferObject *self = (FmBufferObject *)fm_shared_new(
+        st, type, offsetof(FmBufferObject, h), (size_t)size, FM_KIND_VALUE);
     if (self == NULL)
         return NULL;
-    if (fm_handle_new(st, &self->h, (size_t)size, FM_KIND_VALUE) < 0) {
-        Py_DECREF(self);
-        return NULL;
-    }
     self->sh = self->h.ptr;
     self->size = size;
     return (PyObject *)self;
@@ -109,13 +104,9 @@ Buffer_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 static void
 Buffer_dealloc(PyObject *op)
 {
-    FmBufferObject *self = (FmBufferObject *)op;
-    PyTypeObject *tp = Py_TYPE(op);
-    if (self->weakreflist != NULL)
-        PyObject_ClearWeakRefs(op);
-    buffer_release(self);
-    tp->tp_free(op);
-    Py_DECREF(tp);
+    fm_dealloc_begin(op);
+    buffer_release((FmBufferObject *)op);
+    fm_dealloc_end(op);
 }
 
 static int
@@ -156,18 +147,14 @@ Buffer_state(PyObject *op, PyObject *Py_UNUSED(ignored))
                          (unsigned long long)self->h.offset, self->size);
 }
 
-PyDoc_STRVAR(Buffer_attach_doc,
-"_fm_attach($type, state, /)\n--\n\n"
-"Attach to the block another process described with _fm_state().");
+PyDoc_STRVAR(Buffer_attach_doc, FM_ATTACH_DOC);
 
 static PyObject *
 Buffer_attach(PyObject *type, PyObject *state)
 {
     PyTypeObject *tp = (PyTypeObject *)type;
-    if (!PyTuple_Check(state) || PyTuple_GET_SIZE(state) != 3) {
-        PyErr_SetString(PyExc_TypeError, "_fm_attach() needs the tuple _fm_state() returned");
+    if (fm_check_state(state, 3, 1) < 0)
         return NULL;
-    }
     Py_ssize_t size = PyLong_AsSsize_t(PyTuple_GET_ITEM(state, 2));
     if (size == -1 && PyErr_Occurred())
         return NULL;
@@ -178,14 +165,10 @@ Buffer_attach(PyObject *type, PyObject *state)
     fm_state *st = fm_state_of_type(tp);
     if (st == NULL)
         return NULL;
-    FmBufferObject *self = (FmBufferObject *)tp->tp_alloc(tp, 0);
+    FmBufferObject *self = (FmBufferObject *)fm_attach_new(
+        st, tp, state, offsetof(FmBufferObject, h), FM_KIND_VALUE);
     if (self == NULL)
         return NULL;
-    if (fm_handle_attach(st, &self->h, PyTuple_GET_ITEM(state, 0), PyTuple_GET_ITEM(state, 1),
-                         FM_KIND_VALUE) < 0) {
-        Py_DECREF(self);
-        return NULL;
-    }
     /* a forged or stale state must not give a view past the block */
     if (fm_block_capacity(self->h.seg, self->h.offset, FM_KIND_VALUE) < (size_t)size) {
         PyErr_Format(PyExc_ValueError, "the shared block at offset %llu holds fewer than %zd bytes",
@@ -216,17 +199,14 @@ static PyGetSetDef Buffer_getset[] = {
     {NULL, NULL, NULL, NULL, NULL},
 };
 
-static PyMemberDef Buffer_members[] = {
-    {"__weaklistoffset__", T_PYSSIZET, offsetof(FmBufferObject, weakreflist), READONLY, NULL},
-    {NULL, 0, 0, 0, NULL},
-};
+FM_WEAKREF_MEMBERS(FmBufferObject);
 
 static PyType_Slot Buffer_slots[] = {
     {Py_tp_new, Buffer_new},
     {Py_tp_dealloc, Buffer_dealloc},
     {Py_tp_methods, Buffer_methods},
     {Py_tp_getset, Buffer_getset},
-    {Py_tp_members, Buffer_members},
+    {Py_tp_members, FmBufferObject_members},
     {Py_bf_getbuffer, Buffer_getbuffer},
     {Py_tp_doc, "BufferWrapper(size)\n--\n\n"
                 "`size` zeroed bytes of shared memory, exported through the buffer protocol;\n"
@@ -513,27 +493,18 @@ lock_acquire(FmSyncObject *self)
 static int
 lock_release(FmSyncObject *self, int ok)
 {
-    PyObject *type = NULL, *value = NULL, *tb = NULL;
-    if (ok < 0)
-        PyErr_Fetch(&type, &value, &tb);
+    PyObject *failed = ok < 0 ? fm_exc_take() : NULL;
     PyObject *r = PyObject_CallNoArgs(self->release);
     if (r != NULL) {
         Py_DECREF(r);
-        if (ok < 0)
-            PyErr_Restore(type, value, tb);
+        if (failed != NULL)
+            fm_exc_restore(failed);
         return ok;
     }
-    if (ok < 0) {
-        PyObject *t2, *v2, *tb2;
-        PyErr_Fetch(&t2, &v2, &tb2);
-        PyErr_NormalizeException(&type, &value, &tb);
-        PyErr_NormalizeException(&t2, &v2, &tb2);
-        if (tb != NULL)
-            PyException_SetTraceback(value, tb);
-        PyException_SetContext(v2, value);      /* steals value */
-        Py_XDECREF(type);
-        Py_XDECREF(tb);
-        PyErr_Restore(t2, v2, tb2);
+    if (failed != NULL) {
+        PyObject *exc = fm_exc_take();
+        PyException_SetContext(exc, failed);    /* steals failed */
+        fm_exc_restore(exc);
     }
     return -1;
 }
@@ -713,13 +684,9 @@ Sync_clear(PyObject *op)
 static void
 Sync_dealloc(PyObject *op)
 {
-    PyTypeObject *tp = Py_TYPE(op);
-    PyObject_GC_UnTrack(op);
-    if (((FmSyncObject *)op)->weakreflist != NULL)
-        PyObject_ClearWeakRefs(op);
+    fm_dealloc_begin(op);
     Sync_clear(op);
-    tp->tp_free(op);
-    Py_DECREF(tp);
+    fm_dealloc_end(op);
 }
 
 /* ============================================ SynchronizedBase */
@@ -1020,20 +987,6 @@ element_index(FmSyncObject *self, PyObject *key, Py_ssize_t *out)
     return 0;
 }
 
-static int
-check_nargs(const char *fname, Py_ssize_t nargs, Py_ssize_t lo, Py_ssize_t hi)
-{
-    if (nargs >= lo && nargs <= hi)
-        return 0;
-    if (lo == hi)
-        PyErr_Format(PyExc_TypeError, "%s() takes exactly %zd argument%s (%zd given)",
-                     fname, lo, lo == 1 ? "" : "s", nargs);
-    else
-        PyErr_Format(PyExc_TypeError, "%s() takes from %zd to %zd arguments (%zd given)",
-                     fname, lo, hi, nargs);
-    return -1;
-}
-
 /* Where an atomic method acts: the value itself (Synchronized), or the
  * element named by args[0] (SynchronizedArray).  Returns the number of
  * leading arguments used up, -1 on error. */
@@ -1067,7 +1020,7 @@ atomic_rmw_common(PyObject *op, PyObject *const *args, Py_ssize_t nargs, int is_
     int used = atomic_target(self, fname, args, nargs, is_array, &p);
     if (used < 0)
         return NULL;
-    if (check_nargs(fname, nargs, used + (has_default ? 0 : 1), used + 1) < 0)
+    if (fm_check_nargs(fname, nargs, used + (has_default ? 0 : 1), used + 1) < 0)
         return NULL;
     uint64_t arg = 1;
     if (nargs > used && operand(self, fname, args[used], &arg) < 0)
@@ -1081,7 +1034,7 @@ atomic_load_common(PyObject *op, PyObject *const *args, Py_ssize_t nargs, int is
     FmSyncObject *self = (FmSyncObject *)op;
     char *p;
     int used = atomic_target(self, "load", args, nargs, is_array, &p);
-    if (used < 0 || check_nargs("load", nargs, used, used) < 0)
+    if (used < 0 || fm_check_nargs("load", nargs, used, used) < 0)
         return NULL;
     return bits_to_py(self, load_bits(p, self->width));
 }
@@ -1092,7 +1045,7 @@ atomic_store_common(PyObject *op, PyObject *const *args, Py_ssize_t nargs, int i
     FmSyncObject *self = (FmSyncObject *)op;
     char *p;
     int used = atomic_target(self, "store", args, nargs, is_array, &p);
-    if (used < 0 || check_nargs("store", nargs, used + 1, used + 1) < 0)
+    if (used < 0 || fm_check_nargs("store", nargs, used + 1, used + 1) < 0)
         return NULL;
     uint64_t v;
     if (operand(self, "store", args[used], &v) < 0)
@@ -1108,7 +1061,7 @@ atomic_cas_common(PyObject *op, PyObject *const *args, Py_ssize_t nargs, int is_
     const char *fname = "compare_exchange";
     char *p;
     int used = atomic_target(self, fname, args, nargs, is_array, &p);
-    if (used < 0 || check_nargs(fname, nargs, used + 2, used + 2) < 0)
+    if (used < 0 || fm_check_nargs(fname, nargs, used + 2, used + 2) < 0)
         return NULL;
     uint64_t expected, desired;
     if (operand(self, fname, args[used], &expected) < 0 ||
@@ -1595,33 +1548,14 @@ static PyType_Spec String_spec = {
 
 /* ======================================================== registration */
 
-static int
-add_type(PyObject *module, PyType_Spec *spec, PyTypeObject *base, PyTypeObject **slot)
-{
-    PyObject *bases = NULL;     /* a tuple: Python 3.9 takes no bare type here */
-    if (base != NULL && (bases = PyTuple_Pack(1, (PyObject *)base)) == NULL)
-        return -1;
-    PyObject *tp = PyType_FromModuleAndSpec(module, spec, bases);
-    Py_XDECREF(bases);
-    if (tp == NULL)
-        return -1;
-    *slot = (PyTypeObject *)tp;
-    Py_INCREF(tp);
-    if (PyModule_AddObject(module, strrchr(spec->name, '.') + 1, tp) < 0) {
-        Py_DECREF(tp);
-        return -1;
-    }
-    return 0;
-}
-
 int
 fm_value_add_types(PyObject *module, fm_state *st)
 {
-    if (add_type(module, &Buffer_spec, NULL, &st->BufferWrapperType) < 0 ||
-        add_type(module, &SyncBase_spec, NULL, &st->SyncBaseType) < 0 ||
-        add_type(module, &Value_spec, st->SyncBaseType, &st->SynchronizedType) < 0 ||
-        add_type(module, &Array_spec, st->SyncBaseType, &st->SyncArrayType) < 0 ||
-        add_type(module, &String_spec, st->SyncArrayType, &st->SyncStringType) < 0)
+    if (fm_add_type(module, &Buffer_spec, NULL, &st->BufferWrapperType) < 0 ||
+        fm_add_type(module, &SyncBase_spec, NULL, &st->SyncBaseType) < 0 ||
+        fm_add_type(module, &Value_spec, st->SyncBaseType, &st->SynchronizedType) < 0 ||
+        fm_add_type(module, &Array_spec, st->SyncBaseType, &st->SyncArrayType) < 0 ||
+        fm_add_type(module, &String_spec, st->SyncArrayType, &st->SyncStringType) < 0)
         return -1;
     return 0;
 }

@@ -4,6 +4,8 @@
 - Between Py_BEGIN_ALLOW_THREADS and Py_END_ALLOW_THREADS nothing touches a
   Python object: no Py*/_Py* call, and the two are always matched.
 - Every blocking futex wait sits in a loop that handles FM_EINTR.
+- The CPython glue the Python-facing files share (type registration, timeouts, saving a
+  pending exception, the _fm_attach check) is written once, in glue.c or compat.h.
 """
 import pathlib
 import re
@@ -29,7 +31,7 @@ def test_csrc_layout():
     # the core is there, and every .c file of either folder is built (setup.py globs both)
     assert {"futex.c", "prims.c", "shm.c", "ring.c", "doorbell.c"} <= {
         p.name for p in _c_files(CORE, "*.c")}
-    assert {"module.c", "pool.c", "queue.c", "sync.c", "value.c"} <= {
+    assert {"glue.c", "module.c", "pool.c", "queue.c", "sync.c", "value.c"} <= {
         p.name for p in _c_files(CSRC, "*.c")}
 
 
@@ -101,3 +103,28 @@ def test_blocking_calls_go_through_the_eintr_loop():
                 assert "FM_BLOCKING(" in line, (path.name, line.strip())
             if re.search(helper_call, line) and not helper_def.match(line):
                 assert "FM_BLOCKING(" in line, (path.name, line.strip())
+
+
+# Each call or text that only the shared glue may spell out, and the file that holds it.
+GLUE_ONLY = {
+    r"\bPyType_FromModuleAndSpec\s*\(": "glue.c",     # fm_add_type
+    r"\bPyModule_AddObject\s*\(": "glue.c",           # fm_add_type
+    r"\bfm_deadline_after\s*\(": "glue.c",            # fm_timeout_to_deadline
+    r"_fm_attach\(\) needs the tuple": "glue.c",      # fm_check_state
+    r"\bPyErr_(Fetch|Restore|GetRaisedException|SetRaisedException)\s*\(": "compat.h",
+}
+# Files that keep their own copies until they move onto the glue (the pool's files, moved
+# with their split); every name here must be a file of csrc/.
+NOT_YET_ON_GLUE = {"pool.c", "pool_result.c"}
+
+
+def test_glue_is_written_once():
+    names = {p.name for p in _c_files(CSRC)}
+    assert NOT_YET_ON_GLUE <= names, NOT_YET_ON_GLUE - names
+    for path in _c_files(CSRC):         # the Python-facing files (the core has no Python)
+        if path.name in NOT_YET_ON_GLUE:
+            continue
+        text = _strip_comments(path.read_text())
+        for pattern, home in GLUE_ONLY.items():
+            if path.name != home:
+                assert not re.search(pattern, text), (path.name, pattern, home)
