@@ -77,17 +77,7 @@ channel_map(PoolChannelObject *self, unsigned int nslots, size_t tcap, size_t rc
     h->magic = FM_POOL_MAGIC;
     self->hdr = h;
     self->owner = fm_self_pid();
-    if (self->st->segment_hook != NULL) {
-        PyObject *name = PyUnicode_FromString(self->seg->name);
-        if (name == NULL)
-            return -1;
-        PyObject *r = PyObject_CallOneArg(self->st->segment_hook, name);
-        Py_DECREF(name);
-        if (r == NULL)
-            return -1;
-        Py_DECREF(r);
-    }
-    return 0;
+    return fm_segment_made(self->st, self->seg->name);
 }
 
 static PyObject *
@@ -210,14 +200,10 @@ PoolChannel_clear(PoolChannelObject *self)
 static void
 PoolChannel_dealloc(PoolChannelObject *self)
 {
-    PyTypeObject *tp = Py_TYPE(self);
-    PyObject_GC_UnTrack(self);
-    if (self->weakreflist != NULL)
-        PyObject_ClearWeakRefs((PyObject *)self);
+    fm_dealloc_begin((PyObject *)self);
     channel_destroy(self);
     PoolChannel_clear(self);
-    tp->tp_free(self);
-    Py_DECREF(tp);
+    fm_dealloc_end((PyObject *)self);
 }
 
 /* ------------------------------------------------------------------- put */
@@ -422,10 +408,8 @@ PyDoc_STRVAR(put_doc,
 static PyObject *
 PoolChannel_put(PoolChannelObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs < 5 || nargs > 7) {
-        PyErr_SetString(PyExc_TypeError, "put() takes 5 to 7 arguments");
+    if (fm_check_nargs("put", nargs, 5, 7) < 0)
         return NULL;
-    }
     if (!channel_alive(self))
         return NULL;
     unsigned long long job = PyLong_AsUnsignedLongLong(args[0]);
@@ -578,10 +562,8 @@ PyDoc_STRVAR(apply_doc,
 static PyObject *
 PoolChannel_apply(PoolChannelObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 6) {
-        PyErr_SetString(PyExc_TypeError, "apply() takes 6 arguments");
+    if (fm_check_nargs("apply", nargs, 6, 6) < 0)
         return NULL;
-    }
     if (!channel_alive(self))
         return NULL;
     if (self->cache == NULL || self->func_cache == NULL || self->dump_function == NULL ||
@@ -724,10 +706,8 @@ PyDoc_STRVAR(set_slot_doc,
 static PyObject *
 PoolChannel_set_slot(PoolChannelObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 3) {
-        PyErr_SetString(PyExc_TypeError, "set_slot() takes 3 arguments");
+    if (fm_check_nargs("set_slot", nargs, 3, 3) < 0)
         return NULL;
-    }
     if (!channel_alive(self))
         return NULL;
     long i = PyLong_AsLong(args[0]);
@@ -777,12 +757,9 @@ PyDoc_STRVAR(wait_doc,
 static PyObject *
 PoolChannel_wait(PoolChannelObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs > 1) {
-        PyErr_SetString(PyExc_TypeError, "wait() takes at most 1 argument");
-        return NULL;
-    }
     int64_t deadline;
-    if (fm_timeout_to_deadline(nargs ? args[0] : Py_None, &deadline) < 0)
+    if (fm_check_nargs("wait", nargs, 0, 1) < 0 ||
+        fm_timeout_to_deadline(nargs ? args[0] : NULL, &deadline) < 0)
         return NULL;
     int r = fm_pool_wait(self, deadline);
     if (r < 0)
@@ -826,10 +803,8 @@ PyDoc_STRVAR(start_collector_doc,
 static PyObject *
 PoolChannel_start_collector(PoolChannelObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "start_collector() takes 2 arguments");
+    if (fm_check_nargs("start_collector", nargs, 2, 2) < 0)
         return NULL;
-    }
     if (!channel_alive(self))
         return NULL;
     if (self->thread_running) {
@@ -930,10 +905,8 @@ PyDoc_STRVAR(worker_main_doc,
 static PyObject *
 PoolChannel_worker_main(PyObject *cls, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 4) {
-        PyErr_SetString(PyExc_TypeError, "worker_main() takes 4 arguments");
+    if (fm_check_nargs("worker_main", nargs, 4, 4) < 0)
         return NULL;
-    }
     fm_state *st = fm_state_of_type((PyTypeObject *)cls);
     if (st == NULL)
         return NULL;
@@ -959,7 +932,9 @@ static PyObject *
 PoolChannel_worker_init_failed(PyObject *Py_UNUSED(cls), PyObject *const *args,
                                Py_ssize_t nargs)
 {
-    if (nargs != 3 || !PyBytes_Check(args[2])) {
+    if (fm_check_nargs("worker_init_failed", nargs, 3, 3) < 0)
+        return NULL;
+    if (!PyBytes_Check(args[2])) {
         PyErr_SetString(PyExc_TypeError, "worker_init_failed(name, slot, payload: bytes)");
         return NULL;
     }
@@ -1009,7 +984,7 @@ static PyGetSetDef PoolChannel_getset[] = {
 };
 
 static PyMemberDef PoolChannel_members[] = {
-    {"__weaklistoffset__", T_PYSSIZET, offsetof(PoolChannelObject, weakreflist), READONLY, NULL},
+    FM_WEAKREF_MEMBER(PoolChannelObject),
     {"cache", T_OBJECT, offsetof(PoolChannelObject, cache), 0,
      "the pool's {job: result}: exact ApplyResults in it are completed in C"},
     {"func_cache", T_OBJECT, offsetof(PoolChannelObject, func_cache), 0,
@@ -1053,14 +1028,5 @@ static PyType_Spec PoolChannel_spec = {
 int
 fm_pool_add_types(PyObject *module, fm_state *st)
 {
-    PyObject *tp = PyType_FromModuleAndSpec(module, &PoolChannel_spec, NULL);
-    if (tp == NULL)
-        return -1;
-    st->PoolChannelType = (PyTypeObject *)tp;
-    Py_INCREF(tp);
-    if (PyModule_AddObject(module, "PoolChannel", tp) < 0) {
-        Py_DECREF(tp);
-        return -1;
-    }
-    return 0;
+    return fm_add_type(module, &PoolChannel_spec, NULL, &st->PoolChannelType);
 }

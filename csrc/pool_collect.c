@@ -106,22 +106,32 @@ fm_pool_bump_dispatch(PoolChannelObject *self)
         fm_futex_wake(&self->disp_seq, INT32_MAX);
 }
 
+/* The next copied record long enough for a result header: 1 with *rh and
+ * the record (*rec, *rlen), 0 after the last. */
+static int
+next_result(fm_copied_iter *it, fm_result_hdr *rh, const unsigned char **rec, uint32_t *rlen)
+{
+    while (fm_copied_next(it, rec, rlen)) {
+        if (*rlen < sizeof *rh)
+            continue;
+        memcpy(rh, *rec, sizeof *rh);
+        return 1;
+    }
+    return 0;
+}
+
 /* Does the copied batch hold a record of one of these kinds (a bit mask of
  * 1 << kind)? */
 static int
 has_kind(const fm_buf *b, unsigned kinds)
 {
     fm_copied_iter it = {b, 0};
+    fm_result_hdr rh;
     const unsigned char *rec;
     uint32_t rlen;
-    while (fm_copied_next(&it, &rec, &rlen)) {
-        fm_result_hdr rh;
-        if (rlen < sizeof rh)
-            continue;
-        memcpy(&rh, rec, sizeof rh);
+    while (next_result(&it, &rh, &rec, &rlen))
         if (rh.kind < 32 && (kinds >> rh.kind) & 1u)
             return 1;
-    }
     return 0;
 }
 
@@ -284,13 +294,10 @@ dispatch(PoolChannelObject *self, fm_buf *b)
     if (d.runs == NULL || d.st == NULL)
         goto error;
     fm_copied_iter it = {b, 0};
+    fm_result_hdr rh;
     const unsigned char *rec;
     uint32_t rlen;
-    while (fm_copied_next(&it, &rec, &rlen)) {
-        fm_result_hdr rh;
-        if (rlen < sizeof rh)
-            continue;
-        memcpy(&rh, rec, sizeof rh);
+    while (next_result(&it, &rh, &rec, &rlen)) {
         if (rh.kind == FM_RES_STOP) {
             stop = 1;
             continue;

@@ -55,15 +55,9 @@ big_store(fm_state *st, const char *data, size_t len, fm_big_ref *ref)
     memset(ref, 0, sizeof *ref);
     ref->len = len;
     memcpy(ref->name, seg->name, sizeof ref->name);
-    if (st != NULL && st->segment_hook != NULL) {
-        PyObject *name = PyUnicode_FromString(seg->name);
-        PyObject *r = name ? PyObject_CallOneArg(st->segment_hook, name) : NULL;
-        Py_XDECREF(name);
-        if (r == NULL) {
-            fm_segment_destroy(seg, 1);
-            return -1;
-        }
-        Py_DECREF(r);
+    if (fm_segment_made(st, seg->name) < 0) {
+        fm_segment_destroy(seg, 1);
+        return -1;
     }
     /* The receiver unlinks it; this process must not at its exit. */
     seg->unlinked = 1;

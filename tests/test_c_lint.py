@@ -113,9 +113,9 @@ GLUE_ONLY = {
     r"_fm_attach\(\) needs the tuple": "glue.c",      # fm_check_state
     r"\bPyErr_(Fetch|Restore|GetRaisedException|SetRaisedException)\s*\(": "compat.h",
 }
-# Files that keep their own copies until they move onto the glue (the pool's files, moved
-# with their split); every name here must be a file of csrc/.
-NOT_YET_ON_GLUE = {"pool.c", "pool_result.c"}
+# Files that keep their own copies until they move onto the glue (none left); every name
+# here must be a file of csrc/.
+NOT_YET_ON_GLUE = set()
 
 
 def test_glue_is_written_once():
