@@ -1,269 +1,38 @@
-/* pool.c: the Pool dispatcher -- task and result channels in shared memory,
- * the worker loop, and the parent's result collector thread.
+/* pool.c: the PoolChannel type, a Pool's shared channel (its layout and
+ * record format: pool_wire.h), and the parent's side of the task ring:
+ * put() and apply() pickle tasks and post them, in batches when tasks are
+ * short; the worker slots; the methods that start and stop the collector
+ * (pool_collect.c) and run the worker loop (pool_worker.c).
  *
- * One segment per pool ("channel") holds, at fixed offsets:
- *   fm_pool_hdr      magic, owner pid, the slot count, the rings' offsets
- *   fm_pool_slot[n]  the worker table: one 64-byte line per worker slot
- *                    (pid, state, and the batch of tasks it holds)
- *   task ring        parent -> workers (ring.h: many consumers)
- *   result ring      workers -> parent (one consumer: the collector thread)
- *
- * A task record is a *batch*: one job's function (its pickle, so a worker
- * can cache the unpickled function by those bytes and unpickle it once per
- * job, not per task) and `count` consecutive entries of that job, each one
- * user-level task (an apply call, or one chunk of a map: the function is
- * still called once per item).  The parent makes batches of several tasks
- * only when it has many short ones at once (pool.py decides from measured
- * task times), so a chunksize keeps its meaning for the user.  A worker
- * answers each task record with one result record holding every entry's
- * result, pickled, each flagged ok or failed.
- *
- * Who holds what: before a worker releases the task record it copied out,
- * it writes the batch (job, first, count) into its slot and marks it BUSY;
- * it marks it IDLE after committing the results.  When the collector finds
- * a worker's pid gone, it first delivers every result already posted, then
- * hands the slot to Python, which fails exactly the tasks the slot still
- * holds and starts a replacement (the stdlib hangs instead: gh-66587).
- *
- * The collector is a plain pthread.  It sleeps in fm_ring_take with no
- * Python state at all, copies out every record that is ready, and only then
- * takes the GIL (PyGILState_Ensure) to unpickle the results and pass them to
- * one Python callback per batch.  It is stopped by a STOP record the parent
- * posts to the result ring itself, so stopping is immediate.
- *
- * A thread that waits for a result (get(), next(), Future.result()) collects
- * itself instead (PoolChannel.wait): one "leader" at a time takes from the
- * result ring and dispatches, other waiting threads sleep on a process-local
- * sequence word bumped after every dispatch, and the collector thread keeps
- * off the ring while waiting threads collect (and for 10 ms after), so a
- * round trip costs one wake-up in the parent instead of two, and no thread
- * wakes up for nothing.  NUDGE records (parent to itself) make whichever
- * consumer sleeps on the ring look again when the other one took a result.
- *
- * Entries larger than a quarter of a record travel in segments of their own
- * (FM_ENTRY_BIG, below); everything else is copied through the rings. */
+ * The parent makes batches of several tasks only when it has many short
+ * ones at once (pool.py decides from measured task times), so a chunksize
+ * keeps its meaning for the user.  A batch is cut at FM_POOL_BATCH_BYTES of
+ * payload so that one big batch cannot occupy the whole ring, and a batch
+ * that would still pass the ring's largest record (a large function pickle
+ * repeated in every record) is posted one task per record: only a task that
+ * does not fit alone fails as too large. */
 #include "fastmp.h"
 
 #include <errno.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <sys/prctl.h>
 #include <unistd.h>
 
 #include "pool.h"
-#include "core/ring.h"
 #include "structmember.h"
 
-
-#define FM_POOL_MAGIC 0x4c4f4f50u           /* "POOL" */
-#define FM_POOL_VERSION 2u
-#define FM_POOL_MAX_SLOTS 4096u
-#define FM_POOL_HDR_SPACE 256u
-#define FM_POOL_DEFAULT_RING (1u << 20)
 /* Records are cut at this many payload bytes when a batch grows, so that
  * one big batch cannot occupy the whole ring. */
 #define FM_POOL_BATCH_BYTES (64u * 1024u)
-/* How often the collector checks for dead workers while results flow. */
-#define FM_POOL_CHECK_NS (50 * 1000 * 1000LL)
-/* Most records (and bytes) the collector copies out per GIL acquisition. */
-#define FM_POOL_DRAIN_RECORDS 512
-#define FM_POOL_DRAIN_BYTES (4u << 20)
-/* The collector thread keeps off the ring while waiting threads collect,
- * and for this long after one did; it looks again every FM_POOL_PARK_NS. */
-#define FM_POOL_LEADER_RECENT_NS (10 * 1000 * 1000LL)
-#define FM_POOL_PARK_NS (2 * 1000 * 1000LL)
 /* apply() leaves a record to a busy worker only when tasks take less than
  * this on average (see put_record's `lazy`). */
 #define FM_POOL_LAZY_TASK_NS (20 * 1000LL)
 
-enum fm_result_kind {
-    FM_RES_RESULT = 1,
-    FM_RES_INITFAIL = 2,
-    FM_RES_STOP = 3,        /* parent -> its collector thread: leave */
-    FM_RES_NUDGE = 4,       /* parent -> its other consumer: look again (see wait) */
-    FM_RES_RETIRE = 5,      /* worker: leaving after maxtasks (aux: the slot) */
-};
-
-typedef struct {
-    _Atomic uint32_t pid;
-    _Atomic uint32_t state;
-    _Atomic uint64_t job;
-    _Atomic uint32_t first;
-    _Atomic uint32_t count;
-    _Atomic uint64_t tasks_done;
-    char _pad[FM_CACHE_LINE - 32];
-} fm_pool_slot;
-
-typedef struct {
-    uint32_t magic;
-    uint32_t version;
-    uint32_t nslots;
-    uint32_t owner;                 /* the parent's pid: workers exit if it dies */
-    uint64_t task_off, task_bytes;
-    uint64_t result_off, result_bytes;
-    /* Test hook: the next worker to take a task record dies (SIGKILL)
-     * before it says in its slot what it holds (see adopt_held). */
-    _Atomic uint32_t debug_die_after_take;
-} fm_pool_hdr;
-
-typedef struct {
-    uint32_t kind;
-    uint32_t mode;
-    uint64_t job;
-    uint32_t first;
-    uint32_t count;
-    uint32_t func_len;
-    uint32_t _pad;
-} fm_task_hdr;                      /* then func (padded to 8), then entries */
-
-typedef struct {
-    uint32_t kind;
-    uint32_t aux;                   /* RESULT: run time in ns (saturated); INITFAIL: the slot */
-    uint64_t job;
-    uint32_t first;
-    uint32_t count;
-} fm_result_hdr;                    /* then entries */
-
-typedef struct {
-    uint32_t len;
-    uint32_t flags;                 /* FM_ENTRY_* */
-} fm_entry_hdr;                     /* then len bytes, padded to 8 */
-
-/* Entry flags.  OK: a value (results; without it, a pickled exception).
- * BIG: the pickle is too large for the ring (more than a quarter of a
- * record), so it travels in a segment of its own and the entry holds an
- * fm_big_ref.  The sender creates the segment, registers it with the
- * resource tracker and unmaps it; the receiver copies it out, unlinks it and
- * unregisters it (whoever unlinks unregisters). */
-#define FM_ENTRY_OK 1u
-#define FM_ENTRY_BIG 2u
-/* A map chunk's results, all exact ints that fit int64 (I64) or all exact
- * floats (F64), travel as a packed array of 8-byte values instead of a
- * pickle: a tight loop on both sides instead of the generic pickler (for
- * ints beyond 2**31, pickle's slowest path), with the same exact types. */
-#define FM_ENTRY_I64 4u
-#define FM_ENTRY_F64 8u
-#define FM_ENTRY_VECTOR (FM_ENTRY_I64 | FM_ENTRY_F64)
-#define FM_VECTOR_MIN 16    /* shorter lists are pickled: not worth a format */
-
-typedef struct {
-    uint64_t len;
-    char name[FM_SHM_NAME_MAX];
-} fm_big_ref;
-
-_Static_assert(sizeof(fm_pool_slot) == FM_CACHE_LINE, "slot is one cache line");
-_Static_assert(sizeof(fm_pool_hdr) <= FM_POOL_HDR_SPACE, "header too big");
-_Static_assert(sizeof(fm_task_hdr) % 8 == 0 && sizeof(fm_result_hdr) % 8 == 0 &&
-               sizeof(fm_entry_hdr) % 8 == 0, "8-aligned record parts");
-
-static inline size_t
-pad8(size_t n)
-{
-    return (n + 7u) & ~(size_t)7u;
-}
-
-static inline fm_pool_slot *
-slot_at(fm_pool_hdr *h, uint32_t i)
-{
-    return (fm_pool_slot *)((unsigned char *)h + FM_POOL_HDR_SPACE) + i;
-}
-
-static inline fm_ring *
-task_ring(fm_pool_hdr *h)
-{
-    return (fm_ring *)((unsigned char *)h + h->task_off);
-}
-
-static inline fm_ring *
-result_ring(fm_pool_hdr *h)
-{
-    return (fm_ring *)((unsigned char *)h + h->result_off);
-}
-
-/* Check a mapped channel before trusting any offset in it. */
-static int
-pool_check(fm_segment *seg)
-{
-    fm_pool_hdr *h = (fm_pool_hdr *)seg->base;
-    if (seg->size < FM_POOL_HDR_SPACE || h->magic != FM_POOL_MAGIC ||
-        h->version != FM_POOL_VERSION || h->nslots == 0 || h->nslots > FM_POOL_MAX_SLOTS)
-        return FM_CORRUPT;
-    size_t slots_end = FM_POOL_HDR_SPACE + (size_t)h->nslots * sizeof(fm_pool_slot);
-    if (h->task_off < slots_end || h->task_off % FM_CACHE_LINE ||
-        h->task_bytes > seg->size || h->task_off > seg->size - h->task_bytes ||
-        h->result_off < h->task_off + h->task_bytes || h->result_off % FM_CACHE_LINE ||
-        h->result_bytes > seg->size || h->result_off > seg->size - h->result_bytes)
-        return FM_CORRUPT;
-    if (fm_ring_check(task_ring(h), h->task_bytes) != FM_OK ||
-        fm_ring_check(result_ring(h), h->result_bytes) != FM_OK)
-        return FM_CORRUPT;
-    return FM_OK;
-}
-
-/* A growable byte buffer (plain malloc: filled without the GIL too). */
-typedef struct {
-    unsigned char *p;
-    size_t len, cap;
-} fm_buf;
-
-static int
-buf_reserve(fm_buf *b, size_t more)
-{
-    if (b->len + more <= b->cap)
-        return 0;
-    size_t cap = b->cap ? b->cap : 4096;
-    while (cap < b->len + more)
-        cap *= 2;
-    unsigned char *p = realloc(b->p, cap);
-    if (p == NULL)
-        return -1;
-    b->p = p;
-    b->cap = cap;
-    return 0;
-}
-
 /* ------------------------------------------------------------ the object */
 
-typedef struct {
-    PyObject_HEAD
-    fm_segment *seg;
-    fm_pool_hdr *hdr;
-    uint32_t owner;                 /* pid that created it (and collects) */
-    PyObject *dumps, *loads, *fallback_dumps;
-    fm_state *st;                   /* the module's: fm_segment_gone() for unlinked segments */
-    /* collector thread */
-    pthread_t thread;
-    int thread_running;
-    PyObject *on_results, *on_dead;
-    /* Set by pool.py: the pool's {job: result}, whose exact ApplyResults
-     * dispatch() completes itself; apply()'s function-pickle cache, its
-     * pickler for misses, and its fallback when the ring is full. */
-    PyObject *cache, *func_cache, *dump_function, *submit;
-    char lazy_wake;                 /* apply() may skip wake-ups (no maxtasksperchild) */
-    int64_t spin_ns;
-    int64_t task_ns;                /* measured time per task (GIL held) */
-    /* A thread waiting for a result collects itself (the "leader"), so a
-     * result reaches it without a hop through the collector thread; the
-     * collector thread stays off the ring meanwhile.  Other waiting
-     * threads sleep on disp_seq, bumped after every dispatch.  These words
-     * are process-local: futexes without FUTEX_PRIVATE are fine here too. */
-    _Atomic uint32_t leader;        /* 1 while some thread collects in wait() */
-    _Atomic int64_t leader_seen;    /* when a thread last collected (ns) */
-    _Atomic uint32_t disp_seq;
-    _Atomic uint32_t disp_sleepers;
-    _Atomic uint32_t in_take;       /* the collector thread sleeps on the ring */
-    _Atomic uint32_t waiting;       /* threads inside wait() */
-    _Atomic uint32_t closing;
-    _Atomic uint32_t stopping;      /* stop_collector(): do not park, take the STOP */
-    _Atomic uint32_t retired;       /* a RETIRE record came: the collector calls on_dead */
-    PyObject *weakreflist;
-} PoolChannelObject;
-
-static PyObject *
-import_attr(const char *module, const char *name)
+PyObject *
+fm_pool_import_attr(const char *module, const char *name)
 {
     PyObject *m = PyImport_ImportModule(module);
     if (m == NULL)
@@ -271,6 +40,44 @@ import_attr(const char *module, const char *name)
     PyObject *a = PyObject_GetAttrString(m, name);
     Py_DECREF(m);
     return a;
+}
+
+/* Create and map the channel's segment (header, worker slots, the two
+ * rings at page boundaries) and tell the resource tracker of it, so that a
+ * crash of this process does not leave it in /dev/shm.  -1 with an
+ * exception. */
+static int
+channel_map(PoolChannelObject *self, unsigned int nslots, size_t tcap, size_t rcap)
+{
+    size_t tsize = fm_ring_bytes(fm_ring_capacity_for(tcap));
+    size_t rsize = fm_ring_bytes(fm_ring_capacity_for(rcap));
+    size_t slots_end = FM_POOL_HDR_SPACE + (size_t)nslots * sizeof(fm_pool_slot);
+    size_t task_off = (slots_end + 4095u) & ~(size_t)4095u;
+    size_t result_off = (task_off + tsize + 4095u) & ~(size_t)4095u;
+    size_t total = result_off + rsize;
+    int s = fm_segment_create(total, &self->seg);
+    if (s != FM_OK) {
+        fm_set_error(s);
+        return -1;
+    }
+    fm_pool_hdr *h = (fm_pool_hdr *)self->seg->base;
+    h->version = FM_POOL_VERSION;
+    h->nslots = nslots;
+    h->owner = fm_self_pid();
+    h->task_off = task_off;
+    h->task_bytes = tsize;
+    h->result_off = result_off;
+    h->result_bytes = rsize;
+    if (fm_ring_init(fm_pool_task_ring(h), fm_ring_capacity_for(tcap)) != FM_OK ||
+        fm_ring_init(fm_pool_result_ring(h), fm_ring_capacity_for(rcap)) != FM_OK) {
+        PyErr_SetString(PyExc_RuntimeError, "fastmp: cannot initialize the pool's rings");
+        return -1;
+    }
+    atomic_thread_fence(REL);
+    h->magic = FM_POOL_MAGIC;
+    self->hdr = h;
+    self->owner = fm_self_pid();
+    return fm_segment_made(self->st, self->seg->name);
 }
 
 static PyObject *
@@ -298,8 +105,8 @@ PoolChannel_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     PoolChannelObject *self = (PoolChannelObject *)type->tp_alloc(type, 0);
     if (self == NULL)
         return NULL;
-    self->dumps = import_attr("pickle", "dumps");
-    self->loads = import_attr("pickle", "loads");
+    self->dumps = fm_pool_import_attr("pickle", "dumps");
+    self->loads = fm_pool_import_attr("pickle", "loads");
     if (self->dumps == NULL || self->loads == NULL)
         goto error;
     if (fallback != Py_None) {
@@ -307,51 +114,12 @@ PoolChannel_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         self->fallback_dumps = fallback;
     }
     self->st = st;
-
-    size_t tsize = fm_ring_bytes(fm_ring_capacity_for((size_t)tcap));
-    size_t rsize = fm_ring_bytes(fm_ring_capacity_for((size_t)rcap));
-    size_t slots_end = FM_POOL_HDR_SPACE + (size_t)nslots * sizeof(fm_pool_slot);
-    size_t task_off = (slots_end + 4095u) & ~(size_t)4095u;
-    size_t result_off = (task_off + tsize + 4095u) & ~(size_t)4095u;
-    size_t total = result_off + rsize;
-    int s = fm_segment_create(total, &self->seg);
-    if (s != FM_OK) {
-        fm_set_error(s);
-        goto error;
-    }
-    fm_pool_hdr *h = (fm_pool_hdr *)self->seg->base;
-    h->version = FM_POOL_VERSION;
-    h->nslots = nslots;
-    h->owner = fm_self_pid();
-    h->task_off = task_off;
-    h->task_bytes = tsize;
-    h->result_off = result_off;
-    h->result_bytes = rsize;
-    if (fm_ring_init(task_ring(h), fm_ring_capacity_for((size_t)tcap)) != FM_OK ||
-        fm_ring_init(result_ring(h), fm_ring_capacity_for((size_t)rcap)) != FM_OK) {
-        PyErr_SetString(PyExc_RuntimeError, "fastmp: cannot initialize the pool's rings");
-        goto error;
-    }
-    atomic_thread_fence(REL);
-    h->magic = FM_POOL_MAGIC;
-    self->hdr = h;
-    self->owner = fm_self_pid();
     /* The collector thread does not spin: a thread waiting for a result
      * collects (and spins) itself; spinning here would only take a CPU from
      * the workers. */
     self->spin_ns = 0;
-    /* The resource tracker must hear of the segment, so that a crash of
-     * this process does not leave it in /dev/shm. */
-    if (st->segment_hook != NULL) {
-        PyObject *name = PyUnicode_FromString(self->seg->name);
-        if (name == NULL)
-            goto error;
-        PyObject *r = PyObject_CallOneArg(st->segment_hook, name);
-        Py_DECREF(name);
-        if (r == NULL)
-            goto error;
-        Py_DECREF(r);
-    }
+    if (channel_map(self, nslots, (size_t)tcap, (size_t)rcap) < 0)
+        goto error;
     return (PyObject *)self;
 error:
     Py_DECREF(self);
@@ -368,12 +136,6 @@ channel_alive(PoolChannelObject *self)
     return 1;
 }
 
-static void stop_collector(PoolChannelObject *self);
-
-static void drain_big(fm_ring *r, size_t hdr_size, int task, fm_state *st);
-static int post_control(PoolChannelObject *self, uint32_t kind, int64_t deadline);
-static void bump_dispatch(PoolChannelObject *self);
-
 static void
 channel_destroy(PoolChannelObject *self)
 {
@@ -383,17 +145,17 @@ channel_destroy(PoolChannelObject *self)
         Py_BEGIN_ALLOW_THREADS
         while (atomic_load_explicit(&self->waiting, memory_order_seq_cst) > 0) {
             if (atomic_load_explicit(&self->leader, memory_order_seq_cst))
-                post_control(self, FM_RES_NUDGE, 0);
-            bump_dispatch(self);
+                fm_pool_post_control(self, FM_RES_NUDGE, 0);
+            fm_pool_bump_dispatch(self);
             usleep(1000);
         }
         Py_END_ALLOW_THREADS
     }
-    stop_collector(self);
+    fm_pool_collector_stop(self);
     if (self->seg != NULL && self->owner == fm_self_pid()) {
         /* large entries nobody will read any more */
-        drain_big(task_ring(self->hdr), sizeof(fm_task_hdr), 1, self->st);
-        drain_big(result_ring(self->hdr), sizeof(fm_result_hdr), 0, self->st);
+        fm_pool_drain_big(self->st, fm_pool_task_ring(self->hdr), 1);
+        fm_pool_drain_big(self->st, fm_pool_result_ring(self->hdr), 0);
         char name[FM_SHM_NAME_MAX];
         snprintf(name, sizeof name, "%s", self->seg->name);
         fm_segment_destroy(self->seg, 1);
@@ -438,310 +200,39 @@ PoolChannel_clear(PoolChannelObject *self)
 static void
 PoolChannel_dealloc(PoolChannelObject *self)
 {
-    PyTypeObject *tp = Py_TYPE(self);
-    PyObject_GC_UnTrack(self);
-    if (self->weakreflist != NULL)
-        PyObject_ClearWeakRefs((PyObject *)self);
+    fm_dealloc_begin((PyObject *)self);
     channel_destroy(self);
     PoolChannel_clear(self);
-    tp->tp_free(self);
-    Py_DECREF(tp);
-}
-
-/* --------------------------------------------------------------- pickling */
-
-/* dumps(obj, HIGHEST) -> new bytes, or NULL with the exception set. */
-static PyObject *
-pickle_obj(PyObject *dumps, PyObject *fallback, PyObject *obj)
-{
-    PyObject *args[2] = {obj, NULL};
-    PyObject *proto = PyLong_FromLong(-1);
-    if (proto == NULL)
-        return NULL;
-    args[1] = proto;
-    PyObject *b = PyObject_Vectorcall(dumps, args, 2, NULL);
-    Py_DECREF(proto);
-    if (b == NULL && fallback != NULL) {
-        /* Lambdas, closures, objects only ForkingPickler knows: the Python
-         * fallback tries the other picklers and re-raises this error if
-         * none can. */
-        PyObject *exc = fm_exc_take();
-        b = PyObject_CallFunctionObjArgs(fallback, obj, exc, NULL);
-        Py_DECREF(exc);
-    }
-    if (b != NULL && !PyBytes_Check(b)) {
-        PyObject *c = PyBytes_FromObject(b);
-        Py_DECREF(b);
-        b = c;
-    }
-    return b;
-}
-
-/* ------------------------------------------------------------ big entries */
-
-/* GIL held: put data in a segment of its own, registered with the tracker
- * (segment hook) and unmapped here; *ref names it.  -1 with an exception. */
-static int
-big_store(fm_state *st, const char *data, size_t len, fm_big_ref *ref)
-{
-    fm_segment *seg;
-    int s = fm_segment_create(len ? len : 1, &seg);
-    if (s != FM_OK) {
-        fm_set_error(s);
-        return -1;
-    }
-    memcpy(seg->base, data, len);
-    memset(ref, 0, sizeof *ref);
-    ref->len = len;
-    memcpy(ref->name, seg->name, sizeof ref->name);
-    if (st != NULL && st->segment_hook != NULL) {
-        PyObject *name = PyUnicode_FromString(seg->name);
-        PyObject *r = name ? PyObject_CallOneArg(st->segment_hook, name) : NULL;
-        Py_XDECREF(name);
-        if (r == NULL) {
-            fm_segment_destroy(seg, 1);
-            return -1;
-        }
-        Py_DECREF(r);
-    }
-    /* The receiver unlinks it; this process must not at its exit. */
-    seg->unlinked = 1;
-    fm_segment_destroy(seg, 0);
-    return 0;
-}
-
-/* GIL held: unlink a big entry's segment and tell the tracker. */
-static void
-big_unlink(fm_state *st, const fm_big_ref *ref)
-{
-    char name[FM_SHM_NAME_MAX];
-    memcpy(name, ref->name, sizeof name);
-    name[sizeof name - 1] = 0;
-    if (strncmp(name, FM_SHM_PREFIX, strlen(FM_SHM_PREFIX)) != 0)
-        return;
-    shm_unlink(name);
-    fm_segment_gone(st, name);
-}
-
-/* The packed form of a list of results (see FM_ENTRY_I64), or NULL with no
- * exception when the list is not all exact ints (int64) or all floats. */
-static PyObject *
-encode_vector(PyObject *list, uint32_t *flag)
-{
-    Py_ssize_t n = PyList_GET_SIZE(list);
-    if (n < FM_VECTOR_MIN)
-        return NULL;
-    PyTypeObject *t = Py_TYPE(PyList_GET_ITEM(list, 0));
-    if (t != &PyLong_Type && t != &PyFloat_Type)
-        return NULL;
-    PyObject *b = PyBytes_FromStringAndSize(NULL, n * 8);
-    if (b == NULL) {
-        PyErr_Clear();          /* the pickle may still fit */
-        return NULL;
-    }
-    char *p = PyBytes_AS_STRING(b);
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *o = PyList_GET_ITEM(list, i);
-        if (Py_TYPE(o) != t)
-            goto no;
-        if (t == &PyLong_Type) {
-            int overflow;
-            long long v = PyLong_AsLongLongAndOverflow(o, &overflow);
-            if (overflow)
-                goto no;
-            memcpy(p + 8 * i, &v, 8);
-        }
-        else {
-            double d = PyFloat_AS_DOUBLE(o);
-            memcpy(p + 8 * i, &d, 8);
-        }
-    }
-    *flag = t == &PyLong_Type ? FM_ENTRY_I64 : FM_ENTRY_F64;
-    return b;
-no:
-    Py_DECREF(b);
-    return NULL;
-}
-
-static PyObject *
-decode_vector(const unsigned char *p, size_t len, uint32_t flags)
-{
-    if (len % 8 != 0) {
-        PyErr_SetString(PyExc_RuntimeError, "fastmp: bad packed results");
-        return NULL;
-    }
-    Py_ssize_t n = (Py_ssize_t)(len / 8);
-    PyObject *list = PyList_New(n);
-    for (Py_ssize_t i = 0; list != NULL && i < n; i++) {
-        PyObject *o;
-        if (flags & FM_ENTRY_I64) {
-            long long v;
-            memcpy(&v, p + 8 * i, 8);
-            o = PyLong_FromLongLong(v);
-        }
-        else {
-            double d;
-            memcpy(&d, p + 8 * i, 8);
-            o = PyFloat_FromDouble(d);
-        }
-        if (o == NULL)
-            Py_CLEAR(list);
-        else
-            PyList_SET_ITEM(list, i, o);
-    }
-    return list;
-}
-
-/* GIL held: the object an entry's payload holds (pickled or packed). */
-static PyObject *
-load_payload(PyObject *loads, const unsigned char *p, size_t len, uint32_t flags)
-{
-    if (flags & FM_ENTRY_VECTOR)
-        return decode_vector(p, len, flags);
-    PyObject *mv = PyMemoryView_FromMemory((char *)p, (Py_ssize_t)len, PyBUF_READ);
-    if (mv == NULL)
-        return NULL;
-    PyObject *value = PyObject_CallOneArg(loads, mv);
-    /* released before the memory goes (a big entry's mapping is unmapped);
-     * an unpickling error stays the one reported */
-    PyObject *exc = value == NULL ? fm_exc_take() : NULL;
-    PyObject *r = PyObject_CallMethod(mv, "release", NULL);
-    if (r == NULL) {
-        Py_CLEAR(value);
-        if (exc != NULL)
-            PyErr_Clear();
-    }
-    Py_XDECREF(r);
-    Py_DECREF(mv);
-    if (exc != NULL)
-        fm_exc_restore(exc);
-    return value;
-}
-
-/* GIL held: unpickle a big entry straight from its segment (no copy of
- * the pickle), then unmap and unlink it.  The memoryview is released
- * before the unmap, so nothing can read the mapping after it is gone. */
-static PyObject *
-big_loads(fm_state *st, PyObject *loads, const unsigned char *p, uint32_t len,
-          uint32_t flags)
-{
-    fm_big_ref ref;
-    if (len != sizeof ref) {
-        PyErr_SetString(PyExc_RuntimeError, "fastmp: bad large-entry reference");
-        return NULL;
-    }
-    memcpy(&ref, p, sizeof ref);
-    ref.name[sizeof ref.name - 1] = 0;
-    fm_segment *seg;
-    if (fm_segment_attach(ref.name, &seg) != FM_OK) {
-        PyErr_SetFromErrnoWithFilename(PyExc_OSError, ref.name);
-        return NULL;
-    }
-    /* Unlinked (and unregistered) at once: the mapping stays readable, and a
-     * process killed while it unpickles leaves no file behind.  SIGTERM (a
-     * pool's terminate()) waits until the tracker has been told. */
-    sigset_t term, old;
-    sigemptyset(&term);
-    sigaddset(&term, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &term, &old);
-    big_unlink(st, &ref);
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
-    PyObject *value = NULL;
-    if (seg->size < ref.len) {
-        PyErr_SetString(PyExc_RuntimeError, "fastmp: large entry shorter than announced");
-    }
-    else {
-        value = load_payload(loads, (const unsigned char *)seg->base, (size_t)ref.len, flags);
-    }
-    /* a view something kept (BufferError from its release): never unmap under it */
-    if (value != NULL || !PyErr_ExceptionMatches(PyExc_BufferError))
-        fm_segment_destroy(seg, 0);
-    return value;
-}
-
-/* Unlink the big entries of one record nobody will read. */
-static void
-unlink_big_entries(const fm_ring_read *rd, size_t hdr_size, int task, fm_state *st)
-{
-    const unsigned char *p = rd->data;
-    size_t left = rd->len, off = hdr_size;
-    uint32_t count = 0;
-    if (left >= hdr_size) {
-        if (task) {
-            fm_task_hdr th;
-            memcpy(&th, p, sizeof th);
-            count = th.kind == FM_TASK_RUN ? th.count : 0;
-            off += pad8(th.func_len);
-        }
-        else {
-            fm_result_hdr rh;
-            memcpy(&rh, p, sizeof rh);
-            count = rh.kind == FM_RES_STOP ? 0 : rh.count;
-        }
-    }
-    for (uint32_t k = 0; k < count && off <= left && left - off >= sizeof(fm_entry_hdr); k++) {
-        fm_entry_hdr eh;
-        memcpy(&eh, p + off, sizeof eh);
-        off += sizeof eh;
-        if (left - off < eh.len)
-            break;
-        if ((eh.flags & FM_ENTRY_BIG) && eh.len == sizeof(fm_big_ref)) {
-            fm_big_ref ref;
-            memcpy(&ref, p + off, sizeof ref);
-            big_unlink(st, &ref);
-        }
-        off += pad8(eh.len);
-    }
-}
-
-/* Unlink the big entries of every record left in a ring (at close: nobody
- * will read them).  Task and result records share the entry format after
- * their headers. */
-static void
-drain_big(fm_ring *r, size_t hdr_size, int task, fm_state *st)
-{
-    uint32_t pid = fm_self_pid();
-    for (;;) {
-        fm_ring_read rd;
-        if (fm_ring_take(r, pid, 0, 0, &rd) != FM_OK)
-            return;
-        unlink_big_entries(&rd, hdr_size, task, st);
-        fm_ring_release(r, &rd);
-    }
-}
-
-static size_t
-big_threshold(fm_ring *r)
-{
-    return fm_ring_max_record(r) / 4;
+    fm_dealloc_end((PyObject *)self);
 }
 
 /* ------------------------------------------------------------------- put */
 
-/* Write one task record: func + entries[0..n).  The claim waits with the
- * GIL released when `block`; the copy happens with the GIL back (the bytes
- * objects are Python objects).  Returns FM_OK, FM_AGAIN (ring full and not
- * blocking), FM_OVERFLOW (too big for one record), FM_PYERR. */
 /* Some worker holds a batch (and will come back to the ring for more). */
 static int
 any_busy(fm_pool_hdr *h)
 {
     for (uint32_t i = 0; i < h->nslots; i++)
-        if (atomic_load_explicit(&slot_at(h, i)->state, memory_order_seq_cst) == FM_SLOT_BUSY)
+        if (atomic_load_explicit(&fm_pool_slot_at(h, i)->state, memory_order_seq_cst) ==
+            FM_SLOT_BUSY)
             return 1;
     return 0;
 }
 
+/* Write one task record: func + entries[0..n).  The claim waits with the
+ * GIL released when `block`; the copy happens with the GIL back (the bytes
+ * objects are Python objects).  Returns FM_OK, FM_AGAIN (ring full and not
+ * blocking), FM_OVERFLOW (too big for one record), FM_PYERR. */
 static int
 put_record(PoolChannelObject *self, uint32_t kind, uint32_t mode, uint64_t job,
            uint32_t first, PyObject *func, PyObject **entries, const uint32_t *flags,
            uint32_t n, int block, int lazy)
 {
-    fm_ring *r = task_ring(self->hdr);
+    fm_ring *r = fm_pool_task_ring(self->hdr);
     size_t flen = func ? (size_t)PyBytes_GET_SIZE(func) : 0;
-    size_t total = sizeof(fm_task_hdr) + pad8(flen);
+    size_t total = sizeof(fm_task_hdr) + fm_pad8(flen);
     for (uint32_t i = 0; i < n; i++)
-        total += sizeof(fm_entry_hdr) + pad8((size_t)PyBytes_GET_SIZE(entries[i]));
+        total += sizeof(fm_entry_hdr) + fm_pad8((size_t)PyBytes_GET_SIZE(entries[i]));
     if (total > fm_ring_max_record(r))
         return FM_OVERFLOW;
     fm_ring_claim c;
@@ -762,14 +253,14 @@ put_record(PoolChannelObject *self, uint32_t kind, uint32_t mode, uint64_t job,
     p += sizeof th;
     if (flen) {
         memcpy(p, PyBytes_AS_STRING(func), flen);
-        p += pad8(flen);
+        p += fm_pad8(flen);
     }
     for (uint32_t i = 0; i < n; i++) {
         fm_entry_hdr eh = {(uint32_t)PyBytes_GET_SIZE(entries[i]), flags[i]};
         memcpy(p, &eh, sizeof eh);
         p += sizeof eh;
         memcpy(p, PyBytes_AS_STRING(entries[i]), eh.len);
-        p += pad8(eh.len);
+        p += fm_pad8(eh.len);
     }
     if (lazy) {
         /* `lazy`: tasks are short (measured).  When this record is the only
@@ -789,6 +280,123 @@ put_record(PoolChannelObject *self, uint32_t kind, uint32_t mode, uint64_t job,
     return FM_OK;
 }
 
+/* What put() posts: tasks first, first+1, ... of one job, and the batch
+ * of pickled entries not posted yet. */
+typedef struct {
+    PoolChannelObject *self;
+    uint32_t mode;
+    uint64_t job;
+    uint32_t first;
+    PyObject *func;
+    Py_ssize_t done;                /* tasks posted */
+    PyObject *entry[FM_POOL_BATCH_MAX];
+    uint32_t flags[FM_POOL_BATCH_MAX];
+    uint32_t n;                     /* entries pending */
+    size_t bytes;                   /* their payload */
+} put_batch;
+
+/* Post the pending tasks: in one record, or one task per record when
+ * together they pass the largest record (a task only fails as too large if
+ * it does not fit alone).  Posted tasks leave the batch and count in
+ * `done`; on failure the others stay.  Returns the status. */
+static int
+flush_batch(put_batch *pb, int block)
+{
+    uint32_t posted = 0;
+    int s = put_record(pb->self, FM_TASK_RUN, pb->mode, pb->job,
+                       (uint32_t)(pb->first + pb->done), pb->func, pb->entry, pb->flags, pb->n,
+                       block, 0);
+    if (s == FM_OK)
+        posted = pb->n;
+    else if (s == FM_OVERFLOW && pb->n > 1) {
+        s = FM_OK;
+        while (s == FM_OK && posted < pb->n) {
+            s = put_record(pb->self, FM_TASK_RUN, pb->mode, pb->job,
+                           (uint32_t)(pb->first + pb->done + posted), pb->func,
+                           pb->entry + posted, pb->flags + posted, 1, block, 0);
+            if (s == FM_OK)
+                posted++;
+        }
+    }
+    for (uint32_t k = 0; k < posted; k++)
+        Py_CLEAR(pb->entry[k]);
+    pb->done += posted;
+    pb->n -= posted;
+    memmove(pb->entry, pb->entry + posted, pb->n * sizeof pb->entry[0]);
+    memmove(pb->flags, pb->flags + posted, pb->n * sizeof pb->flags[0]);
+    pb->bytes = 0;
+    for (uint32_t k = 0; k < pb->n; k++)
+        pb->bytes += (size_t)PyBytes_GET_SIZE(pb->entry[k]);
+    return s;
+}
+
+/* Drop an entry nobody will post (unlinking its segment if it has one). */
+static void
+drop_entry(PoolChannelObject *self, PyObject *b, uint32_t flags)
+{
+    if (flags & FM_ENTRY_BIG)
+        fm_pool_big_unlink(self->st, (const fm_big_ref *)PyBytes_AS_STRING(b));
+    Py_DECREF(b);
+}
+
+/* An item's entry: its pickle, or, when larger than `big`, a reference to
+ * a segment of its own holding it (*flag gets FM_ENTRY_BIG).  NULL with an
+ * exception. */
+static PyObject *
+task_entry(PoolChannelObject *self, PyObject *item, size_t big, uint32_t *flag)
+{
+    PyObject *b = fm_pool_pickle(self->dumps, self->fallback_dumps, item);
+    if (b != NULL && (size_t)PyBytes_GET_SIZE(b) > big) {
+        if (fm_pool_to_big_entry(self->st, &b) < 0)
+            return NULL;
+        *flag |= FM_ENTRY_BIG;
+    }
+    return b;
+}
+
+/* Pickle items[0..n) and post them, `batch` (at most FM_POOL_BATCH_MAX) per
+ * record.  Returns the status; *error: the exception of the item that
+ * could not be pickled (everything before it posted), or NULL. */
+static int
+put_items(put_batch *pb, PyObject **items, Py_ssize_t n, uint32_t batch, int block,
+          PyObject **error)
+{
+    size_t big = fm_pool_big_threshold(fm_pool_task_ring(pb->self->hdr));
+    int s = FM_OK;
+    for (Py_ssize_t i = 0; i <= n; i++) {
+        PyObject *b = NULL;
+        uint32_t bflag = FM_ENTRY_OK;
+        if (i < n) {
+            b = task_entry(pb->self, items[i], big, &bflag);
+            if (b == NULL) {
+                /* post what came before (blocking), then report this item;
+                 * a posting error replaces the pickling error */
+                *error = fm_exc_take();
+                s = pb->n ? flush_batch(pb, 1) : FM_OK;
+                if (s != FM_OK)
+                    Py_CLEAR(*error);
+                return s;
+            }
+        }
+        if (pb->n > 0 &&
+            (i == n || pb->n == batch ||
+             pb->bytes + (b ? (size_t)PyBytes_GET_SIZE(b) : 0) > FM_POOL_BATCH_BYTES)) {
+            s = flush_batch(pb, block);
+            if (s != FM_OK) {
+                if (b != NULL)
+                    drop_entry(pb->self, b, bflag);
+                return s;
+            }
+        }
+        if (b != NULL) {
+            pb->flags[pb->n] = bflag;
+            pb->entry[pb->n++] = b;
+            pb->bytes += (size_t)PyBytes_GET_SIZE(b);
+        }
+    }
+    return s;
+}
+
 PyDoc_STRVAR(put_doc,
 "put($self, job, mode, first, func, items, batch=1, block=True, /)\n--\n\n"
 "Pickle items and post them as tasks first, first+1, ... of job, at most\n"
@@ -800,10 +408,8 @@ PyDoc_STRVAR(put_doc,
 static PyObject *
 PoolChannel_put(PoolChannelObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs < 5 || nargs > 7) {
-        PyErr_SetString(PyExc_TypeError, "put() takes 5 to 7 arguments");
+    if (fm_check_nargs("put", nargs, 5, 7) < 0)
         return NULL;
-    }
     if (!channel_alive(self))
         return NULL;
     unsigned long long job = PyLong_AsUnsignedLongLong(args[0]);
@@ -827,127 +433,25 @@ PoolChannel_put(PoolChannelObject *self, PyObject *const *args, Py_ssize_t nargs
     PyObject *seq = PySequence_Fast(args[4], "items must be a sequence");
     if (seq == NULL)
         return NULL;
-    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
-    PyObject **items = PySequence_Fast_ITEMS(seq);
-    PyObject *pending[64];
-    uint32_t pflags[64];
-    uint32_t npending = 0;
-    size_t big = big_threshold(task_ring(self->hdr));
-    fm_state *st = fm_state_of_type(Py_TYPE(self));
-    if (st == NULL) {
-        Py_DECREF(seq);
-        return NULL;
-    }
-    size_t pending_bytes = 0;
-    Py_ssize_t done = 0;        /* items posted */
+    put_batch pb = {self, (uint32_t)mode, job, (uint32_t)first, func, 0};
     PyObject *error = NULL;
-    int s = FM_OK;
-    if (batch > 64)
-        batch = 64;
-
-    for (Py_ssize_t i = 0; i <= n; i++) {
-        PyObject *b = NULL;
-        uint32_t bflag = FM_ENTRY_OK;
-        if (i < n) {
-            b = pickle_obj(self->dumps, self->fallback_dumps, items[i]);
-            if (b == NULL)
-                goto item_failed;
-            if ((size_t)PyBytes_GET_SIZE(b) > big) {
-                fm_big_ref ref;
-                int rc = big_store(st, PyBytes_AS_STRING(b), (size_t)PyBytes_GET_SIZE(b), &ref);
-                Py_DECREF(b);
-                b = rc < 0 ? NULL
-                           : PyBytes_FromStringAndSize((const char *)&ref, sizeof ref);
-                if (b == NULL) {
-                    if (rc == 0)
-                        big_unlink(self->st, &ref);
-                    goto item_failed;
-                }
-                bflag |= FM_ENTRY_BIG;
-            }
-        }
-        int flush = npending > 0 &&
-                    (i == n || npending == (uint32_t)batch ||
-                     pending_bytes + (b ? (size_t)PyBytes_GET_SIZE(b) : 0) > FM_POOL_BATCH_BYTES);
-        if (flush) {
-            s = put_record(self, FM_TASK_RUN, (uint32_t)mode, job, (uint32_t)(first + done),
-                           func, pending, pflags, npending, block, 0);
-            if (s == FM_OVERFLOW && npending > 1) {
-                /* a record with several tasks got too big: send them one by one */
-                for (uint32_t k = 0; k < npending && s != FM_PYERR; k++) {
-                    s = put_record(self, FM_TASK_RUN, (uint32_t)mode, job,
-                                   (uint32_t)(first + done), func, pending + k, pflags + k, 1,
-                                   block, 0);
-                    if (s != FM_OK)
-                        break;
-                    Py_CLEAR(pending[k]);
-                    done++;
-                }
-                if (s == FM_OK) {
-                    npending = 0;
-                    pending_bytes = 0;
-                }
-            }
-            else if (s == FM_OK) {
-                for (uint32_t k = 0; k < npending; k++)
-                    Py_CLEAR(pending[k]);
-                done += npending;
-                npending = 0;
-                pending_bytes = 0;
-            }
-            if (s != FM_OK) {
-                if (b != NULL && (bflag & FM_ENTRY_BIG))
-                    big_unlink(self->st, (const fm_big_ref *)PyBytes_AS_STRING(b));
-                Py_XDECREF(b);
-                break;
-            }
-        }
-        if (b != NULL) {
-            pflags[npending] = bflag;
-            pending[npending++] = b;
-            pending_bytes += (size_t)PyBytes_GET_SIZE(b);
-        }
-        continue;
-    item_failed:
-        /* flush what came before, then report this item */
-        if (npending) {
-            s = put_record(self, FM_TASK_RUN, (uint32_t)mode, job, (uint32_t)(first + done),
-                           func, pending, pflags, npending, 1, 0);
-            if (s == FM_OK) {
-                for (uint32_t k = 0; k < npending; k++)
-                    Py_CLEAR(pending[k]);
-                done += npending;
-                npending = 0;
-            }
-            else {
-                /* keep the pickling error: the posting error replaces it */
-                PyErr_Clear();
-                break;
-            }
-        }
-        error = fm_exc_take();
-        s = FM_OK;
-        break;
-    }
-    for (uint32_t k = 0; k < npending; k++) {
-        /* not posted (ring full, or an error): nobody will read them */
-        if (pending[k] != NULL && (pflags[k] & FM_ENTRY_BIG))
-            big_unlink(self->st, (const fm_big_ref *)PyBytes_AS_STRING(pending[k]));
-        Py_XDECREF(pending[k]);
-    }
+    int s = put_items(&pb, PySequence_Fast_ITEMS(seq), PySequence_Fast_GET_SIZE(seq),
+                      batch > FM_POOL_BATCH_MAX ? FM_POOL_BATCH_MAX : (uint32_t)batch, block,
+                      &error);
+    /* not posted (ring full, or an error): nobody will read them */
+    for (uint32_t k = 0; k < pb.n; k++)
+        drop_entry(self, pb.entry[k], pb.flags[k]);
     Py_DECREF(seq);
     if (s == FM_OVERFLOW) {
         /* a single task too large for the channel: that task fails */
         PyErr_Format(PyExc_ValueError,
                      "task too large for the pool's channel (max %zu bytes per task)",
-                     fm_ring_max_record(task_ring(self->hdr)) - sizeof(fm_task_hdr) -
-                         sizeof(fm_entry_hdr) - pad8((size_t)PyBytes_GET_SIZE(func)));
+                     fm_ring_max_record(fm_pool_task_ring(self->hdr)) - sizeof(fm_task_hdr) -
+                         sizeof(fm_entry_hdr) - fm_pad8((size_t)PyBytes_GET_SIZE(func)));
         error = fm_exc_take();
         s = FM_OK;
     }
-    if (s == FM_AGAIN)
-        s = FM_OK;
-    if (s != FM_OK) {
+    if (s != FM_OK && s != FM_AGAIN) {
         Py_XDECREF(error);
         if (s == FM_BROKEN)
             PyErr_SetString(PyExc_ValueError, "pool channel is closed");
@@ -955,41 +459,97 @@ PoolChannel_put(PoolChannelObject *self, PyObject *const *args, Py_ssize_t nargs
             fm_set_error(s);
         return NULL;
     }
-    PyObject *res = Py_BuildValue("(nO)", done, error ? error : Py_None);
+    PyObject *res = Py_BuildValue("(nO)", pb.done, error ? error : Py_None);
     Py_XDECREF(error);
     return res;
 }
 
-static int drain(fm_ring *r, fm_buf *b, uint32_t pid, int64_t first_deadline, int64_t spin);
-static int dispatch(PoolChannelObject *self, fm_buf *b);
-static int has_results(const fm_buf *b);
+/* ----------------------------------------------------------------- apply */
 
-/* GIL held, in apply(): results pile up in the result ring while this
- * thread submits, since the collector thread waits for the GIL it holds
- * (up to a switch interval, 5 ms, each time); past this many bytes, hand a
- * batch over from here instead. */
-#define FM_POOL_HELP_BYTES (32u * 1024u)
-
-static void
-help_collect(PoolChannelObject *self)
+/* apply()'s entry: the args tuple, or (args, kwds); *mode says which. */
+static PyObject *
+apply_entry(PyObject *fargs, PyObject *kwds, uint32_t *mode)
 {
-    if (self->hdr == NULL || self->owner != fm_self_pid())
-        return;
-    fm_ring *r = result_ring(self->hdr);
-    if (fm_ring_pending_bytes(r) < FM_POOL_HELP_BYTES)
-        return;
-    fm_buf b = {0};
-    drain(r, &b, self->owner, 0, 0);
-    if (b.len > 0) {
-        int real = has_results(&b);
-        /* may run callbacks, which may even close the channel */
-        int stop = dispatch(self, &b);
-        if (stop && self->hdr != NULL)
-            post_control(self, FM_RES_STOP, FM_FOREVER);    /* the collector's */
-        if (real)
-            bump_dispatch(self);
+    int has_kw = kwds == Py_None ? 0 : PyObject_IsTrue(kwds);
+    if (has_kw < 0)
+        return NULL;
+    *mode = has_kw ? FM_MODE_APPLY_KW : FM_MODE_APPLY;
+    if (has_kw)
+        return PyTuple_Pack(2, fargs, kwds);
+    return PyTuple_CheckExact(fargs) ? Py_NewRef(fargs) : PySequence_Tuple(fargs);
+}
+
+/* The function's pickle: from func_cache (plain functions), else from
+ * dump_function.  NULL with an exception. */
+static PyObject *
+apply_function(PoolChannelObject *self, PyObject *func)
+{
+    PyObject *fdata = NULL;
+    if (PyFunction_Check(func) || PyCFunction_Check(func)) {
+        fdata = PyDict_GetItemWithError(self->func_cache, func);
+        Py_XINCREF(fdata);
+        if (fdata == NULL && PyErr_Occurred())
+            return NULL;
     }
-    free(b.p);
+    if (fdata == NULL) {
+        fdata = PyObject_CallOneArg(self->dump_function, func);
+        if (fdata != NULL && !PyBytes_Check(fdata)) {
+            Py_CLEAR(fdata);
+            PyErr_SetString(PyExc_TypeError, "dump_function must return bytes");
+        }
+    }
+    return fdata;
+}
+
+/* Post apply()'s task (entry pickled as b): straight into the ring, or, when
+ * it has no room or the entry is large, through submit().  0 when posted;
+ * -1 when the task cannot be sent (its result fails with the exception);
+ * -2 when the pool is ending under us (exception set). */
+static int
+apply_post(PoolChannelObject *self, PyObject *result, uint32_t mode, PyObject *fdata,
+           PyObject *b, PyObject *entry)
+{
+    int s = FM_AGAIN;
+    if ((size_t)PyBytes_GET_SIZE(b) <= fm_pool_big_threshold(fm_pool_task_ring(self->hdr))) {
+        uint32_t flag = FM_ENTRY_OK;
+        unsigned long long job = PyLong_AsUnsignedLongLong(fm_apply_result_job(result));
+        if (job == (unsigned long long)-1 && PyErr_Occurred())
+            return -1;
+        int lazy = self->lazy_wake && self->task_ns > 0 && self->task_ns < FM_POOL_LAZY_TASK_NS;
+        s = put_record(self, FM_TASK_RUN, mode, job, 0, fdata, &b, &flag, 1, 0, lazy);
+    }
+    if (s == FM_AGAIN || s == FM_OVERFLOW) {
+        /* no room now, or a large entry: the Python path posts it */
+        PyObject *items = PyList_New(1);
+        if (items == NULL)
+            return -1;
+        PyList_SET_ITEM(items, 0, Py_NewRef(entry));
+        PyObject *r = PyObject_CallFunction(self->submit, "OIOO", result, mode, fdata, items);
+        Py_DECREF(items);
+        if (r == NULL)
+            return -2;
+        Py_DECREF(r);
+    }
+    else if (s != FM_OK) {
+        if (s == FM_BROKEN)
+            PyErr_SetString(PyExc_ValueError, "pool channel is closed");
+        else
+            fm_set_error(s);
+        return -2;
+    }
+    return 0;
+}
+
+/* The pool is ending under apply(): no result to return, so no task either
+ * (the result leaves the cache; the exception stays set). */
+static void
+apply_abandon(PoolChannelObject *self, PyObject *result)
+{
+    PyObject *exc = fm_exc_take();
+    PyObject *cache = self->cache;
+    if (cache != NULL && PyDict_DelItem(cache, fm_apply_result_job(result)) < 0)
+        PyErr_Clear();
+    fm_exc_restore(exc);
 }
 
 PyDoc_STRVAR(apply_doc,
@@ -1002,10 +562,8 @@ PyDoc_STRVAR(apply_doc,
 static PyObject *
 PoolChannel_apply(PoolChannelObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 6) {
-        PyErr_SetString(PyExc_TypeError, "apply() takes 6 arguments");
+    if (fm_check_nargs("apply", nargs, 6, 6) < 0)
         return NULL;
-    }
     if (!channel_alive(self))
         return NULL;
     if (self->cache == NULL || self->func_cache == NULL || self->dump_function == NULL ||
@@ -1016,15 +574,8 @@ PoolChannel_apply(PoolChannelObject *self, PyObject *const *args, Py_ssize_t nar
     fm_state *st = fm_state_of_type(Py_TYPE(self));
     if (st == NULL)
         return NULL;
-    PyObject *func = args[1], *fargs = args[2], *kwds = args[3];
-    int has_kw = kwds == Py_None ? 0 : PyObject_IsTrue(kwds);
-    if (has_kw < 0)
-        return NULL;
-    /* the entry: the args tuple, or (args, kwds) */
-    uint32_t mode = has_kw ? FM_MODE_APPLY_KW : FM_MODE_APPLY;
-    PyObject *entry = has_kw ? PyTuple_Pack(2, fargs, kwds)
-                             : PyTuple_CheckExact(fargs) ? Py_NewRef(fargs)
-                                                         : PySequence_Tuple(fargs);
+    uint32_t mode;
+    PyObject *entry = apply_entry(args[2], args[3], &mode);
     if (entry == NULL)
         return NULL;
     PyObject *result = fm_apply_result_new(st, args[0], self->cache, (PyObject *)self,
@@ -1033,82 +584,29 @@ PoolChannel_apply(PoolChannelObject *self, PyObject *const *args, Py_ssize_t nar
         Py_DECREF(entry);
         return NULL;
     }
-    PyObject *fdata = NULL, *b = NULL;
-    if (PyFunction_Check(func) || PyCFunction_Check(func)) {
-        fdata = PyDict_GetItemWithError(self->func_cache, func);
-        Py_XINCREF(fdata);
-        if (fdata == NULL && PyErr_Occurred())
-            goto failed;
-    }
-    if (fdata == NULL) {
-        fdata = PyObject_CallOneArg(self->dump_function, func);
-        if (fdata == NULL)
-            goto failed;
-        if (!PyBytes_Check(fdata)) {
-            PyErr_SetString(PyExc_TypeError, "dump_function must return bytes");
-            goto failed;
-        }
-    }
-    b = pickle_obj(self->dumps, self->fallback_dumps, entry);
-    if (b == NULL)
-        goto failed;
-    int s = FM_AGAIN;
-    if ((size_t)PyBytes_GET_SIZE(b) <= big_threshold(task_ring(self->hdr))) {
-        uint32_t flag = FM_ENTRY_OK;
-        unsigned long long job = PyLong_AsUnsignedLongLong(fm_apply_result_job(result));
-        if (job == (unsigned long long)-1 && PyErr_Occurred())
-            goto failed;
-        int lazy = self->lazy_wake && self->task_ns > 0 && self->task_ns < FM_POOL_LAZY_TASK_NS;
-        s = put_record(self, FM_TASK_RUN, mode, job, 0, fdata, &b, &flag, 1, 0, lazy);
-    }
-    if (s == FM_AGAIN || s == FM_OVERFLOW) {
-        /* no room now, or a large entry: the Python path posts it */
-        PyObject *items = PyList_New(1);
-        if (items == NULL)
-            goto failed;
-        PyList_SET_ITEM(items, 0, Py_NewRef(entry));
-        PyObject *r = PyObject_CallFunction(self->submit, "OIOO", result, mode, fdata, items);
-        Py_DECREF(items);
-        if (r == NULL)
-            goto error;
-        Py_DECREF(r);
-    }
-    else if (s != FM_OK) {
-        if (s == FM_BROKEN)
-            PyErr_SetString(PyExc_ValueError, "pool channel is closed");
-        else
-            fm_set_error(s);
-        goto error;
-    }
-    Py_DECREF(b);
-    Py_DECREF(fdata);
-    Py_DECREF(entry);
-    help_collect(self);
-    return result;
-failed: {
+    int rc = -1;
+    PyObject *b = NULL;
+    PyObject *fdata = apply_function(self, args[1]);
+    if (fdata != NULL)
+        b = fm_pool_pickle(self->dumps, self->fallback_dumps, entry);
+    if (b != NULL)
+        rc = apply_post(self, result, mode, fdata, b, entry);
+    if (rc == -1) {
         /* the task cannot be sent: its result is that exception */
         PyObject *exc = fm_exc_take();
         fm_apply_result_complete(result, 0, exc);
         Py_DECREF(exc);
-        Py_XDECREF(b);
-        Py_XDECREF(fdata);
-        Py_DECREF(entry);
-        return result;
     }
-error:
-    /* the pool is ending under us: no result to return, so no task either */
-    {
-        PyObject *exc = fm_exc_take();
-        PyObject *cache = self->cache;
-        if (cache != NULL && PyDict_DelItem(cache, fm_apply_result_job(result)) < 0)
-            PyErr_Clear();
-        fm_exc_restore(exc);
+    else if (rc == -2) {
+        apply_abandon(self, result);
+        Py_CLEAR(result);
     }
     Py_XDECREF(b);
     Py_XDECREF(fdata);
     Py_DECREF(entry);
-    Py_DECREF(result);
-    return NULL;
+    if (rc == 0)
+        fm_pool_help_collect(self);
+    return result;
 }
 
 PyDoc_STRVAR(adopt_held_doc,
@@ -1129,14 +627,14 @@ PoolChannel_adopt_held(PoolChannelObject *self, PyObject *arg)
         PyErr_SetString(PyExc_ValueError, "adopt_held(): pid must be a dead process's");
         return NULL;
     }
-    fm_ring *r = task_ring(self->hdr);
+    fm_ring *r = fm_pool_task_ring(self->hdr);
     fm_ring_read rd;
     if (fm_ring_adopt(r, (uint32_t)pid, fm_self_pid(), &rd) != FM_OK)
         Py_RETURN_NONE;
     fm_task_hdr th = {0};
     if (rd.len >= sizeof th)
         memcpy(&th, rd.data, sizeof th);
-    unlink_big_entries(&rd, sizeof th, 1, self->st);
+    fm_pool_unlink_big_entries(self->st, &rd, 1);
     fm_ring_release(r, &rd);
     if (th.kind != FM_TASK_RUN && th.kind != FM_TASK_EXIT)
         Py_RETURN_NONE;
@@ -1190,7 +688,7 @@ PoolChannel_slot(PoolChannelObject *self, PyObject *arg)
         PyErr_SetString(PyExc_IndexError, "slot index out of range");
         return NULL;
     }
-    fm_pool_slot *sl = slot_at(self->hdr, (uint32_t)i);
+    fm_pool_slot *sl = fm_pool_slot_at(self->hdr, (uint32_t)i);
     uint32_t state = atomic_load_explicit(&sl->state, ACQ);
     return Py_BuildValue("(kkKkkK)", (unsigned long)atomic_load_explicit(&sl->pid, RLX),
                          (unsigned long)state,
@@ -1208,10 +706,8 @@ PyDoc_STRVAR(set_slot_doc,
 static PyObject *
 PoolChannel_set_slot(PoolChannelObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 3) {
-        PyErr_SetString(PyExc_TypeError, "set_slot() takes 3 arguments");
+    if (fm_check_nargs("set_slot", nargs, 3, 3) < 0)
         return NULL;
-    }
     if (!channel_alive(self))
         return NULL;
     long i = PyLong_AsLong(args[0]);
@@ -1224,7 +720,7 @@ PoolChannel_set_slot(PoolChannelObject *self, PyObject *const *args, Py_ssize_t 
         PyErr_SetString(PyExc_ValueError, "bad slot, pid or state");
         return NULL;
     }
-    fm_pool_slot *sl = slot_at(self->hdr, (uint32_t)i);
+    fm_pool_slot *sl = fm_pool_slot_at(self->hdr, (uint32_t)i);
     if (state == -1) {
         /* the worker writes the same pid when it starts: no race on it */
         atomic_store_explicit(&sl->pid, (uint32_t)pid, REL);
@@ -1237,329 +733,17 @@ PoolChannel_set_slot(PoolChannelObject *self, PyObject *const *args, Py_ssize_t 
     Py_RETURN_NONE;
 }
 
-/* ------------------------------------------------------------ collector */
+/* ------------------------------------------------------------ collecting */
 
-/* Check every worker's pid: 1 if some worker that was in use is gone. */
-static int
-any_dead(fm_pool_hdr *h)
+int
+fm_pool_channel_wait(PyObject *channel, int64_t deadline)
 {
-    for (uint32_t i = 0; i < h->nslots; i++) {
-        fm_pool_slot *sl = slot_at(h, i);
-        uint32_t state = atomic_load_explicit(&sl->state, ACQ);
-        uint32_t pid = atomic_load_explicit(&sl->pid, RLX);
-        if (state != FM_SLOT_FREE && pid != 0 && !fm_pid_alive((pid_t)pid))
-            return 1;
-    }
-    return 0;
-}
-
-/* With the GIL: unpickle the copied records; complete exact ApplyResults
- * at once, and hand everything else to on_results as a list of runs,
- * (job, first, [(ok, value), ...]) for tasks first, first+1, ...; returns
- * 1 when a STOP record was among them. */
-static int
-dispatch(PoolChannelObject *self, fm_buf *b)
-{
-    int stop = 0, completed = 0;
-    uint64_t key_job = 0;
-    PyObject *key = NULL;           /* key_job as an int, for cache lookups */
-    fm_state *st = fm_state_of_type(Py_TYPE(self));
-    PyObject *list = PyList_New(0);
-    if (list == NULL || st == NULL)
-        goto error;
-    size_t off = 0;
-    while (off < b->len) {
-        uint32_t rlen;
-        memcpy(&rlen, b->p + off, sizeof rlen);
-        const unsigned char *rec = b->p + off + 8;
-        off += 8 + pad8(rlen);
-        if (rlen < sizeof(fm_result_hdr))
-            continue;
-        fm_result_hdr rh;
-        memcpy(&rh, rec, sizeof rh);
-        if (rh.kind == FM_RES_STOP) {
-            stop = 1;
-            continue;
-        }
-        if (rh.kind == FM_RES_RETIRE) {
-            /* a worker left after maxtasks: the collector thread replaces it
-             * (on_dead) now, not at its next check; wake it if parked */
-            atomic_store_explicit(&self->retired, 1, memory_order_seq_cst);
-            if (!(self->thread_running && pthread_equal(self->thread, pthread_self()))) {
-                fm_futex_wake(&self->leader, 1);
-                if (atomic_load_explicit(&self->in_take, memory_order_seq_cst))
-                    post_control(self, FM_RES_NUDGE, 0);
-            }
-            continue;
-        }
-        if (rh.kind == FM_RES_RESULT && rh.count > 0) {
-            /* a moving average of the time per task, for batching decisions */
-            int64_t per = (int64_t)rh.aux / rh.count;
-            int64_t avg = self->task_ns ? (self->task_ns * 7 + per) / 8 : per;
-            self->task_ns = avg > 0 ? avg : 1;     /* 0 means "not measured yet" */
-        }
-        size_t p = sizeof rh;
-        PyObject *pairs = NULL;     /* [(ok, value), ...] of tasks run_first, ... */
-        uint32_t run_first = 0;
-        for (uint32_t k = 0; k < rh.count; k++) {
-            fm_entry_hdr eh;
-            if (rlen - p < sizeof eh)
-                break;
-            memcpy(&eh, rec + p, sizeof eh);
-            p += sizeof eh;
-            if (rlen - p < eh.len)
-                break;
-            PyObject *value = (eh.flags & FM_ENTRY_BIG)
-                                  ? big_loads(self->st, self->loads, rec + p, eh.len,
-                                              eh.flags)
-                                  : load_payload(self->loads, rec + p, eh.len, eh.flags);
-            p += pad8(eh.len);
-            int ok = (eh.flags & FM_ENTRY_OK) != 0;
-            if (value == NULL) {
-                /* a result the parent cannot unpickle fails its task
-                 * (the stdlib's result thread dies here: gh-79492) */
-                value = fm_exc_take();
-                ok = 0;
-            }
-            if (rh.kind == FM_RES_RESULT && rh.first + k == 0 && self->cache != NULL &&
-                PyDict_CheckExact(self->cache)) {
-                /* an apply_async() result: completed here, no Python code
-                 * in between (unless it has a callback) */
-                if (key == NULL || key_job != rh.job) {
-                    Py_XSETREF(key, PyLong_FromUnsignedLongLong((unsigned long long)rh.job));
-                    key_job = rh.job;
-                    if (key == NULL) {
-                        Py_DECREF(value);
-                        Py_XDECREF(pairs);
-                        goto error;
-                    }
-                }
-                PyObject *res = PyDict_GetItemWithError(self->cache, key);
-                if (res != NULL && fm_is_apply_result(st, res)) {
-                    Py_INCREF(res);
-                    fm_apply_result_complete(res, ok, value);
-                    Py_DECREF(res);
-                    Py_DECREF(value);
-                    completed = 1;
-                    continue;
-                }
-                if (res == NULL && PyErr_Occurred())
-                    PyErr_Clear();
-            }
-            if (pairs == NULL) {
-                pairs = PyList_New(0);
-                run_first = rh.first + k;
-                if (pairs == NULL) {
-                    Py_DECREF(value);
-                    goto error;
-                }
-            }
-            /* "N" consumes value, on failure too */
-            PyObject *pair = Py_BuildValue("(NN)", PyBool_FromLong(ok), value);
-            int rc = pair == NULL ? -1 : PyList_Append(pairs, pair);
-            Py_XDECREF(pair);
-            if (rc < 0) {
-                Py_DECREF(pairs);
-                goto error;
-            }
-        }
-        if (pairs != NULL) {
-            /* one run per record: (job, first, pairs); an initializer's
-             * failure is job 0, with the worker's slot for first */
-            PyObject *t = rh.kind == FM_RES_INITFAIL
-                              ? Py_BuildValue("(KIN)", 0ULL, rh.aux, pairs)
-                              : Py_BuildValue("(KIN)", (unsigned long long)rh.job, run_first,
-                                              pairs);
-            if (t == NULL)
-                goto error;
-            int rc = PyList_Append(list, t);
-            Py_DECREF(t);
-            if (rc < 0)
-                goto error;
-        }
-    }
-    /* called after completions too, even with nothing more: it finishes a
-     * closed pool once its last job is done */
-    if ((PyList_GET_SIZE(list) > 0 || completed) && self->on_results != NULL) {
-        PyObject *r = PyObject_CallOneArg(self->on_results, list);
-        if (r == NULL)
-            PyErr_WriteUnraisable(self->on_results);
-        Py_XDECREF(r);
-    }
-    Py_XDECREF(key);
-    Py_DECREF(list);
-    return stop;
-error:
-    PyErr_WriteUnraisable((PyObject *)self);
-    Py_XDECREF(key);
-    Py_XDECREF(list);
-    return stop;
-}
-
-/* Copy out every ready record (up to the drain limits) into b: one
- * blocking take first when `wait`.  Returns the last take's status. */
-static int
-drain(fm_ring *r, fm_buf *b, uint32_t pid, int64_t first_deadline, int64_t spin)
-{
-    int s = FM_OK;
-    int wait = first_deadline > 0;
-    for (int n = 0; n < FM_POOL_DRAIN_RECORDS && b->len < FM_POOL_DRAIN_BYTES; n++) {
-        fm_ring_read rd;
-        int64_t deadline = (wait && n == 0) ? first_deadline : 0;
-        s = fm_ring_take(r, pid, deadline, (wait && n == 0) ? spin : 0, &rd);
-        if (s != FM_OK)
-            return n > 0 ? FM_OK : s;
-        if (buf_reserve(b, 8 + pad8(rd.len)) < 0) {
-            /* out of memory: drop the record rather than spin on it */
-            fm_ring_release(r, &rd);
-            continue;
-        }
-        uint32_t len = rd.len;
-        memcpy(b->p + b->len, &len, sizeof len);
-        memcpy(b->p + b->len + 8, rd.data, rd.len);
-        b->len += 8 + pad8(rd.len);
-        fm_ring_release(r, &rd);
-    }
-    return s;
-}
-
-/* Post a STOP or NUDGE record (no GIL needed). */
-static int
-post_control(PoolChannelObject *self, uint32_t kind, int64_t deadline)
-{
-    fm_ring *r = result_ring(self->hdr);
-    fm_ring_claim c;
-    int s;
-    for (;;) {
-        s = fm_ring_claim_space(r, sizeof(fm_result_hdr), self->owner, deadline, 0, &c);
-        if (s != FM_EINTR)
-            break;
-    }
-    if (s == FM_OK) {
-        fm_result_hdr rh = {kind, 0, 0, 0, 0};
-        memcpy(c.data, &rh, sizeof rh);
-        fm_ring_commit(r, &c);
-    }
-    return s;
-}
-
-static void
-bump_dispatch(PoolChannelObject *self)
-{
-    atomic_fetch_add_explicit(&self->disp_seq, 1, memory_order_seq_cst);
-    if (atomic_load_explicit(&self->disp_sleepers, memory_order_seq_cst) > 0)
-        fm_futex_wake(&self->disp_seq, INT32_MAX);
-}
-
-/* Does the copied batch hold results (not only control records)? */
-static int
-has_results(const fm_buf *b)
-{
-    size_t off = 0;
-    while (off < b->len) {
-        uint32_t rlen;
-        fm_result_hdr rh;
-        memcpy(&rlen, b->p + off, sizeof rlen);
-        if (rlen >= sizeof rh) {
-            memcpy(&rh, b->p + off + 8, sizeof rh);
-            if (rh.kind == FM_RES_RESULT || rh.kind == FM_RES_INITFAIL)
-                return 1;
-        }
-        off += 8 + pad8(rlen);
-    }
-    return 0;
-}
-
-/* Does the copied batch hold a STOP or RETIRE record (which must reach
- * dispatch())? */
-static int
-has_stop(const fm_buf *b)
-{
-    size_t off = 0;
-    while (off < b->len) {
-        uint32_t rlen;
-        fm_result_hdr rh;
-        memcpy(&rlen, b->p + off, sizeof rlen);
-        if (rlen >= sizeof rh) {
-            memcpy(&rh, b->p + off + 8, sizeof rh);
-            if (rh.kind == FM_RES_STOP || rh.kind == FM_RES_RETIRE)
-                return 1;
-        }
-        off += 8 + pad8(rlen);
-    }
-    return 0;
-}
-
-static void *
-collector_main(void *arg)
-{
-    PoolChannelObject *self = arg;
-    fm_pool_hdr *h = self->hdr;
-    fm_ring *r = result_ring(h);
-    uint32_t pid = fm_self_pid();
-    fm_buf b = {0};
-    int64_t next_check = fm_now_ns() + FM_POOL_CHECK_NS;
-    int stop = 0;
-    while (!stop) {
-        b.len = 0;
-        int s;
-        if (!atomic_load_explicit(&self->stopping, ACQ) &&
-            (atomic_load_explicit(&self->leader, ACQ) ||
-             fm_now_ns() - atomic_load_explicit(&self->leader_seen, RLX) <
-                 FM_POOL_LEADER_RECENT_NS)) {
-            /* Waiting threads collect (one is at it, or was a moment ago, as
-             * in a loop of apply()): stay off the ring, so that they need not
-             * send us off it, and look again in a while (no wake-up is owed
-             * to us when they are done). */
-            fm_futex_wait(&self->leader, atomic_load_explicit(&self->leader, ACQ),
-                          fm_now_ns() + FM_POOL_PARK_NS);
-            s = FM_AGAIN;
-        }
-        else {
-            atomic_store_explicit(&self->in_take, 1, memory_order_seq_cst);
-            s = drain(r, &b, pid, fm_now_ns() + FM_POOL_CHECK_NS, self->spin_ns);
-            atomic_store_explicit(&self->in_take, 0, memory_order_seq_cst);
-        }
-        int64_t now = fm_now_ns();
-        int check = now >= next_check;
-        int dead = 0;
-        if (check) {
-            next_check = now + FM_POOL_CHECK_NS;
-            dead = any_dead(h);
-            if (dead) {
-                /* deliver what the dead worker posted before it died, so that
-                 * only tasks it still held are failed */
-                drain(r, &b, pid, 0, 0);
-            }
-        }
-        if (b.len == 0 && !dead && !atomic_load_explicit(&self->retired, memory_order_seq_cst))
-            continue;
-        (void)s;
-        int real = has_results(&b);
-        PyGILState_STATE g = PyGILState_Ensure();
-        if (b.len)
-            stop = dispatch(self, &b);
-        /* a worker retired (its RETIRE record came here or to a waiting
-         * thread): replace it now */
-        if (atomic_exchange_explicit(&self->retired, 0, memory_order_seq_cst))
-            dead = 1;
-        if (dead && !stop && self->on_dead != NULL) {
-            PyObject *r2 = PyObject_CallNoArgs(self->on_dead);
-            if (r2 == NULL)
-                PyErr_WriteUnraisable(self->on_dead);
-            Py_XDECREF(r2);
-        }
-        PyGILState_Release(g);
-        if (real || dead) {
-            bump_dispatch(self);
-            /* a thread that became the collecting waiter meanwhile sleeps on
-             * the ring: what we handed over may be its result */
-            if (atomic_load_explicit(&self->leader, memory_order_seq_cst))
-                post_control(self, FM_RES_NUDGE, 0);
-        }
-    }
-    free(b.p);
-    return NULL;
+    fm_state *st = fm_state_of_type(Py_TYPE(channel));
+    if (st == NULL)
+        return -1;
+    if (!Py_IS_TYPE(channel, st->PoolChannelType))
+        return 2;
+    return fm_pool_wait((PoolChannelObject *)channel, deadline);
 }
 
 PyDoc_STRVAR(wait_doc,
@@ -1570,120 +754,14 @@ PyDoc_STRVAR(wait_doc,
 "or not collecting (wait some other way).  The caller checks what it waits\n"
 "for and calls again.");
 
-#define FM_POOL_LEADER_SLICE_NS (20 * 1000 * 1000LL)
-
-/* No GIL: a waiting thread that does not collect sleeps until disp_seq moves. */
-static int
-follower_wait_once(PoolChannelObject *self, uint32_t seen, int64_t deadline)
-{
-    int s = FM_OK;
-    atomic_fetch_add_explicit(&self->disp_sleepers, 1, memory_order_seq_cst);
-    if (atomic_load_explicit(&self->disp_seq, memory_order_seq_cst) == seen &&
-        !atomic_load_explicit(&self->closing, memory_order_seq_cst))
-        s = fm_futex_wait(&self->disp_seq, seen, deadline);
-    atomic_fetch_sub_explicit(&self->disp_sleepers, 1, memory_order_seq_cst);
-    return s;
-}
-
-/* PoolChannel.wait(), and ApplyResult's waits: 1 handed over, 0 nothing,
- * 2 cannot wait here, -1 error (see pool.h). */
-static int
-channel_wait(PoolChannelObject *self, int64_t deadline)
-{
-    if (self->hdr == NULL || self->owner != fm_self_pid() || !self->thread_running)
-        return 2;
-    int64_t slice = fm_now_ns() + FM_POOL_LEADER_SLICE_NS;
-    if (slice < deadline)
-        deadline = slice;
-    atomic_fetch_add_explicit(&self->waiting, 1, memory_order_seq_cst);
-    if (atomic_load_explicit(&self->closing, memory_order_seq_cst)) {
-        atomic_fetch_sub_explicit(&self->waiting, 1, memory_order_seq_cst);
-        return 2;
-    }
-    uint32_t seen = atomic_load_explicit(&self->disp_seq, memory_order_seq_cst);
-    uint32_t zero = 0;
-    int got = 0, s = FM_OK;
-    if (atomic_compare_exchange_strong_explicit(&self->leader, &zero, 1, memory_order_seq_cst,
-                                                memory_order_seq_cst)) {
-        fm_buf b = {0};
-        fm_ring *r = result_ring(self->hdr);
-        uint32_t pid = self->owner;
-        int64_t spin = atomic_load_explicit(&fm_spin_ns, RLX);
-        Py_BEGIN_ALLOW_THREADS
-        /* the collector thread may be asleep on the ring: send it off */
-        if (atomic_load_explicit(&self->in_take, memory_order_seq_cst))
-            post_control(self, FM_RES_NUDGE, 0);
-        for (;;) {
-            b.len = 0;
-            s = drain(r, &b, pid, deadline, spin);
-            spin = 0;
-            /* only nudges, and nothing handed over meanwhile: keep waiting */
-            if (s == FM_OK && !has_results(&b) && !has_stop(&b) &&
-                atomic_load_explicit(&self->disp_seq, memory_order_seq_cst) == seen &&
-                !atomic_load_explicit(&self->closing, memory_order_seq_cst))
-                continue;
-            break;
-        }
-        atomic_store_explicit(&self->leader_seen, fm_now_ns(), RLX);
-        Py_END_ALLOW_THREADS
-        atomic_store_explicit(&self->leader, 0, memory_order_seq_cst);
-        /* Done with the ring: a callback run by dispatch() may close the
-         * channel (terminate the pool), which waits for the threads in here. */
-        atomic_fetch_sub_explicit(&self->waiting, 1, memory_order_seq_cst);
-        if (b.len > 0) {
-            int real = has_results(&b);
-            int stop = dispatch(self, &b);
-            if (stop && self->hdr != NULL)
-                post_control(self, FM_RES_STOP, FM_FOREVER);    /* not ours */
-            if (real) {
-                got = 1;
-                bump_dispatch(self);
-            }
-        }
-        if (!got) {
-            got = atomic_load_explicit(&self->disp_seq, memory_order_seq_cst) != seen;
-            bump_dispatch(self);    /* a follower may take over the ring */
-        }
-        free(b.p);
-        if (s == FM_EINTR && PyErr_CheckSignals() < 0)
-            return -1;
-        return got;
-    }
-    else {
-        /* someone else collects: sleep until it hands something over */
-        FM_BLOCKING(s, ((void)fm_spin, follower_wait_once(self, seen, deadline)));
-        got = atomic_load_explicit(&self->disp_seq, memory_order_seq_cst) != seen;
-    }
-    atomic_fetch_sub_explicit(&self->waiting, 1, memory_order_seq_cst);
-    if (s == FM_EINTR && PyErr_CheckSignals() < 0)
-        return -1;
-    if (s == FM_PYERR)
-        return -1;
-    return got;
-}
-
-int
-fm_pool_channel_wait(PyObject *channel, int64_t deadline)
-{
-    fm_state *st = fm_state_of_type(Py_TYPE(channel));
-    if (st == NULL)
-        return -1;
-    if (!Py_IS_TYPE(channel, st->PoolChannelType))
-        return 2;
-    return channel_wait((PoolChannelObject *)channel, deadline);
-}
-
 static PyObject *
 PoolChannel_wait(PoolChannelObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs > 1) {
-        PyErr_SetString(PyExc_TypeError, "wait() takes at most 1 argument");
-        return NULL;
-    }
     int64_t deadline;
-    if (fm_timeout_to_deadline(nargs ? args[0] : Py_None, &deadline) < 0)
+    if (fm_check_nargs("wait", nargs, 0, 1) < 0 ||
+        fm_timeout_to_deadline(nargs ? args[0] : NULL, &deadline) < 0)
         return NULL;
-    int r = channel_wait(self, deadline);
+    int r = fm_pool_wait(self, deadline);
     if (r < 0)
         return NULL;
     if (r == 2)
@@ -1698,7 +776,7 @@ PyDoc_STRVAR(in_collector_doc,
 static PyObject *
 PoolChannel_in_collector(PoolChannelObject *self, PyObject *Py_UNUSED(ignored))
 {
-    return PyBool_FromLong(self->thread_running && pthread_equal(self->thread, pthread_self()));
+    return PyBool_FromLong(fm_pool_in_collector(self));
 }
 
 PyDoc_STRVAR(notify_doc,
@@ -1710,9 +788,9 @@ PoolChannel_notify(PoolChannelObject *self, PyObject *Py_UNUSED(ignored))
 {
     if (self->hdr == NULL || self->owner != fm_self_pid())
         Py_RETURN_NONE;
-    bump_dispatch(self);
+    fm_pool_bump_dispatch(self);
     if (atomic_load_explicit(&self->leader, memory_order_seq_cst))
-        post_control(self, FM_RES_NUDGE, 0);
+        fm_pool_post_control(self, FM_RES_NUDGE, 0);
     Py_RETURN_NONE;
 }
 
@@ -1725,10 +803,8 @@ PyDoc_STRVAR(start_collector_doc,
 static PyObject *
 PoolChannel_start_collector(PoolChannelObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "start_collector() takes 2 arguments");
+    if (fm_check_nargs("start_collector", nargs, 2, 2) < 0)
         return NULL;
-    }
     if (!channel_alive(self))
         return NULL;
     if (self->thread_running) {
@@ -1743,30 +819,9 @@ PoolChannel_start_collector(PoolChannelObject *self, PyObject *const *args, Py_s
     Py_INCREF(args[1]);
     Py_XSETREF(self->on_results, args[0]);
     Py_XSETREF(self->on_dead, args[1]);
-    int err = pthread_create(&self->thread, NULL, collector_main, self);
-    if (err != 0) {
-        errno = err;
-        return PyErr_SetFromErrno(PyExc_OSError);
-    }
-    self->thread_running = 1;
+    if (fm_pool_collector_start(self) < 0)
+        return NULL;
     Py_RETURN_NONE;
-}
-
-static void
-stop_collector(PoolChannelObject *self)
-{
-    if (!self->thread_running || self->owner != fm_self_pid() ||
-        pthread_equal(self->thread, pthread_self()))
-        return;
-    /* Post STOP; the collector sees it after every result before it (a
-     * waiting thread that takes it posts it again). */
-    Py_BEGIN_ALLOW_THREADS
-    atomic_store_explicit(&self->stopping, 1, memory_order_seq_cst);
-    post_control(self, FM_RES_STOP, FM_FOREVER);
-    fm_futex_wake(&self->leader, 1);    /* if parked, it looks again now */
-    pthread_join(self->thread, NULL);
-    Py_END_ALLOW_THREADS
-    self->thread_running = 0;
 }
 
 PyDoc_STRVAR(stop_collector_doc,
@@ -1777,11 +832,11 @@ PyDoc_STRVAR(stop_collector_doc,
 static PyObject *
 PoolChannel_stop_collector(PoolChannelObject *self, PyObject *Py_UNUSED(ignored))
 {
-    if (self->thread_running && pthread_equal(self->thread, pthread_self())) {
+    if (fm_pool_in_collector(self)) {
         PyErr_SetString(PyExc_RuntimeError, "the collector cannot stop itself");
         return NULL;
     }
-    stop_collector(self);
+    fm_pool_collector_stop(self);
     Py_RETURN_NONE;
 }
 
@@ -1792,7 +847,7 @@ PyDoc_STRVAR(close_doc,
 static PyObject *
 PoolChannel_close(PoolChannelObject *self, PyObject *Py_UNUSED(ignored))
 {
-    if (self->thread_running && pthread_equal(self->thread, pthread_self())) {
+    if (fm_pool_in_collector(self)) {
         PyErr_SetString(PyExc_RuntimeError, "the collector cannot close the channel");
         return NULL;
     }
@@ -1800,6 +855,7 @@ PoolChannel_close(PoolChannelObject *self, PyObject *Py_UNUSED(ignored))
     Py_RETURN_NONE;
 }
 
+/* ------------------------------------------------------------ attributes */
 static PyObject *
 PoolChannel_get_name(PoolChannelObject *self, void *Py_UNUSED(closure))
 {
@@ -1833,399 +889,10 @@ PoolChannel_get_max_task(PoolChannelObject *self, void *Py_UNUSED(closure))
 {
     if (!channel_alive(self))
         return NULL;
-    return PyLong_FromSize_t(fm_ring_max_record(task_ring(self->hdr)));
+    return PyLong_FromSize_t(fm_ring_max_record(fm_pool_task_ring(self->hdr)));
 }
 
 /* ------------------------------------------------------------ the worker */
-
-typedef struct {
-    fm_pool_hdr *h;
-    fm_pool_slot *slot;
-    uint32_t pid;
-    PyObject *dumps, *loads, *encode_failure;
-    fm_state *st;
-    /* the last function, by the bytes of its pickle */
-    unsigned char *fbytes;
-    size_t flen;
-    PyObject *func;
-    PyObject *func_cache;           /* dict: pickle bytes -> function */
-    int64_t next_owner_check;
-    int direct;                     /* our parent process is the pool's owner */
-} worker_ctx;
-
-/* ---- the owner's death
- *
- * Nobody reads a worker's results once the pool's owner is gone, so a
- * worker leaves at its next take (no new task starts; the one running
- * finishes, as in the stdlib).  It learns of the death three ways:
- *
- *  - PR_SET_PDEATHSIG: the kernel sends FM_PARENT_DEATH_SIGNAL when the
- *    thread that forked us exits.  That thread may exit while its process
- *    lives on (a pool made in a thread, or a replacement forked by the
- *    collector thread), so the signal only raises a flag and interrupts the
- *    take's sleep; the loop then checks.  The handler is installed only
- *    where nobody else handles that signal.
- *  - the check itself: when our parent process is the owner (fork, spawn),
- *    getppid() changing means it died (a process whose forking thread ends
- *    keeps its children; reparenting to another process cannot be faked by
- *    pid reuse); otherwise (a forkserver's child) the owner's pid is probed.
- *  - the same check every FM_POOL_OWNER_CHECK_NS at a take and in wait
- *    slices, for owners whose death sends no signal (a forkserver that
- *    outlives the owner, a handler replaced by the user's code).
- *
- * Between tasks this costs one clock read (vDSO, no system call), and the
- * check itself at most once per FM_POOL_OWNER_CHECK_NS. */
-#define FM_POOL_OWNER_CHECK_NS (10 * 1000 * 1000LL)
-#define FM_PARENT_DEATH_SIGNAL (SIGRTMIN + 7)
-
-/* Process-wide and not Python state: the flag the handler raises. */
-static volatile sig_atomic_t fm_parent_signalled;
-
-static void
-on_parent_death_signal(int sig)
-{
-    (void)sig;
-    fm_parent_signalled = 1;
-}
-
-/* Is the owner gone?  (A system call; see above for when it runs.) */
-static int
-owner_gone(worker_ctx *w)
-{
-    if (w->direct)
-        return getppid() != (pid_t)w->h->owner;
-    return !fm_pid_alive((pid_t)w->h->owner);
-}
-
-/* At a take and between wait slices: 0 when the owner is gone (leave). */
-static int
-owner_alive(worker_ctx *w)
-{
-    int64_t now = fm_now_ns();
-    if (!fm_parent_signalled && now < w->next_owner_check)
-        return 1;
-    fm_parent_signalled = 0;
-    w->next_owner_check = now + FM_POOL_OWNER_CHECK_NS;
-    return !owner_gone(w);
-}
-
-/* At the worker's start: ask for a signal when our parent dies, then check
- * (the owner may have died before we asked).  0 when the owner is gone. */
-static int
-watch_owner(worker_ctx *w)
-{
-    int sig = FM_PARENT_DEATH_SIGNAL;
-    struct sigaction old;
-    if (sigaction(sig, NULL, &old) == 0 && !(old.sa_flags & SA_SIGINFO) &&
-        (old.sa_handler == SIG_DFL || old.sa_handler == on_parent_death_signal)) {
-        struct sigaction sa;
-        memset(&sa, 0, sizeof sa);
-        sa.sa_handler = on_parent_death_signal;     /* no SA_RESTART: wake the take */
-        sigemptyset(&sa.sa_mask);
-        if (sigaction(sig, &sa, NULL) == 0)
-            (void)prctl(PR_SET_PDEATHSIG, sig);
-    }
-    w->direct = getppid() == (pid_t)w->h->owner;
-    w->next_owner_check = fm_now_ns() + FM_POOL_OWNER_CHECK_NS;
-    /* not direct: a forkserver's child, or the owner died already */
-    return !owner_gone(w);
-}
-
-/* Pickled result or failure for one call: returns new bytes and *ok, or
- * NULL only if even the failure could not be encoded (exception set). */
-static PyObject *
-encode_outcome(worker_ctx *w, PyObject *value, int *ok)
-{
-    PyObject *b;
-    if (value != NULL) {
-        b = pickle_obj(w->dumps, NULL, value);
-        if (b != NULL) {
-            *ok = 1;
-            return b;
-        }
-        /* the result cannot be pickled: MaybeEncodingError, as the stdlib */
-        PyObject *exc = fm_exc_take();
-        b = PyObject_CallFunction(w->encode_failure, "iOO", 1, exc, value);
-        Py_DECREF(exc);
-    }
-    else {
-        PyObject *exc = fm_exc_take();
-        b = PyObject_CallFunction(w->encode_failure, "iOO", 0, exc, Py_None);
-        Py_DECREF(exc);
-    }
-    *ok = 0;
-    if (b != NULL && !PyBytes_Check(b)) {
-        Py_DECREF(b);
-        PyErr_SetString(PyExc_TypeError, "encode_failure must return bytes");
-        return NULL;
-    }
-    return b;
-}
-
-static PyObject *
-worker_function(worker_ctx *w, const unsigned char *fb, size_t flen)
-{
-    if (w->func != NULL && flen == w->flen && memcmp(fb, w->fbytes, flen) == 0)
-        return w->func;
-    PyObject *key = PyBytes_FromStringAndSize((const char *)fb, (Py_ssize_t)flen);
-    if (key == NULL)
-        return NULL;
-    PyObject *f = PyDict_GetItemWithError(w->func_cache, key);
-    if (f != NULL)
-        Py_INCREF(f);
-    else if (!PyErr_Occurred()) {
-        f = PyObject_CallOneArg(w->loads, key);
-        if (f != NULL) {
-            if (PyDict_GET_SIZE(w->func_cache) > 256)
-                PyDict_Clear(w->func_cache);
-            if (PyDict_SetItem(w->func_cache, key, f) < 0) {
-                Py_CLEAR(f);
-            }
-        }
-    }
-    Py_DECREF(key);
-    if (f == NULL)
-        return NULL;
-    unsigned char *copy = malloc(flen ? flen : 1);
-    if (copy == NULL) {
-        Py_DECREF(f);
-        return PyErr_NoMemory();
-    }
-    memcpy(copy, fb, flen);
-    free(w->fbytes);
-    w->fbytes = copy;
-    w->flen = flen;
-    Py_XSETREF(w->func, f);
-    return f;
-}
-
-/* Run one entry; returns its outcome as a new bytes object. */
-static PyObject *
-run_entry(worker_ctx *w, PyObject *f, uint32_t mode, const unsigned char *data, uint32_t len,
-          uint32_t flags, int *ok, uint32_t *vflag)
-{
-    PyObject *value = NULL, *a;
-    if (flags & FM_ENTRY_BIG)
-        a = big_loads(w->st, w->loads, data, len, flags);
-    else
-        a = load_payload(w->loads, data, len, flags);
-    if (a == NULL || f == NULL)
-        goto done;
-    switch (mode) {
-    case FM_MODE_APPLY:
-        if (!PyTuple_Check(a)) {
-            PyErr_SetString(PyExc_TypeError, "apply arguments must be a tuple");
-            goto done;
-        }
-        value = PyObject_Call(f, a, NULL);
-        break;
-    case FM_MODE_APPLY_KW: {
-        if (!PyTuple_Check(a) || PyTuple_GET_SIZE(a) != 2) {
-            PyErr_SetString(PyExc_TypeError, "bad apply record");
-            goto done;
-        }
-        PyObject *pa = PySequence_Tuple(PyTuple_GET_ITEM(a, 0));
-        if (pa == NULL)
-            goto done;
-        PyObject *kw = PyTuple_GET_ITEM(a, 1);
-        value = PyObject_Call(f, pa, kw == Py_None ? NULL : kw);
-        Py_DECREF(pa);
-        break;
-    }
-    case FM_MODE_MAP:
-    case FM_MODE_STARMAP: {
-        PyObject *chunk = PySequence_Fast(a, "chunk must be a sequence");
-        if (chunk == NULL)
-            goto done;
-        Py_ssize_t n = PySequence_Fast_GET_SIZE(chunk);
-        value = PyList_New(n);
-        for (Py_ssize_t i = 0; value != NULL && i < n; i++) {
-            PyObject *x = PySequence_Fast_GET_ITEM(chunk, i), *r;
-            if (mode == FM_MODE_MAP)
-                r = PyObject_CallOneArg(f, x);
-            else {
-                PyObject *t = PySequence_Tuple(x);
-                r = t ? PyObject_Call(f, t, NULL) : NULL;
-                Py_XDECREF(t);
-            }
-            if (r == NULL)
-                Py_CLEAR(value);
-            else
-                PyList_SET_ITEM(value, i, r);
-        }
-        Py_DECREF(chunk);
-        break;
-    }
-    default:
-        PyErr_SetString(PyExc_ValueError, "bad task mode");
-    }
-done:
-    Py_XDECREF(a);
-    PyObject *b = NULL;
-    if (value != NULL && (mode == FM_MODE_MAP || mode == FM_MODE_STARMAP) &&
-        PyList_CheckExact(value)) {
-        b = encode_vector(value, vflag);
-        if (b != NULL)
-            *ok = 1;
-    }
-    if (b == NULL)
-        b = encode_outcome(w, value, ok);
-    Py_XDECREF(value);
-    return b;
-}
-
-/* Post a result record (blocking while the result ring is full). */
-static int
-post_result(worker_ctx *w, const unsigned char *rec, size_t len)
-{
-    fm_ring *r = result_ring(w->h);
-    fm_ring_claim c;
-    int s;
-    int64_t spin = atomic_load_explicit(&fm_spin_ns, RLX);
-    for (;;) {
-        Py_BEGIN_ALLOW_THREADS
-        s = fm_ring_claim_space(r, (uint32_t)len, w->pid, FM_FOREVER, spin, &c);
-        Py_END_ALLOW_THREADS
-        if (s != FM_EINTR)
-            break;
-        if (PyErr_CheckSignals() < 0)
-            return FM_PYERR;
-        if (!owner_alive(w))
-            return FM_BROKEN;
-        spin = 0;
-    }
-    if (s != FM_OK)
-        return s;
-    memcpy(c.data, rec, len);
-    fm_ring_commit(r, &c);
-    return FM_OK;
-}
-
-/* Build and post the result record of one task record; entries too large
- * for a record are replaced by an error saying so. */
-static int
-run_batch(worker_ctx *w, const fm_task_hdr *th, const unsigned char *p, size_t left,
-          fm_buf *out)
-{
-    size_t maxrec = fm_ring_max_record(result_ring(w->h));
-    PyObject *f = worker_function(w, p, th->func_len);
-    PyObject *fexc = NULL;
-    if (f == NULL)
-        fexc = fm_exc_take();   /* every entry fails with it */
-    p += pad8(th->func_len);
-    left -= pad8(th->func_len);
-    out->len = 0;
-    int64_t t0 = fm_now_ns();
-    fm_result_hdr rh = {FM_RES_RESULT, 0, th->job, th->first, 0};
-    size_t rec_start = 0;
-    if (buf_reserve(out, sizeof rh) < 0)
-        goto nomem;
-    memcpy(out->p, &rh, sizeof rh);
-    out->len = sizeof rh;
-    for (uint32_t k = 0; k < th->count; k++) {
-        fm_entry_hdr eh;
-        if (left < sizeof eh)
-            break;
-        memcpy(&eh, p, sizeof eh);
-        p += sizeof eh;
-        left -= sizeof eh;
-        if (left < eh.len)
-            break;
-        int ok = 0;
-        uint32_t vflag = 0;
-        PyObject *b;
-        if (fexc != NULL) {
-            Py_INCREF(fexc);
-            fm_exc_restore(fexc);
-            b = encode_outcome(w, NULL, &ok);
-        }
-        else
-            b = run_entry(w, f, th->mode, p, eh.len, eh.flags, &ok, &vflag);
-        p += pad8(eh.len);
-        left -= pad8(eh.len);
-        if (b == NULL)
-            goto error;
-        size_t blen = (size_t)PyBytes_GET_SIZE(b);
-        uint32_t oflags = ok ? FM_ENTRY_OK | vflag : 0;
-        if (blen > maxrec / 4) {
-            /* too large for the ring: a segment of its own */
-            fm_big_ref ref;
-            int rc = big_store(w->st, PyBytes_AS_STRING(b), blen, &ref);
-            Py_DECREF(b);
-            b = rc < 0 ? NULL : PyBytes_FromStringAndSize((const char *)&ref, sizeof ref);
-            if (b == NULL) {
-                if (rc == 0)
-                    big_unlink(w->st, &ref);
-                b = encode_outcome(w, NULL, &ok);       /* that error, for this task */
-                if (b == NULL)
-                    goto error;
-                oflags = 0;
-            }
-            else
-                oflags |= FM_ENTRY_BIG;
-            blen = (size_t)PyBytes_GET_SIZE(b);
-        }
-        /* the record would overflow: post what we have, start another */
-        if ((out->len - rec_start) + sizeof eh + pad8(blen) > maxrec) {
-            int s = post_result(w, out->p + rec_start, out->len - rec_start);
-            if (s != FM_OK) {
-                Py_DECREF(b);
-                Py_XDECREF(fexc);
-                return s;
-            }
-            fm_result_hdr nh = {FM_RES_RESULT, 0, th->job, th->first + k, 0};
-            out->len = 0;
-            rec_start = 0;
-            memcpy(out->p, &nh, sizeof nh);
-            out->len = sizeof nh;
-        }
-        if (buf_reserve(out, sizeof eh + pad8(blen)) < 0) {
-            Py_DECREF(b);
-            goto nomem;
-        }
-        fm_entry_hdr oh = {(uint32_t)blen, oflags};
-        memcpy(out->p + out->len, &oh, sizeof oh);
-        memcpy(out->p + out->len + sizeof oh, PyBytes_AS_STRING(b), blen);
-        out->len += sizeof oh + pad8(blen);
-        Py_DECREF(b);
-        ((fm_result_hdr *)(out->p + rec_start))->count++;
-    }
-    Py_XDECREF(fexc);
-    {
-        int64_t ns = fm_now_ns() - t0;
-        ((fm_result_hdr *)(out->p + rec_start))->aux =
-            ns > (int64_t)UINT32_MAX ? UINT32_MAX : (uint32_t)ns;
-    }
-    return post_result(w, out->p + rec_start, out->len - rec_start);
-nomem:
-    PyErr_NoMemory();
-error:
-    Py_XDECREF(fexc);
-    return FM_PYERR;
-}
-
-static int
-worker_attach(PyObject *name, fm_pool_hdr **hp, long slot)
-{
-    const char *cname = PyUnicode_AsUTF8(name);
-    if (cname == NULL)
-        return -1;
-    fm_segment *seg;
-    if (fm_segment_attach(cname, &seg) != FM_OK) {
-        PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, name);
-        return -1;
-    }
-    if (pool_check(seg) != FM_OK) {
-        fm_set_error(FM_CORRUPT);
-        return -1;
-    }
-    *hp = (fm_pool_hdr *)seg->base;
-    if (slot < 0 || (unsigned long)slot >= (*hp)->nslots) {
-        PyErr_SetString(PyExc_IndexError, "slot index out of range");
-        return -1;
-    }
-    return 0;
-}
 
 PyDoc_STRVAR(worker_main_doc,
 "worker_main(name, slot, maxtasks, encode_failure, /)\n--\n\n"
@@ -2238,10 +905,8 @@ PyDoc_STRVAR(worker_main_doc,
 static PyObject *
 PoolChannel_worker_main(PyObject *cls, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 4) {
-        PyErr_SetString(PyExc_TypeError, "worker_main() takes 4 arguments");
+    if (fm_check_nargs("worker_main", nargs, 4, 4) < 0)
         return NULL;
-    }
     fm_state *st = fm_state_of_type((PyTypeObject *)cls);
     if (st == NULL)
         return NULL;
@@ -2254,115 +919,7 @@ PoolChannel_worker_main(PyObject *cls, PyObject *const *args, Py_ssize_t nargs)
         if (PyErr_Occurred())
             return NULL;
     }
-    worker_ctx w = {0};
-    if (worker_attach(args[0], &w.h, slot) < 0)
-        return NULL;
-    w.slot = slot_at(w.h, (uint32_t)slot);
-    w.pid = fm_self_pid();
-    w.encode_failure = args[3];
-    w.st = st;
-    w.dumps = import_attr("pickle", "dumps");
-    w.loads = import_attr("pickle", "loads");
-    w.func_cache = PyDict_New();
-    fm_buf in = {0}, out = {0};
-    unsigned long long done = 0;
-    int retire = 0;
-    PyObject *ret = NULL;
-    if (w.dumps == NULL || w.loads == NULL || w.func_cache == NULL)
-        goto finally;
-    atomic_store_explicit(&w.slot->pid, w.pid, RLX);
-    atomic_store_explicit(&w.slot->state, FM_SLOT_IDLE, REL);
-
-    fm_ring *tr = task_ring(w.h);
-    int orphan = !watch_owner(&w);
-    for (;;) {
-        fm_ring_read rd;
-        int s;
-        int64_t spin = atomic_load_explicit(&fm_spin_ns, RLX);
-        /* the owner gone: start nothing more */
-        if (orphan || !owner_alive(&w))
-            break;
-        for (;;) {
-            Py_BEGIN_ALLOW_THREADS
-            s = fm_ring_take(tr, w.pid, FM_FOREVER, spin, &rd);
-            Py_END_ALLOW_THREADS
-            if (s != FM_EINTR)
-                break;
-            if (PyErr_CheckSignals() < 0)
-                goto finally;
-            if (!owner_alive(&w)) {
-                s = FM_BROKEN;
-                break;
-            }
-            spin = 0;
-        }
-        if (s == FM_BROKEN)
-            break;          /* the pool is gone: leave quietly */
-        if (s != FM_OK) {
-            fm_set_error(s);
-            goto finally;
-        }
-        if (rd.len < sizeof(fm_task_hdr) || buf_reserve(&in, rd.len) < 0) {
-            fm_ring_release(tr, &rd);
-            continue;
-        }
-        in.len = 0;
-        memcpy(in.p, rd.data, rd.len);
-        fm_task_hdr th;
-        memcpy(&th, in.p, sizeof th);
-        if (atomic_load_explicit(&w.h->debug_die_after_take, RLX) &&
-            atomic_exchange_explicit(&w.h->debug_die_after_take, 0, RLX))
-            raise(SIGKILL);
-        /* Say what we hold before the record leaves the ring, so that a
-         * crash from here on fails exactly these tasks (a crash before it
-         * leaves the record READING in our name: the parent adopts it). */
-        atomic_store_explicit(&w.slot->job, th.job, RLX);
-        atomic_store_explicit(&w.slot->first, th.first, RLX);
-        atomic_store_explicit(&w.slot->count, th.count, RLX);
-        atomic_store_explicit(&w.slot->state,
-                              th.kind == FM_TASK_EXIT ? FM_SLOT_EXITED : FM_SLOT_BUSY, REL);
-        size_t len = rd.len;
-        fm_ring_release(tr, &rd);
-        if (th.kind == FM_TASK_EXIT)
-            break;
-        if (th.func_len > len - sizeof th)
-            continue;
-        s = run_batch(&w, &th, in.p + sizeof th, len - sizeof th, &out);
-        if (s == FM_BROKEN)
-            break;
-        if (s != FM_OK) {
-            if (s != FM_PYERR)
-                fm_set_error(s);
-            goto finally;
-        }
-        done += th.count;
-        atomic_store_explicit(&w.slot->tasks_done, done, RLX);
-        if (maxtasks && done >= maxtasks) {
-            retire = 1;
-            break;
-        }
-        atomic_store_explicit(&w.slot->state, FM_SLOT_IDLE, REL);
-    }
-    atomic_store_explicit(&w.slot->state, FM_SLOT_EXITED, REL);
-    if (retire) {
-        /* Say so, so that the parent starts our replacement now rather than
-         * at its next check for dead workers.  The slot is the parent's from
-         * here on: it may hand it to the replacement at once. */
-        fm_result_hdr rh = {FM_RES_RETIRE, (uint32_t)slot, 0, 0, 0};
-        int s = post_result(&w, (const unsigned char *)&rh, sizeof rh);
-        if (s == FM_PYERR)
-            goto finally;
-    }
-    ret = PyLong_FromUnsignedLongLong(done);
-finally:
-    free(in.p);
-    free(out.p);
-    free(w.fbytes);
-    Py_XDECREF(w.func);
-    Py_XDECREF(w.func_cache);
-    Py_XDECREF(w.dumps);
-    Py_XDECREF(w.loads);
-    return ret;
+    return fm_pool_worker_main(st, args[0], slot, maxtasks, args[3]);
 }
 
 PyDoc_STRVAR(worker_init_failed_doc,
@@ -2375,39 +932,16 @@ static PyObject *
 PoolChannel_worker_init_failed(PyObject *Py_UNUSED(cls), PyObject *const *args,
                                Py_ssize_t nargs)
 {
-    if (nargs != 3 || !PyBytes_Check(args[2])) {
+    if (fm_check_nargs("worker_init_failed", nargs, 3, 3) < 0)
+        return NULL;
+    if (!PyBytes_Check(args[2])) {
         PyErr_SetString(PyExc_TypeError, "worker_init_failed(name, slot, payload: bytes)");
         return NULL;
     }
     long slot = PyLong_AsLong(args[1]);
     if (slot == -1 && PyErr_Occurred())
         return NULL;
-    worker_ctx w = {0};
-    if (worker_attach(args[0], &w.h, slot) < 0)
-        return NULL;
-    w.pid = fm_self_pid();
-    w.slot = slot_at(w.h, (uint32_t)slot);
-    size_t blen = (size_t)PyBytes_GET_SIZE(args[2]);
-    size_t len = sizeof(fm_result_hdr) + sizeof(fm_entry_hdr) + pad8(blen);
-    if (len > fm_ring_max_record(result_ring(w.h))) {
-        PyErr_SetString(PyExc_ValueError, "initializer error too large to report");
-        return NULL;
-    }
-    unsigned char *rec = calloc(1, len);
-    if (rec == NULL)
-        return PyErr_NoMemory();
-    fm_result_hdr rh = {FM_RES_INITFAIL, (uint32_t)slot, 0, 0, 1};
-    fm_entry_hdr eh = {(uint32_t)blen, 0};
-    memcpy(rec, &rh, sizeof rh);
-    memcpy(rec + sizeof rh, &eh, sizeof eh);
-    memcpy(rec + sizeof rh + sizeof eh, PyBytes_AS_STRING(args[2]), blen);
-    atomic_store_explicit(&w.slot->pid, w.pid, RLX);
-    atomic_store_explicit(&w.slot->state, FM_SLOT_INITFAIL, REL);
-    int s = post_result(&w, rec, len);
-    free(rec);
-    if (s != FM_OK && s != FM_BROKEN)
-        return fm_set_error(s);
-    Py_RETURN_NONE;
+    return fm_pool_worker_init_failed(args[0], slot, args[2]);
 }
 
 /* ------------------------------------------------------------ the type */
@@ -2450,7 +984,7 @@ static PyGetSetDef PoolChannel_getset[] = {
 };
 
 static PyMemberDef PoolChannel_members[] = {
-    {"__weaklistoffset__", T_PYSSIZET, offsetof(PoolChannelObject, weakreflist), READONLY, NULL},
+    FM_WEAKREF_MEMBER(PoolChannelObject),
     {"cache", T_OBJECT, offsetof(PoolChannelObject, cache), 0,
      "the pool's {job: result}: exact ApplyResults in it are completed in C"},
     {"func_cache", T_OBJECT, offsetof(PoolChannelObject, func_cache), 0,
@@ -2494,14 +1028,5 @@ static PyType_Spec PoolChannel_spec = {
 int
 fm_pool_add_types(PyObject *module, fm_state *st)
 {
-    PyObject *tp = PyType_FromModuleAndSpec(module, &PoolChannel_spec, NULL);
-    if (tp == NULL)
-        return -1;
-    st->PoolChannelType = (PyTypeObject *)tp;
-    Py_INCREF(tp);
-    if (PyModule_AddObject(module, "PoolChannel", tp) < 0) {
-        Py_DECREF(tp);
-        return -1;
-    }
-    return 0;
+    return fm_add_type(module, &PoolChannel_spec, NULL, &st->PoolChannelType);
 }

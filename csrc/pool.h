@@ -1,5 +1,13 @@
-/* pool.h: what the pool dispatcher (pool.c) and its result objects
- * (pool_result.c) ask of each other.  Everything here needs the GIL. */
+/* pool.h: what the pool's files ask of each other:
+ *   pool.c          the PoolChannel type; the parent's side: put, apply, slots
+ *   pool_wire.h     the channel's layout and record format (no Python)
+ *   pool_payload.c  what an entry holds: pickles, packed results, large
+ *                   entries in segments of their own
+ *   pool_collect.c  the parent's result collection: the collector thread,
+ *                   the waiting threads that collect, dispatch
+ *   pool_worker.c   the worker loop (in the pool's child processes)
+ *   pool_result.c   ApplyResult
+ * Everything here needs the GIL unless it says otherwise. */
 #ifndef FASTMP_POOL_H
 #define FASTMP_POOL_H
 
@@ -48,5 +56,106 @@ void fm_apply_result_complete(PyObject *result, int ok, PyObject *value);
 
 /* pool_result.c: the job number of an ApplyResult (an int; borrowed). */
 PyObject *fm_apply_result_job(PyObject *result);
+
+/* ------------------------------------------- between the channel's files */
+
+#include <pthread.h>
+
+#include "pool_wire.h"
+
+typedef struct {
+    PyObject_HEAD
+    fm_segment *seg;
+    fm_pool_hdr *hdr;
+    uint32_t owner;                 /* pid that created it (and collects) */
+    PyObject *dumps, *loads, *fallback_dumps;
+    fm_state *st;                   /* the module's: fm_segment_gone() for unlinked segments */
+    /* collector thread */
+    pthread_t thread;
+    int thread_running;
+    PyObject *on_results, *on_dead;
+    /* Set by pool.py: the pool's {job: result}, whose exact ApplyResults
+     * dispatch() completes itself; apply()'s function-pickle cache, its
+     * pickler for misses, and its fallback when the ring is full. */
+    PyObject *cache, *func_cache, *dump_function, *submit;
+    char lazy_wake;                 /* apply() may skip wake-ups (no maxtasksperchild) */
+    int64_t spin_ns;
+    int64_t task_ns;                /* measured time per task (GIL held) */
+    /* A thread waiting for a result collects itself (the "leader"), so a
+     * result reaches it without a hop through the collector thread; the
+     * collector thread stays off the ring meanwhile.  Other waiting
+     * threads sleep on disp_seq, bumped after every dispatch.  These words
+     * are process-local: futexes without FUTEX_PRIVATE are fine here too. */
+    _Atomic uint32_t leader;        /* 1 while some thread collects in wait() */
+    _Atomic int64_t leader_seen;    /* when a thread last collected (ns) */
+    _Atomic uint32_t disp_seq;
+    _Atomic uint32_t disp_sleepers;
+    _Atomic uint32_t in_take;       /* the collector thread sleeps on the ring */
+    _Atomic uint32_t waiting;       /* threads inside wait() */
+    _Atomic uint32_t closing;
+    _Atomic uint32_t stopping;      /* stop_collector(): do not park, take the STOP */
+    _Atomic uint32_t retired;       /* a RETIRE record came: the collector calls on_dead */
+    PyObject *weakreflist;
+} PoolChannelObject;
+
+/* pool.c: module.name, imported (a new reference), or NULL with an exception. */
+PyObject *fm_pool_import_attr(const char *module, const char *name);
+
+/* pool_payload.c: pickle.dumps(obj, HIGHEST) as new bytes; when it fails and
+ * `fallback` is given, fallback(obj, exc).  NULL with the exception set. */
+PyObject *fm_pool_pickle(PyObject *dumps, PyObject *fallback, PyObject *obj);
+
+/* pool_payload.c: replace *b (a pickle) by the bytes of an fm_big_ref to a
+ * segment of its own that holds it (registered with the tracker, unmapped
+ * here).  -1 with an exception, *b cleared and nothing left behind. */
+int fm_pool_to_big_entry(fm_state *st, PyObject **b);
+
+/* pool_payload.c: unlink a big entry's segment and tell the tracker. */
+void fm_pool_big_unlink(fm_state *st, const fm_big_ref *ref);
+
+/* pool_payload.c: the object an entry holds (pickled, packed, or in a
+ * segment of its own, which is then unlinked); NULL with an exception. */
+PyObject *fm_pool_load_entry(fm_state *st, PyObject *loads, const fm_entry *e);
+
+/* pool_payload.c: a map chunk's results (an exact list) packed (see
+ * FM_ENTRY_I64) with *flag set, or NULL with no exception when the list is
+ * not all exact ints that fit int64 or all exact floats. */
+PyObject *fm_pool_encode_vector(PyObject *list, uint32_t *flag);
+
+/* pool_payload.c: unlink the big entries of one task or result record
+ * (`task`: which header) that nobody will read. */
+void fm_pool_unlink_big_entries(fm_state *st, const fm_ring_read *rd, int task);
+
+/* pool_payload.c: the same for every record left in a ring (at close). */
+void fm_pool_drain_big(fm_state *st, fm_ring *r, int task);
+
+/* pool_collect.c: post a STOP or NUDGE record to the result ring.  No GIL
+ * needed; returns the claim's status. */
+int fm_pool_post_control(PoolChannelObject *self, uint32_t kind, int64_t deadline);
+
+/* pool_collect.c: wake the threads waiting for a hand-over.  No GIL needed. */
+void fm_pool_bump_dispatch(PoolChannelObject *self);
+
+/* pool_collect.c: the body of PoolChannel.wait() and of fm_pool_channel_wait. */
+int fm_pool_wait(PoolChannelObject *self, int64_t deadline);
+
+/* pool_collect.c: in apply(), hand results over from this thread when many
+ * piled up while it submitted. */
+void fm_pool_help_collect(PoolChannelObject *self);
+
+/* pool_collect.c: start the collector thread (callbacks set); -1 with an
+ * exception.  Stop it after what was posted before is delivered (no-op
+ * when not running, or from the thread itself). */
+int fm_pool_collector_start(PoolChannelObject *self);
+void fm_pool_collector_stop(PoolChannelObject *self);
+
+/* pool_collect.c: is this the channel's collector thread? */
+int fm_pool_in_collector(PoolChannelObject *self);
+
+/* pool_worker.c: PoolChannel.worker_main and worker_init_failed (their
+ * docstrings in pool.c say what they do). */
+PyObject *fm_pool_worker_main(fm_state *st, PyObject *name, long slot,
+                              unsigned long long maxtasks, PyObject *encode_failure);
+PyObject *fm_pool_worker_init_failed(PyObject *name, long slot, PyObject *payload);
 
 #endif

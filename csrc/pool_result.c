@@ -1,12 +1,12 @@
 /* pool_result.c: ApplyResult, what Pool.apply_async() returns.
  *
- * It is a C type so that the pool's collector (dispatch() in pool.c) can
- * hand a result over without running any Python code: a burst of
- * apply_async() calls makes one result object per task, and a Python class
- * with a __dict__, a Python-level _set() and _finish() per result cost more
- * than the whole trip through shared memory.  MapResult (fastmp/pool.py)
- * subclasses it in Python and keeps its own _set(); the collector's fast
- * path takes only exact ApplyResults.
+ * It is a C type so that the pool's collector (dispatch() in
+ * pool_collect.c) can hand a result over without running any Python code:
+ * a burst of apply_async() calls makes one result object per task, and a
+ * Python class with a __dict__, a Python-level _set() and _finish() per
+ * result cost more than the whole trip through shared memory.  MapResult
+ * (fastmp/pool.py) subclasses it in Python and keeps its own _set(); the
+ * collector's fast path takes only exact ApplyResults.
  *
  * Waiting: get()/wait() collect results in the waiting thread through the
  * channel (fm_pool_channel_wait); only when the channel cannot be waited on
@@ -202,15 +202,9 @@ result_wait(ApplyResultObject *self, int64_t deadline)
         fm_state *st = fm_state_of_type(Py_TYPE(self));
         if (st == NULL)
             return -1;
-        if (st->ThreadingEvent == NULL) {
-            PyObject *m = PyImport_ImportModule("threading");
-            if (m == NULL)
-                return -1;
-            st->ThreadingEvent = PyObject_GetAttrString(m, "Event");
-            Py_DECREF(m);
-            if (st->ThreadingEvent == NULL)
-                return -1;
-        }
+        if (st->ThreadingEvent == NULL &&
+            (st->ThreadingEvent = fm_pool_import_attr("threading", "Event")) == NULL)
+            return -1;
         PyObject *ev = PyObject_CallNoArgs(st->ThreadingEvent);
         if (ev == NULL)
             return -1;
@@ -242,35 +236,6 @@ result_wait(ApplyResultObject *self, int64_t deadline)
     return 0;
 }
 
-static int
-parse_timeout(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames, const char *fname,
-              int64_t *deadline, PyObject **timeout_obj)
-{
-    static const char *const names[] = {"timeout"};
-    PyObject *timeout = Py_None;
-    if (nargs > 1) {
-        PyErr_Format(PyExc_TypeError, "%s() takes at most 1 argument (%zd given)", fname,
-                     nargs);
-        return -1;
-    }
-    if (nargs == 1)
-        timeout = args[0];
-    if (kwnames != NULL) {
-        Py_ssize_t nk = PyTuple_GET_SIZE(kwnames);
-        for (Py_ssize_t i = 0; i < nk; i++) {
-            PyObject *k = PyTuple_GET_ITEM(kwnames, i);
-            if (nargs == 1 || PyUnicode_CompareWithASCIIString(k, names[0]) != 0) {
-                PyErr_Format(PyExc_TypeError, "%s() got an unexpected keyword argument %R",
-                             fname, k);
-                return -1;
-            }
-            timeout = args[nargs + i];
-        }
-    }
-    *timeout_obj = timeout;
-    return fm_timeout_to_deadline(timeout, deadline);
-}
-
 PyDoc_STRVAR(wait_doc,
 "wait($self, /, timeout=None)\n--\n\n"
 "Wait until the result is ready, or timeout seconds.");
@@ -281,7 +246,8 @@ ApplyResult_wait(ApplyResultObject *self, PyObject *const *args, Py_ssize_t narg
 {
     int64_t deadline;
     PyObject *timeout;
-    if (parse_timeout(args, nargs, kwnames, "wait", &deadline, &timeout) < 0)
+    if (fm_parse_timeout_arg("wait", args, nargs, kwnames, &timeout) < 0 ||
+        fm_timeout_to_deadline(timeout, &deadline) < 0)
         return NULL;
     if (!self->ready && result_wait(self, deadline) < 0)
         return NULL;
@@ -300,7 +266,8 @@ ApplyResult_get(ApplyResultObject *self, PyObject *const *args, Py_ssize_t nargs
     if (!self->ready) {
         int64_t deadline;
         PyObject *timeout;
-        if (parse_timeout(args, nargs, kwnames, "get", &deadline, &timeout) < 0)
+        if (fm_parse_timeout_arg("get", args, nargs, kwnames, &timeout) < 0 ||
+            fm_timeout_to_deadline(timeout, &deadline) < 0)
             return NULL;
         /* a subclass's own wait() is honoured */
         fm_state *st = fm_state_of_type(Py_TYPE(self));
@@ -311,21 +278,17 @@ ApplyResult_get(ApplyResultObject *self, PyObject *const *args, Py_ssize_t nargs
                 return NULL;
         }
         else {
-            PyObject *r = PyObject_CallMethod((PyObject *)self, "wait", "O", timeout);
+            PyObject *r = PyObject_CallMethod((PyObject *)self, "wait", "O",
+                                              timeout ? timeout : Py_None);
             if (r == NULL)
                 return NULL;
             Py_DECREF(r);
         }
         if (!self->ready) {
-            if (st->PoolTimeoutError == NULL) {
-                PyObject *m = PyImport_ImportModule("multiprocessing.context");
-                if (m == NULL)
-                    return NULL;
-                st->PoolTimeoutError = PyObject_GetAttrString(m, "TimeoutError");
-                Py_DECREF(m);
-                if (st->PoolTimeoutError == NULL)
-                    return NULL;
-            }
+            if (st->PoolTimeoutError == NULL &&
+                (st->PoolTimeoutError =
+                     fm_pool_import_attr("multiprocessing.context", "TimeoutError")) == NULL)
+                return NULL;
             PyErr_SetNone(st->PoolTimeoutError);
             return NULL;
         }
@@ -366,7 +329,9 @@ ApplyResult_successful(ApplyResultObject *self, PyObject *Py_UNUSED(ignored))
 static PyObject *
 ApplyResult_set(ApplyResultObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 2 || !PyTuple_Check(args[1]) || PyTuple_GET_SIZE(args[1]) != 2) {
+    if (fm_check_nargs("_set", nargs, 2, 2) < 0)
+        return NULL;
+    if (!PyTuple_Check(args[1]) || PyTuple_GET_SIZE(args[1]) != 2) {
         PyErr_SetString(PyExc_TypeError, "_set(i, (success, value))");
         return NULL;
     }
@@ -382,7 +347,9 @@ ApplyResult_set(ApplyResultObject *self, PyObject *const *args, Py_ssize_t nargs
 static PyObject *
 ApplyResult_set_run(ApplyResultObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 2 || !PyList_Check(args[1])) {
+    if (fm_check_nargs("_set_run", nargs, 2, 2) < 0)
+        return NULL;
+    if (!PyList_Check(args[1])) {
         PyErr_SetString(PyExc_TypeError, "_set_run(first, pairs: list)");
         return NULL;
     }
@@ -403,10 +370,8 @@ ApplyResult_set_run(ApplyResultObject *self, PyObject *const *args, Py_ssize_t n
 static PyObject *
 ApplyResult_fail_held(ApplyResultObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 3) {
-        PyErr_SetString(PyExc_TypeError, "_fail_held(first, count, exc)");
+    if (fm_check_nargs("_fail_held", nargs, 3, 3) < 0)
         return NULL;
-    }
     if (!self->ready)
         fm_apply_result_complete((PyObject *)self, 0, args[2]);
     Py_RETURN_NONE;
@@ -498,8 +463,7 @@ static PyMemberDef ApplyResult_members[] = {
     {"_error_callback", T_OBJECT, offsetof(ApplyResultObject, error_callback), 0, NULL},
     {"_event", T_OBJECT, offsetof(ApplyResultObject, event), 0, NULL},
     {"_value", T_OBJECT_EX, offsetof(ApplyResultObject, value), 0, NULL},
-    {"__weaklistoffset__", T_PYSSIZET, offsetof(ApplyResultObject, weakreflist), READONLY,
-     NULL},
+    FM_WEAKREF_MEMBER(ApplyResultObject),
     {NULL, 0, 0, 0, NULL},
 };
 
@@ -537,13 +501,10 @@ result_drop_refs(ApplyResultObject *self)
 static void
 ApplyResult_dealloc(ApplyResultObject *self)
 {
-    PyTypeObject *tp = Py_TYPE(self);
-    if (self->weakreflist != NULL)
-        PyObject_ClearWeakRefs((PyObject *)self);
+    fm_dealloc_begin((PyObject *)self);
     result_drop_refs(self);
     Py_CLEAR(self->job);
-    tp->tp_free(self);
-    Py_DECREF(tp);
+    fm_dealloc_end((PyObject *)self);
 }
 
 static PyType_Slot ApplyResult_slots[] = {
@@ -589,7 +550,9 @@ PyDoc_STRVAR(pool_report_callback_error_doc,
 static PyObject *
 pool_report_callback_error(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 2 || !PyExceptionInstance_Check(args[1])) {
+    if (fm_check_nargs("pool_report_callback_error", nargs, 2, 2) < 0)
+        return NULL;
+    if (!PyExceptionInstance_Check(args[1])) {
         PyErr_SetString(PyExc_TypeError, "pool_report_callback_error(callback, exc)");
         return NULL;
     }
@@ -608,14 +571,5 @@ PyMethodDef fm_pool_result_module_methods[] = {
 int
 fm_pool_result_add_types(PyObject *module, fm_state *st)
 {
-    PyObject *tp = PyType_FromModuleAndSpec(module, &ApplyResult_spec, NULL);
-    if (tp == NULL)
-        return -1;
-    st->ApplyResultType = (PyTypeObject *)tp;
-    Py_INCREF(tp);
-    if (PyModule_AddObject(module, "ApplyResult", tp) < 0) {
-        Py_DECREF(tp);
-        return -1;
-    }
-    return 0;
+    return fm_add_type(module, &ApplyResult_spec, NULL, &st->ApplyResultType);
 }

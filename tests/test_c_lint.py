@@ -67,7 +67,7 @@ def test_no_python_api_without_the_gil():
 
 # Functions that run in threads that never run Python code (the pool's collector thread:
 # signals are handled by the interpreter's main thread): they block without FM_BLOCKING().
-NO_PYTHON_THREAD = {"pool.c": ("collector_main",)}
+NO_PYTHON_THREAD = {"pool_collect.c": ("collector_take",)}
 
 
 def _without_functions(text, names):
@@ -113,9 +113,9 @@ GLUE_ONLY = {
     r"_fm_attach\(\) needs the tuple": "glue.c",      # fm_check_state
     r"\bPyErr_(Fetch|Restore|GetRaisedException|SetRaisedException)\s*\(": "compat.h",
 }
-# Files that keep their own copies until they move onto the glue (the pool's files, moved
-# with their split); every name here must be a file of csrc/.
-NOT_YET_ON_GLUE = {"pool.c", "pool_result.c"}
+# Files that keep their own copies until they move onto the glue (none left); every name
+# here must be a file of csrc/.
+NOT_YET_ON_GLUE = set()
 
 
 def test_glue_is_written_once():
