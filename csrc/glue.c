@@ -257,6 +257,17 @@ fm_segment_made(fm_state *st, const char *name)
 }
 
 void
+fm_report_unraisable(PyObject *where)
+{
+    if (PyErr_ExceptionMatches(PyExc_KeyboardInterrupt)) {
+        PyErr_Clear();
+        PyErr_SetInterrupt();
+        return;
+    }
+    PyErr_WriteUnraisable(where);
+}
+
+void
 fm_segment_gone(fm_state *st, const char *name)
 {
     if (st == NULL || st->segment_gone_hook == NULL)

@@ -209,6 +209,14 @@ int fm_segment_made(fm_state *st, const char *name);
  * hook's own errors are unraisable); st may be NULL (nothing to tell). */
 void fm_segment_gone(fm_state *st, const char *name);
 
+/* Report the pending exception, raised by code run on the user's behalf
+ * whose caller cannot take an exception (a result callback run while a
+ * thread waits for results), through sys.unraisablehook -- except a
+ * KeyboardInterrupt: the SIGINT handler ran inside that code, so the
+ * interrupt is re-armed (PyErr_SetInterrupt) and raises in the waiting
+ * call that checks signals next, instead of being lost. */
+void fm_report_unraisable(PyObject *where);
+
 /* ---------------------------------------------- _fm_state / _fm_attach */
 
 /* What another process needs to attach an object: its _fm_state() tuple

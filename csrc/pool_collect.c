@@ -316,14 +316,14 @@ dispatch(PoolChannelObject *self, fm_buf *b)
     if ((PyList_GET_SIZE(d.runs) > 0 || d.completed) && self->on_results != NULL) {
         PyObject *r = PyObject_CallOneArg(self->on_results, d.runs);
         if (r == NULL)
-            PyErr_WriteUnraisable(self->on_results);
+            fm_report_unraisable(self->on_results);
         Py_XDECREF(r);
     }
     Py_XDECREF(d.key);
     Py_DECREF(d.runs);
     return stop;
 error:
-    PyErr_WriteUnraisable((PyObject *)self);
+    fm_report_unraisable((PyObject *)self);
     Py_XDECREF(d.key);
     Py_XDECREF(d.runs);
     return stop;
@@ -414,7 +414,7 @@ collector_deliver(PoolChannelObject *self, fm_buf *b, int dead)
     if (dead && !stop && self->on_dead != NULL) {
         PyObject *r = PyObject_CallNoArgs(self->on_dead);
         if (r == NULL)
-            PyErr_WriteUnraisable(self->on_dead);
+            fm_report_unraisable(self->on_dead);
         Py_XDECREF(r);
     }
     PyGILState_Release(g);
@@ -549,7 +549,11 @@ lead_collect(PoolChannelObject *self, uint32_t seen, int64_t deadline)
         fm_pool_bump_dispatch(self);    /* a follower may take over the ring */
     }
     free(b.p);
-    if (s == FM_EINTR && PyErr_CheckSignals() < 0)
+    (void)s;
+    /* every slice, not only when the wait was interrupted: a signal that
+     * another thread handled (the kernel picks any thread) or that came
+     * while this one held the GIL interrupts no wait of this thread */
+    if (PyErr_CheckSignals() < 0)
         return -1;
     return got;
 }
@@ -577,9 +581,9 @@ fm_pool_wait(PoolChannelObject *self, int64_t deadline)
     FM_BLOCKING(s, ((void)fm_spin, follower_wait_once(self, seen, deadline)));
     int got = atomic_load_explicit(&self->disp_seq, memory_order_seq_cst) != seen;
     atomic_fetch_sub_explicit(&self->waiting, 1, memory_order_seq_cst);
-    if (s == FM_EINTR && PyErr_CheckSignals() < 0)
-        return -1;
     if (s == FM_PYERR)
+        return -1;
+    if (PyErr_CheckSignals() < 0)      /* every slice: see lead_collect */
         return -1;
     return got;
 }

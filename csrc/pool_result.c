@@ -81,7 +81,7 @@ fm_apply_result_complete(PyObject *result, int ok, PyObject *value)
         Py_INCREF(cb);
         PyObject *r = PyObject_CallOneArg(cb, value);
         if (r == NULL)
-            PyErr_WriteUnraisable(cb);
+            fm_report_unraisable(cb);
         Py_XDECREF(r);
         Py_DECREF(cb);
     }

@@ -16,6 +16,7 @@ import pytest
 
 import _pool_targets as targets
 import fastmp
+import fastmp.futures
 import fastmp.pool
 from conftest import is_fastmp
 
@@ -464,6 +465,39 @@ def test_ctrl_c_during_map(fastmp_ctx):
             pool.map(targets.sleep_for, [5] * 8, chunksize=1)
         assert time.monotonic() - t0 < 4
     finally:
+        pool.terminate()
+        pool.join()
+
+
+@pytest.mark.parametrize("call", ["map", "apply", "get", "future"])
+def test_ctrl_c_delivered_to_another_thread(fastmp_ctx, call):
+    """SIGINT handled by a thread other than the waiting main thread (the kernel picks any
+    thread of the process): the main thread's wait is not interrupted, yet it must raise
+    KeyboardInterrupt promptly, as it does when the signal lands on it."""
+    pool = fastmp.pool.Pool(2, context=fastmp_ctx)
+    ex = fastmp.futures.ProcessPoolExecutor(1, mp_context=fastmp_ctx)
+    parked = threading.Event()
+    other = threading.Thread(target=parked.wait, daemon=True)
+    other.start()
+    try:
+        timer = threading.Timer(0.5, signal.pthread_kill, (other.ident, signal.SIGINT))
+        timer.start()
+        t0 = time.monotonic()
+        with pytest.raises(KeyboardInterrupt):
+            if call == "map":
+                pool.map(targets.sleep_for, [5] * 8, chunksize=1)
+            elif call == "apply":
+                pool.apply(targets.sleep_for, (5,))
+            elif call == "get":
+                pool.apply_async(targets.sleep_for, (5,)).get(30)
+            else:
+                ex.submit(targets.sleep_for, 5).result(30)
+        assert time.monotonic() - t0 < 4
+    finally:
+        parked.set()
+        for p in list(ex._processes.values()):
+            p.kill()
+        ex.shutdown(wait=True)
         pool.terminate()
         pool.join()
 
