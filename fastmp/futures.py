@@ -704,6 +704,29 @@ class ProcessPoolExecutor(Executor):
                 d.terminate()
     shutdown.__doc__ = Executor.shutdown.__doc__
 
+    def terminate_workers(self):
+        """Stop every live worker at once with Process.terminate() (SIGTERM), after
+        shutdown(wait=False, cancel_futures=True): the futures not yet handed over are
+        cancelled, the calls running fail with BrokenProcessPool, and the executor takes no
+        more work.  Python 3.14's method, on every version."""
+        self._stop_workers("terminate")
+
+    def kill_workers(self):
+        """terminate_workers() with Process.kill() (SIGKILL): for workers that ignore
+        SIGTERM.  Python 3.14's method, on every version."""
+        self._stop_workers("kill")
+
+    def _stop_workers(self, how):
+        # the workers are taken before shutdown(), which forgets them as they exit
+        workers = list(self._processes.values())
+        self.shutdown(wait=False, cancel_futures=True)
+        for p in workers:
+            try:
+                if p.exitcode is None:
+                    getattr(p, how)()
+            except (OSError, ValueError):
+                pass        # exited meanwhile, or closed
+
 
 def _buffered_results(executor_ref, post, chunks, futures, end_time):
     """The results of a map() with a buffersize, in order: before waiting for the oldest

@@ -259,6 +259,40 @@ def test_cancelled_futures_never_run(ctx, tmp_path, how):
         ex.shutdown(wait=True)
 
 
+@pytest.mark.parametrize("how", ["terminate_workers", "kill_workers"])
+def test_terminate_and_kill_workers(fastmp_ctx, how):
+    """Python 3.14's terminate_workers()/kill_workers() (fastmp has them on every version;
+    the stdlib's before 3.14 has neither): the running call fails with BrokenProcessPool, the
+    pending ones are cancelled, every worker is gone at once, no more work is taken."""
+    import signal
+    ex = executor(fastmp_ctx, 2)
+    try:
+        running = ex.submit(targets.sleep_for, 60)
+        deadline = time.monotonic() + WAIT
+        while not running.running():
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        pending = [ex.submit(targets.sleep_for, 60) for _ in range(6)]
+        workers = list(ex._processes.values())
+        assert workers
+        t0 = time.monotonic()
+        getattr(ex, how)()
+        assert isinstance(running.exception(WAIT), cf.process.BrokenProcessPool)
+        for f in pending:
+            assert f.cancelled() or isinstance(f.exception(WAIT), cf.process.BrokenProcessPool)
+        for p in workers:
+            p.join(WAIT)
+        assert time.monotonic() - t0 < 10
+        expected = -signal.SIGTERM if how == "terminate_workers" else -signal.SIGKILL
+        # the busy worker is stopped; an idle one may have left on shutdown()'s word first
+        codes = [p.exitcode for p in workers]
+        assert expected in codes and set(codes) <= {expected, 0}, codes
+        with pytest.raises(RuntimeError):
+            ex.submit(targets.square, 2)
+    finally:
+        ex.shutdown(wait=True)
+
+
 def test_cancel_of_a_running_future_fails(ctx, tmp_path):
     out = str(tmp_path / "ran")
     with executor(ctx, 1) as ex:
