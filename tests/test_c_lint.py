@@ -44,6 +44,17 @@ def test_python_free_core_does_not_include_python():
         assert not re.search(r'#\s*include\s*"\.\./', text), path.name
 
 
+def test_every_file_binds_the_old_glibc_symbols():
+    # csrc/core/glibc_compat.h's .symver lines act only in the files that include it: a file
+    # that calls shm_open or pthread_create without it makes the wheel need glibc 2.34
+    for path in _c_files(CORE, "*.c"):
+        assert '#include "glibc_compat.h"' in path.read_text(), path.name
+    assert '#include "core/glibc_compat.h"' in (CSRC / "fastmp.h").read_text()
+    for path in _c_files(CSRC, "*.c"):
+        assert '#include "fastmp.h"' in path.read_text() or \
+            '#include "pool.h"' in path.read_text(), path.name
+
+
 def test_memory_orders_are_defined_once():
     for path in _all_c_files():
         if path.name == "atomics.h":

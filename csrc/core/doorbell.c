@@ -2,6 +2,7 @@
  * doorbell.h for the protocol and why it is built this way). */
 #include "doorbell.h"
 #include "atomics.h"
+#include "glibc_compat.h"
 #include "futex.h"
 #include "status.h"
 

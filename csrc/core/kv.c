@@ -3,6 +3,7 @@
  * docs/design.md ("Shared dict and list"). */
 #include "kv.h"
 #include "atomics.h"
+#include "glibc_compat.h"
 
 #include <errno.h>
 #include <fcntl.h>

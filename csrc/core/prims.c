@@ -8,6 +8,7 @@
  * increment, so the sleeper's futex call sees the new word and returns. */
 #include "prims.h"
 #include "atomics.h"
+#include "glibc_compat.h"
 
 #include <limits.h>
 

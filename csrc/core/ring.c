@@ -77,6 +77,7 @@
  * Every death (mid-claim, mid-copy, mid-read) is recovered. */
 #include "ring.h"
 #include "atomics.h"
+#include "glibc_compat.h"
 
 #include <limits.h>
 #include <string.h>
