@@ -314,4 +314,9 @@ def test_two_imaps_consumed_in_turn(fctx):
         a = imap(pool, targets.square, iter(range(300)), buffersize=4)
         b = imap(pool, targets.identity, iter(range(300)), buffersize=4)
         assert list(zip(a, b)) == [(x * x, x) for x in range(300)]
+        # the feeder finds each input's end on its own thread, once the consumer made room:
+        # the pool forgets the jobs soon after, not necessarily before zip() returns
+        deadline = time.monotonic() + 30
+        while pool._cache and time.monotonic() < deadline:
+            time.sleep(0.01)
         assert pool._cache == {}
