@@ -150,5 +150,7 @@ extern PyMethodDef fm_pool_result_module_methods[];
 /* queue.c */
 int fm_queue_add_types(PyObject *module, fm_state *st);
 extern PyMethodDef fm_queue_module_methods[];
+/* connection.c */
+int fm_connection_add_types(PyObject *module, fm_state *st);
 
 #endif

@@ -280,6 +280,8 @@ module_exec(PyObject *module)
         return -1;
     if (fm_queue_add_types(module, st) < 0)
         return -1;
+    if (fm_connection_add_types(module, st) < 0)
+        return -1;
     if (PyModule_AddFunctions(module, fm_queue_module_methods) < 0)
         return -1;
     if (fm_pool_result_add_types(module, st) < 0)
