@@ -78,6 +78,7 @@ typedef struct {
     int closed;
     int busy;                           /* threads inside with the GIL released */
     uint32_t peer_closes_seen;
+    int peer_dead;                      /* seen gone once: gone for good */
     PyObject *dumps, *plain_dumps, *loads;
     PyObject *weakreflist;
 } FmConnObject;
@@ -118,6 +119,8 @@ corrupt(void)
 static int
 peer_gone(FmConnObject *self)
 {
+    if (self->peer_dead)
+        return 1;
     if (self->livefd < 0)
         return 0;
     struct pollfd p = {.fd = self->livefd, .events = POLLIN | POLLRDHUP};
@@ -125,7 +128,8 @@ peer_gone(FmConnObject *self)
     do
         r = poll(&p, 1, 0);
     while (r < 0 && errno == EINTR);
-    return r > 0 && (p.revents & (POLLIN | POLLHUP | POLLRDHUP | POLLERR)) != 0;
+    self->peer_dead = r > 0 && (p.revents & (POLLIN | POLLHUP | POLLRDHUP | POLLERR)) != 0;
+    return self->peer_dead;
 }
 
 static int
@@ -231,7 +235,7 @@ write_message(FmConnObject *self, const char *p, size_t n)
 {
     fm_stream *s = self->tx;
     uint32_t closes = atomic_load_explicit(&self->sh->closes[1 - self->end], memory_order_acquire);
-    if (closes != self->peer_closes_seen) {
+    if (closes != self->peer_closes_seen || self->peer_dead) {
         self->peer_closes_seen = closes;
         if (peer_gone(self))
             return broken_pipe();
