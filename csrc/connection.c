@@ -73,6 +73,8 @@ typedef struct {
     int epfd;                           /* fileno() of a readable end; -1: none yet */
     uint32_t ep_pid;                    /* the process that made epfd and watch */
     fm_doorbell_watcher watch;
+    uint64_t drained_head;              /* rx head when the socket was last drained */
+    int self_rang;                      /* our own ring is in the socket */
     int end;                            /* 0 or 1 */
     int readable, writable;
     int closed;
@@ -275,7 +277,37 @@ write_message(FmConnObject *self, const char *p, size_t n)
 
 /* ------------------------------------------------------------- reading */
 
-/* After a read: a watched end whose stream is empty must not read ready. */
+/* Make the watcher's socket say what the stream holds (doorbell.h):
+ * drain it, then read the stream, and ring it ourselves if bytes are
+ * there.  Each is a system call, skipped when the socket already says the
+ * right thing:
+ *   bytes there, and head moved since the last drain: every writer that
+ *     moved it rang after that drain (or we saw its bytes after the drain
+ *     and rang ourselves): a byte is in the socket or on its way;
+ *   bytes there and our own ring not drained since: the same;
+ *   nothing there, head unchanged since the last drain and no ring of
+ *     ours: no writer rang since (but for a ring late for that drain: an
+ *     early wake-up, as doorbell.h allows). */
+static void
+arm(FmConnObject *self, int first)
+{
+    fm_doorbell *bell = &self->sh->bell[self->end];
+    uint64_t head = atomic_load_explicit(&self->rx->head, memory_order_seq_cst);
+    int has = fm_stream_avail(self->rx) != 0;
+    int moved = head != self->drained_head;
+    if (!first && (has ? (moved || self->self_rang) : (!moved && !self->self_rang)))
+        return;
+    fm_doorbell_drain(&self->watch);
+    self->drained_head = head;
+    self->self_rang = 0;
+    if (fm_stream_avail(self->rx) != 0) {
+        fm_doorbell_self_ring(bell, &self->watch);
+        self->self_rang = 1;
+    }
+}
+
+/* After a read: a watched end whose stream is empty must not read ready
+ * (for selectors that keep the descriptor registered). */
 static void
 rearm(FmConnObject *self)
 {
@@ -283,10 +315,7 @@ rearm(FmConnObject *self)
         return;
     if (fm_stream_avail(self->rx) != 0)
         return;
-    fm_doorbell *bell = &self->sh->bell[self->end];
-    fm_doorbell_drain(&self->watch);
-    if (fm_stream_avail(self->rx) != 0)
-        fm_doorbell_self_ring(bell, &self->watch);
+    arm(self, 0);
 }
 
 /* Read exactly n bytes into dst (rlock held).  0; -1 with an exception
@@ -1038,10 +1067,10 @@ Conn_fileno(FmConnObject *self, PyObject *Py_UNUSED(ignored))
         }
         self->epfd = ep;
         self->ep_pid = me;
+        arm(self, 1);   /* what was sent before we watched rang nothing */
+        return PyLong_FromLong(self->epfd);
     }
-    fm_doorbell_drain(&self->watch);
-    if (fm_stream_avail(self->rx) != 0)
-        fm_doorbell_self_ring(bell, &self->watch);
+    arm(self, 0);
     return PyLong_FromLong(self->epfd);
 }
 

@@ -250,6 +250,17 @@ def test_send_to_closed_peer_raises_broken_pipe(mp):
     w.close()
 
 
+def test_wait_sees_messages_sent_before_the_first_fileno(mp):
+    for duplex in (True, False):
+        r, w = mp.Pipe(duplex)
+        w.send(1)
+        assert std_connection.wait([r], timeout=WAIT) == [r]
+        assert r.recv() == 1
+        assert std_connection.wait([r], timeout=0.05) == []
+        r.close()
+        w.close()
+
+
 def test_wait_on_a_mix(mp):
     a, b = mp.Pipe()
     r, w = mp.Pipe(duplex=False)
