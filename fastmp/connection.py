@@ -39,8 +39,10 @@ class Connection(_core.Connection, _std.Connection):
     _fm_loads = staticmethod(pickle.loads)
     _fm_too_short = BufferTooShort
 
-    def __init__(self, *args, **kwargs):
-        raise TypeError("fastmp Connection objects are made by Pipe()")
+    def __new__(cls, handle, readable=True, writable=True):
+        # Connection(fd) wraps a descriptor (a socket, an OS pipe) as the stdlib does: that is
+        # the stdlib's class; the shared-memory ends come from Pipe() only.
+        return _std.Connection(handle, readable, writable)
 
     def __del__(self):
         pass        # the C type closes it when it goes
