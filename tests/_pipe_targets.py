@@ -70,6 +70,19 @@ def poll_until_interrupted(conn, ready):
     sys.exit(WRONG)
 
 
+def send_until_interrupted(conn, ready):
+    """Send until the pipe is full and send() blocks; exit GOT_KEYBOARD_INTERRUPT when Ctrl-C
+    interrupts it."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    ready.send("ready")
+    try:
+        for _ in range(100_000):
+            conn.send_bytes(b"x" * 65536)
+    except KeyboardInterrupt:
+        sys.exit(GOT_KEYBOARD_INTERRUPT)
+    sys.exit(WRONG)
+
+
 def recv_conn_and_echo(carrier):
     """Receive a connection through another connection, then echo on it."""
     conn = carrier.recv()

@@ -460,11 +460,12 @@ def test_end_sent_through_a_queue(ctx, procs):
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("target", ["recv", "poll"])
-def test_sigint_interrupts_blocked_read(ctx, procs, target):
+@pytest.mark.parametrize("target", ["recv", "poll", "send"])
+def test_sigint_interrupts_blocked_call(ctx, procs, target):
     a, b = ctx.Pipe()
     ready_r, ready_w = ctx.Pipe(duplex=False)
-    fn = targets.recv_until_interrupted if target == "recv" else targets.poll_until_interrupted
+    fn = {"recv": targets.recv_until_interrupted, "poll": targets.poll_until_interrupted,
+          "send": targets.send_until_interrupted}[target]
     p = start(procs, ctx, fn, b, ready_w)
     assert ready_r.poll(WAIT) and ready_r.recv() == "ready"
     time.sleep(0.3)
