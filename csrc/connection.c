@@ -1183,7 +1183,16 @@ static PyMemberDef Conn_members[] = {
     {NULL, 0, 0, 0, NULL},
 };
 
+/* Ends come from _fm_pair and _fm_attach only. */
+static PyObject *
+Conn_new(PyTypeObject *tp, PyObject *Py_UNUSED(args), PyObject *Py_UNUSED(kwds))
+{
+    PyErr_Format(PyExc_TypeError, "cannot create '%s' instances: use Pipe()", tp->tp_name);
+    return NULL;
+}
+
 static PyType_Slot Conn_slots[] = {
+    {Py_tp_new, Conn_new},
     {Py_tp_dealloc, Conn_dealloc},
     {Py_tp_traverse, Conn_traverse},
     {Py_tp_clear, Conn_clear},
@@ -1198,8 +1207,7 @@ static PyType_Slot Conn_slots[] = {
 static PyType_Spec Conn_spec = {
     .name = "fastmp._core.Connection",
     .basicsize = sizeof(FmConnObject),
-    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC |
-             Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
     .slots = Conn_slots,
 };
 

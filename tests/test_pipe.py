@@ -530,3 +530,59 @@ def test_fastmp_pipe_is_the_c_type():
         d.close()
     a.close()
     b.close()
+
+
+def _stream_words(conn):
+    """The pipe's shared file mapped here, and the offset of the write position of the stream
+    that `conn` reads (csrc/connection.c: a 4 KiB header, then the streams; stream.h: the write
+    position on the stream's second cache line)."""
+    import mmap
+    memfd, _, end = conn._fm_fds()
+    m = mmap.mmap(memfd, os.fstat(memfd).st_size)
+    return m, 4096 + 64 if end == 0 else None
+
+
+def test_corrupt_stream_raises_not_crashes():
+    import struct
+    import fastmp
+    r, w = fastmp.Pipe(duplex=False)
+    w.send_bytes(b"hello")
+    m, head_at = _stream_words(r)
+    (head,) = struct.unpack_from("<Q", m, head_at)
+    assert head == 8 + 5
+    struct.pack_into("<Q", m, head_at, 1 << 50)        # a stray write
+    with pytest.raises(OSError, match="corrupt"):
+        r.recv_bytes()
+    with pytest.raises(OSError, match="corrupt"):
+        r.poll()
+    struct.pack_into("<Q", m, head_at, head)            # repaired: in step again
+    assert r.recv_bytes() == b"hello"
+    # a length no writer would write
+    w.send_bytes(b"abc")
+    struct.pack_into("<Q", m, 4096 + 3 * 64 + head, 1 << 62)
+    with pytest.raises(OSError, match="corrupt"):
+        r.recv_bytes()
+    m.close()
+    r.close()
+    w.close()
+
+
+def test_close_from_another_thread_wakes_a_blocked_recv():
+    import threading
+    import fastmp
+    a, b = fastmp.Pipe()
+    errors = []
+
+    def reader():
+        try:
+            b.recv()
+        except OSError as exc:
+            errors.append(str(exc))
+    t = threading.Thread(target=reader)
+    t.start()
+    time.sleep(0.2)
+    b.close()
+    t.join(WAIT)
+    assert not t.is_alive()
+    assert errors == ["handle is closed"]
+    a.close()
