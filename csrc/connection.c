@@ -71,6 +71,7 @@ typedef struct {
     fm_stream *rx, *tx;                 /* NULL where the end does not read / write */
     int memfd, livefd;                  /* -1 once closed */
     int epfd;                           /* fileno() of a readable end; -1: none yet */
+    int ringfd;                         /* a datagram socket to ring the doorbell; -1: none yet */
     uint32_t ep_pid;                    /* the process that made epfd and watch */
     fm_doorbell_watcher watch;
     uint64_t drained_head;              /* rx head when the socket was last drained */
@@ -231,6 +232,21 @@ broken_pipe(void)
     return -1;
 }
 
+/* After a publish: wake the readers that watch the channel's descriptor,
+ * if any (one load when nobody watches), through this end's own socket. */
+static inline void
+ring_readers(FmConnObject *self, fm_doorbell *bell)
+{
+    if (atomic_load_explicit(&bell->watchers, memory_order_seq_cst) == 0)
+        return;
+    if (self->ringfd < 0)
+        self->ringfd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (self->ringfd >= 0)
+        fm_doorbell_ring_from(bell, self->ringfd);
+    else
+        fm_doorbell_ring_slow(bell);
+}
+
 /* Send one message: its 8-byte length, then its bytes. */
 static int
 write_message(FmConnObject *self, const char *p, size_t n)
@@ -248,7 +264,7 @@ write_message(FmConnObject *self, const char *p, size_t n)
         return -1;
     if (fm_stream_put2(s, &hdr, sizeof hdr, p, n)) {
         fm_mutex_unlock(&s->wlock);
-        fm_doorbell_ring(bell);
+        ring_readers(self, bell);
         return 0;
     }
     size_t total = sizeof hdr + n, done = 0;
@@ -260,7 +276,7 @@ write_message(FmConnObject *self, const char *p, size_t n)
             put = fm_stream_put(s, p + (done - sizeof hdr), total - done);
         if (put > 0) {
             done += put;
-            fm_doorbell_ring(bell);
+            ring_readers(self, bell);
             continue;
         }
         int w = wait_stream(self, s, 0, FM_FOREVER);
@@ -430,7 +446,9 @@ conn_close(FmConnObject *self)
         close(self->livefd);
     if (self->memfd >= 0)
         close(self->memfd);
-    self->livefd = self->memfd = -1;
+    if (self->ringfd >= 0)
+        close(self->ringfd);
+    self->livefd = self->memfd = self->ringfd = -1;
     /* the socket is closed first: a woken peer that looks sees it gone */
     atomic_fetch_add_explicit(&self->sh->closes[self->end], 1, memory_order_seq_cst);
     if (self->rx != NULL)
@@ -448,7 +466,7 @@ conn_alloc(PyTypeObject *tp)
     FmConnObject *self = (FmConnObject *)tp->tp_alloc(tp, 0);
     if (self == NULL)
         return NULL;
-    self->memfd = self->livefd = self->epfd = -1;
+    self->memfd = self->livefd = self->epfd = self->ringfd = -1;
     self->watch.fd = -1;
     self->closed = 1;               /* until mapped */
     self->dumps = PyObject_GetAttrString((PyObject *)tp, "_fm_dumps");
