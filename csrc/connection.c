@@ -725,6 +725,31 @@ Conn_dealloc(FmConnObject *self)
 
 /* ------------------------------------------------------------- methods */
 
+/* One optional argument, by position or as keyword `name`: *out stays as
+ * it is when absent.  0, or -1 with TypeError. */
+static int
+one_arg(const char *fname, const char *name, PyObject *const *args, Py_ssize_t nargs,
+        PyObject *kwnames, PyObject **out)
+{
+    Py_ssize_t nkw = kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames);
+    if (nargs + nkw > 1) {
+        PyErr_Format(PyExc_TypeError, "%s() takes at most 1 argument (%zd given)", fname,
+                     nargs + nkw);
+        return -1;
+    }
+    if (nargs == 1)
+        *out = args[0];
+    else if (nkw == 1) {
+        if (PyUnicode_CompareWithASCIIString(PyTuple_GET_ITEM(kwnames, 0), name) != 0) {
+            PyErr_Format(PyExc_TypeError, "%s() got an unexpected keyword argument '%U'",
+                         fname, PyTuple_GET_ITEM(kwnames, 0));
+            return -1;
+        }
+        *out = args[0];
+    }
+    return 0;
+}
+
 static int
 get_index(PyObject *o, Py_ssize_t *out)
 {
@@ -837,12 +862,19 @@ is_plain(PyObject *o, int depth)
 }
 
 PyDoc_STRVAR(Conn_send_doc,
-"send($self, obj, /)\n--\n\n"
+"send($self, /, obj)\n--\n\n"
 "Send a (picklable) object.");
 
 static PyObject *
-Conn_send(FmConnObject *self, PyObject *obj)
+Conn_send(FmConnObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
+    PyObject *obj = NULL;
+    if (one_arg("send", "obj", args, nargs, kwnames, &obj) < 0)
+        return NULL;
+    if (obj == NULL) {
+        PyErr_SetString(PyExc_TypeError, "send() missing required argument 'obj'");
+        return NULL;
+    }
     if (check_usable(self, 0) < 0)
         return NULL;
     PyObject *fn = is_plain(obj, 0) ? self->plain_dumps : self->dumps;
@@ -882,21 +914,8 @@ Conn_recv_bytes(FmConnObject *self, PyObject *const *args, Py_ssize_t nargs,
                 PyObject *kwnames)
 {
     PyObject *maxobj = NULL;
-    Py_ssize_t nkw = kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames);
-    if (nargs + nkw > 1) {
-        PyErr_SetString(PyExc_TypeError, "recv_bytes() takes at most 1 argument");
+    if (one_arg("recv_bytes", "maxlength", args, nargs, kwnames, &maxobj) < 0)
         return NULL;
-    }
-    if (nargs == 1)
-        maxobj = args[0];
-    else if (nkw == 1) {
-        if (PyUnicode_CompareWithASCIIString(PyTuple_GET_ITEM(kwnames, 0), "maxlength") != 0) {
-            PyErr_Format(PyExc_TypeError, "recv_bytes() got an unexpected keyword argument '%U'",
-                         PyTuple_GET_ITEM(kwnames, 0));
-            return NULL;
-        }
-        maxobj = args[0];
-    }
     if (check_usable(self, 1) < 0)
         return NULL;
     Py_ssize_t maxlength = -1;
@@ -1017,21 +1036,20 @@ done:
 }
 
 PyDoc_STRVAR(Conn_poll_doc,
-"poll($self, timeout=0.0, /)\n--\n\n"
+"poll($self, /, timeout=0.0)\n--\n\n"
 "Whether there is any input available to be read (or the other end is\n"
 "gone: then recv() raises EOFError).  timeout None: wait for it.");
 
 static PyObject *
-Conn_poll(FmConnObject *self, PyObject *const *args, Py_ssize_t nargs)
+Conn_poll(FmConnObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    if (nargs > 1) {
-        PyErr_SetString(PyExc_TypeError, "poll() takes at most 1 argument");
+    PyObject *timeout = NULL;
+    if (one_arg("poll", "timeout", args, nargs, kwnames, &timeout) < 0)
         return NULL;
-    }
     if (check_usable(self, 1) < 0)
         return NULL;
     int64_t deadline = 0;
-    if (nargs == 1 && fm_timeout_to_deadline(args[0], &deadline) < 0)
+    if (timeout != NULL && fm_timeout_to_deadline(timeout, &deadline) < 0)
         return NULL;
     uint64_t n = fm_stream_avail(self->rx);
     if (n == (uint64_t)-1)
@@ -1170,13 +1188,15 @@ Conn_get_handle(FmConnObject *self, void *Py_UNUSED(c))
 static PyMethodDef Conn_methods[] = {
     {"send_bytes", (PyCFunction)(void (*)(void))Conn_send_bytes, METH_FASTCALL | METH_KEYWORDS,
      Conn_send_bytes_doc},
-    {"send", (PyCFunction)Conn_send, METH_O, Conn_send_doc},
+    {"send", (PyCFunction)(void (*)(void))Conn_send, METH_FASTCALL | METH_KEYWORDS,
+     Conn_send_doc},
     {"recv_bytes", (PyCFunction)(void (*)(void))Conn_recv_bytes, METH_FASTCALL | METH_KEYWORDS,
      Conn_recv_bytes_doc},
     {"recv_bytes_into", (PyCFunction)(void (*)(void))Conn_recv_bytes_into,
      METH_FASTCALL | METH_KEYWORDS, Conn_recv_bytes_into_doc},
     {"recv", (PyCFunction)Conn_recv, METH_NOARGS, Conn_recv_doc},
-    {"poll", (PyCFunction)(void (*)(void))Conn_poll, METH_FASTCALL, Conn_poll_doc},
+    {"poll", (PyCFunction)(void (*)(void))Conn_poll, METH_FASTCALL | METH_KEYWORDS,
+     Conn_poll_doc},
     {"fileno", (PyCFunction)Conn_fileno, METH_NOARGS, Conn_fileno_doc},
     {"close", (PyCFunction)Conn_close_m, METH_NOARGS, "close($self, /)\n--\n\nClose the connection."},
     {"_fm_fds", (PyCFunction)Conn_fds, METH_NOARGS, Conn_fds_doc},

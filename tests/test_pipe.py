@@ -94,6 +94,25 @@ def test_send_bytes_argument_errors(mp):
     b.close()
 
 
+def test_keyword_arguments(mp):
+    a, b = mp.Pipe()
+    a.send(obj=("kw", 1))
+    assert b.poll(timeout=WAIT) is True
+    assert b.recv() == ("kw", 1)
+    a.send_bytes(buf=b"abcdef", offset=1, size=2)
+    assert b.recv_bytes(maxlength=2) == b"bc"
+    a.send_bytes(b"xyz")
+    buf = bytearray(5)
+    assert b.recv_bytes_into(buf=buf, offset=2) == 3 and buf == b"\x00\x00xyz"
+    assert b.poll(timeout=0) is False
+    for call in (lambda: b.poll(0, 1), lambda: b.poll(wait=1), lambda: a.send(1, 2),
+                 lambda: a.send(), lambda: b.recv_bytes(1, 2), lambda: a.send_bytes()):
+        with pytest.raises(TypeError):
+            call()
+    a.close()
+    b.close()
+
+
 def test_recv_bytes_maxlength_too_small(mp):
     a, b = mp.Pipe()
     a.send_bytes(b"0123456789")
