@@ -27,13 +27,19 @@
  * socket pass to children by inheritance (fork) or as descriptors (the
  * stdlib's reduction.DupFd, for spawn, forkserver and transfers).
  *
- * fileno() of a readable end is an epoll descriptor made on first use,
- * watching two things: the channel's doorbell (csrc/core/doorbell.h: rung
- * by writers only while someone watches) and the liveness socket.  It reads
- * ready when a message is there or the other end is gone, which is what
- * multiprocessing.connection.wait() needs. */
+ * fileno() is that socket, as the stdlib's duplex Pipe gives its socket:
+ * multiprocessing.reduction.send_handle/recv_handle and raw writes work on
+ * it, and it reads ready when recv() would not block, for wait() and
+ * select: at EOF, and when the stream holds bytes, by one token byte in it.
+ * The writer that makes the stream go from empty to not empty sends the
+ * token (a shared flag says whether one is there: no system call while it
+ * is); the token is taken out again when the stream is found empty, by
+ * fileno() and, once some process has asked fileno() of the end, by the
+ * read that empties it.  So a pipe that nobody waits on costs one system
+ * call for its first message and none after, and a message sent before
+ * anyone asked fileno() still makes it read ready.  (The token protocol:
+ * see signal_reader and clear_token.) */
 #include "fastmp.h"
-#include "core/doorbell.h"
 #include "core/stream.h"
 
 #include <errno.h>
@@ -42,7 +48,6 @@
 #include <poll.h>
 #include <string.h>
 #include <structmember.h>
-#include <sys/epoll.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -59,7 +64,8 @@ typedef struct {
     uint32_t nchan;                     /* 1 (one-way) or 2 */
     uint64_t capacity;                  /* data bytes per channel */
     _Atomic uint32_t closes[2];         /* closes of each end's copies, ever */
-    fm_doorbell bell[2];                /* one per channel: its readers' descriptors */
+    _Atomic uint32_t signaled[2];       /* per channel: a token is in its reader's socket */
+    _Atomic uint32_t watched[2];        /* per channel: fileno() was asked of its reader */
 } fm_pipe_shared;
 _Static_assert(sizeof(fm_pipe_shared) <= PIPE_HEADER_BYTES, "pipe header outgrows its page");
 
@@ -70,12 +76,7 @@ typedef struct {
     fm_pipe_shared *sh;
     fm_stream *rx, *tx;                 /* NULL where the end does not read / write */
     int memfd, livefd;                  /* -1 once closed */
-    int epfd;                           /* fileno() of a readable end; -1: none yet */
-    int ringfd;                         /* a datagram socket to ring the doorbell; -1: none yet */
-    uint32_t ep_pid;                    /* the process that made epfd and watch */
-    fm_doorbell_watcher watch;
-    uint64_t drained_head;              /* rx head when the socket was last drained */
-    int self_rang;                      /* our own ring is in the socket */
+    int rxch, txch;                     /* the channels this end reads and writes */
     int end;                            /* 0 or 1 */
     int readable, writable;
     int closed;
@@ -96,17 +97,6 @@ static fm_stream *
 channel(unsigned char *base, size_t cap, int k)
 {
     return (fm_stream *)(base + PIPE_HEADER_BYTES + (size_t)k * fm_stream_bytes(cap));
-}
-
-static PyObject *
-set_oserror(int err, const char *msg)
-{
-    PyObject *args = Py_BuildValue("(is)", err, msg);
-    if (args != NULL) {
-        PyErr_SetObject(PyExc_OSError, args);
-        Py_DECREF(args);
-    }
-    return NULL;
 }
 
 static PyObject *
@@ -131,7 +121,9 @@ peer_gone(FmConnObject *self)
     do
         r = poll(&p, 1, 0);
     while (r < 0 && errno == EINTR);
-    self->peer_dead = r > 0 && (p.revents & (POLLIN | POLLHUP | POLLRDHUP | POLLERR)) != 0;
+    /* not POLLIN: the socket also carries tokens (and whatever a program
+     * writes to fileno()) */
+    self->peer_dead = r > 0 && (p.revents & (POLLHUP | POLLRDHUP | POLLERR)) != 0;
     return self->peer_dead;
 }
 
@@ -232,19 +224,27 @@ broken_pipe(void)
     return -1;
 }
 
-/* After a publish: wake the readers that watch the channel's descriptor,
- * if any (one load when nobody watches), through this end's own socket. */
+/* After a publish: if no token is in the reader's socket, put one there.
+ * One load when there is.  Against clear_token: the head is stored
+ * (seq_cst) before the flag is read, and the reader clears the flag before
+ * it reads the head, so either this writer sees the flag cleared and sends
+ * a token, or the reader sees these bytes and leaves its token in place. */
 static inline void
-ring_readers(FmConnObject *self, fm_doorbell *bell)
+signal_reader(FmConnObject *self)
 {
-    if (atomic_load_explicit(&bell->watchers, memory_order_seq_cst) == 0)
+    _Atomic uint32_t *sig = &self->sh->signaled[self->txch];
+    if (atomic_load_explicit(sig, memory_order_seq_cst) != 0)
         return;
-    if (self->ringfd < 0)
-        self->ringfd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    if (self->ringfd >= 0)
-        fm_doorbell_ring_from(bell, self->ringfd);
-    else
-        fm_doorbell_ring_slow(bell);
+    uint32_t zero = 0;
+    if (!atomic_compare_exchange_strong_explicit(sig, &zero, 1, memory_order_seq_cst,
+                                                 memory_order_seq_cst))
+        return;
+    static const char token = 0;
+    ssize_t r;
+    do
+        r = send(self->livefd, &token, 1, MSG_DONTWAIT | MSG_NOSIGNAL);
+    while (r < 0 && errno == EINTR);
+    /* EPIPE: nobody reads any more; EAGAIN: the socket reads ready anyway */
 }
 
 /* Send one message: its 8-byte length, then its bytes. */
@@ -258,13 +258,12 @@ write_message(FmConnObject *self, const char *p, size_t n)
         if (peer_gone(self))
             return broken_pipe();
     }
-    fm_doorbell *bell = &self->sh->bell[1 - self->end];
     uint64_t hdr = (uint64_t)n;
     if (take_mutex(self, &s->wlock) < 0)
         return -1;
     if (fm_stream_put2(s, &hdr, sizeof hdr, p, n)) {
         fm_mutex_unlock(&s->wlock);
-        ring_readers(self, bell);
+        signal_reader(self);
         return 0;
     }
     size_t total = sizeof hdr + n, done = 0;
@@ -276,7 +275,7 @@ write_message(FmConnObject *self, const char *p, size_t n)
             put = fm_stream_put(s, p + (done - sizeof hdr), total - done);
         if (put > 0) {
             done += put;
-            ring_readers(self, bell);
+            signal_reader(self);
             continue;
         }
         int w = wait_stream(self, s, 0, FM_FOREVER);
@@ -293,45 +292,65 @@ write_message(FmConnObject *self, const char *p, size_t n)
 
 /* ------------------------------------------------------------- reading */
 
-/* Make the watcher's socket say what the stream holds (doorbell.h):
- * drain it, then read the stream, and ring it ourselves if bytes are
- * there.  Each is a system call, skipped when the socket already says the
- * right thing:
- *   bytes there, and head moved since the last drain: every writer that
- *     moved it rang after that drain (or we saw its bytes after the drain
- *     and rang ourselves): a byte is in the socket or on its way;
- *   bytes there and our own ring not drained since: the same;
- *   nothing there, head unchanged since the last drain and no ring of
- *     ours: no writer rang since (but for a ring late for that drain: an
- *     early wake-up, as doorbell.h allows). */
+/* Take one token out of the socket.  Its writer may be between setting
+ * the flag and sending it (a few instructions): wait for it a little. */
 static void
-arm(FmConnObject *self, int first)
+take_token(FmConnObject *self)
 {
-    fm_doorbell *bell = &self->sh->bell[self->end];
-    uint64_t head = atomic_load_explicit(&self->rx->head, memory_order_seq_cst);
-    int has = fm_stream_avail(self->rx) != 0;
-    int moved = head != self->drained_head;
-    if (!first && (has ? (moved || self->self_rang) : (!moved && !self->self_rang)))
-        return;
-    fm_doorbell_drain(&self->watch);
-    self->drained_head = head;
-    self->self_rang = 0;
-    if (fm_stream_avail(self->rx) != 0) {
-        fm_doorbell_self_ring(bell, &self->watch);
-        self->self_rang = 1;
+    char b;
+    for (int tries = 0; tries < 2; tries++) {
+        ssize_t r;
+        do
+            r = recv(self->livefd, &b, 1, MSG_DONTWAIT);
+        while (r < 0 && errno == EINTR);
+        if (r >= 0 || errno != EAGAIN || tries == 1)
+            return;             /* taken, EOF, or (a writer killed in between) none */
+        struct pollfd p = {.fd = self->livefd, .events = POLLIN};
+        self->busy++;
+        Py_BEGIN_ALLOW_THREADS
+        do
+            r = poll(&p, 1, 1000);
+        while (r < 0 && errno == EINTR);
+        Py_END_ALLOW_THREADS
+        self->busy--;
+        if (self->closed)
+            return;
     }
 }
 
-/* After a read: a watched end whose stream is empty must not read ready
- * (for selectors that keep the descriptor registered). */
+/* The stream was found empty: take the token out, so that the socket does
+ * not read ready for nothing.  The flag is cleared before the head is read
+ * again (seq_cst, see signal_reader): bytes published meanwhile keep the
+ * token (flag set back), unless their writer saw the flag cleared and sent
+ * a second one: then one of the two is taken. */
+static void
+clear_token(FmConnObject *self)
+{
+    _Atomic uint32_t *sig = &self->sh->signaled[self->rxch];
+    uint32_t one = 1;
+    if (atomic_load_explicit(sig, memory_order_seq_cst) == 0 ||
+        !atomic_compare_exchange_strong_explicit(sig, &one, 0, memory_order_seq_cst,
+                                                 memory_order_seq_cst))
+        return;
+    if (fm_stream_avail(self->rx) != 0) {
+        uint32_t zero = 0;
+        if (atomic_compare_exchange_strong_explicit(sig, &zero, 1, memory_order_seq_cst,
+                                                    memory_order_seq_cst))
+            return;
+    }
+    take_token(self);
+}
+
+/* After a read: once somebody waits on this end's descriptor, the read
+ * that empties the stream takes the token out (before, nobody looks). */
 static void
 rearm(FmConnObject *self)
 {
-    if (self->ep_pid == 0 || self->ep_pid != fm_self_pid())
+    if (atomic_load_explicit(&self->sh->watched[self->rxch], memory_order_relaxed) == 0)
         return;
     if (fm_stream_avail(self->rx) != 0)
         return;
-    arm(self, 0);
+    clear_token(self);
 }
 
 /* Read exactly n bytes into dst (rlock held).  0; -1 with an exception
@@ -411,20 +430,6 @@ bad_message_length(FmConnObject *self);
 /* --------------------------------------------------------------- close */
 
 static void
-unwatch(FmConnObject *self)
-{
-    if (self->ep_pid == 0)
-        return;
-    if (self->ep_pid == fm_self_pid())
-        fm_doorbell_unwatch(&self->sh->bell[self->end], &self->watch);
-    else
-        fm_doorbell_forget(&self->watch);
-    close(self->epfd);
-    self->epfd = -1;
-    self->ep_pid = 0;
-}
-
-static void
 unmap(FmConnObject *self)
 {
     if (self->base != NULL && self->busy == 0) {
@@ -441,14 +446,11 @@ conn_close(FmConnObject *self)
     if (self->closed)
         return;
     self->closed = 1;
-    unwatch(self);
     if (self->livefd >= 0)
         close(self->livefd);
     if (self->memfd >= 0)
         close(self->memfd);
-    if (self->ringfd >= 0)
-        close(self->ringfd);
-    self->livefd = self->memfd = self->ringfd = -1;
+    self->livefd = self->memfd = -1;
     /* the socket is closed first: a woken peer that looks sees it gone */
     atomic_fetch_add_explicit(&self->sh->closes[self->end], 1, memory_order_seq_cst);
     if (self->rx != NULL)
@@ -466,8 +468,7 @@ conn_alloc(PyTypeObject *tp)
     FmConnObject *self = (FmConnObject *)tp->tp_alloc(tp, 0);
     if (self == NULL)
         return NULL;
-    self->memfd = self->livefd = self->epfd = self->ringfd = -1;
-    self->watch.fd = -1;
+    self->memfd = self->livefd = -1;
     self->closed = 1;               /* until mapped */
     self->dumps = PyObject_GetAttrString((PyObject *)tp, "_fm_dumps");
     self->plain_dumps = PyObject_GetAttrString((PyObject *)tp, "_fm_plain_dumps");
@@ -518,10 +519,12 @@ conn_setup(FmConnObject *self, int memfd, int livefd, int end, int readable, int
     self->end = end;
     self->readable = readable;
     self->writable = writable;
+    self->rxch = nchan == 1 ? 0 : end;
+    self->txch = nchan == 1 ? 0 : 1 - end;
     if (readable)
-        self->rx = channel(self->base, cap, nchan == 1 ? 0 : end);
+        self->rx = channel(self->base, cap, self->rxch);
     if (writable)
-        self->tx = channel(self->base, cap, nchan == 1 ? 0 : 1 - end);
+        self->tx = channel(self->base, cap, self->txch);
     self->peer_closes_seen = atomic_load_explicit(&self->sh->closes[1 - end], memory_order_acquire);
     self->closed = 0;
     return 0;
@@ -578,8 +581,6 @@ Conn_pair(PyObject *cls, PyObject *const *args, Py_ssize_t nargs)
     sh->nchan = nchan;
     sh->capacity = capacity;
     for (uint32_t k = 0; k < nchan; k++) {
-        if (fm_doorbell_init(&sh->bell[k]) != FM_OK)
-            goto oserror;
         if (fm_stream_init(channel(m, capacity, (int)k), capacity) != FM_OK) {
             corrupt();
             goto error;
@@ -1075,39 +1076,14 @@ Conn_fileno(FmConnObject *self, PyObject *Py_UNUSED(ignored))
         PyErr_SetString(PyExc_OSError, "handle is closed");
         return NULL;
     }
-    if (self->rx == NULL)
-        return PyLong_FromLong(self->livefd);
-    uint32_t me = fm_self_pid();
-    if (self->ep_pid != 0 && self->ep_pid != me)
-        unwatch(self);          /* a forked child: the parent's, not ours */
-    fm_doorbell *bell = &self->sh->bell[self->end];
-    if (self->ep_pid == 0) {
-        int st = fm_doorbell_watch(bell, me, &self->watch);
-        if (st == FM_AGAIN)
-            return set_oserror(EBUSY, "fastmp pipe: too many processes wait on this end");
-        if (st != FM_OK)
-            return PyErr_SetFromErrno(PyExc_OSError);
-        int ep = epoll_create1(EPOLL_CLOEXEC);
-        struct epoll_event ev = {.events = EPOLLIN};
-        struct epoll_event lv = {.events = EPOLLIN | EPOLLRDHUP};
-        ev.data.fd = self->watch.fd;
-        lv.data.fd = self->livefd;
-        if (ep < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, self->watch.fd, &ev) < 0 ||
-            epoll_ctl(ep, EPOLL_CTL_ADD, self->livefd, &lv) < 0) {
-            int err = errno;
-            if (ep >= 0)
-                close(ep);
-            fm_doorbell_unwatch(bell, &self->watch);
-            errno = err;
-            return PyErr_SetFromErrno(PyExc_OSError);
-        }
-        self->epfd = ep;
-        self->ep_pid = me;
-        arm(self, 1);   /* what was sent before we watched rang nothing */
-        return PyLong_FromLong(self->epfd);
+    if (self->rx != NULL) {
+        _Atomic uint32_t *w = &self->sh->watched[self->rxch];
+        if (atomic_load_explicit(w, memory_order_relaxed) == 0)
+            atomic_store_explicit(w, 1, memory_order_seq_cst);
+        if (fm_stream_avail(self->rx) == 0)
+            clear_token(self);
     }
-    arm(self, 0);
-    return PyLong_FromLong(self->epfd);
+    return PyLong_FromLong(self->livefd);
 }
 
 static PyObject *

@@ -65,14 +65,24 @@ free_slot(fm_doorbell *db, uint32_t index, uint64_t word)
         atomic_fetch_sub_explicit(&db->watchers, 1, SEQ);
 }
 
-/* Send one byte to every registered watcher through datagram socket fd. */
+/* A socket made for this ring and closed after it, not one kept per
+ * process: a descriptor kept across calls could be closed behind our back
+ * (a program that closes every descriptor) and its number reused for a
+ * socket of the program's own, which a stray byte would corrupt.  Three
+ * system calls, and only while someone watches. */
 void
-fm_doorbell_ring_from(fm_doorbell *db, int fd)
+fm_doorbell_ring_slow(fm_doorbell *db)
 {
+    int fd = -1;
     for (uint32_t i = 0; i < FM_DOORBELL_SLOTS; i++) {
         uint64_t word = atomic_load_explicit(&db->slot[i], SEQ);
         if (WORD_PID(word) == 0)
             continue;
+        if (fd < 0) {
+            fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+            if (fd < 0)
+                return;         /* out of descriptors: watchers fall back to their timeouts */
+        }
         struct sockaddr_un a;
         socklen_t len = slot_address(db, i, word, &a);
         int err = send_byte(fd, &a, len);
@@ -80,28 +90,8 @@ fm_doorbell_ring_from(fm_doorbell *db, int fd)
             free_slot(db, i, word);
         /* EAGAIN: its buffer is full, so it is readable already */
     }
-}
-
-/* A socket made for this ring and closed after it, not one kept per
- * process: a descriptor kept across calls could be closed behind our back
- * (a program that closes every descriptor) and its number reused for a
- * socket of the program's own, which a stray byte would corrupt.  Three
- * system calls, and only while someone watches.  (An object that owns a
- * socket for as long as it lives, as a pipe's end does, passes it to
- * fm_doorbell_ring_from: one system call.) */
-void
-fm_doorbell_ring_slow(fm_doorbell *db)
-{
-    int any = 0;
-    for (uint32_t i = 0; i < FM_DOORBELL_SLOTS && !any; i++)
-        any = WORD_PID(atomic_load_explicit(&db->slot[i], SEQ)) != 0;
-    if (!any)
-        return;
-    int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return;         /* out of descriptors: watchers fall back to their timeouts */
-    fm_doorbell_ring_from(db, fd);
-    close(fd);
+    if (fd >= 0)
+        close(fd);
 }
 
 static int

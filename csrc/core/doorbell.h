@@ -60,9 +60,6 @@ typedef struct {
 int fm_doorbell_init(fm_doorbell *db);
 /* Producer side, after the item is counted: wake the watchers, if any. */
 void fm_doorbell_ring_slow(fm_doorbell *db);
-/* The same through a datagram socket the caller owns (AF_UNIX, SOCK_DGRAM,
- * non-blocking sends): one system call per watcher instead of three. */
-void fm_doorbell_ring_from(fm_doorbell *db, int fd);
 static inline void
 fm_doorbell_ring(fm_doorbell *db)
 {

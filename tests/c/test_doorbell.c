@@ -5,7 +5,6 @@
 #include "doorbell.h"
 
 #include <poll.h>
-#include <sys/socket.h>
 
 /* Readable within ms milliseconds? */
 static int
@@ -53,37 +52,6 @@ test_unwatched_ring_does_nothing(void)
     fm_doorbell_unwatch(db, &w);
     CHECK_EQ(w.fd, -1);
     CHECK_EQ(atomic_load(&db->watchers), 0);
-    munmap(db, sizeof *db);
-}
-
-/* Ringing through a socket the caller keeps: every watcher is rung, a dead
- * watcher's slot is freed, the socket stays usable. */
-static void
-test_ring_from_own_socket(void)
-{
-    fm_doorbell *db = shared_bell();
-    CHECK_ST(fm_doorbell_init(db), FM_OK);
-    int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    CHECK(fd >= 0);
-    fm_doorbell_ring_from(db, fd);          /* nobody watches: nothing sent */
-    fm_doorbell_watcher w1, w2;
-    CHECK_ST(fm_doorbell_watch(db, fm_self_pid(), &w1), FM_OK);
-    CHECK_ST(fm_doorbell_watch(db, fm_self_pid(), &w2), FM_OK);
-    for (int round = 0; round < 3; round++) {
-        fm_doorbell_ring_from(db, fd);
-        CHECK(readable(w1.fd, 1000));
-        CHECK(readable(w2.fd, 1000));
-        fm_doorbell_drain(&w1);
-        fm_doorbell_drain(&w2);
-        CHECK(!readable(w1.fd, 0));
-    }
-    close(w2.fd);                           /* a watcher gone without unwatching */
-    fm_doorbell_ring_from(db, fd);
-    CHECK_EQ(atomic_load(&db->watchers), 1);
-    CHECK(readable(w1.fd, 1000));
-    fm_doorbell_unwatch(db, &w1);
-    CHECK_EQ(atomic_load(&db->watchers), 0);
-    close(fd);
     munmap(db, sizeof *db);
 }
 
@@ -178,7 +146,6 @@ main(void)
     fmt_start();
     printf("test_doorbell\n");
     RUN(test_unwatched_ring_does_nothing);
-    RUN(test_ring_from_own_socket);
     RUN(test_slots_full_and_dead_watchers);
     RUN(test_no_lost_wakeup_across_processes);
     return fmt_finish();
