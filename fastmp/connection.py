@@ -11,10 +11,9 @@ when ``recv()`` would not block, so ``wait()`` takes them mixed with sockets, st
 connections and process sentinels; they pickle to children of every start method and through
 another connection or a queue (the stdlib's ``reduction`` rules for descriptors).
 
-One difference: ``fileno()`` is not a socket connected to the other end, so
-``reduction.send_handle``/``recv_handle`` and raw writes to it need the stdlib's Pipe
-(docs/pipe.md).  ``Listener``, ``Client``, ``wait``, ``answer_challenge`` and
-``deliver_challenge`` are the stdlib's.  ``wait()`` also takes the ``_reader`` of fastmp's queues (fastmp.queues).
+``fileno()`` is a socket connected to the other end's, as the stdlib's duplex Pipe gives
+(``reduction.send_handle``/``recv_handle`` work on it; docs/pipe.md).  ``Listener``,
+``Client``, ``wait``, ``answer_challenge`` and ``deliver_challenge`` are the stdlib's.  ``wait()`` also takes the ``_reader`` of fastmp's queues (fastmp.queues).
 """
 import io
 import multiprocessing.connection as _std

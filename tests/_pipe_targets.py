@@ -122,3 +122,11 @@ def send_numbered(conn, who, count):
 def exit_holding(conn):
     """Exit at once (holding an inherited end until the exit)."""
     os._exit(OK)
+
+
+def write_to_received_fd(conn, data):
+    """Receive a descriptor with reduction.recv_handle, write data to it."""
+    from multiprocessing import reduction
+    fd = reduction.recv_handle(conn)
+    os.write(fd, data)
+    os.close(fd)

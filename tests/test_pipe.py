@@ -296,6 +296,28 @@ def test_wait_sees_messages_sent_before_the_first_fileno(mp):
         w.close()
 
 
+def test_selector_kept_registered_sees_no_stale_readiness(mp):
+    import selectors
+    a, b = mp.Pipe()
+    with selectors.DefaultSelector() as sel:
+        sel.register(b, selectors.EVENT_READ)
+        assert sel.select(0) == []
+        for i in range(3):
+            a.send(i)
+            assert [key.fileobj for key, _ in sel.select(WAIT)] == [b]
+            assert b.recv() == i
+            assert sel.select(0) == []
+        a.send_bytes(b"x")
+        a.send_bytes(b"y")
+        assert b.recv_bytes() == b"x"
+        assert [key.fileobj for key, _ in sel.select(0)] == [b]    # one still there
+        assert b.recv_bytes() == b"y"
+        assert sel.select(0) == []
+        a.close()
+        assert [key.fileobj for key, _ in sel.select(WAIT)] == [b]  # EOF
+    b.close()
+
+
 def test_wait_on_a_mix(mp):
     a, b = mp.Pipe()
     r, w = mp.Pipe(duplex=False)
@@ -495,6 +517,23 @@ def test_sigint_interrupts_blocked_call(ctx, procs, target):
     assert time.monotonic() - t0 < 5
     for c in (a, b, ready_r, ready_w):
         c.close()
+
+
+@pytest.mark.timeout(120)
+def test_descriptor_passed_with_send_handle(ctx, procs, tmp_path):
+    from multiprocessing import reduction
+    a, b = ctx.Pipe()
+    p = start(procs, ctx, targets.write_to_received_fd, b, b"through the pipe")
+    path = tmp_path / "out"
+    with open(path, "wb") as f:
+        reduction.send_handle(a, f.fileno(), p.pid)
+    p.join(WAIT)
+    assert p.exitcode == 0
+    assert path.read_bytes() == b"through the pipe"
+    a.send("still a pipe")          # messages after the descriptor
+    assert b.recv() == "still a pipe"
+    a.close()
+    b.close()
 
 
 @pytest.mark.timeout(180)
