@@ -14,7 +14,7 @@
  * recv_bytes() of a send() is the stdlib's pickle.
  *
  * Lifetimes are the kernel's, as with the stdlib's descriptors.  Each end
- * also holds one end of a socketpair that carries no data: the reader
+ * also holds one end of a socketpair that carries no messages: the reader
  * learns that every copy of the other end is gone (closed, collected, its
  * process killed) when its socket reads EOF.  It looks only when the stream
  * is empty and it is about to sleep, and again after each wait slice, so
@@ -423,9 +423,6 @@ error:
     fm_mutex_unlock(&self->rx->rlock);
     return NULL;
 }
-
-static PyObject *
-bad_message_length(FmConnObject *self);
 
 /* --------------------------------------------------------------- close */
 
