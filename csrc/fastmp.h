@@ -66,6 +66,7 @@ typedef struct {
     PyTypeObject *EventType;
     PyTypeObject *BarrierType;
     PyTypeObject *PoolChannelType;  /* pool.c */
+    PyTypeObject *ConnectionType;   /* connection.c */
     PyObject *BrokenBarrierError;   /* threading.BrokenBarrierError */
     PyObject *segment_hook;         /* called with a new arena's name */
     fm_handle handles;              /* list head of live handles */
@@ -136,5 +137,7 @@ extern PyMethodDef fm_pool_result_module_methods[];
 /* queue.c */
 int fm_queue_add_types(PyObject *module, fm_state *st);
 extern PyMethodDef fm_queue_module_methods[];
+/* connection.c */
+int fm_connection_add_types(PyObject *module, fm_state *st);
 
 #endif

@@ -201,6 +201,8 @@ module_exec(PyObject *module)
         return -1;
     if (fm_queue_add_types(module, st) < 0)
         return -1;
+    if (fm_connection_add_types(module, st) < 0)
+        return -1;
     if (PyModule_AddFunctions(module, fm_queue_module_methods) < 0)
         return -1;
     if (fm_pool_result_add_types(module, st) < 0)
@@ -226,6 +228,7 @@ module_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->EventType);
     Py_VISIT(st->BarrierType);
     Py_VISIT(st->PoolChannelType);
+    Py_VISIT(st->ConnectionType);
     Py_VISIT(st->BrokenBarrierError);
     Py_VISIT(st->segment_hook);
     Py_VISIT(st->BufferWrapperType);
@@ -258,6 +261,7 @@ module_clear(PyObject *module)
     Py_CLEAR(st->EventType);
     Py_CLEAR(st->BarrierType);
     Py_CLEAR(st->PoolChannelType);
+    Py_CLEAR(st->ConnectionType);
     Py_CLEAR(st->BrokenBarrierError);
     Py_CLEAR(st->segment_hook);
     Py_CLEAR(st->BufferWrapperType);

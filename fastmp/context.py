@@ -3,11 +3,11 @@
 They are the stdlib's contexts with other factories.  The synchronization primitives (Lock,
 RLock, Condition, Semaphore, BoundedSemaphore, Event, Barrier) are fastmp's own, from
 fastmp.synchronize; so are the shared ctypes (RawValue, RawArray, Value, Array) from
-fastmp.sharedctypes, the queues (Queue, JoinableQueue, SimpleQueue) from fastmp.queues and
-Pool from fastmp.pool (all C types of fastmp._core, or Python classes on them).  Manager builds
-the stdlib's object with the *stdlib's* context of the same start method, so that object keeps
-using the stdlib primitives it relies on.  The rest (Pipe, cpu_count, log_to_stderr,
-set_executable, reducer, ...) is inherited from the stdlib unchanged.
+fastmp.sharedctypes, the queues (Queue, JoinableQueue, SimpleQueue) from fastmp.queues, Pipe
+from fastmp.connection and Pool from fastmp.pool (all C types of fastmp._core, or Python classes
+on them).  Manager builds the stdlib's object with the *stdlib's* context of the same start
+method, so that object keeps using the stdlib primitives it relies on.  The rest (cpu_count,
+log_to_stderr, set_executable, reducer, ...) is inherited from the stdlib unchanged.
 
 fastmp's default context is separate from the stdlib's: ``fastmp.set_start_method('spawn')``
 changes fastmp.Process and fastmp's factories, not multiprocessing.Process.  Its initial start
@@ -145,6 +145,11 @@ class FastContext(BaseContext):
                      ctx=self.get_context())
 
     # fastmp.queues ----------------------------------------------------------------
+
+    def Pipe(self, duplex=True):
+        """Two connection objects joined by a pipe in shared memory (fastmp.connection.Pipe)."""
+        from .connection import Pipe
+        return Pipe(duplex)
 
     def Queue(self, maxsize=0):
         """A queue on fastmp's shared-memory ring (fastmp.queues.Queue)."""

@@ -103,6 +103,33 @@ fm_compat_getrandom(void *buf, size_t len, unsigned int flags)
 }
 #define getrandom(buf, len, flags) fm_compat_getrandom((buf), (len), (flags))
 
+/* memfd_create came in glibc 2.27 (the system call in Linux 3.17), and since glibc 2.28 a
+ * call to fcntl links to fcntl64: both go to the kernel directly.  fcntl here takes exactly
+ * three arguments (a two-argument call does not compile, rather than link to fcntl64). */
+#ifndef SYS_memfd_create
+#if defined(__x86_64__)
+#define SYS_memfd_create 319
+#else
+#define SYS_memfd_create 279
+#endif
+#endif
+#ifndef MFD_CLOEXEC
+#define MFD_CLOEXEC 0x0001U
+#endif
+static inline int
+fm_compat_memfd_create(const char *name, unsigned int flags)
+{
+    return (int)syscall(SYS_memfd_create, name, flags);
+}
+#define memfd_create(name, flags) fm_compat_memfd_create((name), (flags))
+
+static inline int
+fm_compat_fcntl(int fd, int cmd, long arg)
+{
+    return (int)syscall(SYS_fcntl, fd, cmd, arg);
+}
+#define fcntl(fd, cmd, arg) fm_compat_fcntl((fd), (cmd), (long)(arg))
+
 #endif /* glibc on x86_64 or aarch64 */
 
 #endif /* FM_GLIBC_COMPAT_H */
