@@ -729,22 +729,12 @@ static int
 one_arg(const char *fname, const char *name, PyObject *const *args, Py_ssize_t nargs,
         PyObject *kwnames, PyObject **out)
 {
-    Py_ssize_t nkw = kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames);
-    if (nargs + nkw > 1) {
-        PyErr_Format(PyExc_TypeError, "%s() takes at most 1 argument (%zd given)", fname,
-                     nargs + nkw);
+    const char *const names[1] = {name};
+    PyObject *given;
+    if (fm_parse_args(fname, args, nargs, kwnames, names, 1, 0, &given) < 0)
         return -1;
-    }
-    if (nargs == 1)
-        *out = args[0];
-    else if (nkw == 1) {
-        if (PyUnicode_CompareWithASCIIString(PyTuple_GET_ITEM(kwnames, 0), name) != 0) {
-            PyErr_Format(PyExc_TypeError, "%s() got an unexpected keyword argument '%U'",
-                         fname, PyTuple_GET_ITEM(kwnames, 0));
-            return -1;
-        }
-        *out = args[0];
-    }
+    if (given != NULL)
+        *out = given;
     return 0;
 }
 
@@ -763,31 +753,10 @@ static PyObject *
 Conn_send_bytes(FmConnObject *self, PyObject *const *args, Py_ssize_t nargs,
                 PyObject *kwnames)
 {
-    PyObject *argv[3] = {NULL, NULL, NULL};
+    PyObject *argv[3];
     static const char *const names[3] = {"buf", "offset", "size"};
-    if (nargs > 3) {
-        PyErr_SetString(PyExc_TypeError, "send_bytes() takes at most 3 arguments");
+    if (fm_parse_args("send_bytes", args, nargs, kwnames, names, 3, 1, argv) < 0)
         return NULL;
-    }
-    for (Py_ssize_t i = 0; i < nargs; i++)
-        argv[i] = args[i];
-    Py_ssize_t nkw = kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames);
-    for (Py_ssize_t i = 0; i < nkw; i++) {
-        PyObject *k = PyTuple_GET_ITEM(kwnames, i);
-        int j = 0;
-        while (j < 3 && PyUnicode_CompareWithASCIIString(k, names[j]) != 0)
-            j++;
-        if (j == 3 || argv[j] != NULL) {
-            PyErr_Format(PyExc_TypeError, "send_bytes() got an unexpected or repeated "
-                         "keyword argument '%U'", k);
-            return NULL;
-        }
-        argv[j] = args[nargs + i];
-    }
-    if (argv[0] == NULL) {
-        PyErr_SetString(PyExc_TypeError, "send_bytes() missing required argument 'buf'");
-        return NULL;
-    }
     if (check_usable(self, 0) < 0)
         return NULL;
     Py_buffer view;
@@ -964,31 +933,10 @@ static PyObject *
 Conn_recv_bytes_into(FmConnObject *self, PyObject *const *args, Py_ssize_t nargs,
                      PyObject *kwnames)
 {
-    PyObject *argv[2] = {NULL, NULL};
+    PyObject *argv[2];
     static const char *const names[2] = {"buf", "offset"};
-    if (nargs > 2) {
-        PyErr_SetString(PyExc_TypeError, "recv_bytes_into() takes at most 2 arguments");
+    if (fm_parse_args("recv_bytes_into", args, nargs, kwnames, names, 2, 1, argv) < 0)
         return NULL;
-    }
-    for (Py_ssize_t i = 0; i < nargs; i++)
-        argv[i] = args[i];
-    Py_ssize_t nkw = kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames);
-    for (Py_ssize_t i = 0; i < nkw; i++) {
-        PyObject *k = PyTuple_GET_ITEM(kwnames, i);
-        int j = 0;
-        while (j < 2 && PyUnicode_CompareWithASCIIString(k, names[j]) != 0)
-            j++;
-        if (j == 2 || argv[j] != NULL) {
-            PyErr_Format(PyExc_TypeError, "recv_bytes_into() got an unexpected or repeated "
-                         "keyword argument '%U'", k);
-            return NULL;
-        }
-        argv[j] = args[nargs + i];
-    }
-    if (argv[0] == NULL) {
-        PyErr_SetString(PyExc_TypeError, "recv_bytes_into() missing required argument 'buf'");
-        return NULL;
-    }
     if (check_usable(self, 1) < 0)
         return NULL;
     Py_buffer view;
