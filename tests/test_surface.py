@@ -56,8 +56,10 @@ def run_python(code):
     if os.environ.get("PYTHONPATH"):
         path.append(os.environ["PYTHONPATH"])
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(path))
+    # cwd: "-c" puts the current directory first on sys.path, and from the repo root that is
+    # the source tree's fastmp (no compiled _core when the suite tests an installed build)
     proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env,
-                          capture_output=True, text=True, timeout=60)
+                          capture_output=True, text=True, timeout=60, cwd=TESTS_DIR)
     assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
     return proc.stdout
 
