@@ -256,6 +256,23 @@ fm_segment_made(fm_state *st, const char *name)
     return 0;
 }
 
+int
+fm_segment_name_reserve(fm_state *st, char *name)
+{
+    if (fm_shm_new_name(name) != FM_OK) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    return fm_segment_made(st, name);
+}
+
+void
+fm_segment_name_unused(fm_state *st, const char *name)
+{
+    if (name[0] != '\0')
+        fm_segment_gone(st, name);
+}
+
 void
 fm_report_unraisable(PyObject *where)
 {

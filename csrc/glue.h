@@ -209,6 +209,15 @@ int fm_segment_made(fm_state *st, const char *name);
  * hook's own errors are unraisable); st may be NULL (nothing to tell). */
 void fm_segment_gone(fm_state *st, const char *name);
 
+/* Name a segment about to be made: a fresh name (fm_shm_new_name), told
+ * to the resource tracker (fm_segment_made) before the file exists, so a
+ * process killed at any instant after the link leaves nothing in
+ * /dev/shm.  GIL held; -1 with an exception.  A name not used after all
+ * (the creation failed, or was not needed) goes back through
+ * fm_segment_name_unused. */
+int fm_segment_name_reserve(fm_state *st, char *name);
+void fm_segment_name_unused(fm_state *st, const char *name);
+
 /* Report the pending exception, raised by code run on the user's behalf
  * whose caller cannot take an exception (a result callback run while a
  * thread waits for results), through sys.unraisablehook -- except a

@@ -27,7 +27,20 @@ fm_handle_new(fm_state *st, fm_handle *h, size_t size, uint32_t tag)
 {
     fm_segment *seg, *created;
     uint64_t off;
-    int s = fm_block_alloc(size, tag, &seg, &off, &created);
+    char name[FM_SHM_NAME_MAX] = "";
+    /* First without making a segment; when one is needed (a new arena, or
+     * a huge block), its name is told to the resource tracker before the
+     * file exists, so that no instant leaves a file nobody knows of. */
+    int s = fm_block_alloc_as(size, tag, NULL, &seg, &off, &created);
+    if (s == FM_AGAIN) {
+        if (fm_segment_name_reserve(st, name) < 0)
+            return -1;
+        s = fm_block_alloc_as(size, tag, name, &seg, &off, &created);
+        if (s != FM_OK || created == NULL) {
+            fm_segment_name_unused(st, name);
+            name[0] = '\0';
+        }
+    }
     if (s != FM_OK) {
         fm_set_error(s);
         return -1;
@@ -37,10 +50,10 @@ fm_handle_new(fm_state *st, fm_handle *h, size_t size, uint32_t tag)
     h->ptr = fm_block_payload(seg, off, tag);
     h->pid = fm_self_pid();
     link_handle(st, h);
-    /* The hook hears of every new object (with the new segment's name, or
-     * None): it keeps the resource tracker alive and informed, and a
-     * tracker that died must be relaunched before it is needed. */
-    if (fm_segment_made(st, created ? created->name : NULL) < 0)
+    /* The hook hears of every new object (None when no segment was made
+     * for it): it keeps the resource tracker alive, and a tracker that
+     * died must be relaunched (and told again) before it is needed. */
+    if (name[0] == '\0' && fm_segment_made(st, NULL) < 0)
         goto error;
     return 0;
 error:

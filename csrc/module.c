@@ -6,6 +6,8 @@
 #include "fastmp.h"
 #include "pool.h"
 
+#include <limits.h>
+
 /* ------------------------------------------------------ module functions */
 
 PyDoc_STRVAR(after_fork_child_doc,
@@ -137,7 +139,29 @@ spin_ns(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return PyLong_FromLongLong(atomic_load(&fm_spin_ns));
 }
 
+PyDoc_STRVAR(debug_die_after_link_doc,
+"_debug_die_after_link($module, fd, /)\n--\n\n"
+"Test hook: the next segment this process links into /dev/shm writes its\n"
+"name and a newline to descriptor fd, and the process dies of SIGKILL\n"
+"there (no segment may be left behind even then).");
+
+static PyObject *
+debug_die_after_link(PyObject *module, PyObject *arg)
+{
+    (void)module;
+    long fd = PyLong_AsLong(arg);
+    if (fd == -1 && PyErr_Occurred())
+        return NULL;
+    if (fd < -1 || fd > INT_MAX) {
+        PyErr_SetString(PyExc_ValueError, "fd out of range");
+        return NULL;
+    }
+    fm_shm_die_after_link_fd = (int)fd;
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef module_methods[] = {
+    {"_debug_die_after_link", debug_die_after_link, METH_O, debug_die_after_link_doc},
     {"_after_fork_child", after_fork_child, METH_NOARGS, after_fork_child_doc},
     {"_release_all", release_all, METH_NOARGS, release_all_doc},
     {"_unlink_own_segments", unlink_own_segments, METH_NOARGS, unlink_own_segments_doc},

@@ -43,9 +43,9 @@ fm_pool_import_attr(const char *module, const char *name)
 }
 
 /* Create and map the channel's segment (header, worker slots, the two
- * rings at page boundaries) and tell the resource tracker of it, so that a
- * crash of this process does not leave it in /dev/shm.  -1 with an
- * exception. */
+ * rings at page boundaries), under a name the resource tracker hears of
+ * first, so that a crash of this process does not leave it in /dev/shm.
+ * -1 with an exception. */
 static int
 channel_map(PoolChannelObject *self, unsigned int nslots, size_t tcap, size_t rcap)
 {
@@ -55,8 +55,15 @@ channel_map(PoolChannelObject *self, unsigned int nslots, size_t tcap, size_t rc
     size_t task_off = (slots_end + 4095u) & ~(size_t)4095u;
     size_t result_off = (task_off + tsize + 4095u) & ~(size_t)4095u;
     size_t total = result_off + rsize;
-    int s = fm_segment_create(total, &self->seg);
+    /* named (and told to the tracker) before the file exists */
+    char name[FM_SHM_NAME_MAX];
+    if (fm_segment_name_reserve(self->st, name) < 0)
+        return -1;
+    int s = fm_segment_create_as(name, total, &self->seg);
     if (s != FM_OK) {
+        int saved = errno;
+        fm_segment_name_unused(self->st, name);
+        errno = saved;
         fm_set_error(s);
         return -1;
     }
@@ -77,7 +84,7 @@ channel_map(PoolChannelObject *self, unsigned int nslots, size_t tcap, size_t rc
     h->magic = FM_POOL_MAGIC;
     self->hdr = h;
     self->owner = fm_self_pid();
-    return fm_segment_made(self->st, self->seg->name);
+    return 0;
 }
 
 static PyObject *

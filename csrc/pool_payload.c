@@ -41,13 +41,20 @@ fm_pool_pickle(PyObject *dumps, PyObject *fallback, PyObject *obj)
 /* ------------------------------------------------------------ big entries */
 
 /* GIL held: put data in a segment of its own, registered with the tracker
- * (segment hook) and unmapped here; *ref names it.  -1 with an exception. */
+ * (segment hook) before its file exists, and unmapped here; *ref names it.
+ * -1 with an exception. */
 static int
 big_store(fm_state *st, const char *data, size_t len, fm_big_ref *ref)
 {
     fm_segment *seg;
-    int s = fm_segment_create(len ? len : 1, &seg);
+    char name[FM_SHM_NAME_MAX];
+    if (fm_segment_name_reserve(st, name) < 0)
+        return -1;
+    int s = fm_segment_create_as(name, len ? len : 1, &seg);
     if (s != FM_OK) {
+        int saved = errno;
+        fm_segment_name_unused(st, name);
+        errno = saved;
         fm_set_error(s);
         return -1;
     }
@@ -55,10 +62,6 @@ big_store(fm_state *st, const char *data, size_t len, fm_big_ref *ref)
     memset(ref, 0, sizeof *ref);
     ref->len = len;
     memcpy(ref->name, seg->name, sizeof ref->name);
-    if (fm_segment_made(st, seg->name) < 0) {
-        fm_segment_destroy(seg, 1);
-        return -1;
-    }
     /* The receiver unlinks it; this process must not at its exit. */
     seg->unlinked = 1;
     fm_segment_destroy(seg, 0);

@@ -267,15 +267,15 @@ ring_attach(FmQueueObject *self, const char *name, fm_ring **out)
     return 0;
 }
 
-/* Create a ring of `cap` data bytes; the caller holds the lock and calls
- * the tracker hook with *name after releasing it.  Its pages are reserved
- * by fm_segment_create: a full /dev/shm raises OSError(ENOSPC) here and
- * leaves no file. */
+/* Create a ring of `cap` data bytes named `name`, which the caller has
+ * told the tracker of (fm_segment_name_reserve) before taking the lock.
+ * Its pages are reserved by fm_segment_create_as: a full /dev/shm raises
+ * OSError(ENOSPC) here and leaves no file. */
 static int
-ring_create(FmQueueObject *self, size_t cap, fm_ring **out, char *name)
+ring_create(FmQueueObject *self, size_t cap, fm_ring **out, const char *name)
 {
     fm_segment *seg;
-    if (fm_segment_create(fm_ring_bytes(cap), &seg) != FM_OK) {
+    if (fm_segment_create_as(name, fm_ring_bytes(cap), &seg) != FM_OK) {
         PyErr_SetFromErrno(PyExc_OSError);
         return -1;
     }
@@ -287,7 +287,6 @@ ring_create(FmQueueObject *self, size_t cap, fm_ring **out, char *name)
         fm_set_error(FM_CORRUPT);
         return -1;
     }
-    snprintf(name, FM_SHM_NAME_MAX, "%s", seg->name);
     if (hold_segment(self, seg) < 0) {
         shm_unlink(name);
         return -1;
@@ -329,9 +328,16 @@ queue_grow(FmQueueObject *self, size_t min_cap)
     if (st == NULL)
         return -1;
     fm_queue_shared *sh = self->sh;
+    /* the name of the ring this call may make, told to the tracker before
+     * the lock is taken (the hook runs Python code) and before the file
+     * exists: a grower killed at any point leaves nothing behind */
     char created[FM_SHM_NAME_MAX] = "";
-    if (queue_lock(self) < 0)
+    if (fm_segment_name_reserve(st, created) < 0)
         return -1;
+    if (queue_lock(self) < 0) {
+        fm_segment_name_unused(st, created);
+        return -1;
+    }
     seal_left_open(sh);
     fm_ring_entry *newest = &sh->rings[sh->nrings - 1];
     fm_ring *ring;
@@ -344,6 +350,7 @@ queue_grow(FmQueueObject *self, size_t min_cap)
             self->pgen = newest->gen;
             queue_unlock(self);
             let_go_old_rings(self);
+            fm_segment_name_unused(st, created);
             return 0;
         }
         self->pring = ring;
@@ -370,12 +377,10 @@ queue_grow(FmQueueObject *self, size_t min_cap)
     self->pgen = e->gen;
     queue_unlock(self);
     let_go_old_rings(self);
-    /* register with the tracker: a crash from here on leaves no file */
-    if (fm_segment_made(st, created) < 0)
-        return -1;
     return 0;
 error:
     queue_unlock(self);
+    fm_segment_name_unused(st, created);
     return -1;
 }
 
@@ -443,20 +448,20 @@ spill_write(fm_state *st, const char *data, size_t len, char *name)
     int fd = -1, rc;
     /* Every page reserved before the copy touches it (a full /dev/shm is
      * OSError(ENOSPC) here, not SIGBUS in memcpy), and the file named only
-     * once it exists whole (fm_shm_create_fd): a producer killed while it
-     * makes it leaves nothing behind. */
+     * once it exists whole (fm_shm_create_fd), under a name the tracker
+     * knows already: a producer killed at any point leaves nothing behind
+     * (the tracker removes the file if this process dies before the
+     * consumer takes it). */
+    if (fm_segment_name_reserve(st, name) < 0)
+        return -1;
     Py_BEGIN_ALLOW_THREADS
     rc = fm_shm_create_fd(name, size, &fd);
     Py_END_ALLOW_THREADS
     if (rc != FM_OK) {
+        int saved = errno;
+        fm_segment_name_unused(st, name);
+        errno = saved;
         PyErr_SetFromErrno(PyExc_OSError);
-        return -1;
-    }
-    /* registered before the copy: the tracker removes it if this process
-     * dies before the consumer does */
-    if (fm_segment_made(st, name) < 0) {
-        close(fd);
-        shm_unlink(name);
         return -1;
     }
     int ok = 0;
@@ -1877,6 +1882,8 @@ Queue_debug_grow_and_die(FmQueueObject *self, PyObject *Py_UNUSED(ignored))
     fm_queue_shared *sh = self->sh;
     char created[FM_SHM_NAME_MAX] = "";
     fm_ring *ring;
+    if (fm_segment_name_reserve(queue_state(self), created) < 0)
+        return NULL;
     if (queue_lock(self) < 0)
         return NULL;
     if (sh->nrings >= QUEUE_MAX_RINGS ||
@@ -2069,17 +2076,16 @@ Queue_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     sh->kind = (uint32_t)kind;
     fm_ring *ring;
     char name[FM_SHM_NAME_MAX];
-    if (ring_create(self, QUEUE_RING_INITIAL, &ring, name) < 0)
+    if (fm_segment_name_reserve(st, name) < 0)
         goto error;
+    if (ring_create(self, QUEUE_RING_INITIAL, &ring, name) < 0) {
+        fm_segment_name_unused(st, name);
+        goto error;
+    }
     sh->rings[0].gen = 1;
     memcpy(sh->rings[0].name, name, FM_SHM_NAME_MAX);
     sh->nrings = 1;
     atomic_store_explicit(&sh->newest_gen, 1, REL);
-    if (fm_segment_made(st, name) < 0) {
-        shm_unlink(name);
-        sh->nrings = 0;
-        goto error;
-    }
     if (queue_init_object(self, kind) < 0)
         goto error;
     return (PyObject *)self;

@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -135,33 +136,57 @@ link_as(int fd, const char *name)
 }
 
 int
-fm_shm_create_fd(char *name, size_t size, int *fd_out)
+fm_shm_new_name(char *name)
 {
-    /* Made unnamed, its pages reserved, and only then given its name: a
-     * process killed while it makes the segment (the reservation is the
-     * slow part, where a SIGKILL lands) leaves no file in /dev/shm.  What is
-     * left is the instant between the link and the caller's registration
-     * with the resource tracker. */
+    return random_name(name, FM_SHM_NAME_MAX) == FM_OK ? FM_OK : FM_ERRNO;
+}
+
+/* A test hook (fm_shm_die_after_link_fd): the test points a descriptor at
+ * it; the next segment linked into /dev/shm writes its name there and the
+ * process dies of SIGKILL, at the worst moment for a leak: the file is
+ * named and the creator has done nothing more. */
+int fm_shm_die_after_link_fd = -1;
+
+static void
+maybe_die_after_link(const char *name)
+{
+    int fd = fm_shm_die_after_link_fd;
+    if (fd < 0)
+        return;
+    char line[FM_SHM_NAME_MAX + 1];
+    int n = snprintf(line, sizeof line, "%s\n", name);
+    if (write(fd, line, (size_t)n) < 0) {
+        /* the test reads the name; it fails on its own without it */
+    }
+    kill(getpid(), SIGKILL);
+    for (;;)
+        pause();
+}
+
+int
+fm_shm_create_fd(const char *name, size_t size, int *fd_out)
+{
+    /* Made unnamed, its pages reserved, and only then linked under `name`:
+     * a process killed while it makes the segment (the reservation is the
+     * slow part, where a SIGKILL lands) leaves no file in /dev/shm.  And
+     * the name is the caller's, chosen (and registered with the resource
+     * tracker, csrc/glue.c fm_segment_name_reserve) before the file exists:
+     * no instant is left where a named file is known to nobody. */
     int fd = open("/dev/shm", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
     if (fd >= 0) {
         if (fm_shm_reserve_fd(fd, size) != FM_OK)
             goto error;
-        for (int attempt = 0; attempt < 8; attempt++) {
-            if (random_name(name, FM_SHM_NAME_MAX) != FM_OK)
-                goto error;
-            if (link_as(fd, name) == FM_OK) {
-                /* opened again by its name, so that its mappings show the
-                 * name in /proc/<pid>/maps (the tools that look there) */
-                int named = shm_open(name, O_RDWR | O_CLOEXEC, 0600);
-                if (named >= 0) {
-                    close(fd);
-                    fd = named;
-                }
-                *fd_out = fd;
-                return FM_OK;
+        if (link_as(fd, name) == FM_OK) {
+            maybe_die_after_link(name);
+            /* opened again by its name, so that its mappings show the
+             * name in /proc/<pid>/maps (the tools that look there) */
+            int named = shm_open(name, O_RDWR | O_CLOEXEC, 0600);
+            if (named >= 0) {
+                close(fd);
+                fd = named;
             }
-            if (errno != EEXIST)
-                break;
+            *fd_out = fd;
+            return FM_OK;
         }
         if (errno != EPERM && errno != ENOENT && errno != EXDEV)
             goto error;
@@ -172,16 +197,10 @@ fm_shm_create_fd(char *name, size_t size, int *fd_out)
         return FM_ERRNO;
     }
     /* No O_TMPFILE here (an old kernel, /dev/shm not a tmpfs): named first */
-    fd = -1;
-    for (int attempt = 0; attempt < 8; attempt++) {
-        if (random_name(name, FM_SHM_NAME_MAX) != FM_OK)
-            return FM_ERRNO;
-        fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-        if (fd >= 0 || errno != EEXIST)
-            break;
-    }
+    fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (fd < 0)
         return FM_ERRNO;
+    maybe_die_after_link(name);
     if (fm_shm_reserve_fd(fd, size) != FM_OK) {
         int saved = errno;
         close(fd);
@@ -204,7 +223,7 @@ error:
  * name is fresh).  The pages are reserved by fm_shm_create_fd, so that no
  * caller can forget it. */
 static int
-segment_make(size_t size, fm_segment **out)
+segment_make(const char *name, size_t size, fm_segment **out)
 {
     long page = sysconf(_SC_PAGESIZE);
     size = (size + (size_t)page - 1) & ~((size_t)page - 1);
@@ -214,6 +233,7 @@ segment_make(size_t size, fm_segment **out)
         return FM_ERRNO;
     }
     int fd = -1;
+    snprintf(seg->name, sizeof seg->name, "%s", name);
     if (fm_shm_create_fd(seg->name, size, &fd) != FM_OK)
         goto error;
     if (map_fd(fd, size, &seg->base) != FM_OK) {
@@ -248,25 +268,34 @@ table_link(fm_segment *seg)
 
 /* Caller holds table_lock (an arena made while the table is searched). */
 static int
-segment_create_locked(size_t size, fm_segment **out)
+segment_create_locked(const char *name, size_t size, fm_segment **out)
 {
-    int st = segment_make(size, out);
+    int st = segment_make(name, size, out);
     if (st == FM_OK)
         table_link(*out);
     return st;
 }
 
 int
-fm_segment_create(size_t size, fm_segment **out)
+fm_segment_create_as(const char *name, size_t size, fm_segment **out)
 {
     /* reserving a big segment's pages takes a while: not under the lock */
-    int st = segment_make(size, out);
+    int st = segment_make(name, size, out);
     if (st != FM_OK)
         return st;
     pthread_mutex_lock(&table_lock);
     table_link(*out);
     pthread_mutex_unlock(&table_lock);
     return FM_OK;
+}
+
+int
+fm_segment_create(size_t size, fm_segment **out)
+{
+    char name[FM_SHM_NAME_MAX];
+    if (fm_shm_new_name(name) != FM_OK)
+        return FM_ERRNO;
+    return fm_segment_create_as(name, size, out);
 }
 
 int
@@ -501,15 +530,18 @@ segment_destroy_locked(fm_segment *seg)
 }
 
 static int
-huge_alloc(size_t size, uint32_t tag, fm_segment **segp, uint64_t *offsetp,
-           fm_segment **created)
+huge_alloc(size_t size, uint32_t tag, const char *new_name, fm_segment **segp,
+           uint64_t *offsetp, fm_segment **created)
 {
     if (size > FM_HUGE_MAX) {
         errno = ENOMEM;
         return FM_NOMEM;
     }
+    if (new_name == NULL)
+        return FM_AGAIN;
     fm_segment *seg;
-    int st = fm_segment_create(HEADER_SPACE + sizeof(fm_block_header) + size, &seg);
+    int st = fm_segment_create_as(new_name, HEADER_SPACE + sizeof(fm_block_header) + size,
+                                  &seg);
     if (st != FM_OK)
         return st;
     /* a new file reads as zeros: no memset of what may be megabytes */
@@ -586,15 +618,15 @@ done:
 }
 
 int
-fm_block_alloc(size_t size, uint32_t tag, fm_segment **segp, uint64_t *offsetp,
-               fm_segment **created)
+fm_block_alloc_as(size_t size, uint32_t tag, const char *new_name, fm_segment **segp,
+                  uint64_t *offsetp, fm_segment **created)
 {
     *created = NULL;
     int cls = 0;
     /* too big for the largest class: a segment of its own (the first test
      * also keeps the sum below from wrapping) */
     if (size > class_size(FM_BLOCK_CLASSES - 1) - sizeof(fm_block_header))
-        return huge_alloc(size, tag, segp, offsetp, created);
+        return huge_alloc(size, tag, new_name, segp, offsetp, created);
     while (cls < FM_BLOCK_CLASSES && class_size(cls) < size + sizeof(fm_block_header))
         cls++;
     uint64_t bsize = class_size(cls);
@@ -611,9 +643,13 @@ fm_block_alloc(size_t size, uint32_t tag, fm_segment **segp, uint64_t *offsetp,
         if (off)
             seg = s;
     }
+    if (!off && new_name == NULL) {
+        pthread_mutex_unlock(&table_lock);
+        return FM_AGAIN;
+    }
     if (!off) {
         fm_segment *s;
-        int st = segment_create_locked(FM_ARENA_SIZE, &s);
+        int st = segment_create_locked(new_name, FM_ARENA_SIZE, &s);
         if (st != FM_OK) {
             pthread_mutex_unlock(&table_lock);
             return st;
@@ -635,6 +671,16 @@ fm_block_alloc(size_t size, uint32_t tag, fm_segment **segp, uint64_t *offsetp,
     *segp = seg;
     *offsetp = off;
     return FM_OK;
+}
+
+int
+fm_block_alloc(size_t size, uint32_t tag, fm_segment **segp, uint64_t *offsetp,
+               fm_segment **created)
+{
+    char name[FM_SHM_NAME_MAX];
+    if (fm_shm_new_name(name) != FM_OK)
+        return FM_ERRNO;
+    return fm_block_alloc_as(size, tag, name, segp, offsetp, created);
 }
 
 void *

@@ -76,6 +76,13 @@ typedef struct {
  * is reserved here: when /dev/shm has no room, FM_ERRNO with errno ENOSPC
  * and nothing is left behind (never a SIGBUS at some later first touch). */
 int fm_segment_create(size_t size, fm_segment **out);
+/* The same under a name the caller chose with fm_shm_new_name (and has
+ * told the resource tracker of: a process killed right after the file is
+ * linked then leaves nothing behind).  FM_ERRNO with EEXIST if taken. */
+int fm_segment_create_as(const char *name, size_t size, fm_segment **out);
+/* A fresh random segment name (FM_SHM_PREFIX and 24 hex digits) in name
+ * (FM_SHM_NAME_MAX bytes): FM_OK or FM_ERRNO. */
+int fm_shm_new_name(char *name);
 /* Find a mapped segment by name, or open and map it.  Each call counts
  * one local user (see fm_segment_release). */
 int fm_segment_attach(const char *name, fm_segment **out);
@@ -88,11 +95,14 @@ void fm_segment_release(fm_segment *seg);
  * files made outside the table: FM_OK, or FM_ERRNO (ENOSPC when /dev/shm
  * has no room). */
 int fm_shm_reserve_fd(int fd, size_t size);
-/* A new shm file of `size` reserved bytes under a fresh name (written to
- * name, FM_SHM_NAME_MAX bytes), open read-write in *fd_out: FM_OK or
- * FM_ERRNO.  Made unnamed and linked under its name only once whole, so a
- * process killed while making it leaves nothing in /dev/shm. */
-int fm_shm_create_fd(char *name, size_t size, int *fd_out);
+/* A new shm file of `size` reserved bytes named `name` (from
+ * fm_shm_new_name), open read-write in *fd_out: FM_OK or FM_ERRNO (EEXIST
+ * if the name is taken).  Made unnamed and linked under its name only once
+ * whole, so a process killed while making it leaves nothing in /dev/shm. */
+int fm_shm_create_fd(const char *name, size_t size, int *fd_out);
+/* Test hook: when >= 0, the next file linked into /dev/shm writes its name
+ * and a newline to this descriptor, and the process kills itself. */
+extern int fm_shm_die_after_link_fd;
 /* Unlink every segment this process created and has not unlinked yet;
  * calls cb(name, arg) for each name removed.  Mappings stay valid. */
 void fm_segment_unlink_own(void (*cb)(const char *name, void *arg), void *arg);
@@ -126,6 +136,11 @@ void fm_shm_after_fork_child(void);
  * (so the caller can register its name with the tracker), else NULL. */
 int fm_block_alloc(size_t size, uint32_t tag, fm_segment **seg,
                    uint64_t *offset, fm_segment **created_seg);
+/* The same, but a segment it must make is named `new_name` (chosen and
+ * registered by the caller beforehand, as for fm_segment_create_as); with
+ * new_name NULL it makes none and returns FM_AGAIN when it would have to. */
+int fm_block_alloc_as(size_t size, uint32_t tag, const char *new_name, fm_segment **seg,
+                      uint64_t *offset, fm_segment **created_seg);
 /* Payload address of the block at `offset` in `seg`; NULL if the offset
  * does not name a live block with this tag. */
 void *fm_block_payload(fm_segment *seg, uint64_t offset, uint32_t tag);
