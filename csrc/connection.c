@@ -180,7 +180,12 @@ wait_stream(FmConnObject *self, fm_stream *s, int reading, int64_t deadline)
 {
     int64_t spin = atomic_load_explicit(&fm_spin_ns, memory_order_relaxed);
     for (;;) {
-        int64_t until = spin > 0 ? fm_spin_end(spin, deadline) : deadline;
+        /* a first round that only spins (if this thread spins now) */
+        int64_t until = spin > 0 ? fm_spin_end(spin, deadline) : 0;
+        if (until == 0) {
+            until = deadline;
+            spin = 0;
+        }
         int st;
         self->busy++;
         Py_BEGIN_ALLOW_THREADS

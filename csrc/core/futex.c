@@ -75,6 +75,43 @@ fm_cpu_relax(void)
 #endif
 }
 
+/* Per thread: how many times the configured spin is halved (see
+ * futex.h), and a count of the waits that did not spin, for the probes. */
+static _Thread_local unsigned spin_shift;
+static _Thread_local unsigned spin_skipped;
+
+int64_t
+fm_spin_allowance(int64_t spin_ns)
+{
+    if (spin_ns <= 0)
+        return 0;
+    unsigned shift = spin_shift;
+    if (shift >= FM_SPIN_SHIFT_OFF) {
+        if (++spin_skipped % FM_SPIN_PROBE_EVERY != 0)
+            return 0;
+        shift = FM_SPIN_SHIFT_OFF - 1;
+    }
+    return spin_ns >> shift;
+}
+
+void
+fm_spin_outcome(int won)
+{
+    if (won)
+        spin_shift = spin_shift >= FM_SPIN_SHIFT_OFF ? FM_SPIN_SHIFT_OFF - 2
+                     : spin_shift > 0                ? spin_shift - 1
+                                                     : 0;
+    else if (spin_shift < FM_SPIN_SHIFT_OFF)
+        spin_shift++;
+}
+
+void
+fm_spin_reset(void)
+{
+    spin_shift = 0;
+    spin_skipped = 0;
+}
+
 uint32_t
 fm_spin_while(_Atomic uint32_t *word, uint32_t expected, int64_t spin_ns)
 {
@@ -87,11 +124,15 @@ fm_spin_while(_Atomic uint32_t *word, uint32_t expected, int64_t spin_ns)
         for (int i = 0; i < 64; i++) {
             fm_cpu_relax();
             v = atomic_load_explicit(word, memory_order_acquire);
-            if (v != expected)
+            if (v != expected) {
+                fm_spin_outcome(1);
                 return v;
+            }
         }
-        if (fm_now_ns() >= until)
+        if (fm_now_ns() >= until) {
+            fm_spin_outcome(0);
             return v;
+        }
         fm_spin_yield(round);
     }
 }
@@ -154,7 +195,10 @@ fm_futex_wait_bits(_Atomic uint32_t *word, uint32_t expected, int64_t deadline_n
     case EINTR:
         return FM_EINTR;
     case ETIMEDOUT:
-        return sliced ? FM_EINTR : FM_TIMEOUT;
+        /* a slice's end says "look around and call again", unless the
+         * caller's deadline has passed meanwhile (a late wake-up on a busy
+         * machine): then it is the timeout, not a call with no time left */
+        return sliced && fm_now_ns() < deadline_ns ? FM_EINTR : FM_TIMEOUT;
     default:
         return FM_ERRNO;
     }

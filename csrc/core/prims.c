@@ -96,11 +96,14 @@ fm_mutex_lock(fm_mutex *m, uint32_t pid, int64_t deadline_ns, int64_t spin_ns)
                 fm_cpu_relax();
                 c = atomic_load_explicit(&m->all, RLX);
                 if (c == 0 && atomic_compare_exchange_weak_explicit(
-                                  &m->all, &c, me, ACQ, RLX))
+                                  &m->all, &c, me, ACQ, RLX)) {
+                    fm_spin_outcome(1);
                     return FM_OK;
+                }
             }
             fm_spin_yield(round++);
         } while (spin_budget_left(until));
+        fm_spin_outcome(0);
     }
 
     /* Sleep phase.  Whoever has slept takes the lock with the waiters bit
@@ -504,11 +507,14 @@ fm_cond_wait(fm_cond *c, uint32_t ticket, uint32_t seen, int64_t deadline_ns, in
         do {
             for (int i = 0; i < 64; i++) {
                 fm_cpu_relax();
-                if (cond_done(c, ticket, seen))
+                if (cond_done(c, ticket, seen)) {
+                    fm_spin_outcome(1);
                     return FM_OK;
+                }
             }
             fm_spin_yield(round++);
         } while (spin_budget_left(until));
+        fm_spin_outcome(0);
     }
     uint32_t bits = ticket == FM_COND_NO_TICKET ? 0xffffffffu : TICKET_BIT(ticket);
     for (;;) {

@@ -572,9 +572,13 @@ fm_ring_claim_space(fm_ring *r, uint32_t len, uint32_t pid, int64_t deadline_ns,
         for (int i = 0; i < 32; i++)
             fm_cpu_relax();
         st = try_claim(r, &a);
-        if (st != FM_AGAIN)
+        if (st != FM_AGAIN) {
+            fm_spin_outcome(1);
             return st;
+        }
     }
+    if (until > 0)
+        fm_spin_outcome(0);
     for (;;) {
         int sliced = 0;
         c->data = NULL;
@@ -915,11 +919,12 @@ fm_ring_take(fm_ring *r, uint32_t pid, int64_t deadline_ns, int64_t spin_ns, fm_
      * A mark left well past its spin's end (its owner preempted, or dead)
      * is taken over. */
     uint32_t cur = atomic_load_explicit(&r->items_spinner, SEQ);
+    int64_t until = 0;
     if (spin_ns > 0 &&
         (cur == 0 ||
          fm_now_ns() > atomic_load_explicit(&r->items_spin_until, SEQ) + FM_RING_STALE_SPIN_NS) &&
+        (until = fm_spin_end(spin_ns, deadline_ns)) > 0 &&
         atomic_compare_exchange_strong_explicit(&r->items_spinner, &cur, pid, SEQ, SEQ)) {
-        int64_t until = fm_spin_end(spin_ns, deadline_ns);
         atomic_store_explicit(&r->items_spin_until, until, SEQ);
         while (fm_now_ns() < until) {
             for (int i = 0; i < 32; i++)
@@ -928,6 +933,7 @@ fm_ring_take(fm_ring *r, uint32_t pid, int64_t deadline_ns, int64_t spin_ns, fm_
             if (st != FM_AGAIN)
                 break;
         }
+        fm_spin_outcome(st != FM_AGAIN);
         /* From here on producers wake sleepers again; what they committed
          * meanwhile is seen by wake_next, or by our recheck in wait_seq.
          * Only our own mark is cleared (another may have taken ours over). */

@@ -32,6 +32,9 @@ atfork_child(void)
 {
     pthread_mutex_unlock(&table_lock);
     fm_refresh_pid();
+    /* a new process starts with the full spin: the parent's thread may have
+     * learnt to skip it from waits that say nothing of the child's */
+    fm_spin_reset();
 }
 
 static void
