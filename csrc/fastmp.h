@@ -70,6 +70,7 @@ typedef struct {
     PyObject *BrokenBarrierError;   /* threading.BrokenBarrierError */
     PyObject *segment_hook;         /* called with a new arena's name */
     fm_handle handles;              /* list head of live handles */
+    uint32_t fork_parent;           /* pid that took its children's references (handle.c) */
     /* value.c */
     PyTypeObject *BufferWrapperType;
     PyTypeObject *SyncBaseType;
@@ -95,6 +96,7 @@ int fm_handle_attach(fm_state *st, fm_handle *h, PyObject *name, PyObject *offse
                      uint32_t tag);
 void fm_handle_release(fm_handle *h);
 PyObject *fm_handle_name(const fm_handle *h);    /* segment name as str */
+void fm_handles_before_fork(fm_state *st);
 void fm_handles_after_fork_child(fm_state *st);
 void fm_handles_release_all(fm_state *st);
 /* Unlink every live handle from the module's list (the module is going). */

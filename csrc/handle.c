@@ -134,14 +134,39 @@ fm_handle_name(const fm_handle *h)
     return PyUnicode_FromString(h->seg->name);
 }
 
+/* A fork: the child's references are taken by the parent, before the fork
+ * (os.register_at_fork's "before" hook, GIL held from here to the fork, so
+ * the list cannot change in between).  Taken in the child instead, they
+ * raced the parent: a parent that dropped an object at once (a temporary
+ * passed to a Process) could give the block back first, and the child's
+ * late reference, released at its exit, freed it a second time: two objects
+ * made later then shared one block.  A fork that fails leaves these
+ * references behind (its blocks are not reused; the arena goes when its
+ * creator exits), as does a child that execs without exiting through
+ * fastmp. */
+void
+fm_handles_before_fork(fm_state *st)
+{
+    uint32_t me = fm_self_pid();
+    for (fm_handle *h = st->handles.next; h != &st->handles; h = h->next)
+        if (h->pid == me)
+            fm_block_incref(h->seg, h->offset);
+    st->fork_parent = me;
+}
+
 void
 fm_handles_after_fork_child(fm_state *st)
 {
     uint32_t me = fm_self_pid();
+    uint32_t parent = st->fork_parent;
+    st->fork_parent = 0;
     for (fm_handle *h = st->handles.next; h != &st->handles; h = h->next) {
         if (h->pid == 0 || h->pid == me)
             continue;
-        fm_block_incref(h->seg, h->offset);
+        /* the parent's own took our reference before the fork; one
+         * inherited from further up (a fork no hook saw) takes it now */
+        if (parent == 0 || h->pid != parent)
+            fm_block_incref(h->seg, h->offset);
         h->pid = me;
         if (h->holder_changed != NULL)
             h->holder_changed(h, 1);

@@ -160,7 +160,20 @@ debug_die_after_link(PyObject *module, PyObject *arg)
     Py_RETURN_NONE;
 }
 
+PyDoc_STRVAR(before_fork_doc,
+"_before_fork($module, /)\n--\n\n"
+"Called in a process about to fork: take the child's references on this\n"
+"process's shared objects now, before the parent can drop any.");
+
+static PyObject *
+before_fork(PyObject *module, PyObject *Py_UNUSED(ignored))
+{
+    fm_handles_before_fork(fm_state_of_module(module));
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef module_methods[] = {
+    {"_before_fork", before_fork, METH_NOARGS, before_fork_doc},
     {"_debug_die_after_link", debug_die_after_link, METH_O, debug_die_after_link_doc},
     {"_after_fork_child", after_fork_child, METH_NOARGS, after_fork_child_doc},
     {"_release_all", release_all, METH_NOARGS, release_all_doc},

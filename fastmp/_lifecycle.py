@@ -15,9 +15,10 @@
 - The tracker can die (killed) and be relaunched by the next registration, usually on the
   same descriptor number.  A change of the tracker's pid shows it: the new tracker is then
   told of every segment this process still owns.
-- A forked child takes its own references on every shared object it
-  inherited (os.register_at_fork), so that the parent dropping its object
-  cannot free a block the child still uses.
+- A forked child owns a reference on every shared object it inherited: the
+  parent takes them for it just before the fork (os.register_at_fork), so that
+  the parent dropping its object right after cannot free a block the child
+  still uses.
 """
 import os
 from multiprocessing import context as _mp_context
@@ -176,7 +177,7 @@ _install_exit_hook()
 # multiprocessing's own children clear the finalizer registry after the fork
 # hooks have run; its after-fork callbacks run after that clearing.
 util.register_after_fork(_anchor, _install_exit_hook)
-os.register_at_fork(after_in_child=_after_fork_child)
+os.register_at_fork(before=_core._before_fork, after_in_child=_after_fork_child)
 
 
 def keep_alive_while_spawning(obj):
