@@ -1,0 +1,42 @@
+"""Task functions for tests/test_pool_memlimit.py and tests/test_reusable_executor.py.
+
+They live in an importable module so spawn and forkserver workers can unpickle them by name.
+"""
+import os
+import time
+
+_HELD = []          # what a task allocated: kept until the worker process ends
+_RUN = [0]          # tasks this worker process has run
+
+
+def resident_bytes():
+    """This process's resident set size (what max_memory_per_child compares)."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def record(x, grow=0):
+    """Task x: allocate and keep `grow` bytes (written, so resident), then return
+    (x * x, pid, how many tasks this worker ran before this one)."""
+    if grow:
+        _HELD.append(b"\x01" * grow)
+    seq = _RUN[0]
+    _RUN[0] += 1
+    return x * x, os.getpid(), seq
+
+
+def record_star(x, grow):
+    return record(x, grow)
+
+
+def pid_after(secs=0.0):
+    time.sleep(secs)
+    return os.getpid()
+
+
+def init_marker(value):
+    os.environ["FASTMP_TEST_INIT"] = str(value)
+
+
+def init_value(_=None):
+    return os.environ.get("FASTMP_TEST_INIT"), os.getpid()
