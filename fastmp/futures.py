@@ -56,7 +56,7 @@ from . import _core
 from . import _dispatcher as _disp
 from ._pickling import dump_cached
 
-__all__ = ['ProcessPoolExecutor', 'BrokenProcessPool']
+__all__ = ['ProcessPoolExecutor', 'BrokenProcessPool', 'get_reusable_executor']
 
 _BROKEN_FUTURE = ("A process in the process pool was terminated abruptly while the future "
                   "was running or pending.")
@@ -777,3 +777,7 @@ def _chunks(it, size):
         if not chunk:
             return
         yield chunk
+
+
+# beyond the stdlib: loky's reusable executor, on this module's executor (fastmp/reusable.py)
+from .reusable import get_reusable_executor  # noqa: E402

@@ -40,3 +40,7 @@ def init_marker(value):
 
 def init_value(_=None):
     return os.environ.get("FASTMP_TEST_INIT"), os.getpid()
+
+
+def die(_=None):
+    os._exit(3)
