@@ -169,13 +169,11 @@ class FastContext(BaseContext):
     # fastmp.pool; Manager: the stdlib's, on the stdlib's context of the same method ---
 
     def Pool(self, processes=None, initializer=None, initargs=(),
-             maxtasksperchild=None, *, max_memory_per_child=None):
-        """A pool of worker processes on fastmp's C dispatcher (fastmp.pool.Pool).
-        max_memory_per_child (beyond the stdlib): see fastmp.pool.Pool."""
+             maxtasksperchild=None):
+        """A pool of worker processes on fastmp's C dispatcher (fastmp.pool.Pool)."""
         from .pool import Pool
         return Pool(processes, initializer, initargs, maxtasksperchild,
-                    context=self.get_context(),
-                    max_memory_per_child=max_memory_per_child)
+                    context=self.get_context())
 
     def Manager(self):
         """A started multiprocessing.managers.SyncManager (the stdlib's)."""

@@ -9,8 +9,10 @@ import pytest
 
 import fastmp
 import fastmp.futures
+import fastmp.pool
 from _memlimit_targets import record, record_star, resident_bytes
 
+FORK = fastmp.get_context("fork")
 MiB = 1 << 20
 GROW = 160 * MiB
 
@@ -45,7 +47,7 @@ def _check_turnover(out, n, grows):
 @pytest.mark.timeout(120)
 def test_pool_worker_over_the_limit_is_replaced_right_after_that_task(fastmp_ctx):
     limit = _limit()
-    pool = fastmp_ctx.Pool(1, max_memory_per_child=limit)
+    pool = fastmp.pool.Pool(1, context=fastmp_ctx, max_memory_per_child=limit)
     try:
         first = pool.apply_async(record, (0,)).get(60)
         workers = list(pool._pool)
@@ -68,7 +70,7 @@ def test_pool_worker_over_the_limit_is_replaced_right_after_that_task(fastmp_ctx
 @pytest.mark.parametrize("chunksize", [1, 2])
 def test_pool_map_replaces_after_the_chunk_that_crossed(chunksize):
     n, grows = 10, {3}
-    with fastmp.get_context("fork").Pool(1, max_memory_per_child=_limit()) as pool:
+    with fastmp.pool.Pool(1, context=FORK, max_memory_per_child=_limit()) as pool:
         out = pool.starmap(record_star, [(i, GROW if i in grows else 0) for i in range(n)],
                            chunksize=chunksize)
     assert [v for v, _, _ in out] == [i * i for i in range(n)]
@@ -82,7 +84,7 @@ def test_pool_map_replaces_after_the_chunk_that_crossed(chunksize):
 def test_pool_many_workers_none_lost():
     n = 24
     grows = set(range(2, n, 5))
-    with fastmp.get_context("fork").Pool(2, max_memory_per_child=_limit()) as pool:
+    with fastmp.pool.Pool(2, context=FORK, max_memory_per_child=_limit()) as pool:
         out = pool.starmap(record_star, [(i, GROW if i in grows else 0) for i in range(n)],
                            chunksize=1)
         again = pool.map(record, range(n), chunksize=3)     # the replacements work
@@ -94,7 +96,7 @@ def test_pool_many_workers_none_lost():
 @pytest.mark.timeout(120)
 def test_pool_below_the_limit_keeps_its_workers(fastmp_ctx):
     n = 30
-    with fastmp_ctx.Pool(2, max_memory_per_child=_limit()) as pool:
+    with fastmp.pool.Pool(2, context=fastmp_ctx, max_memory_per_child=_limit()) as pool:
         out = pool.map(record, range(n), chunksize=1)
         out += [pool.apply_async(record, (i,)).get(60) for i in range(n, n + 5)]
         workers = sorted(p.pid for p in pool._pool)
@@ -105,7 +107,7 @@ def test_pool_below_the_limit_keeps_its_workers(fastmp_ctx):
 @pytest.mark.timeout(120)
 def test_pool_imap_with_a_limit():
     n, grows = 12, {0, 5}
-    with fastmp.get_context("fork").Pool(2, max_memory_per_child=_limit()) as pool:
+    with fastmp.pool.Pool(2, context=FORK, max_memory_per_child=_limit()) as pool:
         out = list(pool.imap(_record_pair, _pairs(n, grows)))
     _check_turnover(out, n, grows)
 
@@ -124,11 +126,9 @@ BAD_VALUES = [0, -1, -(1 << 70)]
 
 def _pool_makers():
     return [
-        ("fastmp.Pool", lambda limit: fastmp.Pool(1, max_memory_per_child=limit)),
+        ("Pool", lambda limit: fastmp.pool.Pool(1, max_memory_per_child=limit)),
         ("Pool(context=)", lambda limit: fastmp.pool.Pool(
-            1, context=fastmp.get_context("fork"), max_memory_per_child=limit)),
-        ("ctx.Pool", lambda limit: fastmp.get_context("spawn").Pool(
-            1, max_memory_per_child=limit)),
+            1, context=fastmp.get_context("spawn"), max_memory_per_child=limit)),
         ("ProcessPoolExecutor", lambda limit: fastmp.futures.ProcessPoolExecutor(
             1, max_memory_per_child=limit)),
     ]
@@ -154,7 +154,7 @@ def test_bad_limit_values_raise_value_error_at_construction(bad):
 
 def test_limit_none_and_ints_accepted():
     for limit in (None, 1 << 40):
-        with fastmp.get_context("fork").Pool(1, max_memory_per_child=limit) as pool:
+        with fastmp.pool.Pool(1, context=FORK, max_memory_per_child=limit) as pool:
             assert pool.apply(record, (3,))[0] == 9
 
 
