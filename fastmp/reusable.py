@@ -49,6 +49,7 @@ class _ReusableExecutor(Executor):
         self._buffered_maps = set()
         self._last_use = time.monotonic()
         self._monitor = None                    # the monitor thread while a pool lives
+        self._idle_wait = False                 # it sleeps out the timeout: wake it on a call
         self._pool = self._make_pool()          # made now: bad parameters raise here
 
     def _make_pool(self):
@@ -90,6 +91,10 @@ class _ReusableExecutor(Executor):
             self._monitor = threading.Thread(target=self._monitor_main, daemon=True,
                                              name="fastmp-reusable-monitor")
             self._monitor.start()
+        elif self._idle_wait:
+            # once per idle spell, not per call: the monitor then watches this work end
+            self._idle_wait = False
+            self._wake.notify()
 
     def submit(self, fn, /, *args, **kwargs):
         with self._lock:
@@ -184,7 +189,11 @@ class _ReusableExecutor(Executor):
                     self._last_use = max(self._last_use, now)
                 left = self._last_use + self._timeout - now
                 if left > 0:
+                    self._idle_wait = True
                     self._wake.wait(left)
+                    # a call cleared the flag: work came (it may be over already)
+                    busy = busy or not self._idle_wait
+                    self._idle_wait = False
                     continue
                 # idle long enough.  Shut down with the lock held, so that a call coming
                 # now waits for the old workers to be gone and then makes a new pool.

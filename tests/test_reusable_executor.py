@@ -76,9 +76,11 @@ def test_workers_exit_after_the_idle_timeout_and_the_executor_still_works(method
     ex = get_reusable_executor(2, context=method, timeout=0.5)
     got = _pids(ex)
     workers = got | set(ex._processes)
-    assert workers and all(_alive(p) for p in workers)
+    segment = "/dev/shm/" + ex._pool._dispatcher.name
+    assert workers and all(_alive(p) for p in workers) and os.path.exists(segment)
     assert _all_gone_within(workers, 30), "workers still alive after the idle timeout"
     assert ex._processes == {}
+    assert not os.path.exists(segment)      # the old pool's channel is gone with it
     # still usable: the next calls start new workers
     assert get_reusable_executor(2, context=method, timeout=0.5) is ex
     assert list(ex.map(record, range(6)))[5][0] == 25
@@ -121,8 +123,10 @@ def test_a_buffered_map_keeps_its_workers_while_consumed_slowly():
 def test_a_shut_down_executor_is_replaced():
     ex = get_reusable_executor(2, timeout=60)
     workers = _pids(ex) | set(ex._processes)
+    segment = "/dev/shm/" + ex._pool._dispatcher.name
     ex.shutdown(wait=True)
     assert not any(_alive(p) for p in workers)
+    assert not os.path.exists(segment)
     with pytest.raises(RuntimeError, match="after shutdown"):
         ex.submit(pid_after)
     new = get_reusable_executor(2, timeout=60)
