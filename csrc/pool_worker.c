@@ -122,9 +122,10 @@ watch_owner(worker_ctx *w)
  * chunk: the parent sends one task per record when a limit is set), the
  * worker reads its resident set size and leaves, as after maxtasks, when it
  * is above the limit.  /proc/self/statm is opened once and read with pread:
- * one system call per task record.  Where it cannot be read, the peak
- * resident size (getrusage) stands in: never below the current one, so a
- * worker above the limit still leaves. */
+ * one system call per task record (procfs answers at once: no wait, so an
+ * EINTR is retried at once, with no signal check).  Where it cannot be read,
+ * the peak resident size (getrusage) stands in: never below the current one,
+ * so a worker above the limit still leaves. */
 
 /* Open /proc/self/statm for the memory limit, if any (-1 otherwise). */
 static int

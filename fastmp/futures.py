@@ -446,7 +446,11 @@ class _PendingItem:
 
 
 class ProcessPoolExecutor(Executor):
-    """concurrent.futures.ProcessPoolExecutor on fastmp's C dispatcher."""
+    """concurrent.futures.ProcessPoolExecutor on fastmp's C dispatcher.
+
+    Beyond the stdlib: max_memory_per_child=N (bytes): a worker whose resident memory is
+    above N after a task leaves and is replaced, as after max_tasks_per_child tasks (and, as
+    with that one, the default context is then spawn, and fork is refused)."""
 
     def __init__(self, max_workers=None, mp_context=None, initializer=None, initargs=(),
                  *, max_tasks_per_child=None,

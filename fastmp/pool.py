@@ -468,7 +468,11 @@ class Pool(_std.Pool):
     stdlib's class (dask's scheduler, for one) takes it for one; none of the stdlib's
     machinery (its __init__, threads and queues) runs: every method it has is overridden here,
     and the attributes code reads (_processes, _pool, _state, _cache, _ctx, _taskqueue) are
-    kept."""
+    kept.
+
+    Beyond the stdlib: max_memory_per_child=N (bytes; billiard's and loky's memory limit): a
+    worker whose resident memory is above N after a task (an apply call, a map chunk) leaves
+    and is replaced, as after maxtasksperchild tasks."""
     _wrap_exception = True
 
     @staticmethod
