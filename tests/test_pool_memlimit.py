@@ -14,12 +14,12 @@ from _memlimit_targets import record, record_star, resident_bytes
 
 FORK = fastmp.get_context("fork")
 MiB = 1 << 20
-GROW = 160 * MiB
 
 
 def _limit():
-    # a worker starts near this process's size (fork) or well below it (spawn, forkserver):
-    # below the limit until a task adds GROW
+    """A limit above a new worker's size: a forked worker starts near this process's size,
+    a spawned or forkserver one below it (a little above it under ASan: hence the margin).
+    A task that adds as many bytes as the limit crosses it, whatever the worker's size."""
     return resident_bytes() + 96 * MiB
 
 
@@ -46,13 +46,13 @@ def _check_turnover(out, n, grows):
 
 @pytest.mark.timeout(120)
 def test_pool_worker_over_the_limit_is_replaced_right_after_that_task(fastmp_ctx):
-    limit = _limit()
+    limit = grow = _limit()
     pool = fastmp.pool.Pool(1, context=fastmp_ctx, max_memory_per_child=limit)
     try:
         first = pool.apply_async(record, (0,)).get(60)
         workers = list(pool._pool)
         assert [p.pid for p in workers] == [first[1]]
-        rs = [pool.apply_async(record, (i, GROW if i == 3 else 0)) for i in range(1, 8)]
+        rs = [pool.apply_async(record, (i, grow if i == 3 else 0)) for i in range(1, 8)]
         out = [first] + [r.get(60) for r in rs]
     finally:
         pool.close()
@@ -69,9 +69,9 @@ def test_pool_worker_over_the_limit_is_replaced_right_after_that_task(fastmp_ctx
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("chunksize", [1, 2])
 def test_pool_map_replaces_after_the_chunk_that_crossed(chunksize):
-    n, grows = 10, {3}
-    with fastmp.pool.Pool(1, context=FORK, max_memory_per_child=_limit()) as pool:
-        out = pool.starmap(record_star, [(i, GROW if i in grows else 0) for i in range(n)],
+    n, grows, limit = 10, {3}, _limit()
+    with fastmp.pool.Pool(1, context=FORK, max_memory_per_child=limit) as pool:
+        out = pool.starmap(record_star, [(i, limit if i in grows else 0) for i in range(n)],
                            chunksize=chunksize)
     assert [v for v, _, _ in out] == [i * i for i in range(n)]
     pids = [pid for _, pid, _ in out]
@@ -84,8 +84,9 @@ def test_pool_map_replaces_after_the_chunk_that_crossed(chunksize):
 def test_pool_many_workers_none_lost():
     n = 24
     grows = set(range(2, n, 5))
-    with fastmp.pool.Pool(2, context=FORK, max_memory_per_child=_limit()) as pool:
-        out = pool.starmap(record_star, [(i, GROW if i in grows else 0) for i in range(n)],
+    limit = _limit()
+    with fastmp.pool.Pool(2, context=FORK, max_memory_per_child=limit) as pool:
+        out = pool.starmap(record_star, [(i, limit if i in grows else 0) for i in range(n)],
                            chunksize=1)
         again = pool.map(record, range(n), chunksize=3)     # the replacements work
     _check_turnover(out, n, grows)
@@ -107,8 +108,9 @@ def test_pool_below_the_limit_keeps_its_workers(fastmp_ctx):
 @pytest.mark.timeout(120)
 def test_pool_imap_with_a_limit():
     n, grows = 12, {0, 5}
-    with fastmp.pool.Pool(2, context=FORK, max_memory_per_child=_limit()) as pool:
-        out = list(pool.imap(_record_pair, _pairs(n, grows)))
+    limit = _limit()
+    with fastmp.pool.Pool(2, context=FORK, max_memory_per_child=limit) as pool:
+        out = list(pool.imap(_record_pair, _pairs(n, grows, limit)))
     _check_turnover(out, n, grows)
 
 
@@ -116,8 +118,8 @@ def _record_pair(pair):
     return record(*pair)
 
 
-def _pairs(n, grows):
-    return ((i, GROW if i in grows else 0) for i in range(n))
+def _pairs(n, grows, grow):
+    return ((i, grow if i in grows else 0) for i in range(n))
 
 
 BAD_TYPES = ["1G", 1.5, True, [], float("nan")]
@@ -160,20 +162,21 @@ def test_limit_none_and_ints_accepted():
 
 # ---------------------------------------------------------------------------- the executor
 
-def _submit_in_turn(ex, n, grows):
-    return [ex.submit(record, i, GROW if i in grows else 0).result(60) for i in range(n)]
+def _submit_in_turn(ex, n, grows, grow=0):
+    return [ex.submit(record, i, grow if i in grows else 0).result(60) for i in range(n)]
 
 
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("method", [None, "spawn", "forkserver"])
 def test_executor_worker_over_the_limit_is_replaced(method):
     ctx = None if method is None else fastmp.get_context(method)
+    limit = _limit()
     with fastmp.futures.ProcessPoolExecutor(1, mp_context=ctx,
-                                            max_memory_per_child=_limit()) as ex:
+                                            max_memory_per_child=limit) as ex:
         if method is None:
             assert ex._mp_context.get_start_method() == "spawn"   # as max_tasks_per_child
-        out = _submit_in_turn(ex, 6, {2})
-        futures = [ex.submit(record, i, GROW if i == 7 else 0) for i in range(6, 12)]
+        out = _submit_in_turn(ex, 6, {2}, limit)
+        futures = [ex.submit(record, i, limit if i == 7 else 0) for i in range(6, 12)]
         out += [f.result(60) for f in futures]
         out += list(ex.map(record, range(12, 16)))
     assert [v for v, _, _ in out] == [i * i for i in range(16)]

@@ -208,8 +208,9 @@ def test_kill_workers_stops_the_running_work_of_the_old_executor():
 @pytest.mark.timeout(120)
 def test_memory_limit_through_the_reusable_executor():
     from _memlimit_targets import resident_bytes
-    ex = get_reusable_executor(1, timeout=60, max_memory_per_child=resident_bytes() + (96 << 20))
-    out = [ex.submit(record, i, (160 << 20) if i == 1 else 0).result(60) for i in range(4)]
+    limit = resident_bytes() + (96 << 20)     # as in test_pool_memlimit.py
+    ex = get_reusable_executor(1, timeout=60, max_memory_per_child=limit)
+    out = [ex.submit(record, i, limit if i == 1 else 0).result(60) for i in range(4)]
     pids = [pid for _, pid, _ in out]
     assert pids[0] == pids[1] != pids[2] == pids[3]
 
