@@ -44,3 +44,16 @@ def init_value(_=None):
 
 def die(_=None):
     os._exit(3)
+
+
+def reusable_in_child():
+    """In a forked child: the parent's reusable executor is not inherited; a call here makes
+    the child's own, which works.  Exit code 0 when so."""
+    import fastmp.reusable
+    from fastmp.futures import get_reusable_executor
+    if fastmp.reusable._executor is not None:
+        os._exit(2)
+    ex = get_reusable_executor(1, timeout=60)
+    ok = ex.submit(pid_after).result(60) not in (os.getpid(), os.getppid())
+    ex.shutdown(wait=True)
+    os._exit(0 if ok else 3)

@@ -242,3 +242,15 @@ def test_timeout_none_keeps_the_workers():
     time.sleep(0.5)
     assert _alive(pid) and ex.submit(pid_after).result(60) == pid
     assert fastmp.reusable._executor is ex
+
+
+@pytest.mark.timeout(120)
+def test_a_forked_child_makes_its_own_executor():
+    from _memlimit_targets import reusable_in_child
+    ex = get_reusable_executor(1, timeout=60)
+    parent_workers = _pids(ex)
+    p = fastmp.get_context("fork").Process(target=reusable_in_child)
+    p.start()
+    p.join(60)
+    assert p.exitcode == 0
+    assert _pids(ex) == parent_workers and get_reusable_executor(1, timeout=60) is ex
