@@ -191,10 +191,12 @@ class Dispatcher:
     def start_worker(self, slot):
         ch = self.channel
         ch.set_slot(slot, 0, SLOT_STARTING)
+        # kwargs= only with a limit: a Pool.Process override may take target and args only
+        limits = self.worker_limits()
         p = self.make_process(target=type(self).worker_target,
                               args=(self.name, slot, self.initializer, self.initargs,
                                     self.maxtasks),
-                              kwargs=self.worker_limits())
+                              **({"kwargs": limits} if limits else {}))
         if self.worker_label is not None:
             p.name = p.name.replace("Process", self.worker_label)
         p.daemon = True
