@@ -912,7 +912,7 @@ PyDoc_STRVAR(worker_main_doc,
 static PyObject *
 PoolChannel_worker_main(PyObject *cls, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (fm_check_nargs("worker_main", nargs, 4, 4) < 0)
+    if (fm_check_nargs("worker_main", nargs, 4, 5) < 0)
         return NULL;
     fm_state *st = fm_state_of_type((PyTypeObject *)cls);
     if (st == NULL)
@@ -926,7 +926,13 @@ PoolChannel_worker_main(PyObject *cls, PyObject *const *args, Py_ssize_t nargs)
         if (PyErr_Occurred())
             return NULL;
     }
-    return fm_pool_worker_main(st, args[0], slot, maxtasks, args[3]);
+    unsigned long long maxmem = 0;
+    if (nargs > 4 && args[4] != Py_None) {
+        maxmem = PyLong_AsUnsignedLongLong(args[4]);
+        if (PyErr_Occurred())
+            return NULL;
+    }
+    return fm_pool_worker_main(st, args[0], slot, maxtasks, args[3], maxmem);
 }
 
 PyDoc_STRVAR(worker_init_failed_doc,

@@ -155,7 +155,8 @@ int fm_pool_in_collector(PoolChannelObject *self);
 /* pool_worker.c: PoolChannel.worker_main and worker_init_failed (their
  * docstrings in pool.c say what they do). */
 PyObject *fm_pool_worker_main(fm_state *st, PyObject *name, long slot,
-                              unsigned long long maxtasks, PyObject *encode_failure);
+                              unsigned long long maxtasks, PyObject *encode_failure,
+                              unsigned long long maxmem);
 PyObject *fm_pool_worker_init_failed(PyObject *name, long slot, PyObject *payload);
 
 #endif

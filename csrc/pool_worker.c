@@ -6,14 +6,18 @@
  * marks the slot IDLE again.  So a worker that dies fails exactly the tasks
  * its slot names (a worker that dies between the take and its slot's update
  * leaves the record in its name in the ring: the parent adopts it).  The
- * worker leaves on an EXIT record, after maxtasks tasks (posting RETIRE, so
- * that the parent replaces it at once), or when the pool's owner is gone. */
+ * worker leaves on an EXIT record, after maxtasks tasks or once its resident
+ * memory is above maxmem after a task record (posting RETIRE, so that the
+ * parent replaces it at once), or when the pool's owner is gone. */
 #include "fastmp.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "pool.h"
@@ -31,6 +35,7 @@ typedef struct {
     PyObject *func_cache;           /* dict: pickle bytes -> function */
     int64_t next_owner_check;
     int direct;                     /* our parent process is the pool's owner */
+    int statm_fd;                   /* /proc/self/statm, for the memory limit (-1: none) */
 } worker_ctx;
 
 /* ---- the owner's death
@@ -109,6 +114,63 @@ watch_owner(worker_ctx *w)
     w->next_owner_check = fm_now_ns() + FM_POOL_OWNER_CHECK_NS;
     /* not direct: a forkserver's child, or the owner died already */
     return !owner_gone(w);
+}
+
+/* ---- the memory limit
+ *
+ * max_memory_per_child: after each task record (one apply call, one map
+ * chunk: the parent sends one task per record when a limit is set), the
+ * worker reads its resident set size and leaves, as after maxtasks, when it
+ * is above the limit.  /proc/self/statm is opened once and read with pread:
+ * one system call per task record (procfs answers at once: no wait, so an
+ * EINTR is retried at once, with no signal check).  Where it cannot be read,
+ * the peak resident size (getrusage) stands in: never below the current one,
+ * so a worker above the limit still leaves. */
+
+/* Open /proc/self/statm for the memory limit, if any (-1 otherwise). */
+static int
+open_statm(unsigned long long maxmem)
+{
+    if (maxmem == 0)
+        return -1;
+    int fd;
+    do
+        fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
+    while (fd < 0 && errno == EINTR);
+    return fd;
+}
+
+/* The resident set size in bytes, or 0 if unknown.  No Python object. */
+static unsigned long long
+resident_bytes(int statm_fd)
+{
+    if (statm_fd >= 0) {
+        char buf[128];
+        ssize_t n;
+        do
+            n = pread(statm_fd, buf, sizeof buf - 1, 0);
+        while (n < 0 && errno == EINTR);
+        if (n > 0) {
+            buf[n] = '\0';
+            /* "size resident shared ...", in pages */
+            char *end;
+            (void)strtoull(buf, &end, 10);
+            unsigned long long pages = strtoull(end, NULL, 10);
+            long page = sysconf(_SC_PAGESIZE);
+            return pages * (unsigned long long)(page > 0 ? page : 4096);
+        }
+    }
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) == 0 && ru.ru_maxrss > 0)
+        return (unsigned long long)ru.ru_maxrss * 1024u;       /* KiB on Linux */
+    return 0;
+}
+
+/* Above the limit (0: none) after a task record: the worker leaves. */
+static int
+over_memory_limit(worker_ctx *w, unsigned long long maxmem)
+{
+    return maxmem != 0 && resident_bytes(w->statm_fd) > maxmem;
 }
 
 /* ------------------------------------------------------------ running */
@@ -512,12 +574,13 @@ worker_hold(worker_ctx *w, fm_ring *tr, fm_ring_read *rd, fm_buf *in, fm_task_hd
     return 0;
 }
 
-/* The loop: take, hold, run, until an EXIT record, maxtasks, or the owner's
- * death.  Returns a status (FM_PYERR with an exception); *done: tasks run;
- * *retire: left after maxtasks. */
+/* The loop: take, hold, run, until an EXIT record, maxtasks, the memory
+ * limit (maxmem bytes, 0: none), or the owner's death.  Returns a status
+ * (FM_PYERR with an exception); *done: tasks run; *retire: left after
+ * maxtasks or over maxmem. */
 static int
-worker_loop(worker_ctx *w, unsigned long long maxtasks, unsigned long long *done,
-            int *retire)
+worker_loop(worker_ctx *w, unsigned long long maxtasks, unsigned long long maxmem,
+            unsigned long long *done, int *retire)
 {
     fm_ring *tr = fm_pool_task_ring(w->h);
     fm_buf in = {0}, out = {0};
@@ -541,7 +604,7 @@ worker_loop(worker_ctx *w, unsigned long long maxtasks, unsigned long long *done
             break;
         *done += th.count;
         atomic_store_explicit(&w->slot->tasks_done, *done, RLX);
-        if (maxtasks && *done >= maxtasks) {
+        if ((maxtasks && *done >= maxtasks) || over_memory_limit(w, maxmem)) {
             *retire = 1;
             break;
         }
@@ -554,9 +617,10 @@ worker_loop(worker_ctx *w, unsigned long long maxtasks, unsigned long long *done
 
 PyObject *
 fm_pool_worker_main(fm_state *st, PyObject *name, long slot, unsigned long long maxtasks,
-                    PyObject *encode_failure)
+                    PyObject *encode_failure, unsigned long long maxmem)
 {
     worker_ctx w = {0};
+    w.statm_fd = -1;
     if (worker_attach(name, &w.h, slot) < 0)
         return NULL;
     w.slot = fm_pool_slot_at(w.h, (uint32_t)slot);
@@ -566,6 +630,7 @@ fm_pool_worker_main(fm_state *st, PyObject *name, long slot, unsigned long long 
     w.dumps = fm_pool_import_attr("pickle", "dumps");
     w.loads = fm_pool_import_attr("pickle", "loads");
     w.func_cache = PyDict_New();
+    w.statm_fd = open_statm(maxmem);
     unsigned long long done = 0;
     int retire = 0;
     PyObject *ret = NULL;
@@ -573,7 +638,7 @@ fm_pool_worker_main(fm_state *st, PyObject *name, long slot, unsigned long long 
         goto finally;
     atomic_store_explicit(&w.slot->pid, w.pid, RLX);
     atomic_store_explicit(&w.slot->state, FM_SLOT_IDLE, REL);
-    int s = worker_loop(&w, maxtasks, &done, &retire);
+    int s = worker_loop(&w, maxtasks, maxmem, &done, &retire);
     if (s != FM_OK) {
         if (s != FM_PYERR)
             fm_set_error(s);
@@ -590,6 +655,8 @@ fm_pool_worker_main(fm_state *st, PyObject *name, long slot, unsigned long long 
     }
     ret = PyLong_FromUnsignedLongLong(done);
 finally:
+    if (w.statm_fd >= 0)
+        close(w.statm_fd);
     free(w.fbytes);
     Py_XDECREF(w.func);
     Py_XDECREF(w.func_cache);

@@ -14,6 +14,7 @@ ReadAhead, which bounds how far the feeder reads its input ahead of the consumer
 """
 import collections
 import itertools
+import operator
 import threading
 import time
 
@@ -73,6 +74,23 @@ class ItemwiseRuns:
             self._set(first + k, pair)
 
 
+def check_memory_limit(limit, name):
+    """A memory limit in bytes (max_memory_per_child): None, or an int >= 1; TypeError and
+    ValueError as the stdlib's checks of max_tasks_per_child."""
+    if limit is None:
+        return None
+    try:
+        if isinstance(limit, bool):
+            raise TypeError
+        limit = operator.index(limit)           # an int, a numpy integer, ...
+    except TypeError:
+        raise TypeError(f"{name} must be an integer (bytes) or None, "
+                        f"not {type(limit).__name__}") from None
+    if limit <= 0:
+        raise ValueError(f"{name} must be a positive number of bytes or None, not {limit}")
+    return int(limit)
+
+
 def check_buffersize(buffersize):
     """buffersize= of Pool.imap and Executor.map: None, or an int >= 1; the exceptions and
     messages of Python 3.14's Executor.map."""
@@ -129,15 +147,16 @@ class Dispatcher:
     fail_everything."""
 
     worker_target = None    # the function a worker process runs (name, slot, initializer,
-    #                         initargs, maxtasks)
+    #                         initargs, maxtasks; max_memory= when a memory limit is set)
     worker_label = None     # what "Process" becomes in the workers' names, if anything
 
-    def __init__(self, ctx, processes, initializer, initargs, maxtasks, cache):
+    def __init__(self, ctx, processes, initializer, initargs, maxtasks, cache, maxmem=None):
         self.ctx = ctx
         self.processes = processes
         self.initializer = initializer
         self.initargs = initargs
         self.maxtasks = maxtasks
+        self.maxmem = maxmem            # bytes of resident memory a worker leaves above
         self.cache = cache
         self.state = RUN
         self.broken = None              # the exception of every task, once broken
@@ -161,7 +180,7 @@ class Dispatcher:
         self.channel.dump_function = self.dump_function
         self.channel.submit = self.submit
         # a busy worker comes back for the next short task by itself, unless it may leave
-        self.channel.lazy_wake = maxtasks is None
+        self.channel.lazy_wake = maxtasks is None and maxmem is None
 
     # ---- workers
 
@@ -172,9 +191,12 @@ class Dispatcher:
     def start_worker(self, slot):
         ch = self.channel
         ch.set_slot(slot, 0, SLOT_STARTING)
+        # kwargs= only with a limit: a Pool.Process override may take target and args only
+        limits = self.worker_limits()
         p = self.make_process(target=type(self).worker_target,
                               args=(self.name, slot, self.initializer, self.initargs,
-                                    self.maxtasks))
+                                    self.maxtasks),
+                              **({"kwargs": limits} if limits else {}))
         if self.worker_label is not None:
             p.name = p.name.replace("Process", self.worker_label)
         p.daemon = True
@@ -227,6 +249,10 @@ class Dispatcher:
                     self.start_worker(slot)
             self.maybe_finish()
 
+    def worker_limits(self):
+        """Keyword arguments of worker_target beyond the stdlib's: the memory limit."""
+        return {} if self.maxmem is None else {"max_memory": self.maxmem}
+
     def worker_lost(self, p, state, job, first, count):
         """A worker died on its own (not after an EXIT record or maxtasks); state is its
         slot's, and if SLOT_BUSY it held tasks first..first+count-1 of job.  Returns whether
@@ -263,8 +289,9 @@ class Dispatcher:
 
     def batch_size(self, ntasks):
         """Tasks per record: several only for short tasks (measured), so a slow task never
-        waits behind another in the same record."""
-        if self.maxtasks is not None:
+        waits behind another in the same record; one when a worker may leave after a task
+        (maxtasks, or the memory limit, checked after each record)."""
+        if self.maxtasks is not None or self.maxmem is not None:
             return 1
         task_ns = self.channel.task_ns
         if task_ns <= 0 or task_ns >= BATCH_TARGET_NS // 2:

@@ -56,7 +56,7 @@ from . import _core
 from . import _dispatcher as _disp
 from ._pickling import dump_cached
 
-__all__ = ['ProcessPoolExecutor', 'BrokenProcessPool']
+__all__ = ['ProcessPoolExecutor', 'BrokenProcessPool', 'get_reusable_executor']
 
 _BROKEN_FUTURE = ("A process in the process pool was terminated abruptly while the future "
                   "was running or pending.")
@@ -139,7 +139,7 @@ def _encode_failure(kind, exc, value):
                                 pickle.HIGHEST_PROTOCOL)
 
 
-def _worker_bootstrap(name, slot, initializer, initargs, maxtasks):
+def _worker_bootstrap(name, slot, initializer, initargs, maxtasks, max_memory=None):
     """The target of every executor worker process."""
     if initializer is not None:
         try:
@@ -150,7 +150,7 @@ def _worker_bootstrap(name, slot, initializer, initargs, maxtasks):
             # through a multiprocessing queue has been flushed by then.
             _LOGGER.critical('Exception in initializer:', exc_info=True)
             sys.exit(1)
-    _core.PoolChannel.worker_main(name, slot, maxtasks, _encode_failure)
+    _core.PoolChannel.worker_main(name, slot, maxtasks, _encode_failure, max_memory)
 
 
 # --------------------------------------------------------------------------- in the parent
@@ -269,8 +269,8 @@ class _ExecutorDispatcher(_disp.Dispatcher):
 
     worker_target = staticmethod(_worker_bootstrap)
 
-    def __init__(self, *args, shutdown_lock):
-        super().__init__(*args)
+    def __init__(self, *args, shutdown_lock, maxmem=None):
+        super().__init__(*args, maxmem=maxmem)
         self.xlock = shutdown_lock      # the executor's: guards what follows
         self.limit = self.processes + _EXTRA_QUEUED_CALLS
         self.inflight = 0               # windowed calls handed to the workers, not done
@@ -446,16 +446,23 @@ class _PendingItem:
 
 
 class ProcessPoolExecutor(Executor):
-    """concurrent.futures.ProcessPoolExecutor on fastmp's C dispatcher."""
+    """concurrent.futures.ProcessPoolExecutor on fastmp's C dispatcher.
+
+    Beyond the stdlib: max_memory_per_child=N (bytes): a worker whose resident memory is
+    above N after a task leaves and is replaced, as after max_tasks_per_child tasks (and, as
+    with that one, the default context is then spawn, and fork is refused)."""
 
     def __init__(self, max_workers=None, mp_context=None, initializer=None, initargs=(),
-                 *, max_tasks_per_child=None):
+                 *, max_tasks_per_child=None,
+                 max_memory_per_child=None):
         if max_workers is None:
             max_workers = os.cpu_count() or 1
         elif max_workers <= 0:
             raise ValueError("max_workers must be greater than 0")
+        max_memory_per_child = _disp.check_memory_limit(max_memory_per_child,
+                                                        "max_memory_per_child")
         if mp_context is None:
-            if max_tasks_per_child is not None:
+            if max_tasks_per_child is not None or max_memory_per_child is not None:
                 from .context import _concrete_contexts
                 mp_context = _concrete_contexts["spawn"]
             else:
@@ -472,11 +479,18 @@ class ProcessPoolExecutor(Executor):
                 raise ValueError("max_tasks_per_child is incompatible with the 'fork' "
                                  "multiprocessing start method; supply a different "
                                  "mp_context.")
+        if (max_memory_per_child is not None
+                and mp_context.get_start_method(allow_none=False) == "fork"):
+            # as for max_tasks_per_child: a replacement would be forked from a thread
+            raise ValueError("max_memory_per_child is incompatible with the 'fork' "
+                             "multiprocessing start method; supply a different "
+                             "mp_context.")
         self._max_workers = max_workers
         self._mp_context = mp_context
         self._initializer = initializer
         self._initargs = initargs
         self._max_tasks_per_child = max_tasks_per_child
+        self._max_memory_per_child = max_memory_per_child
         self._safe_to_dynamically_spawn_children = (
             mp_context.get_start_method(allow_none=False) != "fork")
         self._cache = {}
@@ -488,7 +502,7 @@ class ProcessPoolExecutor(Executor):
         self._cancel_pending_futures = False
         self._dispatcher = _ExecutorDispatcher(
             mp_context, max_workers, initializer, initargs, max_tasks_per_child, self._cache,
-            shutdown_lock=self._shutdown_lock)
+            shutdown_lock=self._shutdown_lock, maxmem=max_memory_per_child)
         # [the _Manager once started; False once the executor is finalized]
         self._manager_holder = [None]
         self._finalizer = util.Finalize(self, _executor_finalize,
@@ -767,3 +781,7 @@ def _chunks(it, size):
         if not chunk:
             return
         yield chunk
+
+
+# beyond the stdlib: loky's reusable executor, on this module's executor (fastmp/reusable.py)
+from .reusable import get_reusable_executor  # noqa: E402

@@ -8,7 +8,7 @@ from concurrent.futures import (
 from concurrent.futures.process import BrokenProcessPool as BrokenProcessPool
 from typing import Any, Callable, Dict, Iterable, Iterator, Optional, Tuple, TypeVar, Union
 
-__all__ = ["ProcessPoolExecutor", "BrokenProcessPool"]
+__all__ = ["ProcessPoolExecutor", "BrokenProcessPool", "get_reusable_executor"]
 
 _T = TypeVar("_T")
 
@@ -30,7 +30,11 @@ class ProcessPoolExecutor(Executor):
     def __init__(self, max_workers: Optional[int] = ..., mp_context: Optional[Any] = ...,
                  initializer: Optional[Callable[..., object]] = ...,
                  initargs: Tuple[Any, ...] = ..., *,
-                 max_tasks_per_child: Optional[int] = ...) -> None: ...
+                 max_tasks_per_child: Optional[int] = ...,
+                 # beyond the stdlib: a worker whose resident memory is above this many
+                 # bytes after a task leaves and is replaced; as max_tasks_per_child, the
+                 # default context is then spawn, and fork is refused (ValueError)
+                 max_memory_per_child: Optional[int] = ...) -> None: ...
     def submit(self, fn: Callable[..., _T], /, *args: Any, **kwargs: Any) -> Future[_T]: ...
     # buffersize: Python 3.14's, on every version: None reads the input at once; an int n >= 1
     # reads it lazily, at most n chunks handed to the workers ahead of the consumer
@@ -41,3 +45,13 @@ class ProcessPoolExecutor(Executor):
     def shutdown(self, wait: bool = ..., *, cancel_futures: bool = ...) -> None: ...
     def terminate_workers(self) -> None: ...
     def kill_workers(self) -> None: ...
+
+# beyond the stdlib: loky's reusable executor (fastmp/reusable.py)
+from fastmp.reusable import _ReusableExecutor
+def get_reusable_executor(max_workers: Optional[int] = ..., context: Optional[Any] = ...,
+                          timeout: Optional[float] = ..., kill_workers: bool = ...,
+                          reuse: Union[bool, str] = ..., *,
+                          initializer: Optional[Callable[..., object]] = ...,
+                          initargs: Tuple[Any, ...] = ...,
+                          max_tasks_per_child: Optional[int] = ...,
+                          max_memory_per_child: Optional[int] = ...) -> _ReusableExecutor: ...

@@ -74,7 +74,7 @@ def _encode_failure(kind, exc, value):
         return pickle.dumps(MaybeEncodingError(e, exc), pickle.HIGHEST_PROTOCOL)
 
 
-def _worker_bootstrap(name, slot, initializer, initargs, maxtasks):
+def _worker_bootstrap(name, slot, initializer, initargs, maxtasks, max_memory=None):
     """The target of every pool worker process."""
     if initializer is not None:
         try:
@@ -82,7 +82,7 @@ def _worker_bootstrap(name, slot, initializer, initargs, maxtasks):
         except BaseException as exc:
             _core.PoolChannel.worker_init_failed(name, slot, _encode_failure(0, exc, None))
             sys.exit(1)
-    _core.PoolChannel.worker_main(name, slot, maxtasks, _encode_failure)
+    _core.PoolChannel.worker_main(name, slot, maxtasks, _encode_failure, max_memory)
 
 
 # --------------------------------------------------------------------------- results
@@ -468,7 +468,11 @@ class Pool(_std.Pool):
     stdlib's class (dask's scheduler, for one) takes it for one; none of the stdlib's
     machinery (its __init__, threads and queues) runs: every method it has is overridden here,
     and the attributes code reads (_processes, _pool, _state, _cache, _ctx, _taskqueue) are
-    kept."""
+    kept.
+
+    Beyond the stdlib: max_memory_per_child=N (bytes; billiard's and loky's memory limit): a
+    worker whose resident memory is above N after a task (an apply call, a map chunk) leaves
+    and is replaced, as after maxtasksperchild tasks."""
     _wrap_exception = True
 
     @staticmethod
@@ -476,7 +480,8 @@ class Pool(_std.Pool):
         return ctx.Process(*args, **kwds)
 
     def __init__(self, processes=None, initializer=None, initargs=(),
-                 maxtasksperchild=None, context=None):
+                 maxtasksperchild=None, context=None, *,
+                 max_memory_per_child=None):
         self._state = INIT
         self._pool = []
         self._cache = {}
@@ -491,6 +496,8 @@ class Pool(_std.Pool):
         if maxtasksperchild is not None:
             if not isinstance(maxtasksperchild, int) or maxtasksperchild <= 0:
                 raise ValueError("maxtasksperchild must be a positive int or None")
+        max_memory_per_child = _disp.check_memory_limit(max_memory_per_child,
+                                                        "max_memory_per_child")
         if initializer is not None and not callable(initializer):
             raise TypeError('initializer must be a callable')
         self._processes = processes
@@ -498,7 +505,8 @@ class Pool(_std.Pool):
         self._initargs = initargs
         self._maxtasksperchild = maxtasksperchild
         d = self._dispatcher = _PoolDispatcher(context, processes, initializer, initargs,
-                                           maxtasksperchild, self._cache)
+                                           maxtasksperchild, self._cache,
+                                           maxmem=max_memory_per_child)
         # workers are made by Pool.Process, as in the stdlib (a subclass may override it);
         # bound to the class, not to self, so that the dispatcher does not keep self alive
         d.make_process = functools.partial(type(self).Process, context)

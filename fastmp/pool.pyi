@@ -68,7 +68,11 @@ class Pool(_std.Pool):
     def __init__(self, processes: Optional[int] = ...,
                  initializer: Optional[Callable[..., object]] = ...,
                  initargs: Iterable[Any] = ..., maxtasksperchild: Optional[int] = ...,
-                 context: Optional[Any] = ...) -> None: ...
+                 context: Optional[Any] = ..., *,
+                 # beyond the stdlib: a worker whose resident memory is above this many
+                 # bytes after a task leaves and is replaced (TypeError for a non-int,
+                 # ValueError below 1)
+                 max_memory_per_child: Optional[int] = ...) -> None: ...
     def apply(self, func: Callable[..., _T], args: Iterable[Any] = ...,
               kwds: Mapping[str, Any] = ...) -> _T: ...
     def apply_async(self, func: Callable[..., _T], args: Iterable[Any] = ...,
