@@ -203,6 +203,8 @@ module_exec(PyObject *module)
         return -1;
     if (fm_connection_add_types(module, st) < 0)
         return -1;
+    if (fm_kv_add_types(module, st) < 0)
+        return -1;
     if (PyModule_AddFunctions(module, fm_queue_module_methods) < 0)
         return -1;
     if (fm_pool_result_add_types(module, st) < 0)
@@ -244,6 +246,7 @@ module_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->q_dumps);
     Py_VISIT(st->q_loads);
     Py_VISIT(st->ApplyResultType);
+    Py_VISIT(st->SharedKVType);
     Py_VISIT(st->PoolTimeoutError);
     Py_VISIT(st->ThreadingEvent);
     return 0;
@@ -277,6 +280,7 @@ module_clear(PyObject *module)
     Py_CLEAR(st->q_dumps);
     Py_CLEAR(st->q_loads);
     Py_CLEAR(st->ApplyResultType);
+    Py_CLEAR(st->SharedKVType);
     Py_CLEAR(st->PoolTimeoutError);
     Py_CLEAR(st->ThreadingEvent);
     return 0;
