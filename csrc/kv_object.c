@@ -466,8 +466,8 @@ KV_state(PyObject *op, PyObject *const *Py_UNUSED(args), Py_ssize_t nargs)
     FmKVObject *self = (FmKVObject *)op;
     if (fm_no_args("_fm_state", nargs) < 0)
         return NULL;
-    if (atomic_load_explicit(&self->sh->closed, memory_order_acquire))
-        return kv_closed_error();
+    /* (a destroyed object pickles too, as a stdlib proxy whose server is
+     * gone: attaching it raises) */
     return Py_BuildValue("(NKs)", fm_handle_name(&self->h),
                          (unsigned long long)self->h.offset, self->sh->uid);
 }
