@@ -192,6 +192,13 @@ class _Hold:
         self.kv.end()
 
 
+def _arg_count_error(name, args):
+    """The TypeError dict's own methods raise for a wrong number of arguments."""
+    if not args:
+        return TypeError(f"{name} expected at least 1 argument, got 0")
+    return TypeError(f"{name} expected at most 2 arguments, got {len(args)}")
+
+
 class SharedDictProxy(_SharedProxy, DictProxy):
     """The Manager's dict(): a dict in shared memory (see the module's docstring)."""
 
@@ -223,11 +230,17 @@ class SharedDictProxy(_SharedProxy, DictProxy):
     def __iter__(self):
         return iter(self.keys())
 
-    def get(self, key, default=None):
+    def get(self, *args):
+        if not 1 <= len(args) <= 2:
+            raise _arg_count_error("get", args)
+        key, default = args[0], args[1] if len(args) > 1 else None
         data = self._kv.dict_get(_enc_key(key))
         return default if data is None else _dec_value(data)
 
-    def setdefault(self, key, default=None):
+    def setdefault(self, *args):
+        if not 1 <= len(args) <= 2:
+            raise _arg_count_error("setdefault", args)
+        key, default = args[0], args[1] if len(args) > 1 else None
         k = _enc_key(key)
         v = _enc_value(default)
         with _held(self._kv):
@@ -237,14 +250,15 @@ class SharedDictProxy(_SharedProxy, DictProxy):
                 data = v
         return _dec_value(data)
 
-    _MISSING = object()
-
-    def pop(self, key, default=_MISSING):
+    def pop(self, *args):
+        if not 1 <= len(args) <= 2:
+            raise _arg_count_error("pop", args)
+        key = args[0]
         data = self._kv.dict_pop(_enc_key(key))
         if data is None:
-            if default is SharedDictProxy._MISSING:
+            if len(args) == 1:
                 raise KeyError(key)
-            return default
+            return args[1]
         return _dec_value(data)
 
     def popitem(self):
@@ -325,7 +339,11 @@ class SharedListProxy(_SharedProxy, ListProxy):
 
     def __setitem__(self, i, value):
         if isinstance(i, slice):
-            new = [_enc_value(v) for v in value]
+            try:
+                values = iter(value)
+            except TypeError:
+                raise TypeError("can only assign an iterable") from None
+            new = [_enc_value(v) for v in values]
             kv = self._kv
             with _held(kv):
                 raw = kv.list_slice()
@@ -364,6 +382,7 @@ class SharedListProxy(_SharedProxy, ListProxy):
         return self
 
     def __imul__(self, n):
+        n = _operator.index(n)
         kv = self._kv
         with _held(kv):
             kv.list_replace(kv.list_slice() * n)

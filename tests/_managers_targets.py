@@ -1,0 +1,51 @@
+"""Process targets for tests/test_managers.py (an importable module, so that spawn and forkserver
+children find them by name).  Children report through their exit code and the shared objects."""
+import os
+import sys
+import time
+
+OK = 0
+WRONG = 4
+
+
+def count_up(lock, d, lst, n, tag):
+    """n times, under `lock`: d['n'] += 1, and append tag to lst."""
+    for _ in range(n):
+        with lock:
+            d["n"] = d["n"] + 1
+        lst.append(tag)
+    d[f"done-{tag}"] = True
+
+
+def set_square(args):
+    """A pool task: d[i] = i * i, then the value read back."""
+    d, i = args
+    d[i] = i * i
+    return d[i]
+
+
+def from_queue(q, out):
+    """Take a dict proxy from q, write to it, answer through `out`."""
+    d = q.get(timeout=60)
+    d["child"] = os.getpid()
+    d["seen"] = sorted(k for k in d.keys() if isinstance(k, str))
+    out.put("ok")
+
+
+def write_forever(d, lst, ready):
+    """Write keys and grow the list in a loop until killed (values say where they belong)."""
+    i = 0
+    ready.set()
+    while True:
+        k = i % 5000
+        d[k] = ("v", k, "x" * (k % 97))
+        lst.append(i)
+        if len(lst) > 20000:
+            del lst[:10000]
+        i += 1
+
+
+def read_frozen_key(d, key_repr):
+    """The child (another process: another str hash seed under spawn) finds a frozenset key."""
+    key = frozenset(eval(key_repr))
+    sys.exit(OK if d.get(key) == "found" and d[(1, 2)] == "tuple" else WRONG)
