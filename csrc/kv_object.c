@@ -8,8 +8,8 @@
  * BrokenPipeError, the error a stdlib proxy raises once its server is gone.
  *
  * Calls.  Every operation takes the object's lock as one hold (enter /
- * leave): first this process's thread lock (a pthread mutex: the kv handle
- * is not thread-safe), then the shared mutex, without the GIL when either
+ * leave): first this process's thread lock (the kv handle is not
+ * thread-safe), then the shared mutex, without the GIL when either
  * must wait (FM_BLOCKING: Ctrl-C works, a deadline is honoured).  Inside
  * the hold the kv calls do not wait, so they run with the GIL held and
  * their visitors copy the bytes straight into bytes objects.  begin() /
@@ -28,13 +28,11 @@
 #include "core/kv.h"
 
 #include <errno.h>
-#include <pthread.h>
 #include <string.h>
-#include <time.h>
 
 #define FM_KIND_KV 0x4b560001u
 #define KV_UID_BYTES 12
-#define KV_TLOCK_SLICE_NS (50 * 1000 * 1000LL)
+#define KV_TLOCK_SLICE_US (50 * 1000)
 
 typedef struct {
     fm_kvctl ctl;
@@ -48,7 +46,7 @@ typedef struct {
     kv_shared *sh;
     fm_kvh kh;
     int kh_open;
-    pthread_mutex_t tlock;      /* this process's threads, one at a time */
+    PyThread_type_lock tlock;   /* this process's threads, one at a time */
     uint32_t tlock_pid;         /* the process tlock was made in */
     unsigned long owner;        /* thread inside enter/leave */
     int depth;                  /* nesting of enter in that thread */
@@ -122,34 +120,42 @@ kv_account(FmKVObject *self)
 
 /* ------------------------------------------------------- enter / leave */
 
-static void
+/* The thread lock, made in this process (a forked child makes its own: a
+ * thread of the parent may have held the inherited one at the fork; that
+ * one is left as it is).  -1 with MemoryError. */
+static int
 kv_tlock_fresh(FmKVObject *self)
 {
-    /* made in this process (a forked child gets a fresh one: a thread of
-     * the parent may have held it at the fork) */
-    pthread_mutex_init(&self->tlock, NULL);
+    PyThread_type_lock lock = PyThread_allocate_lock();
+    if (lock == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    if (self->tlock != NULL && self->tlock_pid == fm_self_pid())
+        PyThread_free_lock(self->tlock);
+    self->tlock = lock;
     self->tlock_pid = fm_self_pid();
     self->depth = 0;
     self->owner = 0;
+    self->kh.held = 0;          /* a parent's hold is not this process's */
+    return 0;
 }
 
-/* One slice of waiting for the thread lock (GIL released): FM_OK, FM_EINTR
- * when the slice ended, FM_TIMEOUT past the deadline. */
+/* One slice of waiting for the thread lock, GIL released (a PyThread lock
+ * is made for that: no Python object is touched): FM_OK, FM_EINTR when the
+ * slice ended, FM_TIMEOUT past the deadline. */
 static int
-tlock_wait_once(pthread_mutex_t *m, int64_t deadline)
+tlock_wait_once(PyThread_type_lock lock, int64_t deadline)
 {
-    struct timespec now, until;
-    int64_t left = deadline == FM_FOREVER ? KV_TLOCK_SLICE_NS : deadline - fm_now_ns();
-    if (left <= 0)
-        return pthread_mutex_trylock(m) == 0 ? FM_OK : FM_TIMEOUT;
-    if (left > KV_TLOCK_SLICE_NS)
-        left = KV_TLOCK_SLICE_NS;
-    clock_gettime(CLOCK_REALTIME, &now);
-    int64_t ns = now.tv_nsec + left;
-    until.tv_sec = now.tv_sec + ns / 1000000000;
-    until.tv_nsec = ns % 1000000000;
-    int rc = pthread_mutex_timedlock(m, &until);
-    if (rc == 0)
+    int64_t left_us = KV_TLOCK_SLICE_US;
+    if (deadline != FM_FOREVER) {
+        left_us = (deadline - fm_now_ns()) / 1000;
+        if (left_us < 0)
+            left_us = 0;
+        if (left_us > KV_TLOCK_SLICE_US)
+            left_us = KV_TLOCK_SLICE_US;
+    }
+    if (PyThread_acquire_lock_timed(lock, left_us, 0) == PY_LOCK_ACQUIRED)
         return FM_OK;
     if (deadline != FM_FOREVER && fm_now_ns() >= deadline)
         return FM_TIMEOUT;
@@ -170,15 +176,15 @@ kv_enter(FmKVObject *self, int64_t deadline, int closed_ok)
         return -1;
     }
     unsigned long me = PyThread_get_thread_ident();
-    if (self->tlock_pid != fm_self_pid())
-        kv_tlock_fresh(self);
+    if (self->tlock_pid != fm_self_pid() && kv_tlock_fresh(self) < 0)
+        return -1;
     if (self->depth > 0 && self->owner == me) {
         self->depth++;
         return 0;
     }
     int st;
-    if (pthread_mutex_trylock(&self->tlock) != 0) {
-        FM_BLOCKING(st, ((void)fm_spin, tlock_wait_once(&self->tlock, deadline)));
+    if (!PyThread_acquire_lock(self->tlock, NOWAIT_LOCK)) {
+        FM_BLOCKING(st, ((void)fm_spin, tlock_wait_once(self->tlock, deadline)));
         if (st == FM_TIMEOUT)
             return 1;
         if (st != FM_OK) {
@@ -194,7 +200,7 @@ kv_enter(FmKVObject *self, int64_t deadline, int closed_ok)
             FM_BLOCKING(st, ((void)fm_spin, fm_kv_begin(&self->kh, deadline)));
     }
     if (st != FM_OK) {
-        pthread_mutex_unlock(&self->tlock);
+        PyThread_release_lock(self->tlock);
         if (st == FM_TIMEOUT)
             return 1;
         kv_error(st);
@@ -202,7 +208,7 @@ kv_enter(FmKVObject *self, int64_t deadline, int closed_ok)
     }
     if (!closed_ok && atomic_load_explicit(&self->sh->closed, memory_order_acquire)) {
         fm_kv_end(&self->kh);
-        pthread_mutex_unlock(&self->tlock);
+        PyThread_release_lock(self->tlock);
         kv_closed_error();
         return -1;
     }
@@ -226,7 +232,7 @@ kv_leave(FmKVObject *self)
         return;
     self->owner = 0;
     fm_kv_end(&self->kh);
-    pthread_mutex_unlock(&self->tlock);
+    PyThread_release_lock(self->tlock);
 }
 
 /* After a kv call inside a hold: account for segments, leave, and turn a
@@ -399,7 +405,8 @@ kv_init_object(FmKVObject *self)
 {
     self->sh = self->h.ptr;
     self->h.before_last_release = kv_before_last_release;
-    kv_tlock_fresh(self);
+    if (kv_tlock_fresh(self) < 0)
+        return -1;
     if (fm_kvh_open(&self->kh, &self->sh->ctl) != FM_OK) {
         fm_set_error(FM_CORRUPT);
         return -1;
@@ -447,12 +454,15 @@ KV_dealloc(PyObject *op)
     FmKVObject *self = (FmKVObject *)op;
     fm_dealloc_begin(op);
     if (self->kh_open) {
+        if (self->tlock_pid != fm_self_pid())
+            self->kh.held = 0;
         fm_kvh_close(&self->kh);
         self->kh_open = 0;
     }
     fm_handle_release(&self->h);
-    if (self->tlock_pid == fm_self_pid())
-        pthread_mutex_destroy(&self->tlock);
+    if (self->tlock != NULL && self->tlock_pid == fm_self_pid())
+        PyThread_free_lock(self->tlock);
+    self->tlock = NULL;
     fm_dealloc_end(op);
 }
 
