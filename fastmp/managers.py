@@ -51,11 +51,45 @@ _loads = _pickle.loads
 
 def _enc_value(value):
     try:
-        return _dumps(value, _HP)
+        data = _dumps(value, _HP)
     except Exception:
         # what only multiprocessing's reducers pickle (connections, sockets, ...); its error is
         # the one the stdlib's proxies raise
-        return bytes(_ForkingPickler.dumps(value, _HP))
+        data = bytes(_ForkingPickler.dumps(value, _HP))
+    if b"RebuildProxy" in data:
+        _keep_server_proxies(value)
+    return data
+
+
+# Proxies to objects of a manager's *server* (its Queue(), Lock(), ...) stored in a shared dict or
+# list: a stdlib container on the server holds such a proxy, which keeps the referent alive;
+# here the stored bytes cannot, so this process keeps the proxy until it exits (the server, and
+# with it the referent, goes at the manager's shutdown anyway).
+_kept_server_proxies = {}
+
+
+class _ProxyFinder(_pickle.Pickler):
+    def __init__(self, file):
+        super().__init__(file, _HP)
+        self.found = []
+
+    def reducer_override(self, obj):
+        if isinstance(obj, _std.BaseProxy) and not isinstance(obj, _SharedProxy):
+            self.found.append(obj)
+        return NotImplemented
+
+
+def _keep_server_proxies(value):
+    import io
+    finder = _ProxyFinder(io.BytesIO())
+    try:
+        finder.dump(value)
+    except Exception:
+        return
+    for proxy in finder.found:
+        token = getattr(proxy, "_token", None)
+        if token is not None:
+            _kept_server_proxies.setdefault((token.address, token.id), proxy)
 
 
 _dec_value = _loads
@@ -192,6 +226,33 @@ class _Hold:
         self.kv.end()
 
 
+class _DictIterator:
+    """Iterates over the keys the dict had when it started; as a dict's iterator, raises
+    RuntimeError when the dict's size changes meanwhile."""
+
+    __slots__ = ("_kv", "_keys", "_size")
+
+    def __init__(self, kv, keys):
+        self._kv = kv
+        self._keys = iter(keys)
+        self._size = len(keys)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self._keys is None:
+            raise StopIteration
+        if self._kv.size() != self._size:
+            self._keys = None
+            raise RuntimeError("dictionary changed size during iteration")
+        try:
+            return next(self._keys)
+        except StopIteration:
+            self._keys = None
+            raise
+
+
 def _arg_count_error(name, args):
     """The TypeError dict's own methods raise for a wrong number of arguments."""
     if not args:
@@ -228,7 +289,7 @@ class SharedDictProxy(_SharedProxy, DictProxy):
             raise KeyError(key)
 
     def __iter__(self):
-        return iter(self.keys())
+        return _DictIterator(self._kv, self.keys())
 
     def get(self, *args):
         if not 1 <= len(args) <= 2:

@@ -272,6 +272,28 @@ def test_nested_proxies(manager):
     assert lst[:] == [1]
 
 
+def test_dict_iterator_sees_size_changes(manager):
+    d = manager.dict({i: chr(i) for i in range(65, 70)})
+    it = iter(d)
+    assert list(it) == [65, 66, 67, 68, 69] and list(it) == []
+    it = iter(d)
+    assert next(it) == 65
+    d.clear()
+    with pytest.raises(RuntimeError) as e:
+        next(it)
+    assert str(e.value) == "dictionary changed size during iteration"
+
+
+def test_server_proxy_inside_a_shared_list(manager):
+    lst = manager.list()
+    lst.append(manager.Queue())         # the only reference to the queue's proxy
+    lst[0].put(123)
+    assert lst[0].get(timeout=10) == 123
+    d = manager.dict(lock=manager.Lock())
+    assert d["lock"].acquire(timeout=10) is True
+    d["lock"].release()
+
+
 def test_proxy_pickles_any_time(manager):
     d = manager.dict(a=1)
     again = pickle.loads(pickle.dumps(d))
