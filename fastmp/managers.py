@@ -25,6 +25,7 @@ to the same bytes when equal (value types do; objects compared by identity do no
 import operator as _operator
 import pickle as _pickle
 import threading as _threading
+from multiprocessing import util as _util
 
 import multiprocessing.managers as _std
 from multiprocessing.managers import *  # noqa: F401,F403
@@ -560,28 +561,85 @@ def _destroy_all(objects, lock):
         kv.destroy()
 
 
+def _finalize(server, objects, lock, state):
+    """shutdown(): the server's own finalizer (if a server was started), then free the shared
+    objects."""
+    try:
+        if server:
+            server[0]()
+    finally:
+        state.value = State.SHUTDOWN
+        _destroy_all(objects, lock)
+
+
 class SyncManager(_std.SyncManager):
     """The stdlib's SyncManager, with dict(), list() and Namespace() in shared memory (no
-    server round trip); see the module's docstring."""
+    server round trip); see the module's docstring.
+
+    start() starts no process: the server is started the first time something needs it (a
+    typeid other than those three, a register()ed one, ``address``, ...), with the initializer
+    given to start().  A manager used only for dicts, lists and namespaces never has one."""
 
     def __init__(self, *args, **kwds):
         super().__init__(*args, **kwds)
         self._fm_objects = []
-        self._fm_lock = _threading.Lock()
+        self._fm_lock = _threading.RLock()
         self._fm_local = False
+        self._fm_server = []            # the server's finalizer, once started
+        self._fm_pending = None         # (initializer, initargs) until the server starts
 
-    def start(self, *args, **kwds):
-        super().start(*args, **kwds)
+    def start(self, initializer=None, initargs=()):
+        if self._state.value != State.INITIAL:
+            return super().start(initializer, initargs)     # the stdlib's error
+        if initializer is not None and not callable(initializer):
+            raise TypeError("initializer must be a callable")
+        self._process = None
+        self._fm_pending = (initializer, initargs)
         self._fm_local = True
-        server_shutdown = self.shutdown
-        objects, lock = self._fm_objects, self._fm_lock
+        self._state.value = State.STARTED
+        self.shutdown = _util.Finalize(
+            self, _finalize, args=(self._fm_server, self._fm_objects, self._fm_lock,
+                                   self._state),
+            exitpriority=0)
 
-        def shutdown():
+    def _fm_need_server(self):
+        """Start the server now if start() left it for later."""
+        if self._fm_pending is None:
+            return
+        with self._fm_lock:
+            if self._fm_pending is None or self._state.value != State.STARTED:
+                return
+            initializer, initargs = self._fm_pending
+            ours = self.shutdown
+            self._state.value = State.INITIAL
             try:
-                server_shutdown()
+                _std.BaseManager.start(self, initializer, initargs)
+            except BaseException:
+                self._state.value = State.STARTED
+                raise
             finally:
-                _destroy_all(objects, lock)
-        self.shutdown = shutdown
+                server_shutdown, self.shutdown = self.shutdown, ours
+            self._fm_server.append(server_shutdown)
+            self._fm_pending = None
+
+    @property
+    def address(self):
+        self._fm_need_server()
+        return self._address
+
+    def _create(self, typeid, /, *args, **kwds):
+        self._fm_need_server()
+        return super()._create(typeid, *args, **kwds)
+
+    def _number_of_objects(self):
+        if self._fm_pending is not None:
+            return 0        # no server: no server object (the shared ones are not counted)
+        return super()._number_of_objects()
+
+    def _debug_info(self):
+        if self._fm_pending is not None:
+            return ""
+        return super()._debug_info()
 
     def _fm_new(self, kind):
         if self._state.value != State.STARTED:

@@ -49,3 +49,24 @@ def read_frozen_key(d, key_repr):
     """The child (another process: another str hash seed under spawn) finds a frozenset key."""
     key = frozenset(eval(key_repr))
     sys.exit(OK if d.get(key) == "found" and d[(1, 2)] == "tuple" else WRONG)
+
+
+class Counter:
+    """A registered type of MyManager (served by its server process)."""
+
+    def __init__(self):
+        self.n = 0
+
+    def bump(self):
+        self.n += 1
+        return self.n
+
+
+from fastmp import managers as _fm_managers  # noqa: E402
+
+
+class MyManager(_fm_managers.SyncManager):
+    """fastmp's SyncManager with a registered typeid (served by its server process)."""
+
+
+MyManager.register("Counter", Counter)

@@ -487,6 +487,41 @@ def test_proxies_are_the_shared_ones():
                 assert getattr(cls, name) is not getattr(std_cls, name, None), (cls, name)
 
 
+def test_server_only_when_needed(fastmp_ctx):
+    """Manager() starts no process while only dict/list/Namespace are used; anything else
+    starts the stdlib's server then, and works as with the stdlib."""
+    import multiprocessing
+    from fastmp import managers
+
+    MyManager = T.MyManager
+    before = set(multiprocessing.active_children())
+    with fastmp_ctx.Manager() as m:
+        d, lst, ns = m.dict(a=1), m.list([1]), m.Namespace(x=1)
+        assert set(multiprocessing.active_children()) == before
+        assert m._number_of_objects() == 0
+        q = m.Queue()                       # a server typeid: the server starts now
+        assert len(set(multiprocessing.active_children()) - before) == 1
+        q.put(d)
+        assert q.get(timeout=10)["a"] == 1
+        other = managers.SyncManager(address=m.address, authkey=m._authkey)
+        other.connect()
+        remote = other.dict(b=2)            # a connected manager: the server's dict
+        assert type(remote) is managers.DictProxy and remote.copy() == {"b": 2}
+        del remote
+    assert set(multiprocessing.active_children()) == before
+    with pytest.raises(BrokenPipeError):
+        d["a"]
+    mine = MyManager(ctx=multiprocessing.get_context(fastmp_ctx.get_start_method()))
+    mine.start()
+    try:
+        c = mine.Counter()
+        assert c.bump() == 1 and c.bump() == 2
+        assert mine.dict(k=1).copy() == {"k": 1}
+    finally:
+        mine.shutdown()
+    mine.join(10)
+
+
 _SHM_SCRIPT = r"""
 import os, re, sys, time
 import fastmp
