@@ -576,9 +576,10 @@ class SyncManager(_std.SyncManager):
     """The stdlib's SyncManager, with dict(), list() and Namespace() in shared memory (no
     server round trip); see the module's docstring.
 
-    start() starts no process: the server is started the first time something needs it (a
-    typeid other than those three, a register()ed one, ``address``, ...), with the initializer
-    given to start().  A manager used only for dicts, lists and namespaces never has one."""
+    start() starts no process (unless given an initializer, which runs in the server): the
+    server is started the first time something needs it (a typeid other than those three, a
+    register()ed one, ``address``, ...).  A manager used only for dicts, lists and namespaces
+    never has one."""
 
     def __init__(self, *args, **kwds):
         super().__init__(*args, **kwds)
@@ -601,6 +602,8 @@ class SyncManager(_std.SyncManager):
             self, _finalize, args=(self._fm_server, self._fm_objects, self._fm_lock,
                                    self._state),
             exitpriority=0)
+        if initializer is not None:
+            self._fm_need_server()      # the initializer runs in the server, at start
 
     def _fm_need_server(self):
         """Start the server now if start() left it for later."""

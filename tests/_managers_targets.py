@@ -70,3 +70,8 @@ class MyManager(_fm_managers.SyncManager):
 
 
 MyManager.register("Counter", Counter)
+
+
+def set_test(ns):
+    """A manager's initializer: runs in its server process."""
+    ns.test = 1

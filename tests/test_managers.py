@@ -511,6 +511,14 @@ def test_server_only_when_needed(fastmp_ctx):
     assert set(multiprocessing.active_children()) == before
     with pytest.raises(BrokenPipeError):
         d["a"]
+    with managers.SyncManager(ctx=multiprocessing.get_context(
+            fastmp_ctx.get_start_method())) as m:
+        ns = m.Namespace(test=0)
+        m2 = managers.SyncManager(ctx=m._ctx)
+        m2.start(T.set_test, (ns,))     # an initializer runs in the server, at start
+        assert ns.test == 1
+        m2.shutdown()
+        m2.join(10)
     mine = MyManager(ctx=multiprocessing.get_context(fastmp_ctx.get_start_method()))
     mine.start()
     try:
