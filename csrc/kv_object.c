@@ -21,7 +21,9 @@
  * each call this file compares the generation with the one it saw: the
  * new segment is registered with the resource tracker (fm_segment_made)
  * and the replaced one unregistered (fm_segment_gone), so a program whose
- * processes are all killed leaves nothing in /dev/shm.  When the last
+ * processes are all killed leaves nothing in /dev/shm; a process that
+ * finds a segment another one made registers it too (its maker may have
+ * been killed before it could).  When the last
  * reference of all processes goes, or at destroy(), the data segments are
  * unlinked (fm_kvctl_destroy). */
 #include "fastmp.h"
@@ -162,6 +164,16 @@ tlock_wait_once(PyThread_type_lock lock, int64_t deadline)
     return FM_EINTR;
 }
 
+static void
+kv_leave(FmKVObject *self)
+{
+    if (--self->depth > 0)
+        return;
+    self->owner = 0;
+    fm_kv_end(&self->kh);
+    PyThread_release_lock(self->tlock);
+}
+
 /* Take the object for one hold: 0, 1 on timeout (nothing held), -1 with an
  * exception.  `closed_ok`: go on when the object was destroyed. */
 static int
@@ -214,25 +226,24 @@ kv_enter(FmKVObject *self, int64_t deadline, int closed_ok)
     }
     self->owner = me;
     self->depth = 1;
-    /* a segment replaced by another process since: theirs to account for */
+    /* A segment made by another process since.  Its maker registered it
+     * right after making it, unless it was killed in between: registered
+     * again here (the tracker keeps a set: once or twice is the same), so
+     * that a crash there leaves nothing behind either. */
     if (self->kh.gen != self->seen_gen) {
         self->seen_gen = self->kh.gen;
-        if (self->seen_gen)
+        if (self->seen_gen) {
             kv_copy_name(self->seen_name, self->sh->ctl.names[self->seen_gen & 1]);
+            fm_state *st = kv_state(self);
+            if (st == NULL || fm_segment_made(st, self->seen_name) < 0) {
+                kv_leave(self);
+                return -1;
+            }
+        }
         else
             self->seen_name[0] = '\0';
     }
     return 0;
-}
-
-static void
-kv_leave(FmKVObject *self)
-{
-    if (--self->depth > 0)
-        return;
-    self->owner = 0;
-    fm_kv_end(&self->kh);
-    PyThread_release_lock(self->tlock);
 }
 
 /* After a kv call inside a hold: account for segments, leave, and turn a
