@@ -44,6 +44,20 @@ def _list_append(lst, n):
         append(i)
 
 
+def _namespace_set_get(ns, n):
+    for i in range(n):
+        ns.x = i
+        ns.x
+
+
+_MIB = b"\x5a" * (1 << 20)
+
+
+def _dict_set_1mib(d, n):
+    for i in range(n):
+        d[i & 3] = _MIB
+
+
 def _filled_dict(manager):
     d = manager.dict()
     d.update({i: i for i in range(64)})
@@ -65,9 +79,24 @@ def bench_manager_list_append(mp, n, start_method="fork"):
     return _timed(mp, start_method, lambda m: m.list(), _list_append, n)
 
 
+def bench_manager_namespace(mp, n, start_method="fork"):
+    """ns.x = i, then ns.x, on a Manager().Namespace() proxy: set+get pairs per second."""
+    return _timed(mp, start_method, lambda m: m.Namespace(), _namespace_set_get, n)
+
+
+def bench_manager_dict_1mib(mp, n, start_method="fork"):
+    """d[k] = a 1 MiB bytes value (4 keys) on a Manager().dict() proxy: sets per second."""
+    return _timed(mp, start_method, lambda m: m.dict(), _dict_set_1mib, n)
+
+
 def _probe_dict(mp, ctx):
     module = importlib.import_module(mp.__name__ + ".managers")
     return getattr(module, "SharedDictProxy", module.DictProxy)
+
+
+def _probe_namespace(mp, ctx):
+    module = importlib.import_module(mp.__name__ + ".managers")
+    return getattr(module, "SharedNamespaceProxy", module.NamespaceProxy)
 
 
 def _probe_list(mp, ctx):
@@ -82,6 +111,10 @@ WORKLOADS = [
              "d[k] on a Manager().dict() proxy (64 keys)", probe=_probe_dict),
     Workload("manager-list-append", bench_manager_list_append, 20_000, "append",
              "lst.append(i) on a Manager().list() proxy", probe=_probe_list),
+    Workload("manager-namespace", bench_manager_namespace, 10_000, "set+get",
+             "ns.x = i, then ns.x, on a Manager().Namespace() proxy", probe=_probe_namespace),
+    Workload("manager-dict-1mib", bench_manager_dict_1mib, 200, "1 MiB set",
+             "d[k] = 1 MiB of bytes on a Manager().dict() proxy (4 keys)", probe=_probe_dict),
 ]
 for _w in WORKLOADS:
     _w.group = GROUP
