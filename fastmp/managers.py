@@ -404,7 +404,9 @@ class SharedListProxy(_SharedProxy, ListProxy):
             try:
                 values = iter(value)
             except TypeError:
-                raise TypeError("can only assign an iterable") from None
+                probe = []
+                probe[i] = value    # the list's own error (its text varies by version)
+                raise
             new = [_enc_value(v) for v in values]
             kv = self._kv
             with _held(kv):

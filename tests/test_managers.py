@@ -207,6 +207,15 @@ def test_list_methods(manager):
     assert not manager.list() and lst
 
 
+def _list_error(index, value):
+    """The text of the error a list raises for lst[index] = value (it varies by version)."""
+    try:
+        [1, 2][index] = value
+    except TypeError as exc:
+        return str(exc)
+    raise AssertionError("no error")
+
+
 def test_list_errors_leave_it_unchanged(manager):
     lst = manager.list([1, 2])
     cases = [
@@ -215,7 +224,7 @@ def test_list_errors_leave_it_unchanged(manager):
         (lambda: lst.__delitem__(-5), IndexError, "list assignment index out of range"),
         (lambda: lst.pop(5), IndexError, "pop index out of range"),
         (lambda: lst["a"], TypeError, "list indices must be integers or slices, not str"),
-        (lambda: lst.__setitem__(slice(0, 2), 5), TypeError, "can only assign an iterable"),
+        (lambda: lst.__setitem__(slice(0, 2, 1), 5), TypeError, _list_error(slice(0, 2, 1), 5)),
         (lambda: lst.__setitem__(slice(None, None, 2), [1, 2, 3]), ValueError,
          "attempt to assign sequence of size 3 to extended slice of size 1"),
         (lambda: lst.remove(7), ValueError, "list.remove(x): x not in list"),
