@@ -513,7 +513,7 @@ class SharedNamespaceProxy(_SharedProxy, NamespaceProxy):
             return object.__getattribute__(self, key)
         data = object.__getattribute__(self, "_kv").dict_get(_enc_key(key))
         if data is None:
-            raise AttributeError(f"'Namespace' object has no attribute '{key}'")
+            return getattr(Namespace(), key)    # a Namespace's own AttributeError
         return _dec_value(data)
 
     def __setattr__(self, key, value):
@@ -525,7 +525,7 @@ class SharedNamespaceProxy(_SharedProxy, NamespaceProxy):
         if key[0] == "_":
             return object.__delattr__(self, key)
         if not self._kv.dict_delete(_enc_key(key)):
-            raise AttributeError(f"'Namespace' object has no attribute '{key}'")
+            delattr(Namespace(), key)           # a Namespace's own AttributeError
 
     def __str__(self):
         try:
