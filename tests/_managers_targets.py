@@ -75,3 +75,33 @@ MyManager.register("Counter", Counter)
 def set_test(ns):
     """A manager's initializer: runs in its server process."""
     ns.test = 1
+
+
+def full_dev_shm_case():
+    """Run inside a private 64 MiB /dev/shm (tests/test_managers.py): a value that cannot fit
+    raises OSError(ENOSPC) or MemoryError, never SIGBUS; the dict and list are unchanged and
+    still usable."""
+    import errno
+    import fastmp
+    with fastmp.Manager() as m:
+        d = m.dict(a=1)
+        lst = m.list([1, 2])
+        for op in (lambda: d.__setitem__("big", b"x" * (100 << 20)),
+                   lambda: lst.append(b"x" * (100 << 20))):
+            try:
+                op()
+            except MemoryError:
+                pass
+            except OSError as exc:
+                assert exc.errno == errno.ENOSPC, exc
+            else:
+                raise AssertionError("no error")
+        assert d.copy() == {"a": 1} and lst[:] == [1, 2]
+        d["b"] = 2
+        lst.append(3)
+        assert d.copy() == {"a": 1, "b": 2} and lst[:] == [1, 2, 3]
+    print("OK full")
+
+
+if __name__ == "__main__" and sys.argv[1:] == ["full"]:
+    full_dev_shm_case()

@@ -547,6 +547,41 @@ def test_server_only_when_needed(fastmp_ctx):
     mine.join(10)
 
 
+def _can_unshare():
+    try:
+        r = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c",
+                            "mount -t tmpfs -o size=1m tmpfs /dev/shm"],
+                           capture_output=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return r.returncode == 0
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or not _can_unshare(),
+                    reason="needs `unshare -m` and a tmpfs mount (root) for a small /dev/shm")
+@pytest.mark.timeout(300)
+def test_full_dev_shm():
+    """A value too large for /dev/shm: OSError(ENOSPC) or MemoryError, never SIGBUS; the objects
+    unchanged and usable; no fastmp file left once the program is over."""
+    fastmp = load_impl("fastmp")
+    where = os.path.dirname(os.path.dirname(os.path.abspath(fastmp.__file__)))
+    script = (
+        "mount -t tmpfs -o size=64m tmpfs /dev/shm || exit 97\n"
+        f"{sys.executable} {os.path.join(TESTS_DIR, '_managers_targets.py')} full\n"
+        "rc=$?\n"
+        "for i in $(seq 100); do ls /dev/shm | grep -q fastmp- || break; sleep 0.1; done\n"
+        "left=$(ls /dev/shm | grep fastmp-)\n"
+        "[ -n \"$left\" ] && { echo \"LEFT: $left\"; exit 98; }\n"
+        "exit $rc\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        p for p in (where, TESTS_DIR, os.environ.get("PYTHONPATH")) if p))
+    r = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script],
+                       capture_output=True, text=True, env=env, timeout=240, cwd=TESTS_DIR)
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, f"exit {r.returncode} (-7 is SIGBUS):\n{out[-3000:]}"
+    assert "OK full" in r.stdout, out[-3000:]
+
+
 _SHM_SCRIPT = r"""
 import os, re, sys, time
 import fastmp
