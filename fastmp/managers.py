@@ -128,7 +128,18 @@ def _enc_key(key):
     if t is float and key.is_integer():
         return b"i%d" % key
     hash(key)   # an unhashable key: TypeError, as a dict raises
-    return b"p" + _dumps(_normal(key), _HP)
+    return b"p" + _dumps_unshared(_normal(key))
+
+
+def _dumps_unshared(obj):
+    """A pickle that does not depend on which parts are the same object (pickle's memo writes a
+    part seen before as a reference to it: ("ab", "ab") and ("ab", "a" + "b") would differ)."""
+    import io
+    buf = io.BytesIO()
+    p = _pickle.Pickler(buf, _HP)
+    p.fast = True       # no memo (a key cannot contain itself)
+    p.dump(obj)
+    return buf.getvalue()
 
 
 def _dec_key(data):

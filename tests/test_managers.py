@@ -115,10 +115,16 @@ def test_equal_keys_are_one_key(manager):
     assert d[(1.0, 2)] == "t" and d[(True, 2)] == "t"
     d[frozenset({"a", "b", "c"})] = "f"
     assert d[frozenset(["c", "b", "a"])] == "f"
+    shared, fresh = ("ab", "ab"), ("ab", "".join(["a", "b"]))
+    assert shared[0] is shared[1] and fresh[0] is not fresh[1]
+    d[shared] = "same parts"
+    assert d[fresh] == "same parts"
+    d[(shared, shared)] = "nested"
+    assert d[(fresh, ("ab", "".join(["a", "b"])))] == "nested"
     d[-0.0] = "zero"
     assert d[0] == "zero"
     d[0.5] = "half"
-    assert d[0.5] == "half" and len(d) == 5
+    assert d[0.5] == "half" and len(d) == 7
 
 
 def test_frozenset_key_in_another_process(ctx_manager, procs):
