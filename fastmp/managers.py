@@ -169,8 +169,6 @@ class _SharedProxy:
     so that isinstance() checks against DictProxy, ListProxy, NamespaceProxy and BaseProxy
     still hold; none of the stdlib proxy's server machinery is used)."""
 
-    _fm_kind = None
-
     @classmethod
     def _fm_from(cls, kv, typeid, manager=None):
         self = object.__new__(cls)
@@ -178,7 +176,6 @@ class _SharedProxy:
         d["_kv"] = kv
         d["_manager"] = manager
         d["_token"] = Token(typeid, None, "%x" % id(self))
-        d["_owned_by_manager"] = manager is not None
         return self
 
     # ---- the BaseProxy API
