@@ -64,8 +64,9 @@ from .pool import (bench_executor_submit, bench_pool_apply, bench_pool_apply_asy
                    bench_pool_imap, bench_pool_map, bench_pool_maxtasks1, bench_pool_start,
                    loky_executor_submit, loky_pool_apply_async, loky_pool_map, loky_pool_start,
                    mpire_pool_apply_async, mpire_pool_map, mpire_pool_start)
-from .managers import (bench_manager_dict_1mib, bench_manager_dict_get, bench_manager_dict_set,
-                       bench_manager_list_append, bench_manager_namespace)
+from .managers import (bench_manager_dict_1mib, bench_manager_dict_2proc, bench_manager_dict_get,
+                       bench_manager_dict_set, bench_manager_list_append,
+                       bench_manager_namespace)
 from .misc import (bench_manager_dict, bench_manager_start, bench_pipe_64k, bench_pipe_pingpong,
                    bench_process_start)
 

@@ -5,6 +5,7 @@ process on shared memory."""
 import importlib
 from time import perf_counter
 
+from .harness import producers
 from .placement import cpu_plan, pinned
 from .runner import Workload
 
@@ -89,6 +90,30 @@ def bench_manager_dict_1mib(mp, n, start_method="fork"):
     return _timed(mp, start_method, lambda m: m.dict(), _dict_set_1mib, n)
 
 
+def _setter_child(n, d):
+    for i in range(n):
+        d[i & 63] = i
+    d["child-done"] = True
+
+
+def _setter_parent(n, d):
+    for i in range(n):
+        d[64 + (i & 63)] = i
+    while not d.get("child-done"):
+        pass
+
+
+def bench_manager_dict_2proc(mp, n, start_method="fork"):
+    """d[k] = i from two processes at once into one Manager().dict() (64 keys each): sets per
+    second, both processes' together, timed until both are done."""
+    ctx = mp.get_context(start_method)
+    manager = ctx.Manager()
+    try:
+        return 2 * producers(ctx, n, 1, _setter_child, _setter_parent, (manager.dict(),))
+    finally:
+        manager.shutdown()
+
+
 def _probe_dict(mp, ctx):
     module = importlib.import_module(mp.__name__ + ".managers")
     return getattr(module, "SharedDictProxy", module.DictProxy)
@@ -111,6 +136,8 @@ WORKLOADS = [
              "d[k] on a Manager().dict() proxy (64 keys)", probe=_probe_dict),
     Workload("manager-list-append", bench_manager_list_append, 20_000, "append",
              "lst.append(i) on a Manager().list() proxy", probe=_probe_list),
+    Workload("manager-dict-2proc", bench_manager_dict_2proc, 10_000, "set",
+             "d[k] = i from two processes into one Manager().dict()", probe=_probe_dict),
     Workload("manager-namespace", bench_manager_namespace, 10_000, "set+get",
              "ns.x = i, then ns.x, on a Manager().Namespace() proxy", probe=_probe_namespace),
     Workload("manager-dict-1mib", bench_manager_dict_1mib, 200, "1 MiB set",
