@@ -558,9 +558,16 @@ KV_destroy(PyObject *op, PyObject *const *Py_UNUSED(args), Py_ssize_t nargs)
         atomic_store_explicit(&self->sh->closed, 1, memory_order_release);
         kv_unlink_data(st, self->sh);
     }
-    /* our mapping goes with the hold: the handle re-syncs to generation 0 */
     self->seen_gen = 0;
     self->seen_name[0] = '\0';
+    if (self->depth == 1) {
+        /* this process's mapping of the unlinked data goes now, not with
+         * the last proxy (nothing uses it again: every call raises) */
+        fm_kv_end(&self->kh);
+        fm_kvh_close(&self->kh);
+        if (fm_kvh_open(&self->kh, &self->sh->ctl) != FM_OK)
+            self->kh_open = 0;
+    }
     kv_leave(self);
     Py_RETURN_NONE;
 }
