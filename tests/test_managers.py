@@ -495,6 +495,26 @@ def test_lock_wait_is_interruptible(fastmp_ctx, procs):
         m.shutdown()
 
 
+def _mapped_fastmp_segments():
+    import re
+    with open("/proc/self/maps") as f:
+        return set(re.findall(r"/dev/shm/(fastmp-[0-9a-f]+)", f.read()))
+
+
+def test_shutdown_unmaps_the_data_at_once():
+    fastmp = load_impl("fastmp")
+    m = fastmp.Manager()
+    before = _mapped_fastmp_segments()
+    d = m.dict()
+    d.update({i: "x" * 100 for i in range(2000)})
+    data = _mapped_fastmp_segments() - before
+    assert len(data) >= 1          # the dict's data segment (and maybe a new arena)
+    m.shutdown()
+    left = _mapped_fastmp_segments()
+    assert len(data - left) >= 1 and d is not None   # gone while the proxy still exists
+    assert not any(os.path.exists("/dev/shm/" + n) for n in data - left)
+
+
 def test_proxies_are_the_shared_ones():
     fastmp = load_impl("fastmp")
     import multiprocessing.managers as std
