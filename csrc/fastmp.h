@@ -88,6 +88,8 @@ typedef struct {
     uint64_t pool_last_job;         /* job numbers of the pool dispatcher */
     PyObject *PoolTimeoutError;     /* multiprocessing.TimeoutError, imported when needed */
     PyObject *ThreadingEvent;       /* threading.Event, imported when needed */
+    /* kv_object.c */
+    PyTypeObject *SharedKVType;
 } fm_state;
 
 /* handle.c */
@@ -139,6 +141,8 @@ extern PyMethodDef fm_pool_result_module_methods[];
 /* queue.c */
 int fm_queue_add_types(PyObject *module, fm_state *st);
 extern PyMethodDef fm_queue_module_methods[];
+/* kv_object.c */
+int fm_kv_add_types(PyObject *module, fm_state *st);
 /* connection.c */
 int fm_connection_add_types(PyObject *module, fm_state *st);
 

@@ -240,6 +240,8 @@ module_exec(PyObject *module)
         return -1;
     if (fm_connection_add_types(module, st) < 0)
         return -1;
+    if (fm_kv_add_types(module, st) < 0)
+        return -1;
     if (PyModule_AddFunctions(module, fm_queue_module_methods) < 0)
         return -1;
     if (fm_pool_result_add_types(module, st) < 0)
@@ -281,6 +283,7 @@ module_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->q_dumps);
     Py_VISIT(st->q_loads);
     Py_VISIT(st->ApplyResultType);
+    Py_VISIT(st->SharedKVType);
     Py_VISIT(st->PoolTimeoutError);
     Py_VISIT(st->ThreadingEvent);
     return 0;
@@ -314,6 +317,7 @@ module_clear(PyObject *module)
     Py_CLEAR(st->q_dumps);
     Py_CLEAR(st->q_loads);
     Py_CLEAR(st->ApplyResultType);
+    Py_CLEAR(st->SharedKVType);
     Py_CLEAR(st->PoolTimeoutError);
     Py_CLEAR(st->ThreadingEvent);
     return 0;

@@ -5,8 +5,9 @@ RLock, Condition, Semaphore, BoundedSemaphore, Event, Barrier) are fastmp's own,
 fastmp.synchronize; so are the shared ctypes (RawValue, RawArray, Value, Array) from
 fastmp.sharedctypes, the queues (Queue, JoinableQueue, SimpleQueue) from fastmp.queues, Pipe
 from fastmp.connection and Pool from fastmp.pool (all C types of fastmp._core, or Python classes
-on them).  Manager builds the stdlib's object with the *stdlib's* context of the same start
-method, so that object keeps using the stdlib primitives it relies on.  The rest (cpu_count,
+on them).  Manager builds fastmp.managers.SyncManager (the stdlib's, with dict, list and
+Namespace in shared memory) with the *stdlib's* context of the same start method, so that its
+server keeps using the stdlib primitives it relies on.  The rest (cpu_count,
 log_to_stderr, set_executable, reducer, ...) is inherited from the stdlib unchanged.
 
 fastmp's default context is separate from the stdlib's: ``fastmp.set_start_method('spawn')``
@@ -166,7 +167,7 @@ class FastContext(BaseContext):
         from .queues import SimpleQueue
         return SimpleQueue(ctx=self.get_context())
 
-    # fastmp.pool; Manager: the stdlib's, on the stdlib's context of the same method ---
+    # fastmp.pool; Manager: fastmp.managers', on the stdlib's context of the same method ---
 
     def Pool(self, processes=None, initializer=None, initargs=(),
              maxtasksperchild=None):
@@ -176,8 +177,9 @@ class FastContext(BaseContext):
                     context=self.get_context())
 
     def Manager(self):
-        """A started multiprocessing.managers.SyncManager (the stdlib's)."""
-        from multiprocessing.managers import SyncManager
+        """A started fastmp.managers.SyncManager: the stdlib's, with dict(), list() and
+        Namespace() in shared memory."""
+        from .managers import SyncManager
         m = SyncManager(ctx=self._stdlib_context())
         m.start()
         return m

@@ -26,7 +26,7 @@ The package's modules:
     runner        the libraries, the alternating rounds, medians and ratios, the watchdog
     placement     CPU pinning of two-process workloads, the number of worker processes
     harness       the child processes of the multi-process workloads, and their timing
-    sync, sharedctypes, queue, pool, misc
+    sync, sharedctypes, queue, pool, misc, managers
                   the workloads, one module per group (each module's WORKLOADS)
     workloads     every workload, by group (GROUPS, WORKLOADS)
     report        a run's report: the JSON, the table, the plot
@@ -42,6 +42,7 @@ from .runner import (C_PART, DEFAULT_LIBS, FASTMP, NOT_C_PART, PEERS, STDLIB, Be
 from .workloads import GROUPS, WORKLOADS
 # each group's workloads, and their functions (bench_*: fn(mp, n, start_method); a peer's,
 # ff_*, mpire_*, loky_*: fn(n, start_method))
+from .managers import WORKLOADS as MANAGERS_WORKLOADS
 from .misc import WORKLOADS as MISC_WORKLOADS
 from .pool import WORKLOADS as POOL_WORKLOADS
 from .queue import WORKLOADS as QUEUE_WORKLOADS
@@ -63,6 +64,9 @@ from .pool import (bench_executor_submit, bench_pool_apply, bench_pool_apply_asy
                    bench_pool_imap, bench_pool_map, bench_pool_maxtasks1, bench_pool_start,
                    loky_executor_submit, loky_pool_apply_async, loky_pool_map, loky_pool_start,
                    mpire_pool_apply_async, mpire_pool_map, mpire_pool_start)
+from .managers import (bench_manager_dict_1mib, bench_manager_dict_2proc, bench_manager_dict_get,
+                       bench_manager_dict_set, bench_manager_list_append,
+                       bench_manager_namespace)
 from .misc import (bench_manager_dict, bench_manager_start, bench_pipe_64k, bench_pipe_pingpong,
                    bench_process_start)
 
@@ -72,6 +76,6 @@ __all__ = [
     "Workload", "Lib", "Result", "BenchTimeout", "PlotError", "watchdog", "load_lib",
     "load_peer", "select", "compare", "ratios", "summary", "fmt_rate", "impl_of",
     "SYNC_WORKLOADS", "SHAREDCTYPES_WORKLOADS", "QUEUE_WORKLOADS", "POOL_WORKLOADS",
-    "MISC_WORKLOADS", "WORKLOADS", "GROUPS", "PEERS",
+    "MISC_WORKLOADS", "MANAGERS_WORKLOADS", "WORKLOADS", "GROUPS", "PEERS",
     "run", "print_report", "plot", "main",
 ]
