@@ -35,6 +35,7 @@
 #define FM_KIND_KV 0x4b560001u
 #define KV_UID_BYTES 12
 #define KV_TLOCK_SLICE_US (50 * 1000)
+#define KV_RESERVED_MAX 4
 
 typedef struct {
     fm_kvctl ctl;
@@ -54,6 +55,10 @@ typedef struct {
     int depth;                  /* nesting of enter in that thread */
     uint64_t seen_gen;          /* the data segment this process last accounted for */
     char seen_name[FM_SHM_NAME_MAX];
+    /* names told to the tracker for kh.new_name during this call (a write
+     * may rebuild more than once); settled by kv_settle_names */
+    char reserved[KV_RESERVED_MAX][FM_SHM_NAME_MAX];
+    int nreserved;
     PyObject *weakreflist;
 } FmKVObject;
 
@@ -95,12 +100,31 @@ kv_copy_name(char *dst, const char *src)
     dst[FM_SHM_NAME_MAX - 1] = '\0';
 }
 
+/* Lock held: the names reserved for new data segments (kv_name_next) stay
+ * registered if one is the data segment now; the others were not used, or
+ * made and replaced within the call (and unlinked by kv.c): the tracker
+ * forgets them. */
+static void
+kv_settle_names(FmKVObject *self)
+{
+    if (self->nreserved == 0)
+        return;
+    fm_state *st = kv_state(self);
+    const char *current = self->kh.gen != 0 ? self->sh->ctl.names[self->kh.gen & 1] : "";
+    for (int i = 0; i < self->nreserved; i++)
+        if (st != NULL && strcmp(self->reserved[i], current) != 0)
+            fm_segment_name_unused(st, self->reserved[i]);
+    self->kh.new_name[0] = '\0';
+    self->nreserved = 0;
+}
+
 /* Lock held, after a call: a new data segment (made by this process in the
  * call) is registered, the one it replaced unregistered.  -1 when the
  * tracker's hook raised (the call itself is done). */
 static int
 kv_account(FmKVObject *self)
 {
+    kv_settle_names(self);
     uint64_t gen = self->kh.gen;
     if (gen == self->seen_gen)
         return 0;
@@ -119,6 +143,37 @@ kv_account(FmKVObject *self)
         return -1;
     return 0;
 }
+
+/* A write that needs a new data segment returns FM_AGAIN (kv.h,
+ * caller_names) until it has a name that the resource tracker knows: named
+ * here, under the hold, before its file exists, so that a process killed
+ * at any point of the write leaves nothing behind.  The name's fate is
+ * settled by kv_account.  Returns the write's status (FM_PYERR when the
+ * hook raised). */
+static int
+kv_name_next(FmKVObject *self)
+{
+    fm_state *st = kv_state(self);
+    if (st == NULL)
+        return FM_PYERR;
+    if (self->nreserved == KV_RESERVED_MAX)
+        kv_settle_names(self);
+    char name[FM_SHM_NAME_MAX];
+    if (fm_segment_name_reserve(st, name) < 0)
+        return FM_PYERR;
+    memcpy(self->reserved[self->nreserved++], name, FM_SHM_NAME_MAX);
+    memcpy(self->kh.new_name, name, FM_SHM_NAME_MAX);
+    return FM_OK;
+}
+
+#define kv_write(self, st, call)                                                           \
+    for (;;) {                                                                             \
+        (st) = (call);                                                                     \
+        if ((st) != FM_AGAIN)                                                              \
+            break;                                                                         \
+        if (((st) = kv_name_next(self)) != FM_OK)                                          \
+            break;                                                                         \
+    }
 
 /* ------------------------------------------------------- enter / leave */
 
@@ -251,8 +306,10 @@ kv_enter(FmKVObject *self, int64_t deadline, int closed_ok)
 static int
 kv_finish(FmKVObject *self, int status)
 {
+    int saved = errno;          /* the tracker's hooks must not lose the call's errno */
     int acc = kv_account(self);
     kv_leave(self);
+    errno = saved;
     if (status != FM_OK) {
         if (status != FM_PYERR || !PyErr_Occurred())
             kv_error(status);
@@ -422,6 +479,7 @@ kv_init_object(FmKVObject *self)
         fm_set_error(FM_CORRUPT);
         return -1;
     }
+    self->kh.caller_names = 1;      /* named before made: see kv_write */
     self->kh_open = 1;
     return 0;
 }
@@ -567,6 +625,7 @@ KV_destroy(PyObject *op, PyObject *const *Py_UNUSED(args), Py_ssize_t nargs)
         fm_kvh_close(&self->kh);
         if (fm_kvh_open(&self->kh, &self->sh->ctl) != FM_OK)
             self->kh_open = 0;
+        self->kh.caller_names = 1;
     }
     kv_leave(self);
     Py_RETURN_NONE;
@@ -743,7 +802,8 @@ KV_dict_set(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
     if (fm_check_nargs("dict_set", nargs, 2, 2) < 0 || as_bytes(args[0], &k, &kn) < 0 ||
         as_bytes(args[1], &v, &vn) < 0 || kv_enter_forever(self) < 0)
         return NULL;
-    int st = fm_dict_set(&self->kh, k, (size_t)kn, v, (size_t)vn, FM_FOREVER);
+    int st;
+    kv_write(self, st, fm_dict_set(&self->kh, k, (size_t)kn, v, (size_t)vn, FM_FOREVER));
     if (kv_finish(self, st) < 0)
         return NULL;
     Py_RETURN_NONE;
@@ -892,7 +952,8 @@ KV_list_set(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
     if (fm_check_nargs("list_set", nargs, 2, 2) < 0 || as_index(args[0], &i) < 0 ||
         as_bytes(args[1], &v, &vn) < 0 || kv_enter_forever(self) < 0)
         return NULL;
-    int st = fm_vec_set(&self->kh, i, v, (size_t)vn, FM_FOREVER);
+    int st;
+    kv_write(self, st, fm_vec_set(&self->kh, i, v, (size_t)vn, FM_FOREVER));
     if (st == FM_OVERFLOW) {
         kv_finish(self, FM_OK);
         return index_error("list assignment index out of range");
@@ -915,7 +976,9 @@ KV_list_insert(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
     if (fm_check_nargs("list_insert", nargs, 2, 2) < 0 || as_index(args[0], &i) < 0 ||
         as_bytes(args[1], &v, &vn) < 0 || kv_enter_forever(self) < 0)
         return NULL;
-    if (kv_finish(self, fm_vec_insert(&self->kh, i, v, (size_t)vn, FM_FOREVER)) < 0)
+    int st;
+    kv_write(self, st, fm_vec_insert(&self->kh, i, v, (size_t)vn, FM_FOREVER));
+    if (kv_finish(self, st) < 0)
         return NULL;
     Py_RETURN_NONE;
 }
@@ -982,7 +1045,9 @@ KV_list_append(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
     if (fm_check_nargs("list_append", nargs, 1, 1) < 0 || as_bytes(args[0], &v, &vn) < 0 ||
         kv_enter_forever(self) < 0)
         return NULL;
-    if (kv_finish(self, fm_vec_append(&self->kh, v, (size_t)vn, FM_FOREVER)) < 0)
+    int st;
+    kv_write(self, st, fm_vec_append(&self->kh, v, (size_t)vn, FM_FOREVER));
+    if (kv_finish(self, st) < 0)
         return NULL;
     Py_RETURN_NONE;
 }
@@ -1015,8 +1080,10 @@ list_many(FmKVObject *self, const char *fname, PyObject *const *args, Py_ssize_t
     }
     if (kv_enter_forever(self) < 0)
         goto done;
-    int st = replace ? fm_vec_replace(&self->kh, (size_t)n, vals, lens, FM_FOREVER)
-                     : fm_vec_extend(&self->kh, (size_t)n, vals, lens, FM_FOREVER);
+    int st;
+    kv_write(self, st,
+             replace ? fm_vec_replace(&self->kh, (size_t)n, vals, lens, FM_FOREVER)
+                     : fm_vec_extend(&self->kh, (size_t)n, vals, lens, FM_FOREVER));
     if (kv_finish(self, st) < 0)
         goto done;
     res = Py_NewRef(Py_None);

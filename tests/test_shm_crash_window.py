@@ -1,7 +1,8 @@
 """A process killed the instant a new segment's file appears in /dev/shm leaves nothing behind.
 
 Every segment fastmp makes (a queue's first ring, a grown ring, a spilled item, an arena of
-small objects, a huge block, a pool's channel, a pool's large task) is named and told to the
+small objects, a huge block, a pool's channel, a pool's large task, a manager dict's or list's
+data) is named and told to the
 resource tracker *before* its file is linked into /dev/shm.  The test hook
 `_core._debug_die_after_link(fd)` kills the process right after the next link, writing the
 name it linked to `fd` first; the program's own resource tracker must then remove that file
@@ -53,6 +54,17 @@ SCENARIOS = {
     "pool-channel": """
         die()
         fastmp.Pool(1)
+    """,
+    "manager-dict-data": """
+        d = fastmp.Manager().dict()
+        die()
+        d["k"] = b"x" * 1000
+    """,
+    "manager-list-grown-data": """
+        lst = fastmp.Manager().list()
+        lst.append(1)
+        die()
+        lst.extend([b"y" * 1000] * 1000)
     """,
     "pool-large-task": """
         with fastmp.Pool(1) as pool:

@@ -318,10 +318,16 @@ make_segment(fm_kvh *h, size_t size, fm_segment **out)
     uint64_t st = atomic_load_explicit(&c->state, ACQ);
     char *spare = c->names[((st >> 2) + 1) & 1];
     char name[FM_SHM_NAME_MAX] = "";
-    size_t plen = strlen(FM_SHM_PREFIX);
-    memcpy(name, FM_SHM_PREFIX, plen);
-    if (fm_random_hex(name + plen, 12) != FM_OK)
+    if (h->caller_names) {
+        if (h->new_name[0] == '\0')
+            return FM_AGAIN;            /* nothing written yet */
+        memcpy(name, h->new_name, FM_SHM_NAME_MAX);
+        name[FM_SHM_NAME_MAX - 1] = '\0';
+        h->new_name[0] = '\0';
+    }
+    else if (fm_shm_new_name(name) != FM_OK) {
         return FM_ERRNO;
+    }
     memcpy(spare, name, FM_SHM_NAME_MAX);
     atomic_store_explicit(&c->state, st | FM_KV_PENDING, REL);
     if (fm_kv_test_point)
@@ -332,6 +338,7 @@ make_segment(fm_kvh *h, size_t size, fm_segment **out)
     int fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (fd < 0)
         goto fail;
+    fm_shm_maybe_die_after_link(name);
     rc = fm_shm_reserve_fd(fd, size);
     {
         int saved = errno;

@@ -85,6 +85,13 @@ typedef struct {
     uint64_t gen;                       /* the generation `seg` is */
     unsigned char *base;
     int held;                           /* inside fm_kv_begin/fm_kv_end */
+    /* With caller_names set, a data segment this handle must make is named
+     * new_name (then emptied), which the caller chose and told the resource
+     * tracker of before the file exists; with new_name empty the write
+     * returns FM_AGAIN, the object unchanged: name one and call again.
+     * Unset (the default), segments get fresh random names. */
+    int caller_names;
+    char new_name[FM_SHM_NAME_MAX];
 } fm_kvh;
 
 /* Called under the lock with one item's bytes (valid only during the

@@ -150,8 +150,8 @@ fm_shm_new_name(char *name)
  * named and the creator has done nothing more. */
 int fm_shm_die_after_link_fd = -1;
 
-static void
-maybe_die_after_link(const char *name)
+void
+fm_shm_maybe_die_after_link(const char *name)
 {
     int fd = fm_shm_die_after_link_fd;
     if (fd < 0)
@@ -180,7 +180,7 @@ fm_shm_create_fd(const char *name, size_t size, int *fd_out)
         if (fm_shm_reserve_fd(fd, size) != FM_OK)
             goto error;
         if (link_as(fd, name) == FM_OK) {
-            maybe_die_after_link(name);
+            fm_shm_maybe_die_after_link(name);
             /* opened again by its name, so that its mappings show the
              * name in /proc/<pid>/maps (the tools that look there) */
             int named = shm_open(name, O_RDWR | O_CLOEXEC, 0600);
@@ -203,7 +203,7 @@ fm_shm_create_fd(const char *name, size_t size, int *fd_out)
     fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (fd < 0)
         return FM_ERRNO;
-    maybe_die_after_link(name);
+    fm_shm_maybe_die_after_link(name);
     if (fm_shm_reserve_fd(fd, size) != FM_OK) {
         int saved = errno;
         close(fd);

@@ -103,6 +103,8 @@ int fm_shm_create_fd(const char *name, size_t size, int *fd_out);
 /* Test hook: when >= 0, the next file linked into /dev/shm writes its name
  * and a newline to this descriptor, and the process kills itself. */
 extern int fm_shm_die_after_link_fd;
+/* Where a file has just been named in /dev/shm: the test hook's point. */
+void fm_shm_maybe_die_after_link(const char *name);
 /* Unlink every segment this process created and has not unlinked yet;
  * calls cb(name, arg) for each name removed.  Mappings stay valid. */
 void fm_segment_unlink_own(void (*cb)(const char *name, void *arg), void *arg);
