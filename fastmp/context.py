@@ -169,11 +169,12 @@ class FastContext(BaseContext):
     # fastmp.pool; Manager: the stdlib's, on the stdlib's context of the same method ---
 
     def Pool(self, processes=None, initializer=None, initargs=(),
-             maxtasksperchild=None):
-        """A pool of worker processes on fastmp's C dispatcher (fastmp.pool.Pool)."""
+             maxtasksperchild=None, *, task_timeout=None):
+        """A pool of worker processes on fastmp's C dispatcher (fastmp.pool.Pool);
+        task_timeout (beyond the stdlib): the default limit per task, in seconds."""
         from .pool import Pool
         return Pool(processes, initializer, initargs, maxtasksperchild,
-                    context=self.get_context())
+                    context=self.get_context(), task_timeout=task_timeout)
 
     def Manager(self):
         """A started multiprocessing.managers.SyncManager (the stdlib's)."""
