@@ -23,6 +23,7 @@ chunksize becomes how many of them travel in one task record.
 This module holds what is shared: the exception, the check of the argument, and the record
 of a timed job (what to post again, what to name in the message).
 """
+import functools
 import math
 import multiprocessing
 import numbers
@@ -116,6 +117,8 @@ class TimedJob:
 
 
 def _func_name(func):
+    while isinstance(func, functools.partial):
+        func = func.func
     name = getattr(func, "__qualname__", None) or getattr(func, "__name__", None)
     if not isinstance(name, str):
         name = type(func).__name__
