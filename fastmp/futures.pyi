@@ -6,6 +6,7 @@ from concurrent.futures import (
     TimeoutError as TimeoutError, as_completed as as_completed, wait as wait,
 )
 from concurrent.futures.process import BrokenProcessPool as BrokenProcessPool
+from .pool import TaskTimeoutError as TaskTimeoutError
 from typing import Any, Callable, Dict, Iterable, Iterator, Optional, Tuple, TypeVar, Union
 
 __all__ = ["ProcessPoolExecutor", "BrokenProcessPool"]
@@ -30,7 +31,12 @@ class ProcessPoolExecutor(Executor):
     def __init__(self, max_workers: Optional[int] = ..., mp_context: Optional[Any] = ...,
                  initializer: Optional[Callable[..., object]] = ...,
                  initargs: Tuple[Any, ...] = ..., *,
-                 max_tasks_per_child: Optional[int] = ...) -> None: ...
+                 max_tasks_per_child: Optional[int] = ...,
+                 task_timeout: Optional[float] = ...) -> None: ...
+    # task_timeout (beyond the stdlib): seconds a call may run once a worker starts it, else
+    # its future fails with TaskTimeoutError (a concurrent.futures.TimeoutError), its worker
+    # is replaced and the executor carries on; map() applies it per item (per chunk with
+    # buffersize, or when submit is overridden).
     def submit(self, fn: Callable[..., _T], /, *args: Any, **kwargs: Any) -> Future[_T]: ...
     # buffersize: Python 3.14's, on every version: None reads the input at once; an int n >= 1
     # reads it lazily, at most n chunks handed to the workers ahead of the consumer
