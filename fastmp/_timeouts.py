@@ -165,7 +165,8 @@ class TimedJobs:
     def add(self, job, timed):
         if len(self.jobs) > 2 * self._kept + 64:
             cache = self.cache
-            for j in [j for j in self.jobs if j not in cache]:
+            # list(dict) copies in one step: other threads may add jobs meanwhile
+            for j in [j for j in list(self.jobs) if j not in cache]:
                 self.jobs.pop(j, None)
                 self.ns.pop(j, None)
             self._kept = len(self.jobs)

@@ -549,6 +549,8 @@ class Pool(_std.Pool):
     def apply(self, func, args=(), kwds={}, *, task_timeout=None):
         """Call func(*args, **kwds) in a worker and return its result.
         task_timeout (beyond the stdlib): see apply_async()."""
+        if task_timeout is None:
+            return self.apply_async(func, args, kwds).get()
         return self.apply_async(func, args, kwds, task_timeout=task_timeout).get()
 
     def apply_async(self, func, args=(), kwds={}, callback=None, error_callback=None, *,

@@ -180,14 +180,19 @@ def test_tasks_the_killed_worker_held_run_elsewhere_exactly_once(fastmp_ctx, tmp
 
 
 def test_requeued_tasks_results_come_back(fastmp_ctx):
-    # imap_unordered with chunks: the items after the stuck one in its record run elsewhere
-    # and their results come out of the iterator (only the stuck item fails)
+    # imap_unordered of short tasks: once measured short, several go in one task record (the
+    # dispatcher's batching); the stuck item's worker held the rest of its record, which runs
+    # in the replacement and whose results come out of the iterator: only the stuck one fails
     pool = fastmp_ctx.Pool(1)
     try:
-        it = pool.imap_unordered(targets.square_or_stuck, range(6), task_timeout=LIMIT)
+        for _ in range(3):
+            assert list(pool.imap(square, range(200))) == [x * x for x in range(200)]
+        assert pool._dispatcher.batch_size(40) >= 8     # records of several tasks
+        it = pool.imap_unordered(targets.square_or_stuck, range(40), task_timeout=LIMIT)
         out = _drain(it)
         errors = [x for x in out if isinstance(x, Exception)]
-        assert sorted(x for x in out if not isinstance(x, Exception)) == [0, 1, 4, 16, 25]
+        assert sorted(x for x in out if not isinstance(x, Exception)) == \
+            [x * x for x in range(40) if x != 3]
         assert len(errors) == 1
         _assert_timeout(errors[0], 3, "imap_unordered", "square_or_stuck")
     finally:
