@@ -50,3 +50,10 @@ def starts(path):
 
 def getpid(_=None):
     return os.getpid()
+
+
+def noted_sleep(path, i, secs):
+    """noted(path, i), then sleep secs and return i."""
+    noted(path, i)
+    time.sleep(secs)
+    return i

@@ -199,6 +199,26 @@ def test_requeued_tasks_results_come_back(fastmp_ctx):
         _finish(pool)
 
 
+def test_tasks_ending_about_at_their_limit_finish_or_fail_once(tmp_path):
+    # tasks that end just before or just after their limit: each either returns its result
+    # or fails with TaskTimeoutError (the worker and the collector claim the deadline, one of
+    # them wins), none is started twice, and every result is accounted for
+    path = str(tmp_path / "starts")
+    limit = 0.3
+    pool = fastmp.get_context("fork").Pool(2)
+    try:
+        secs = [limit + d for d in (-0.06, -0.03, -0.01, 0.0, 0.01, 0.03, 0.06)] * 3
+        results = [pool.apply_async(targets.noted_sleep, (path, i, s), task_timeout=limit)
+                   for i, s in enumerate(secs)]
+        out = _outcomes(results)
+        for i, x in enumerate(out):
+            assert x == i or type(x) is TaskTimeoutError, (i, x)
+        assert targets.starts(path) == list(range(len(secs)))
+        assert pool.apply(square, (5,)) == 25
+    finally:
+        _finish(pool)
+
+
 # ---------------------------------------------------------------- every call
 
 def test_map_raises_the_timeout(fastmp_ctx):
