@@ -63,7 +63,8 @@ from multiprocessing import util
 from . import _core
 from . import _dispatcher as _disp
 from ._pickling import dump_cached
-from ._timeouts import TaskTimeoutError, TimedJob as _TimedJob, check_timeout as _check_timeout
+from ._timeouts import TaskTimeoutError  # noqa: F401  (public here)
+from ._timeouts import TimedJob as _TimedJob, check_timeout as _check_timeout
 
 __all__ = ['ProcessPoolExecutor', 'BrokenProcessPool']
 

@@ -47,7 +47,8 @@ from . import _core
 from . import _dispatcher as _disp
 from . import _lifecycle  # noqa: F401  (segment tracking, fork and exit hooks)
 from ._stdlib import forward as _forward
-from ._timeouts import TaskTimeoutError, TimedJob as _TimedJob, check_timeout as _check_timeout
+from ._timeouts import TaskTimeoutError  # noqa: F401  (public here)
+from ._timeouts import TimedJob as _TimedJob, check_timeout as _check_timeout
 
 __all__ = ['Pool', 'ThreadPool']
 
