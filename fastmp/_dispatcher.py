@@ -246,7 +246,8 @@ class Dispatcher:
         timed = self.timed.get(job)
         if result is None or timed is None:
             return
-        end = first + count
+        # read from shared memory: a record holds at most BATCH_MAX tasks
+        end = min(first + count, running + 1 + BATCH_MAX) if running >= first else running + 1
         if running + 1 < end:
             run = timed.pending(running + 1, end)
             if run is not None:
