@@ -185,6 +185,7 @@ PoolChannel_traverse(PoolChannelObject *self, visitproc visit, void *arg)
     Py_VISIT(self->func_cache);
     Py_VISIT(self->dump_function);
     Py_VISIT(self->submit);
+    Py_VISIT(self->timeouts);
     return 0;
 }
 
@@ -201,6 +202,7 @@ PoolChannel_clear(PoolChannelObject *self)
     Py_CLEAR(self->func_cache);
     Py_CLEAR(self->dump_function);
     Py_CLEAR(self->submit);
+    Py_CLEAR(self->timeouts);
     return 0;
 }
 
@@ -226,14 +228,15 @@ any_busy(fm_pool_hdr *h)
     return 0;
 }
 
-/* Write one task record: func + entries[0..n).  The claim waits with the
+/* Write one task record: func + entries[0..n), each task limited to
+ * timeout_ns from its start (0: no limit).  The claim waits with the
  * GIL released when `block`; the copy happens with the GIL back (the bytes
  * objects are Python objects).  Returns FM_OK, FM_AGAIN (ring full and not
  * blocking), FM_OVERFLOW (too big for one record), FM_PYERR. */
 static int
 put_record(PoolChannelObject *self, uint32_t kind, uint32_t mode, uint64_t job,
            uint32_t first, PyObject *func, PyObject **entries, const uint32_t *flags,
-           uint32_t n, int block, int lazy)
+           uint32_t n, int block, int lazy, uint64_t timeout_ns)
 {
     fm_ring *r = fm_pool_task_ring(self->hdr);
     size_t flen = func ? (size_t)PyBytes_GET_SIZE(func) : 0;
@@ -255,7 +258,7 @@ put_record(PoolChannelObject *self, uint32_t kind, uint32_t mode, uint64_t job,
     if (s != FM_OK)
         return s;
     unsigned char *p = c.data;
-    fm_task_hdr th = {kind, mode, job, first, n, (uint32_t)flen, 0};
+    fm_task_hdr th = {kind, mode, job, first, n, (uint32_t)flen, 0, timeout_ns};
     memcpy(p, &th, sizeof th);
     p += sizeof th;
     if (flen) {
@@ -295,6 +298,7 @@ typedef struct {
     uint64_t job;
     uint32_t first;
     PyObject *func;
+    uint64_t timeout_ns;            /* per task (the job's, from `timeouts`) */
     Py_ssize_t done;                /* tasks posted */
     PyObject *entry[FM_POOL_BATCH_MAX];
     uint32_t flags[FM_POOL_BATCH_MAX];
@@ -312,7 +316,7 @@ flush_batch(put_batch *pb, int block)
     uint32_t posted = 0;
     int s = put_record(pb->self, FM_TASK_RUN, pb->mode, pb->job,
                        (uint32_t)(pb->first + pb->done), pb->func, pb->entry, pb->flags, pb->n,
-                       block, 0);
+                       block, 0, pb->timeout_ns);
     if (s == FM_OK)
         posted = pb->n;
     else if (s == FM_OVERFLOW && pb->n > 1) {
@@ -320,7 +324,8 @@ flush_batch(put_batch *pb, int block)
         while (s == FM_OK && posted < pb->n) {
             s = put_record(pb->self, FM_TASK_RUN, pb->mode, pb->job,
                            (uint32_t)(pb->first + pb->done + posted), pb->func,
-                           pb->entry + posted, pb->flags + posted, 1, block, 0);
+                           pb->entry + posted, pb->flags + posted, 1, block, 0,
+                           pb->timeout_ns);
             if (s == FM_OK)
                 posted++;
         }
@@ -404,10 +409,30 @@ put_items(put_batch *pb, PyObject **items, Py_ssize_t n, uint32_t batch, int blo
     return s;
 }
 
+/* The time limit per task of `job` (an int): timeouts[job] in ns, 0 when
+ * the job has none (or nobody set timeouts).  -1 with an exception. */
+static int
+job_timeout(PoolChannelObject *self, PyObject *job, uint64_t *timeout_ns)
+{
+    *timeout_ns = 0;
+    if (self->timeouts == NULL || !PyDict_Check(self->timeouts) ||
+        PyDict_GET_SIZE(self->timeouts) == 0)
+        return 0;
+    PyObject *t = PyDict_GetItemWithError(self->timeouts, job);
+    if (t == NULL)
+        return PyErr_Occurred() ? -1 : 0;
+    unsigned long long ns = PyLong_AsUnsignedLongLong(t);
+    if (ns == (unsigned long long)-1 && PyErr_Occurred())
+        return -1;
+    *timeout_ns = ns;
+    return 0;
+}
+
 PyDoc_STRVAR(put_doc,
 "put($self, job, mode, first, func, items, batch=1, block=True, /)\n--\n\n"
 "Pickle items and post them as tasks first, first+1, ... of job, at most\n"
-"batch per record.  Returns (consumed, error): error is None, or the\n"
+"batch per record, each limited to timeouts[job] ns from its start when\n"
+"the job is in timeouts.  Returns (consumed, error): error is None, or the\n"
 "exception that items[consumed] raised when pickled (or that made it too\n"
 "large for the channel); items before it were posted.  Without block,\n"
 "stops (error None) when the ring is full.");
@@ -440,7 +465,11 @@ PoolChannel_put(PoolChannelObject *self, PyObject *const *args, Py_ssize_t nargs
     PyObject *seq = PySequence_Fast(args[4], "items must be a sequence");
     if (seq == NULL)
         return NULL;
-    put_batch pb = {self, (uint32_t)mode, job, (uint32_t)first, func, 0};
+    put_batch pb = {self, (uint32_t)mode, job, (uint32_t)first, func, 0, 0};
+    if (job_timeout(self, args[0], &pb.timeout_ns) < 0) {
+        Py_DECREF(seq);
+        return NULL;
+    }
     PyObject *error = NULL;
     int s = put_items(&pb, PySequence_Fast_ITEMS(seq), PySequence_Fast_GET_SIZE(seq),
                       batch > FM_POOL_BATCH_MAX ? FM_POOL_BATCH_MAX : (uint32_t)batch, block,
@@ -523,7 +552,7 @@ apply_post(PoolChannelObject *self, PyObject *result, uint32_t mode, PyObject *f
         if (job == (unsigned long long)-1 && PyErr_Occurred())
             return -1;
         int lazy = self->lazy_wake && self->task_ns > 0 && self->task_ns < FM_POOL_LAZY_TASK_NS;
-        s = put_record(self, FM_TASK_RUN, mode, job, 0, fdata, &b, &flag, 1, 0, lazy);
+        s = put_record(self, FM_TASK_RUN, mode, job, 0, fdata, &b, &flag, 1, 0, lazy, 0);
     }
     if (s == FM_AGAIN || s == FM_OVERFLOW) {
         /* no room now, or a large entry: the Python path posts it */
@@ -670,7 +699,7 @@ PoolChannel_put_exit(PoolChannelObject *self, PyObject *arg)
     if (n == -1 && PyErr_Occurred())
         return NULL;
     for (long i = 0; i < n; i++) {
-        int s = put_record(self, FM_TASK_EXIT, 0, 0, 0, NULL, NULL, NULL, 0, 1, 0);
+        int s = put_record(self, FM_TASK_EXIT, 0, 0, 0, NULL, NULL, NULL, 0, 1, 0, 0);
         if (s != FM_OK)
             return fm_set_error(s);
     }
@@ -735,9 +764,35 @@ PoolChannel_set_slot(PoolChannelObject *self, PyObject *const *args, Py_ssize_t 
     }
     atomic_store_explicit(&sl->count, 0, RLX);
     atomic_store_explicit(&sl->tasks_done, 0, RLX);
+    atomic_store_explicit(&sl->running, 0, RLX);
+    atomic_store_explicit(&sl->deadline, 0, RLX);
     atomic_store_explicit(&sl->pid, (uint32_t)pid, RLX);
     atomic_store_explicit(&sl->state, (uint32_t)state, REL);
     Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(timed_out_doc,
+"timed_out($self, i, /)\n--\n\n"
+"When the collector killed the worker of slot i because its task ran past\n"
+"the task's time limit: that task's index in its job (the slot's batch\n"
+"says the rest); else None.  Read it before the slot is freed.");
+
+static PyObject *
+PoolChannel_timed_out(PoolChannelObject *self, PyObject *arg)
+{
+    if (!channel_alive(self))
+        return NULL;
+    long i = PyLong_AsLong(arg);
+    if (i == -1 && PyErr_Occurred())
+        return NULL;
+    if (i < 0 || (unsigned long)i >= self->hdr->nslots) {
+        PyErr_SetString(PyExc_IndexError, "slot index out of range");
+        return NULL;
+    }
+    fm_pool_slot *sl = fm_pool_slot_at(self->hdr, (uint32_t)i);
+    if (atomic_load_explicit(&sl->deadline, ACQ) != FM_POOL_DEADLINE_KILLED)
+        Py_RETURN_NONE;
+    return PyLong_FromUnsignedLong(atomic_load_explicit(&sl->running, RLX));
 }
 
 /* ------------------------------------------------------------ collecting */
@@ -970,6 +1025,7 @@ static PyMethodDef PoolChannel_methods[] = {
     {"slot", (PyCFunction)PoolChannel_slot, METH_O, slot_doc},
     {"set_slot", (PyCFunction)(void (*)(void))PoolChannel_set_slot, METH_FASTCALL,
      set_slot_doc},
+    {"timed_out", (PyCFunction)PoolChannel_timed_out, METH_O, timed_out_doc},
     {"start_collector", (PyCFunction)(void (*)(void))PoolChannel_start_collector,
      METH_FASTCALL, start_collector_doc},
     {"stop_collector", (PyCFunction)PoolChannel_stop_collector, METH_NOARGS,
@@ -1006,6 +1062,8 @@ static PyMemberDef PoolChannel_members[] = {
      "apply(): pickles a function not in func_cache"},
     {"submit", T_OBJECT, offsetof(PoolChannelObject, submit), 0,
      "apply(): submit(result, mode, func, items) when the ring has no room"},
+    {"timeouts", T_OBJECT, offsetof(PoolChannelObject, timeouts), 0,
+     "{job: time limit per task in ns}: put() writes it into the job's task records"},
     {"lazy_wake", T_BOOL, offsetof(PoolChannelObject, lazy_wake), 0,
      "apply(): with short tasks, leave the only waiting record to a busy worker "
      "(False when workers may leave after a task: maxtasksperchild)"},

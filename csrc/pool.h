@@ -78,6 +78,9 @@ typedef struct {
      * dispatch() completes itself; apply()'s function-pickle cache, its
      * pickler for misses, and its fallback when the ring is full. */
     PyObject *cache, *func_cache, *dump_function, *submit;
+    /* Set by the dispatcher: {job: time limit per task in ns} of the jobs
+     * that have one; put() writes it into their task records. */
+    PyObject *timeouts;
     char lazy_wake;                 /* apply() may skip wake-ups (no maxtasksperchild) */
     int64_t spin_ns;
     int64_t task_ns;                /* measured time per task (GIL held) */

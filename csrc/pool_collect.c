@@ -26,6 +26,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -34,6 +35,8 @@
 
 /* How often the collector checks for dead workers while results flow. */
 #define FM_POOL_CHECK_NS (50 * 1000 * 1000LL)
+/* After killing a worker for a task timeout, look for its death this soon. */
+#define FM_POOL_KILLED_CHECK_NS (2 * 1000 * 1000LL)
 /* Most records (and bytes) the collector copies out per GIL acquisition. */
 #define FM_POOL_DRAIN_RECORDS 512
 #define FM_POOL_DRAIN_BYTES (4u << 20)
@@ -376,10 +379,37 @@ any_dead(fm_pool_hdr *h)
     return 0;
 }
 
+/* Task timeouts: kill every worker whose task ran past its deadline (its
+ * slot's, see pool_worker.c).  The deadline is claimed first, so a worker
+ * that finished its task in time is never killed: of the two, the one
+ * whose compare-and-swap succeeds decides.  The worker's death is then
+ * found like any other (any_dead), and the slot says which task timed out
+ * (PoolChannel.timed_out).  1 if some worker was killed.  No GIL needed. */
+static int
+kill_overdue(fm_pool_hdr *h, int64_t now)
+{
+    int killed = 0;
+    for (uint32_t i = 0; i < h->nslots; i++) {
+        fm_pool_slot *sl = fm_pool_slot_at(h, i);
+        int64_t d = atomic_load_explicit(&sl->deadline, ACQ);
+        if (d <= 0 || now <= d)
+            continue;
+        uint32_t pid = atomic_load_explicit(&sl->pid, RLX);
+        if (pid == 0 ||
+            !atomic_compare_exchange_strong_explicit(&sl->deadline, &d, FM_POOL_DEADLINE_KILLED,
+                                                     SEQ, SEQ))
+            continue;
+        (void)kill((pid_t)pid, SIGKILL);
+        killed = 1;
+    }
+    return killed;
+}
+
 /* The collector thread, without the GIL: wait for records (or park while
- * waiting threads collect) and copy them into b. */
+ * waiting threads collect) and copy them into b; wait no later than
+ * `until` (the next check for dead workers). */
 static void
-collector_take(PoolChannelObject *self, fm_buf *b, uint32_t pid)
+collector_take(PoolChannelObject *self, fm_buf *b, uint32_t pid, int64_t until)
 {
     if (!atomic_load_explicit(&self->stopping, ACQ) &&
         (atomic_load_explicit(&self->leader, ACQ) ||
@@ -394,7 +424,7 @@ collector_take(PoolChannelObject *self, fm_buf *b, uint32_t pid)
         return;
     }
     atomic_store_explicit(&self->in_take, 1, memory_order_seq_cst);
-    drain(fm_pool_result_ring(self->hdr), b, pid, fm_now_ns() + FM_POOL_CHECK_NS, self->spin_ns);
+    drain(fm_pool_result_ring(self->hdr), b, pid, until, self->spin_ns);
     atomic_store_explicit(&self->in_take, 0, memory_order_seq_cst);
 }
 
@@ -432,11 +462,13 @@ collector_main(void *arg)
     int stop = 0;
     while (!stop) {
         b.len = 0;
-        collector_take(self, &b, pid);
+        collector_take(self, &b, pid, next_check);
         int64_t now = fm_now_ns();
         int dead = 0;
         if (now >= next_check) {
             next_check = now + FM_POOL_CHECK_NS;
+            if (kill_overdue(h, now))
+                next_check = now + FM_POOL_KILLED_CHECK_NS;     /* reap it soon */
             dead = any_dead(h);
             if (dead) {
                 /* deliver what the dead worker posted before it died, so that

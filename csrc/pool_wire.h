@@ -38,7 +38,7 @@
 #include "core/shm.h"
 
 #define FM_POOL_MAGIC 0x4c4f4f50u           /* "POOL" */
-#define FM_POOL_VERSION 2u
+#define FM_POOL_VERSION 3u
 #define FM_POOL_MAX_SLOTS 4096u
 #define FM_POOL_HDR_SPACE 256u
 #define FM_POOL_DEFAULT_RING (1u << 20)
@@ -60,8 +60,17 @@ typedef struct {
     _Atomic uint32_t first;
     _Atomic uint32_t count;
     _Atomic uint64_t tasks_done;
-    char _pad[FM_CACHE_LINE - 32];
+    /* Task timeouts (a record with timeout_ns): the task running and the
+     * monotonic time (ns) it must end by, 0 when none runs; the parent
+     * claims an overdue one by setting FM_POOL_DEADLINE_KILLED, then kills
+     * the worker (pool_worker.c's timed_start says who decides). */
+    _Atomic uint32_t running;
+    uint32_t _rsv;
+    _Atomic int64_t deadline;
+    char _pad[FM_CACHE_LINE - 48];
 } fm_pool_slot;
+
+#define FM_POOL_DEADLINE_KILLED ((int64_t)-1)
 
 typedef struct {
     uint32_t magic;
@@ -83,6 +92,7 @@ typedef struct {
     uint32_t count;
     uint32_t func_len;
     uint32_t _pad;
+    uint64_t timeout_ns;            /* per task, from its start; 0: no limit */
 } fm_task_hdr;                      /* then func (padded to 8), then entries */
 
 typedef struct {

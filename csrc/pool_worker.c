@@ -434,6 +434,68 @@ append_outcome(worker_ctx *w, result_records *rr, uint64_t job, uint32_t task, P
     return FM_OK;
 }
 
+/* ------------------------------------------------------ task timeouts
+ *
+ * A record with a time limit per task (th->timeout_ns): before each task,
+ * the worker writes into its slot which task runs and its deadline (from
+ * now); the parent's collector kills the worker once the deadline passed
+ * (pool_collect.c's kill_overdue).  Both claim the deadline with a
+ * compare-and-swap: the worker, when the task is done, from its value to 0;
+ * the parent, from its value to FM_POOL_DEADLINE_KILLED.  Exactly one wins:
+ * a task done in time keeps its result, and a worker that lost posts
+ * nothing more and waits for its end (the slot then says which task timed
+ * out).  Each task's result is posted as soon as it is done, so the tasks
+ * of the record done before a timeout keep their results; the parent runs
+ * the ones after it again elsewhere. */
+
+static void
+timed_start(worker_ctx *w, uint32_t task, uint64_t timeout_ns)
+{
+    int64_t limit = timeout_ns > (uint64_t)INT64_MAX / 2 ? INT64_MAX / 2 : (int64_t)timeout_ns;
+    atomic_store_explicit(&w->slot->running, task, RLX);
+    atomic_store_explicit(&w->slot->deadline, fm_now_ns() + limit, SEQ);
+}
+
+/* The task is done: FM_OK when it was in time (the deadline is cleared),
+ * else wait for the parent's SIGKILL: FM_BROKEN if the owner died
+ * meanwhile, FM_PYERR from a signal handler. */
+static int
+timed_finish(worker_ctx *w)
+{
+    int64_t d = atomic_load_explicit(&w->slot->deadline, ACQ);
+    if (d != FM_POOL_DEADLINE_KILLED &&
+        atomic_compare_exchange_strong_explicit(&w->slot->deadline, &d, 0, SEQ, SEQ))
+        return FM_OK;
+    for (;;) {
+        Py_BEGIN_ALLOW_THREADS
+        usleep(10000);
+        Py_END_ALLOW_THREADS
+        if (PyErr_CheckSignals() < 0)
+            return FM_PYERR;
+        if (!owner_alive(w))
+            return FM_BROKEN;
+    }
+}
+
+/* Post the result record being built (the tasks done so far) and start the
+ * next one at task `next` of job.  A status. */
+static int
+flush_results(worker_ctx *w, fm_buf *out, size_t *start, uint64_t job, uint32_t next,
+              int64_t t0)
+{
+    fm_result_hdr *rh = (fm_result_hdr *)(out->p + *start);
+    int64_t ns = fm_now_ns() - t0;
+    rh->aux = ns > (int64_t)UINT32_MAX ? UINT32_MAX : (uint32_t)ns;
+    int s = post_result(w, out->p + *start, out->len - *start);
+    if (s != FM_OK)
+        return s;
+    fm_result_hdr nh = {FM_RES_RESULT, 0, job, next, 0};
+    *start = 0;
+    memcpy(out->p, &nh, sizeof nh);
+    out->len = sizeof nh;
+    return FM_OK;
+}
+
 /* Run the tasks of one task record (its header th, then p: the function
  * and the entries, `left` bytes) and post their results; entries too large
  * for a record travel in segments of their own. */
@@ -462,13 +524,24 @@ run_batch(worker_ctx *w, const fm_task_hdr *th, const unsigned char *p, size_t l
     fm_entry_iter_init(&it, p, left, fm_pad8(th->func_len), th->count);
     for (uint32_t k = 0; fm_entry_next(&it, &e); k++) {
         uint32_t oflags = 0;
+        if (th->timeout_ns)
+            timed_start(w, th->first + k, th->timeout_ns);
         PyObject *b = entry_outcome(w, f, fexc, th->mode, &e, &oflags);
         if (b == NULL) {
             s = FM_PYERR;
             goto done;
         }
+        if (th->timeout_ns && (s = timed_finish(w)) != FM_OK) {
+            Py_DECREF(b);
+            goto done;
+        }
         s = append_outcome(w, &rr, th->job, th->first + k, b, oflags);
         Py_DECREF(b);
+        if (s == FM_OK && th->timeout_ns && k + 1 < th->count) {
+            /* timed: this task's result goes now (see above) */
+            s = flush_results(w, out, &rr.start, th->job, th->first + k + 1, t0);
+            t0 = fm_now_ns();
+        }
         if (s != FM_OK)
             goto done;
     }

@@ -23,6 +23,7 @@ from multiprocessing.pool import CLOSE, RUN, TERMINATE     # the pool's states
 from . import _core
 from . import _lifecycle  # noqa: F401  (segment tracking, fork and exit hooks)
 from ._pickling import dump_cached, fallback_dumps
+from ._timeouts import TimedJobs
 
 __all__ = ()    # private to the package
 
@@ -181,6 +182,8 @@ class Dispatcher:
         self.channel.submit = self.submit
         # a busy worker comes back for the next short task by itself, unless it may leave
         self.channel.lazy_wake = maxtasks is None and maxmem is None
+        # jobs with a task timeout (fastmp._timeouts), and their limits for the channel
+        self.timed = TimedJobs(self.channel, cache)
 
     # ---- workers
 
@@ -209,6 +212,7 @@ class Dispatcher:
         """Collector thread, GIL held: some worker's process is gone, or some worker left
         its loop (after maxtasksperchild tasks, it says so on the result ring): replace it
         now, without waiting for its process to end (it is reaped later)."""
+        timed_out = []      # workers killed for a task timeout: handled out of the lock
         with self.lock:
             if self.channel.closed:
                 return
@@ -228,6 +232,7 @@ class Dispatcher:
                     self.retiring.append(p)
                 else:
                     p.join()
+                running = self.channel.timed_out(slot)     # before the slot is freed
                 self.channel.set_slot(slot, 0, SLOT_FREE)
                 self.workers[slot] = None
                 try:
@@ -242,12 +247,37 @@ class Dispatcher:
                         kind, job, first, count = held
                         state = SLOT_BUSY if kind == TASK_RUN else SLOT_EXITED
                 if state not in (SLOT_EXITED, SLOT_INITFAIL):
-                    if not self.worker_lost(p, state, job, first, count):
+                    if running is not None and state == SLOT_BUSY:
+                        timed_out.append((p, job, first, count, running))
+                    elif not self.worker_lost(p, state, job, first, count):
                         continue
                 if self.broken is None and state != SLOT_INITFAIL and (
                         self.state == RUN or (self.state == CLOSE and self.cache)):
                     self.start_worker(slot)
             self.maybe_finish()
+        for event in timed_out:
+            self.task_timed_out(*event)
+
+    def task_timed_out(self, p, job, first, count, running):
+        """The collector killed worker p: task `running` of job ran past the job's time
+        limit (its slot held tasks first..first+count-1).  That task fails with
+        TaskTimeoutError; the ones after it were taken and never started: they are posted
+        again; the ones before it posted their results.  (Not under self.lock: failing a
+        task may run the executor's window, whose lock comes first.)"""
+        result = self.cache.get(job)
+        timed = self.timed.get(job)
+        if result is None or timed is None:
+            return
+        # read from shared memory: a record holds at most BATCH_MAX tasks
+        end = min(first + count, running + 1 + BATCH_MAX) if running >= first else running + 1
+        if running + 1 < end:
+            run = timed.pending(running + 1, end)
+            if run is not None:
+                self.submit(result, timed.mode, timed.fdata, run, first=running + 1)
+            else:
+                result._fail_held(running + 1, end - running - 1, timed.error(running, p.pid))
+        result._fail_held(running, 1, timed.error(running, p.pid))
+        self.maybe_finish()
 
     def worker_limits(self):
         """Keyword arguments of worker_target beyond the stdlib's: the memory limit."""
@@ -299,14 +329,15 @@ class Dispatcher:
         per_worker = max(1, ntasks // (2 * self.processes))
         return max(1, min(BATCH_MAX, BATCH_TARGET_NS // task_ns, per_worker))
 
-    def submit(self, result, mode, func, items, first=0, chunksize=1):
+    def submit(self, result, mode, func, items, first=0, chunksize=1, batch=None):
         """Post items as tasks first, first+1, ... of result's job: at once what fits, the
-        rest through the feeder thread."""
+        rest through the feeder thread; batch: tasks per record (None: batch_size's)."""
         if self.broken is not None:
             self.fail_everything(result, self.broken)
             return
         if not self.feeds and not self.feeding:
-            batch = self.batch_size(len(items))
+            if batch is None:
+                batch = self.batch_size(len(items))
             while first < len(items):
                 done, error = self.channel.put(result._job, mode, first, func,
                                                items[first:] if first else items,
@@ -458,6 +489,10 @@ class Dispatcher:
     def post_group(self, f, index, group):
         if not group:
             return
+        if self.timed:
+            timed = self.timed.get(f.result._job)
+            if timed is not None:
+                timed.note(index, group, f.result)      # to post again after a timeout
         f.result._posted += len(group)
         # several tasks per record only for short tasks, as measured (batch_size)
         batch, f.batch = f.batch, self.batch_size(len(group) * 4)

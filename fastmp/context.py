@@ -170,11 +170,12 @@ class FastContext(BaseContext):
     # fastmp.pool; Manager: fastmp.managers', on the stdlib's context of the same method ---
 
     def Pool(self, processes=None, initializer=None, initargs=(),
-             maxtasksperchild=None):
-        """A pool of worker processes on fastmp's C dispatcher (fastmp.pool.Pool)."""
+             maxtasksperchild=None, *, task_timeout=None):
+        """A pool of worker processes on fastmp's C dispatcher (fastmp.pool.Pool);
+        task_timeout (beyond the stdlib): the default limit per task, in seconds."""
         from .pool import Pool
         return Pool(processes, initializer, initargs, maxtasksperchild,
-                    context=self.get_context())
+                    context=self.get_context(), task_timeout=task_timeout)
 
     def Manager(self):
         """A started fastmp.managers.SyncManager: the stdlib's, with dict(), list() and

@@ -11,9 +11,9 @@ from multiprocessing.context import (
     set_spawning_popen as set_spawning_popen,
 )
 from multiprocessing.process import BaseProcess
-from typing import Callable, ClassVar, Literal, overload
+from typing import Any, Callable, ClassVar, Iterable, Literal, overload
 
-from fastmp import synchronize
+from fastmp import pool, synchronize
 
 __all__ = ()
 
@@ -38,6 +38,12 @@ class FastContext(BaseContext):
         self, parties: int, action: Callable[[], object] | None = None,
         timeout: float | None = None,
     ) -> synchronize.Barrier: ...
+    # task_timeout: beyond the stdlib (fastmp.pool.Pool's)
+    def Pool(  # type: ignore[override]
+        self, processes: int | None = None,
+        initializer: Callable[..., object] | None = None, initargs: Iterable[Any] = (),
+        maxtasksperchild: int | None = None, *, task_timeout: float | None = None,
+    ) -> pool.Pool: ...
     @overload  # type: ignore[override]
     def get_context(self, method: None = None) -> FastContext: ...
     @overload

@@ -27,6 +27,14 @@ What the stdlib's executor does, this one does too:
   map(..., buffersize=n) is Python 3.14's on every version: the input is read lazily, at
   most n chunks ahead of the consumer, each chunk posted as a job of its own.
 
+Beyond the stdlib: ProcessPoolExecutor(task_timeout=seconds) limits every call from the moment
+a worker starts it: a call that runs longer fails its future with
+fastmp.futures.TaskTimeoutError (a concurrent.futures.TimeoutError, and a
+multiprocessing.TimeoutError), its worker is killed and replaced, and the executor carries on
+(it is not broken).  map() then runs each item as a task of its own, so the limit is per item
+(chunksize of them travel together); with buffersize, or when submit is overridden, the limit
+is per chunk.  fastmp._timeouts says how it works.
+
 Where fastmp differs on purpose: a task whose arguments cannot be pickled fails its own
 future with the pickling error at submit() (the stdlib's does too, through its feeder
 thread, later); the chunks of a map() are all handed to the workers at once, so they are
@@ -55,6 +63,8 @@ from multiprocessing import util
 from . import _core
 from . import _dispatcher as _disp
 from ._pickling import dump_cached
+from ._timeouts import TaskTimeoutError  # noqa: F401  (public here)
+from ._timeouts import TimedJob as _TimedJob, check_timeout as _check_timeout
 
 __all__ = ['ProcessPoolExecutor', 'BrokenProcessPool', 'get_reusable_executor']
 
@@ -453,8 +463,9 @@ class ProcessPoolExecutor(Executor):
     with that one, the default context is then spawn, and fork is refused)."""
 
     def __init__(self, max_workers=None, mp_context=None, initializer=None, initargs=(),
-                 *, max_tasks_per_child=None,
-                 max_memory_per_child=None):
+                 *, max_tasks_per_child=None, max_memory_per_child=None, task_timeout=None):
+        # beyond the stdlib: the limit per call, in seconds (None: no limit)
+        self._task_timeout = _check_timeout(task_timeout)
         if max_workers is None:
             max_workers = os.cpu_count() or 1
         elif max_workers <= 0:
@@ -585,9 +596,13 @@ class ProcessPoolExecutor(Executor):
                 job._set(0, (False, exc))
                 return f
             if kwargs:
-                d.enqueue(f, job, _disp.APPLY_KW, fdata, [(args, kwargs)])
+                mode, items = _disp.APPLY_KW, [(args, kwargs)]
             else:
-                d.enqueue(f, job, _disp.APPLY, fdata, [args])
+                mode, items = _disp.APPLY, [args]
+            if self._task_timeout is not None:
+                d.timed.add(job._job, _TimedJob(self._task_timeout, mode, fdata, items, fn,
+                                                "submit"))
+            d.enqueue(f, job, mode, fdata, items)
             return f
     submit.__doc__ = Executor.submit.__doc__
 
@@ -618,6 +633,10 @@ class ProcessPoolExecutor(Executor):
             return _cf_process._chain_from_iterable_of_lists(results)
         end_time = None if timeout is None else timeout + time.monotonic()
         args = list(zip(*iterables))
+        batch = None
+        if self._task_timeout is not None:
+            # the limit is per item: each item a task of its own, chunksize per record
+            batch, chunksize = min(chunksize, _disp.BATCH_MAX), 1
         chunks = [tuple(args[i:i + chunksize]) for i in range(0, len(args), chunksize)]
         del args
         with self._shutdown_lock:
@@ -634,7 +653,10 @@ class ProcessPoolExecutor(Executor):
                 else:
                     for f in futures:
                         f._state = _RUNNING
-                    d.submit(job, _disp.STARMAP, fdata, chunks)
+                    if self._task_timeout is not None:
+                        d.timed.add(job._job, _TimedJob(self._task_timeout, _disp.STARMAP,
+                                                        fdata, chunks, fn, "map"))
+                    d.submit(job, _disp.STARMAP, fdata, chunks, batch=batch)
         del chunks
 
         def result_iterator():
@@ -674,14 +696,14 @@ class ProcessPoolExecutor(Executor):
                 error = None
 
             def post(executor, chunk):
-                return executor._post_chunk(fdata, error, chunk)
+                return executor._post_chunk(fdata, error, chunk, fn)
         end_time = None if timeout is None else timeout + time.monotonic()
         chunks = _chunks(zip(*iterables), chunksize)
         futures = collections.deque(post(self, chunk)
                                     for chunk in itertools.islice(chunks, buffersize))
         return _buffered_results(weakref.ref(self), post, chunks, futures, end_time)
 
-    def _post_chunk(self, fdata, error, chunk):
+    def _post_chunk(self, fdata, error, chunk, fn=None):
         """One chunk of a map() handed to the workers as a job of its own (fdata: the
         function's pickle, or error: why it could not be pickled); its future."""
         with self._shutdown_lock:
@@ -694,6 +716,9 @@ class ProcessPoolExecutor(Executor):
                 return f
             self._start(1)
             f._state = _RUNNING
+            if self._task_timeout is not None:
+                d.timed.add(job._job, _TimedJob(self._task_timeout, _disp.STARMAP, fdata,
+                                                [chunk], fn, "map"))
             d.submit(job, _disp.STARMAP, fdata, [chunk])
         return f
 

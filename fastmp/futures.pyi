@@ -6,6 +6,7 @@ from concurrent.futures import (
     TimeoutError as TimeoutError, as_completed as as_completed, wait as wait,
 )
 from concurrent.futures.process import BrokenProcessPool as BrokenProcessPool
+from .pool import TaskTimeoutError as TaskTimeoutError
 from typing import Any, Callable, Dict, Iterable, Iterator, Optional, Tuple, TypeVar, Union
 
 __all__ = ["ProcessPoolExecutor", "BrokenProcessPool", "get_reusable_executor"]
@@ -34,7 +35,12 @@ class ProcessPoolExecutor(Executor):
                  # beyond the stdlib: a worker whose resident memory is above this many
                  # bytes after a task leaves and is replaced; as max_tasks_per_child, the
                  # default context is then spawn, and fork is refused (ValueError)
-                 max_memory_per_child: Optional[int] = ...) -> None: ...
+                 max_memory_per_child: Optional[int] = ...,
+                 task_timeout: Optional[float] = ...) -> None: ...
+    # task_timeout (beyond the stdlib): seconds a call may run once a worker starts it, else
+    # its future fails with TaskTimeoutError (a concurrent.futures.TimeoutError), its worker
+    # is replaced and the executor carries on; map() applies it per item (per chunk with
+    # buffersize, or when submit is overridden).
     def submit(self, fn: Callable[..., _T], /, *args: Any, **kwargs: Any) -> Future[_T]: ...
     # buffersize: Python 3.14's, on every version: None reads the input at once; an int n >= 1
     # reads it lazily, at most n chunks handed to the workers ahead of the consumer

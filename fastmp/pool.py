@@ -15,7 +15,10 @@ only to hand them over.  The API and semantics are the stdlib's, with these diff
 * an initializer that raises breaks the pool: pending and later tasks fail with
   :class:`InitializerError` (its ``__cause__`` is the worker's exception) instead of an endless
   restart of workers;
-* lambdas and closures work when cloudpickle is installed (pickle is tried first).
+* lambdas and closures work when cloudpickle is installed (pickle is tried first);
+* ``task_timeout=`` (beyond the stdlib; on the Pool as the default, on each call to override
+  it): a task that runs longer fails with :class:`TaskTimeoutError` and its worker is killed
+  and replaced (fastmp._timeouts says how).
 
 ThreadPool stays the stdlib's: threads share the parent's memory, so a shared-memory channel
 has nothing to offer them (it is made a subclass of this Pool, as the stdlib's is of its Pool).
@@ -44,6 +47,8 @@ from . import _core
 from . import _dispatcher as _disp
 from . import _lifecycle  # noqa: F401  (segment tracking, fork and exit hooks)
 from ._stdlib import forward as _forward
+from ._timeouts import TaskTimeoutError  # noqa: F401  (public here)
+from ._timeouts import TimedJob as _TimedJob, check_timeout as _check_timeout
 
 __all__ = ['Pool', 'ThreadPool']
 
@@ -481,8 +486,10 @@ class Pool(_std.Pool):
 
     def __init__(self, processes=None, initializer=None, initargs=(),
                  maxtasksperchild=None, context=None, *,
-                 max_memory_per_child=None):
+                 max_memory_per_child=None, task_timeout=None):
         self._state = INIT
+        # beyond the stdlib: the default limit per task, in seconds (None: no limit)
+        self._task_timeout = _check_timeout(task_timeout)
         self._pool = []
         self._cache = {}
         if context is None:
@@ -548,16 +555,27 @@ class Pool(_std.Pool):
 
     # ---- apply
 
-    def apply(self, func, args=(), kwds={}):
-        """Call func(*args, **kwds) in a worker and return its result."""
-        return self.apply_async(func, args, kwds).get()
+    def apply(self, func, args=(), kwds={}, *, task_timeout=None):
+        """Call func(*args, **kwds) in a worker and return its result.
+        task_timeout (beyond the stdlib): see apply_async()."""
+        if task_timeout is None:
+            return self.apply_async(func, args, kwds).get()
+        return self.apply_async(func, args, kwds, task_timeout=task_timeout).get()
 
-    def apply_async(self, func, args=(), kwds={}, callback=None, error_callback=None):
-        """Call func(*args, **kwds) in a worker; return an AsyncResult."""
+    def apply_async(self, func, args=(), kwds={}, callback=None, error_callback=None, *,
+                    task_timeout=None):
+        """Call func(*args, **kwds) in a worker; return an AsyncResult.
+        task_timeout (beyond the stdlib): seconds the call may run once a worker starts it,
+        else it fails with TaskTimeoutError and its worker is replaced; None: the pool's
+        task_timeout (math.inf: no limit)."""
         if self._state != RUN:
             self._check_running()
         d = self._dispatcher
-        if not d.feeds and not d.feeding and d.broken is None:
+        if task_timeout is None:
+            task_timeout = self._task_timeout
+        else:
+            task_timeout = _check_timeout(task_timeout)
+        if not d.feeds and not d.feeding and d.broken is None and task_timeout is None:
             # the common case, in C: the result object, the function's pickle (cached), the
             # arguments' pickle, the task record (or d.submit when the ring is full)
             return d.channel.apply(self, func, args, kwds, callback, error_callback)
@@ -571,36 +589,44 @@ class Pool(_std.Pool):
             mode, items = _disp.APPLY_KW, [(args, kwds)]
         else:
             mode, items = _disp.APPLY, [args if type(args) is tuple else tuple(args)]
+        if task_timeout is not None:
+            d.timed.add(result._job, _TimedJob(task_timeout, mode, fdata, items, func,
+                                               "apply_async"))
         d.submit(result, mode, fdata, items)
         return result
 
     # ---- map
 
-    def map(self, func, iterable, chunksize=None, *, progress=False):
+    def map(self, func, iterable, chunksize=None, *, progress=False, task_timeout=None):
         """Apply func to every item; return the list of results, in order.
-        progress=True (beyond the stdlib) shows a tqdm progress bar."""
-        return self._map_async(func, iterable, _disp.MAP, chunksize, progress=progress).get()
+        progress=True (beyond the stdlib) shows a tqdm progress bar.
+        task_timeout (beyond the stdlib): seconds each item's call may run, else the map
+        raises TaskTimeoutError (see apply_async())."""
+        return self._map_async(func, iterable, _disp.MAP, chunksize, progress=progress,
+                               task_timeout=task_timeout, call="map").get()
 
-    def starmap(self, func, iterable, chunksize=None, *, progress=False):
+    def starmap(self, func, iterable, chunksize=None, *, progress=False, task_timeout=None):
         """Like map(), but each item is unpacked into arguments: func(*item)."""
         return self._map_async(func, iterable, _disp.STARMAP, chunksize,
-                               progress=progress).get()
+                               progress=progress, task_timeout=task_timeout,
+                               call="starmap").get()
 
     def map_async(self, func, iterable, chunksize=None, callback=None, error_callback=None,
-                  *, progress=False):
+                  *, progress=False, task_timeout=None):
         """map() returning a MapResult."""
         return self._map_async(func, iterable, _disp.MAP, chunksize, callback, error_callback,
-                               progress)
+                               progress, task_timeout, "map_async")
 
     def starmap_async(self, func, iterable, chunksize=None, callback=None,
-                      error_callback=None, *, progress=False):
+                      error_callback=None, *, progress=False, task_timeout=None):
         """starmap() returning a MapResult."""
         return self._map_async(func, iterable, _disp.STARMAP, chunksize, callback,
-                               error_callback, progress)
+                               error_callback, progress, task_timeout, "starmap_async")
 
     def _map_async(self, func, iterable, mode, chunksize=None, callback=None,
-                   error_callback=None, progress=False):
+                   error_callback=None, progress=False, task_timeout=None, call="map"):
         self._check_running()
+        task_timeout = self._call_timeout(task_timeout)
         if not hasattr(iterable, '__len__'):
             iterable = list(iterable)
         if chunksize is None:
@@ -610,6 +636,9 @@ class Pool(_std.Pool):
         if len(iterable) == 0:
             chunksize = 0
         bar = _progress_bar(len(iterable), progress) if progress else None
+        if task_timeout is not None and chunksize:
+            return self._map_timed(func, iterable, mode, chunksize, callback, error_callback,
+                                   bar, task_timeout, call)
         result = MapResult(self, chunksize, len(iterable), callback, error_callback)
         if chunksize == 0:
             if bar is not None:
@@ -626,21 +655,48 @@ class Pool(_std.Pool):
         d.submit(result, mode, fdata, chunks, chunksize=chunksize)
         return result
 
+    def _call_timeout(self, task_timeout):
+        """A call's task_timeout= (None: the pool's), checked."""
+        if task_timeout is None:
+            return self._task_timeout
+        return _check_timeout(task_timeout)
+
+    def _map_timed(self, func, iterable, mode, chunksize, callback, error_callback, bar,
+                   task_timeout, call):
+        """map with a task timeout: the limit is per item, so each item is a task of its
+        own (a chunk of one), chunksize of them per task record."""
+        result = MapResult(self, 1, len(iterable), callback, error_callback)
+        result._bar = bar
+        d = self._dispatcher
+        try:
+            fdata = d.dump_function(func)
+        except Exception as exc:
+            _fail_everything(result, exc)
+            return result
+        items = _chunks(iterable, 1)
+        d.timed.add(result._job, _TimedJob(task_timeout, mode, fdata, items, func, call))
+        d.submit(result, mode, fdata, items, batch=min(chunksize, _disp.BATCH_MAX))
+        return result
+
     # ---- imap
 
-    def imap(self, func, iterable, chunksize=1, *, progress=False, buffersize=None):
+    def imap(self, func, iterable, chunksize=1, *, progress=False, buffersize=None,
+             task_timeout=None):
         """Like map(), lazily: an iterator over the results, in order.
         The input is read ahead by at most buffersize tasks (of chunksize items each) not
         yet taken from the iterator; the default is 128 per worker.
-        progress=True (beyond the stdlib) shows a tqdm progress bar."""
-        return self._with_bar(self._imap(IMapIterator, func, iterable, chunksize, buffersize),
+        progress=True (beyond the stdlib) shows a tqdm progress bar.
+        task_timeout (beyond the stdlib): seconds each item's call may run; an item that
+        runs longer comes out of the iterator as TaskTimeoutError (see apply_async())."""
+        return self._with_bar(self._imap(IMapIterator, func, iterable, chunksize, buffersize,
+                                         task_timeout, "imap"),
                               iterable, progress)
 
     def imap_unordered(self, func, iterable, chunksize=1, *, progress=False,
-                       buffersize=None):
+                       buffersize=None, task_timeout=None):
         """Like imap(), but results come in the order they finish."""
         return self._with_bar(self._imap(IMapUnorderedIterator, func, iterable, chunksize,
-                                         buffersize),
+                                         buffersize, task_timeout, "imap_unordered"),
                               iterable, progress)
 
     @staticmethod
@@ -658,11 +714,20 @@ class Pool(_std.Pool):
                 bar.close()
         return counted()
 
-    def _imap(self, cls, func, iterable, chunksize, buffersize=None):
+    def _imap(self, cls, func, iterable, chunksize, buffersize=None, task_timeout=None,
+              call="imap"):
         self._check_running()
         if chunksize < 1:
             raise ValueError("Chunksize must be 1+, not {0!r}".format(chunksize))
         _disp.check_buffersize(buffersize)
+        task_timeout = self._call_timeout(task_timeout)
+        if task_timeout is not None and chunksize > 1:
+            # the limit is per item: each item a task (a chunk of one), chunksize of them
+            # per record, and the read-ahead counted in items
+            if buffersize is None:
+                buffersize = _READ_AHEAD_PER_WORKER * getattr(self, "_processes", 1)
+            return self._imap_timed(cls, func, iterable, chunksize, buffersize * chunksize,
+                                    task_timeout, call)
         d = self._dispatcher
         result = cls(self, buffersize)
         sink = result._sink
@@ -682,13 +747,44 @@ class Pool(_std.Pool):
             else:
                 items = _chunks(iterable, chunksize)
             sink._set_length(len(items))
+            if task_timeout is not None:
+                d.timed.add(sink._job, _TimedJob(task_timeout, mode, fdata, items, func, call))
             if items:
                 d.submit(sink, mode, fdata, items, chunksize=chunksize)
         else:
+            if task_timeout is not None:
+                d.timed.add(sink._job, _TimedJob(task_timeout, mode, fdata, {}, func, call))
             # read by the feeder thread, buffersize tasks ahead of the consumer
             d.feed(_disp.Feed(sink, mode, fdata, iter(iterable), 0, lazy=True,
                          chunksize=chunksize))
         return result if chunksize == 1 else _flatten(result)
+
+    def _imap_timed(self, cls, func, iterable, chunksize, buffersize, task_timeout, call):
+        """imap/imap_unordered with a task timeout and chunks: each item a task of its own
+        (MAP over a chunk of one: its result is a list of one), in records of chunksize."""
+        d = self._dispatcher
+        result = cls(self, buffersize)
+        sink = result._sink
+        mode = _disp.MAP
+        try:
+            fdata = d.dump_function(func)
+        except Exception as exc:
+            sink._set(0, (False, exc))
+            sink._set_length(1)
+            return _flatten(result)
+        batch = min(chunksize, _disp.BATCH_MAX)
+        if (isinstance(iterable, (list, tuple, range))
+                and len(iterable) <= sink._limit):
+            items = _chunks(iterable, 1)
+            sink._set_length(len(items))
+            d.timed.add(sink._job, _TimedJob(task_timeout, mode, fdata, items, func, call))
+            if items:
+                d.submit(sink, mode, fdata, items, batch=batch)
+        else:
+            d.timed.add(sink._job, _TimedJob(task_timeout, mode, fdata, {}, func, call))
+            d.feed(_disp.Feed(sink, mode, fdata, iter(iterable), 0, lazy=True, chunksize=1,
+                              batch=batch))
+        return _flatten(result)
 
     # ---- ending
 
