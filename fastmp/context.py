@@ -170,12 +170,14 @@ class FastContext(BaseContext):
     # fastmp.pool; Manager: fastmp.managers', on the stdlib's context of the same method ---
 
     def Pool(self, processes=None, initializer=None, initargs=(),
-             maxtasksperchild=None, *, task_timeout=None):
-        """A pool of worker processes on fastmp's C dispatcher (fastmp.pool.Pool);
-        task_timeout (beyond the stdlib): the default limit per task, in seconds."""
+             maxtasksperchild=None, *, task_timeout=None, max_memory_per_child=None):
+        """A pool of worker processes on fastmp's C dispatcher (fastmp.pool.Pool).  Beyond
+        the stdlib: task_timeout, the default limit per task in seconds; max_memory_per_child,
+        the resident bytes above which a worker is replaced after a task."""
         from .pool import Pool
         return Pool(processes, initializer, initargs, maxtasksperchild,
-                    context=self.get_context(), task_timeout=task_timeout)
+                    context=self.get_context(), task_timeout=task_timeout,
+                    max_memory_per_child=max_memory_per_child)
 
     def Manager(self):
         """A started fastmp.managers.SyncManager: the stdlib's, with dict(), list() and

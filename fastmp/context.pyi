@@ -43,6 +43,7 @@ class FastContext(BaseContext):
         self, processes: int | None = None,
         initializer: Callable[..., object] | None = None, initargs: Iterable[Any] = (),
         maxtasksperchild: int | None = None, *, task_timeout: float | None = None,
+        max_memory_per_child: int | None = None,
     ) -> pool.Pool: ...
     @overload  # type: ignore[override]
     def get_context(self, method: None = None) -> FastContext: ...

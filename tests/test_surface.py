@@ -88,7 +88,7 @@ def test_all_stdlib_names_are_exported():
 
 # fastmp's extensions of a factory: keyword-only arguments after the stdlib's, with defaults
 # that change nothing (docs/usage.md)
-EXTENSIONS = {"Pool": ("task_timeout",)}
+EXTENSIONS = {"Pool": ("task_timeout", "max_memory_per_child")}
 
 
 def params_without_extensions(obj, name):
