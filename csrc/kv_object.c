@@ -754,17 +754,22 @@ one_key(const char *fname, PyObject *const *args, Py_ssize_t nargs, const char *
 PyDoc_STRVAR(KV_dict_get_doc,
 "dict_get($self, key, /)\n--\n\nThe value's bytes, or None when the key is not there.");
 
+/* get and pop: the value's bytes, or None when the key is not there */
+typedef int (*dict_lookup_fn)(fm_kvh *, const void *, size_t, int64_t, fm_kv_visit, void *,
+                              int *);
+
 static PyObject *
-KV_dict_get(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
+dict_lookup(PyObject *op, PyObject *const *args, Py_ssize_t nargs, const char *name,
+            dict_lookup_fn lookup)
 {
     FmKVObject *self = (FmKVObject *)op;
     const char *k;
     Py_ssize_t kn;
-    if (one_key("dict_get", args, nargs, &k, &kn) < 0 || kv_enter_forever(self) < 0)
+    if (one_key(name, args, nargs, &k, &kn) < 0 || kv_enter_forever(self) < 0)
         return NULL;
     kv_out o = {0};
     int found = 0;
-    int st = fm_dict_get(&self->kh, k, (size_t)kn, FM_FOREVER, visit_one, &o, &found);
+    int st = lookup(&self->kh, k, (size_t)kn, FM_FOREVER, visit_one, &o, &found);
     if (kv_finish(self, st) < 0) {
         out_clear(&o);
         return NULL;
@@ -772,6 +777,12 @@ KV_dict_get(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
     if (!found)
         Py_RETURN_NONE;
     return o.one;
+}
+
+static PyObject *
+KV_dict_get(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
+{
+    return dict_lookup(op, args, nargs, "dict_get", fm_dict_get);
 }
 
 PyDoc_STRVAR(KV_dict_contains_doc, "dict_contains($self, key, /)\n--\n\nWhether the key is there.");
@@ -832,21 +843,7 @@ PyDoc_STRVAR(KV_dict_pop_doc,
 static PyObject *
 KV_dict_pop(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
 {
-    FmKVObject *self = (FmKVObject *)op;
-    const char *k;
-    Py_ssize_t kn;
-    if (one_key("dict_pop", args, nargs, &k, &kn) < 0 || kv_enter_forever(self) < 0)
-        return NULL;
-    kv_out o = {0};
-    int found = 0;
-    int st = fm_dict_pop(&self->kh, k, (size_t)kn, FM_FOREVER, visit_one, &o, &found);
-    if (kv_finish(self, st) < 0) {
-        out_clear(&o);
-        return NULL;
-    }
-    if (!found)
-        Py_RETURN_NONE;
-    return o.one;
+    return dict_lookup(op, args, nargs, "dict_pop", fm_dict_pop);
 }
 
 PyDoc_STRVAR(KV_dict_popitem_doc,
