@@ -9,10 +9,12 @@ no server round trip: an operation costs about a microsecond instead of tens.
 The proxies keep the stdlib proxies' API and semantics: a value read is a copy (mutating it does
 not write back), keys()/values()/items() return lists, a proxy stored inside another comes back
 as a proxy to the same object, they pickle at any time (a Pool task argument, a queue item, a
-pipe message) and any process of the same user attaches them by name.  The manager keeps a
-reference to each object it made; shutdown() frees them all, after which using a proxy raises
-BrokenPipeError and unpickling one FileNotFoundError, as the stdlib's do once their server is
-gone.  Every other typeid (Queue, Lock, Value, registered types, ...) and a manager reached with
+pipe message) and any process of the same user attaches them by name.  Lifetime: an object
+lives while a proxy to it lives, in any process; once a proxy has been pickled (it may be on its
+way to another process), the manager also keeps the object until shutdown().  One never pickled
+goes with its last proxy, so a loop that makes and drops objects stays flat.  shutdown() frees
+them all, after which using a proxy raises BrokenPipeError and unpickling one
+FileNotFoundError, as the stdlib's do once their server is gone.  Every other typeid (Queue, Lock, Value, registered types, ...) and a manager reached with
 connect() keep the stdlib's server.
 
 Encoding: values are pickled (multiprocessing's ForkingPickler for what plain pickle cannot do).
@@ -25,6 +27,7 @@ to the same bytes when equal (value types do; objects compared by identity do no
 import operator as _operator
 import pickle as _pickle
 import threading as _threading
+import weakref as _weakref
 from multiprocessing import util as _util
 
 import multiprocessing.managers as _std
@@ -201,6 +204,10 @@ class _SharedProxy:
         pass
 
     def __reduce__(self):
+        manager = self._manager
+        if manager is not None:
+            # may be on its way to another process: its manager keeps it from now on
+            manager._fm_keep(self._kv)
         return _rebuild, (type(self), self._kv._fm_state(), self._token.typeid)
 
     def __deepcopy__(self, memo):
@@ -563,15 +570,16 @@ SharedNamespaceProxy._fm_methods = _method_table(SharedNamespaceProxy, Namespace
 
 # ------------------------------------------------------------------- manager
 
-def _destroy_all(objects, lock):
+def _destroy_all(objects, lock, proxies=()):
     with lock:
-        kvs = list(objects)
-        del objects[:]
+        kvs = list(objects.values())
+        objects.clear()
+        kvs.extend(p._kv for p in list(proxies))
     for kv in kvs:
         kv.destroy()
 
 
-def _finalize(server, objects, lock, state):
+def _finalize(server, objects, lock, state, proxies=()):
     """shutdown(): the server's own finalizer (if a server was started), then free the shared
     objects."""
     try:
@@ -579,7 +587,7 @@ def _finalize(server, objects, lock, state):
             server[0]()
     finally:
         state.value = State.SHUTDOWN
-        _destroy_all(objects, lock)
+        _destroy_all(objects, lock, proxies)
 
 
 class SyncManager(_std.SyncManager):
@@ -593,7 +601,8 @@ class SyncManager(_std.SyncManager):
 
     def __init__(self, *args, **kwds):
         super().__init__(*args, **kwds)
-        self._fm_objects = []
+        self._fm_objects = {}           # id -> SharedKV: the objects whose proxies were pickled
+        self._fm_proxies = _weakref.WeakSet()   # every proxy it made that is still alive
         self._fm_lock = _threading.RLock()
         self._fm_local = False
         self._fm_server = []            # the server's finalizer, once started
@@ -610,7 +619,7 @@ class SyncManager(_std.SyncManager):
         self._state.value = State.STARTED
         self.shutdown = _util.Finalize(
             self, _finalize, args=(self._fm_server, self._fm_objects, self._fm_lock,
-                                   self._state),
+                                   self._state, self._fm_proxies),
             exitpriority=0)
         if initializer is not None:
             self._fm_need_server()      # the initializer runs in the server, at start
@@ -654,19 +663,24 @@ class SyncManager(_std.SyncManager):
             return ""
         return super()._debug_info()
 
-    def _fm_new(self, kind):
+    def _fm_new(self, cls, kind, typeid):
         if self._state.value != State.STARTED:
             raise AssertionError("server not yet started")
-        kv = _SharedKV(kind)
+        proxy = cls._fm_from(_SharedKV(kind), typeid, self)
         with self._fm_lock:
-            self._fm_objects.append(kv)
-        return kv
+            self._fm_proxies.add(proxy)
+        return proxy
+
+    def _fm_keep(self, kv):
+        with self._fm_lock:
+            if self._state.value == State.STARTED:
+                self._fm_objects.setdefault(id(kv), kv)
 
     def dict(self, *args, **kwds):
         if not self._fm_local:
             return super().dict(*args, **kwds)
         initial = dict(*args, **kwds)
-        proxy = SharedDictProxy._fm_from(self._fm_new(_SharedKV.DICT), "dict", self)
+        proxy = self._fm_new(SharedDictProxy, _SharedKV.DICT, "dict")
         if initial:
             proxy.update(initial)
         return proxy
@@ -675,7 +689,7 @@ class SyncManager(_std.SyncManager):
         if not self._fm_local:
             return super().list(*args, **kwds)
         initial = list(*args, **kwds)
-        proxy = SharedListProxy._fm_from(self._fm_new(_SharedKV.LIST), "list", self)
+        proxy = self._fm_new(SharedListProxy, _SharedKV.LIST, "list")
         if initial:
             proxy.extend(initial)
         return proxy
@@ -684,7 +698,7 @@ class SyncManager(_std.SyncManager):
         if not self._fm_local:
             return super().Namespace(*args, **kwds)
         initial = Namespace(*args, **kwds)
-        proxy = SharedNamespaceProxy._fm_from(self._fm_new(_SharedKV.DICT), "Namespace", self)
+        proxy = self._fm_new(SharedNamespaceProxy, _SharedKV.DICT, "Namespace")
         for k, v in vars(initial).items():
             setattr(proxy, k, v)
         return proxy

@@ -515,6 +515,50 @@ def test_shutdown_unmaps_the_data_at_once():
     assert not any(os.path.exists("/dev/shm/" + n) for n in data - left)
 
 
+def _count_mappings():
+    with open("/proc/self/maps") as f:
+        return sum(1 for _ in f)
+
+
+@pytest.mark.timeout(300)
+def test_make_and_drop_stays_flat():
+    """Objects made and dropped in a loop go with their last proxy: mappings, /dev/shm entries
+    and memory stay flat while the manager lives (the stdlib's server frees them too)."""
+    fastmp = load_impl("fastmp")
+    with fastmp.Manager() as m:
+        def cycle(i):
+            d = m.dict()
+            d["a"] = i
+            lst = m.list([1, 2])
+            ns = m.Namespace(x=i)
+            assert d["a"] == i and lst[1] == 2 and ns.x == i
+        for i in range(500):
+            cycle(i)
+        maps_before = _count_mappings()
+        segs_before = _mapped_fastmp_segments()
+        for i in range(20000):
+            cycle(i)
+        assert _count_mappings() <= maps_before + 8
+        assert len(_mapped_fastmp_segments() - segs_before) <= 2
+
+
+def test_pickled_object_kept_by_its_manager():
+    """A proxy once pickled may be on its way to another process: its object stays until the
+    manager shuts down, even with no proxy left in this process."""
+    fastmp = load_impl("fastmp")
+    m = fastmp.Manager()
+    d = m.dict(a=1)
+    data = pickle.dumps(d)
+    del d
+    again = pickle.loads(data)
+    assert again["a"] == 1
+    del again
+    assert pickle.loads(data)["a"] == 1
+    m.shutdown()
+    with pytest.raises(FileNotFoundError):
+        pickle.loads(data)
+
+
 def test_proxies_are_the_shared_ones():
     fastmp = load_impl("fastmp")
     import multiprocessing.managers as std
