@@ -122,6 +122,15 @@ PyObject *fm_pool_load_entry(fm_state *st, PyObject *loads, const fm_entry *e);
  * not all exact ints that fit int64 or all exact floats. */
 PyObject *fm_pool_encode_vector(PyObject *list, uint32_t *flag);
 
+/* pool_payload.c: run a map chunk a (MAP: f(x), STARMAP: f(*x) for each x
+ * of it; a range's items are made one at a time), packing the results (see
+ * FM_ENTRY_I64) into vec as they come while they pack, so that a large
+ * chunk's results never live as objects all at once.  1: every result
+ * packed, vec holds them (*flag set); 0: *list holds them (a new list); -1
+ * with the first exception. */
+int fm_pool_call_chunk(PyObject *f, uint32_t mode, PyObject *a, fm_buf *vec, uint32_t *flag,
+                       PyObject **list);
+
 /* pool_payload.c: unlink the big entries of one task or result record
  * (`task`: which header) that nobody will read. */
 void fm_pool_unlink_big_entries(fm_state *st, const fm_ring_read *rd, int task);

@@ -162,6 +162,147 @@ decode_vector(const unsigned char *p, size_t len, uint32_t flags)
     return list;
 }
 
+/* ------------------------------------------------------- running a chunk */
+
+/* The next item of a chunk: lists and tuples by index, anything else (a
+ * range: its items are made one at a time, never as a list) by its
+ * iterator.  A new reference, or NULL at the end or with an exception. */
+typedef struct {
+    PyObject *seq, *it;
+    Py_ssize_t i;
+} chunk_iter;
+
+static int
+chunk_iter_init(chunk_iter *ci, PyObject *a)
+{
+    ci->seq = NULL;
+    ci->it = NULL;
+    ci->i = 0;
+    if (PyList_CheckExact(a) || PyTuple_CheckExact(a)) {
+        ci->seq = a;
+        return 0;
+    }
+    ci->it = PyObject_GetIter(a);
+    return ci->it == NULL ? -1 : 0;
+}
+
+static PyObject *
+chunk_iter_next(chunk_iter *ci)
+{
+    if (ci->it != NULL)
+        return PyIter_Next(ci->it);
+    PyObject *x = NULL;
+    if (PyList_CheckExact(ci->seq)) {
+        if (ci->i < PyList_GET_SIZE(ci->seq))
+            x = PyList_GET_ITEM(ci->seq, ci->i);
+    }
+    else if (ci->i < PyTuple_GET_SIZE(ci->seq)) {
+        x = PyTuple_GET_ITEM(ci->seq, ci->i);
+    }
+    ci->i++;
+    Py_XINCREF(x);
+    return x;
+}
+
+/* Append result r (borrowed) to the packed values in vec if it packs
+ * (*flag: 0 before the first, then FM_ENTRY_I64 or FM_ENTRY_F64): 1 when
+ * packed, 0 when it does not pack, -1 out of memory. */
+static int
+pack_value(fm_buf *vec, uint32_t *flag, PyObject *r)
+{
+    PyTypeObject *t = Py_TYPE(r);
+    uint32_t want = t == &PyLong_Type ? FM_ENTRY_I64 : t == &PyFloat_Type ? FM_ENTRY_F64 : 0;
+    if (want == 0 || (*flag != 0 && *flag != want))
+        return 0;
+    unsigned char v[8];
+    if (want == FM_ENTRY_I64) {
+        int overflow;
+        long long x = PyLong_AsLongLongAndOverflow(r, &overflow);
+        if (overflow)
+            return 0;
+        memcpy(v, &x, 8);
+    }
+    else {
+        double d = PyFloat_AS_DOUBLE(r);
+        memcpy(v, &d, 8);
+    }
+    if (fm_buf_reserve(vec, 8) < 0)
+        return -1;
+    memcpy(vec->p + vec->len, v, 8);
+    vec->len += 8;
+    *flag = want;
+    return 1;
+}
+
+static PyObject *decode_vector(const unsigned char *p, size_t len, uint32_t flags);
+
+int
+fm_pool_call_chunk(PyObject *f, uint32_t mode, PyObject *a, fm_buf *vec, uint32_t *flag,
+                   PyObject **list)
+{
+    chunk_iter ci;
+    PyObject *x, *out = NULL;
+    uint32_t vflag = 0;
+    vec->len = 0;
+    *list = NULL;
+    if (chunk_iter_init(&ci, a) < 0)
+        return -1;
+    while ((x = chunk_iter_next(&ci)) != NULL) {
+        PyObject *r;
+        if (mode == FM_MODE_STARMAP) {
+            PyObject *t = PySequence_Tuple(x);
+            r = t ? PyObject_Call(f, t, NULL) : NULL;
+            Py_XDECREF(t);
+        }
+        else {
+            r = PyObject_CallOneArg(f, x);
+        }
+        Py_DECREF(x);
+        if (r == NULL)
+            goto error;
+        if (out == NULL) {
+            int packed = pack_value(vec, &vflag, r);
+            if (packed < 0) {
+                Py_DECREF(r);
+                PyErr_NoMemory();
+                goto error;
+            }
+            if (packed) {
+                Py_DECREF(r);       /* freed at once: the chunk's results never pile up */
+                continue;
+            }
+            /* a result that does not pack: the results so far as objects */
+            out = vec->len ? decode_vector(vec->p, vec->len, vflag) : PyList_New(0);
+            if (out == NULL) {
+                Py_DECREF(r);
+                goto error;
+            }
+        }
+        int rc = PyList_Append(out, r);
+        Py_DECREF(r);
+        if (rc < 0)
+            goto error;
+    }
+    if (PyErr_Occurred())
+        goto error;
+    Py_XDECREF(ci.it);
+    if (out == NULL && vec->len / 8 >= FM_VECTOR_MIN) {
+        *flag = vflag;
+        return 1;
+    }
+    if (out == NULL) {
+        out = decode_vector(vec->p, vec->len, vflag ? vflag : FM_ENTRY_I64);
+        if (out == NULL)
+            return -1;
+    }
+    *list = out;
+    return 0;
+error:
+    Py_XDECREF(ci.it);
+    Py_XDECREF(out);
+    return -1;
+}
+
 /* ---------------------------------------------------------------- loading */
 
 /* GIL held: the object a payload holds (pickled or packed). */

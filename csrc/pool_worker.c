@@ -31,6 +31,7 @@ typedef struct {
     PyObject *func_cache;           /* dict: pickle bytes -> function */
     int64_t next_owner_check;
     int direct;                     /* our parent process is the pool's owner */
+    fm_buf vec;                     /* a map chunk's packed results (fm_pool_call_chunk) */
 } worker_ctx;
 
 /* ---- the owner's death
@@ -250,10 +251,23 @@ run_entry(worker_ctx *w, PyObject *f, uint32_t mode, const fm_entry *e, int *ok,
 {
     PyObject *value = NULL;
     PyObject *a = fm_pool_load_entry(w->st, w->loads, e);
-    if (a != NULL && f != NULL)
-        value = call_entry(f, mode, a);
-    Py_XDECREF(a);
     PyObject *b = NULL;
+    if (a != NULL && f != NULL && (mode == FM_MODE_MAP || mode == FM_MODE_STARMAP)) {
+        /* a chunk: its results packed as they come, when they pack */
+        int packed = fm_pool_call_chunk(f, mode, a, &w->vec, vflag, &value);
+        if (packed == 1) {
+            b = PyBytes_FromStringAndSize((const char *)w->vec.p, (Py_ssize_t)w->vec.len);
+            *ok = b != NULL;
+        }
+        Py_DECREF(a);
+        if (packed == 1)
+            return b != NULL ? b : encode_outcome(w, NULL, ok);
+    }
+    else {
+        if (a != NULL && f != NULL)
+            value = call_entry(f, mode, a);
+        Py_XDECREF(a);
+    }
     if (value != NULL && (mode == FM_MODE_MAP || mode == FM_MODE_STARMAP) &&
         PyList_CheckExact(value)) {
         b = fm_pool_encode_vector(value, vflag);
@@ -590,6 +604,7 @@ fm_pool_worker_main(fm_state *st, PyObject *name, long slot, unsigned long long 
     }
     ret = PyLong_FromUnsignedLongLong(done);
 finally:
+    free(w.vec.p);
     free(w.fbytes);
     Py_XDECREF(w.func);
     Py_XDECREF(w.func_cache);
