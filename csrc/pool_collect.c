@@ -244,7 +244,7 @@ dispatch_record(PoolChannelObject *self, dispatch_ctx *d, const fm_result_hdr *r
     fm_entry e;
     fm_entry_iter_init(&it, rec, rlen, sizeof *rh, rh->count);
     for (uint32_t k = 0; fm_entry_next(&it, &e); k++) {
-        PyObject *value = fm_pool_load_entry(self->st, self->loads, &e);
+        PyObject *value = fm_pool_load_entry(self->st, &self->big, self->loads, &e);
         int ok = (e.flags & FM_ENTRY_OK) != 0;
         if (value == NULL) {
             /* a result the parent cannot unpickle fails its task

@@ -4,6 +4,7 @@
  * (pool.c, pool_collect.c) and the workers (pool_worker.c) share these. */
 #include "fastmp.h"
 
+#include <errno.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -40,6 +41,24 @@ fm_pool_pickle(PyObject *dumps, PyObject *fallback, PyObject *obj)
 
 /* ------------------------------------------------------------ big entries */
 
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22
+#endif
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
+
+/* A big entry's mapping is read or written whole, once: its page table
+ * entries made in one call rather than one page fault per page (a fault
+ * costs about as much as copying its page).  Best effort: a kernel without
+ * it (before Linux 5.14) faults the pages in as they are touched. */
+static void
+populate(void *base, size_t len, int write)
+{
+    if (len > 0)
+        (void)madvise(base, len, write ? MADV_POPULATE_WRITE : MADV_POPULATE_READ);
+}
+
 /* GIL held: put data in a segment of its own, registered with the tracker
  * (segment hook) and unmapped here; *ref names it.  -1 with an exception. */
 static int
@@ -51,6 +70,7 @@ big_store(fm_state *st, const char *data, size_t len, fm_big_ref *ref)
         fm_set_error(s);
         return -1;
     }
+    populate(seg->base, len, 1);
     memcpy(seg->base, data, len);
     memset(ref, 0, sizeof *ref);
     ref->len = len;
@@ -65,20 +85,236 @@ big_store(fm_state *st, const char *data, size_t len, fm_big_ref *ref)
     return 0;
 }
 
-int
-fm_pool_to_big_entry(fm_state *st, PyObject **b)
+/* ------------------------------------------------------------ big slots */
+
+/* This process's mapping of big slot i as of generation gen (made or
+ * replaced as needed), at least `need` bytes: its base, or NULL (errno). */
+static unsigned char *
+slot_map(fm_big_cache *bc, uint32_t i, uint32_t gen, size_t need)
 {
-    fm_big_ref ref;
-    int rc = big_store(st, PyBytes_AS_STRING(*b), (size_t)PyBytes_GET_SIZE(*b), &ref);
-    Py_CLEAR(*b);
-    if (rc < 0)
-        return -1;
-    *b = PyBytes_FromStringAndSize((const char *)&ref, sizeof ref);
-    if (*b == NULL) {
-        fm_pool_big_unlink(st, &ref);
+    if (bc->seg[i] != NULL && bc->gen[i] == gen)
+        return bc->seg[i]->size >= need ? bc->seg[i]->base : NULL;
+    if (bc->seg[i] != NULL) {
+        fm_segment_destroy(bc->seg[i], 0);
+        bc->seg[i] = NULL;
+    }
+    fm_pool_bigslot *sl = fm_pool_bigslot_at(bc->h, i);
+    char name[FM_SHM_NAME_MAX];
+    memcpy(name, sl->name, sizeof name);
+    name[sizeof name - 1] = 0;
+    fm_segment *seg;
+    if (fm_segment_attach(name, &seg) != FM_OK)
+        return NULL;
+    if (seg->size < need) {
+        fm_segment_destroy(seg, 0);
+        errno = EINVAL;
+        return NULL;
+    }
+    populate(seg->base, seg->size, 0);
+    bc->seg[i] = seg;
+    bc->gen[i] = gen;
+    return seg->base;
+}
+
+/* Bytes the table's segments take (a bound: read without a lock). */
+static size_t
+slots_bytes(fm_pool_hdr *h)
+{
+    size_t total = 0;
+    for (uint32_t i = 0; i < FM_POOL_BIG_SLOTS; i++)
+        total += (size_t)atomic_load_explicit(&fm_pool_bigslot_at(h, i)->size, RLX);
+    return total;
+}
+
+/* Slot i is ours (MAKING): give it a new segment of `size` bytes in place
+ * of its old one (unlinked).  0 with the slot BUSY, -1 with an exception
+ * and the slot EMPTY. */
+static int
+slot_remake(fm_state *st, fm_big_cache *bc, uint32_t i, size_t size)
+{
+    fm_pool_bigslot *sl = fm_pool_bigslot_at(bc->h, i);
+    if (bc->seg[i] != NULL) {
+        fm_segment_destroy(bc->seg[i], 0);
+        bc->seg[i] = NULL;
+    }
+    if (atomic_load_explicit(&sl->size, RLX) > 0) {
+        fm_big_ref old;
+        memset(&old, 0, sizeof old);
+        memcpy(old.name, sl->name, sizeof old.name);
+        fm_pool_big_unlink(st, &old);
+        atomic_store_explicit(&sl->size, 0, RLX);
+    }
+    fm_segment *seg;
+    int s = fm_segment_create(size, &seg);
+    if (s != FM_OK) {
+        atomic_store_explicit(&sl->state, FM_BIGSLOT_EMPTY, REL);
+        fm_set_error(s);
         return -1;
     }
+    if (fm_segment_made(st, seg->name) < 0) {
+        fm_segment_destroy(seg, 1);
+        atomic_store_explicit(&sl->state, FM_BIGSLOT_EMPTY, REL);
+        return -1;
+    }
+    /* the pool's owner unlinks it when the pool closes, not this process
+     * when it exits (a worker that leaves) */
+    fm_segment_disown(seg);
+    populate(seg->base, seg->size, 1);
+    memcpy(sl->name, seg->name, sizeof sl->name);
+    atomic_store_explicit(&sl->size, (uint64_t)seg->size, RLX);
+    uint32_t gen = atomic_load_explicit(&sl->gen, RLX) + 1;
+    atomic_store_explicit(&sl->gen, gen, RLX);
+    atomic_store_explicit(&sl->state, FM_BIGSLOT_BUSY, REL);
+    bc->seg[i] = seg;
+    bc->gen[i] = gen;
     return 0;
+}
+
+/* Copy len bytes at data into a big slot: 1 with *ref, 0 when no slot can
+ * take it (the caller makes a segment of its own), -1 with an exception. */
+static int
+slot_store(fm_state *st, fm_big_cache *bc, const void *data, size_t len, fm_big_slot_ref *ref)
+{
+    if (bc == NULL || bc->h == NULL || len > FM_POOL_BIG_CACHED_MAX)
+        return 0;
+    fm_pool_hdr *h = bc->h;
+    uint32_t i, found = FM_POOL_BIG_SLOTS;
+    /* a free slot large enough */
+    for (i = 0; i < FM_POOL_BIG_SLOTS && found == FM_POOL_BIG_SLOTS; i++) {
+        fm_pool_bigslot *sl = fm_pool_bigslot_at(h, i);
+        uint32_t want = FM_BIGSLOT_FREE;
+        if (atomic_load_explicit(&sl->state, RLX) == FM_BIGSLOT_FREE &&
+            atomic_load_explicit(&sl->size, RLX) >= len &&
+            atomic_compare_exchange_strong_explicit(&sl->state, &want, FM_BIGSLOT_BUSY, ACQ,
+                                                    RLX)) {
+            if (atomic_load_explicit(&sl->size, RLX) >= len)
+                found = i;
+            else
+                atomic_store_explicit(&sl->state, FM_BIGSLOT_FREE, REL);
+        }
+    }
+    if (found == FM_POOL_BIG_SLOTS) {
+        /* an empty slot, else a free one too small: (re)made, within the
+         * table's bound; sized with room to spare for entries a little
+         * larger next time */
+        size_t size = (len + len / 8 + ((size_t)1 << 20) - 1) & ~(((size_t)1 << 20) - 1);
+        for (uint32_t pass = 0; pass < 2 && found == FM_POOL_BIG_SLOTS; pass++) {
+            uint32_t from = pass == 0 ? FM_BIGSLOT_EMPTY : FM_BIGSLOT_FREE;
+            for (i = 0; i < FM_POOL_BIG_SLOTS; i++) {
+                fm_pool_bigslot *sl = fm_pool_bigslot_at(h, i);
+                uint32_t want = from;
+                size_t had = (size_t)atomic_load_explicit(&sl->size, RLX);
+                if (slots_bytes(h) - had + size > FM_POOL_BIG_CACHE_BYTES)
+                    continue;
+                if (atomic_load_explicit(&sl->state, RLX) == from &&
+                    atomic_compare_exchange_strong_explicit(&sl->state, &want,
+                                                            FM_BIGSLOT_MAKING, ACQ, RLX)) {
+                    if (slot_remake(st, bc, i, size) < 0)
+                        return -1;
+                    found = i;
+                    break;
+                }
+            }
+        }
+        if (found == FM_POOL_BIG_SLOTS)
+            return 0;
+    }
+    fm_pool_bigslot *sl = fm_pool_bigslot_at(h, found);
+    uint32_t gen = atomic_load_explicit(&sl->gen, RLX);
+    unsigned char *base = slot_map(bc, found, gen, len);
+    if (base == NULL) {
+        atomic_store_explicit(&sl->state, FM_BIGSLOT_FREE, REL);
+        return 0;       /* cannot map it here: a segment of its own will do */
+    }
+    memcpy(base, data, len);
+    ref->len = len;
+    ref->slot = found;
+    ref->gen = gen;
+    return 1;
+}
+
+/* Free the big slot a reference names (its entry read, or dropped). */
+static void
+slot_free(fm_big_cache *bc, const fm_big_slot_ref *ref)
+{
+    if (bc == NULL || bc->h == NULL || ref->slot >= FM_POOL_BIG_SLOTS)
+        return;
+    uint32_t want = FM_BIGSLOT_BUSY;
+    atomic_compare_exchange_strong_explicit(&fm_pool_bigslot_at(bc->h, ref->slot)->state,
+                                            &want, FM_BIGSLOT_FREE, REL, RLX);
+}
+
+void
+fm_pool_big_cache_close(fm_state *st, fm_big_cache *bc, int owner)
+{
+    if (bc->h == NULL)
+        return;
+    for (uint32_t i = 0; i < FM_POOL_BIG_SLOTS; i++) {
+        if (bc->seg[i] != NULL)
+            fm_segment_destroy(bc->seg[i], 0);
+        bc->seg[i] = NULL;
+        fm_pool_bigslot *sl = fm_pool_bigslot_at(bc->h, i);
+        if (owner && atomic_load_explicit(&sl->size, ACQ) > 0) {
+            fm_big_ref ref;
+            memset(&ref, 0, sizeof ref);
+            memcpy(ref.name, sl->name, sizeof ref.name);
+            fm_pool_big_unlink(st, &ref);
+            atomic_store_explicit(&sl->size, 0, RLX);
+            atomic_store_explicit(&sl->state, FM_BIGSLOT_EMPTY, REL);
+        }
+    }
+    bc->h = NULL;
+}
+
+PyObject *
+fm_pool_big_entry_from(fm_state *st, fm_big_cache *bc, const void *data, size_t len,
+                       uint32_t *flag)
+{
+    fm_big_slot_ref sref;
+    int r = slot_store(st, bc, data, len, &sref);
+    if (r < 0)
+        return NULL;
+    if (r == 1) {
+        PyObject *b = PyBytes_FromStringAndSize((const char *)&sref, sizeof sref);
+        if (b == NULL)
+            slot_free(bc, &sref);
+        else
+            *flag |= FM_ENTRY_SLOT;
+        return b;
+    }
+    fm_big_ref ref;
+    if (big_store(st, data, len, &ref) < 0)
+        return NULL;
+    PyObject *b = PyBytes_FromStringAndSize((const char *)&ref, sizeof ref);
+    if (b == NULL)
+        fm_pool_big_unlink(st, &ref);
+    else
+        *flag |= FM_ENTRY_BIG;
+    return b;
+}
+
+int
+fm_pool_to_big_entry(fm_state *st, fm_big_cache *bc, PyObject **b, uint32_t *flag)
+{
+    PyObject *ref = fm_pool_big_entry_from(st, bc, PyBytes_AS_STRING(*b),
+                                           (size_t)PyBytes_GET_SIZE(*b), flag);
+    Py_SETREF(*b, ref);
+    return ref == NULL ? -1 : 0;
+}
+
+void
+fm_pool_drop_big(fm_state *st, fm_big_cache *bc, uint32_t flags, const void *data, size_t len)
+{
+    if ((flags & FM_ENTRY_BIG) && len == sizeof(fm_big_ref)) {
+        fm_big_ref ref;
+        memcpy(&ref, data, sizeof ref);
+        fm_pool_big_unlink(st, &ref);
+    }
+    else if ((flags & FM_ENTRY_SLOT) && len == sizeof(fm_big_slot_ref)) {
+        fm_big_slot_ref ref;
+        memcpy(&ref, data, sizeof ref);
+        slot_free(bc, &ref);
+    }
 }
 
 void
@@ -364,6 +600,7 @@ big_loads(fm_state *st, PyObject *loads, const unsigned char *p, uint32_t len,
         PyErr_SetString(PyExc_RuntimeError, "fastmp: large entry shorter than announced");
     }
     else {
+        populate(seg->base, (size_t)ref.len, 0);
         value = load_payload(loads, (const unsigned char *)seg->base, (size_t)ref.len, flags);
     }
     /* a view something kept (BufferError from its release): never unmap under it */
@@ -372,9 +609,49 @@ big_loads(fm_state *st, PyObject *loads, const unsigned char *p, uint32_t len,
     return value;
 }
 
-PyObject *
-fm_pool_load_entry(fm_state *st, PyObject *loads, const fm_entry *e)
+/* GIL held: unpickle (or unpack) an entry in place in its big slot, then
+ * free the slot.  The slot's state, generation and size are checked first:
+ * shared memory is not trusted. */
+static PyObject *
+slot_loads(fm_big_cache *bc, PyObject *loads, const unsigned char *p, uint32_t len,
+           uint32_t flags)
 {
+    fm_big_slot_ref ref;
+    if (len != sizeof ref || bc == NULL || bc->h == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "fastmp: bad large-entry reference");
+        return NULL;
+    }
+    memcpy(&ref, p, sizeof ref);
+    if (ref.slot >= FM_POOL_BIG_SLOTS) {
+        PyErr_SetString(PyExc_RuntimeError, "fastmp: bad large-entry reference");
+        return NULL;
+    }
+    fm_pool_bigslot *sl = fm_pool_bigslot_at(bc->h, ref.slot);
+    if (atomic_load_explicit(&sl->state, ACQ) != FM_BIGSLOT_BUSY ||
+        atomic_load_explicit(&sl->gen, RLX) != ref.gen ||
+        atomic_load_explicit(&sl->size, RLX) < ref.len) {
+        PyErr_SetString(PyExc_RuntimeError, "fastmp: large entry's segment changed under it");
+        return NULL;
+    }
+    unsigned char *base = slot_map(bc, ref.slot, ref.gen, (size_t)ref.len);
+    if (base == NULL) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        slot_free(bc, &ref);
+        return NULL;
+    }
+    PyObject *value = load_payload(loads, base, (size_t)ref.len, flags);
+    /* a view something kept (BufferError from its release): the slot stays
+     * taken, never written under it */
+    if (value != NULL || !PyErr_ExceptionMatches(PyExc_BufferError))
+        slot_free(bc, &ref);
+    return value;
+}
+
+PyObject *
+fm_pool_load_entry(fm_state *st, fm_big_cache *bc, PyObject *loads, const fm_entry *e)
+{
+    if (e->flags & FM_ENTRY_SLOT)
+        return slot_loads(bc, loads, e->data, e->len, e->flags);
     if (e->flags & FM_ENTRY_BIG)
         return big_loads(st, loads, e->data, e->len, e->flags);
     return load_payload(loads, e->data, e->len, e->flags);
@@ -383,7 +660,7 @@ fm_pool_load_entry(fm_state *st, PyObject *loads, const fm_entry *e)
 /* ----------------------------------------------------- records left over */
 
 void
-fm_pool_unlink_big_entries(fm_state *st, const fm_ring_read *rd, int task)
+fm_pool_unlink_big_entries(fm_state *st, fm_big_cache *bc, const fm_ring_read *rd, int task)
 {
     size_t hdr_size = task ? sizeof(fm_task_hdr) : sizeof(fm_result_hdr);
     size_t off = hdr_size;
@@ -404,24 +681,19 @@ fm_pool_unlink_big_entries(fm_state *st, const fm_ring_read *rd, int task)
     fm_entry_iter it;
     fm_entry e;
     fm_entry_iter_init(&it, rd->data, rd->len, off, count);
-    while (fm_entry_next(&it, &e)) {
-        if ((e.flags & FM_ENTRY_BIG) && e.len == sizeof(fm_big_ref)) {
-            fm_big_ref ref;
-            memcpy(&ref, e.data, sizeof ref);
-            fm_pool_big_unlink(st, &ref);
-        }
-    }
+    while (fm_entry_next(&it, &e))
+        fm_pool_drop_big(st, bc, e.flags, e.data, e.len);
 }
 
 void
-fm_pool_drain_big(fm_state *st, fm_ring *r, int task)
+fm_pool_drain_big(fm_state *st, fm_big_cache *bc, fm_ring *r, int task)
 {
     uint32_t pid = fm_self_pid();
     for (;;) {
         fm_ring_read rd;
         if (fm_ring_take(r, pid, 0, 0, &rd) != FM_OK)
             return;
-        fm_pool_unlink_big_entries(st, &rd, task);
+        fm_pool_unlink_big_entries(st, bc, &rd, task);
         fm_ring_release(r, &rd);
     }
 }
