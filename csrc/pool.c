@@ -351,7 +351,10 @@ drop_entry(PoolChannelObject *self, PyObject *b, uint32_t flags)
 static PyObject *
 task_entry(PoolChannelObject *self, PyObject *item, size_t big, uint32_t *flag)
 {
-    PyObject *b = fm_pool_pickle(self->dumps, self->fallback_dumps, item);
+    PyObject *b = fm_pool_pickle_large(self->st, &self->big, item, big, flag);
+    if (b != NULL)
+        return b;
+    b = fm_pool_pickle(self->dumps, self->fallback_dumps, item);
     if (b != NULL && (size_t)PyBytes_GET_SIZE(b) > big) {
         if (fm_pool_to_big_entry(self->st, &self->big, &b, flag) < 0)
             return NULL;

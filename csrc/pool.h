@@ -125,6 +125,15 @@ int fm_pool_to_big_entry(fm_state *st, fm_big_cache *bc, PyObject **b, uint32_t 
 PyObject *fm_pool_big_entry_from(fm_state *st, fm_big_cache *bc, const void *data, size_t len,
                                  uint32_t *flag);
 
+/* pool_payload.c: for obj that looks like a large payload (a big bytes or
+ * bytearray, or a list or tuple starting with one): its entry, pickled
+ * straight into a big slot when larger than `big` (*flag |= FM_ENTRY_SLOT),
+ * with one copy of the large buffers instead of two.  NULL, no exception
+ * set, for anything else or on any error: the caller pickles it the usual
+ * way. */
+PyObject *fm_pool_pickle_large(fm_state *st, fm_big_cache *bc, PyObject *obj, size_t big,
+                               uint32_t *flag);
+
 /* pool_payload.c: unlink a big entry's segment and tell the tracker. */
 void fm_pool_big_unlink(fm_state *st, const fm_big_ref *ref);
 

@@ -170,10 +170,12 @@ slot_remake(fm_state *st, fm_big_cache *bc, uint32_t i, size_t size)
     return 0;
 }
 
-/* Copy len bytes at data into a big slot: 1 with *ref, 0 when no slot can
- * take it (the caller makes a segment of its own), -1 with an exception. */
+/* Take a big slot for len bytes, mapped here: 1 with *ref and *base (the
+ * caller fills it), 0 when no slot can take it (the caller makes a segment
+ * of its own), -1 with an exception. */
 static int
-slot_store(fm_state *st, fm_big_cache *bc, const void *data, size_t len, fm_big_slot_ref *ref)
+slot_claim(fm_state *st, fm_big_cache *bc, size_t len, fm_big_slot_ref *ref,
+           unsigned char **basep)
 {
     if (bc == NULL || bc->h == NULL || len > FM_POOL_BIG_CACHED_MAX)
         return 0;
@@ -226,11 +228,22 @@ slot_store(fm_state *st, fm_big_cache *bc, const void *data, size_t len, fm_big_
         atomic_store_explicit(&sl->state, FM_BIGSLOT_FREE, REL);
         return 0;       /* cannot map it here: a segment of its own will do */
     }
-    memcpy(base, data, len);
     ref->len = len;
     ref->slot = found;
     ref->gen = gen;
+    *basep = base;
     return 1;
+}
+
+/* Copy len bytes at data into a big slot (see slot_claim). */
+static int
+slot_store(fm_state *st, fm_big_cache *bc, const void *data, size_t len, fm_big_slot_ref *ref)
+{
+    unsigned char *base;
+    int r = slot_claim(st, bc, len, ref, &base);
+    if (r == 1)
+        memcpy(base, data, len);
+    return r;
 }
 
 /* Free the big slot a reference names (its entry read, or dropped). */
@@ -327,6 +340,150 @@ fm_pool_big_unlink(fm_state *st, const fm_big_ref *ref)
         return;
     shm_unlink(name);
     fm_segment_gone(st, name);
+}
+
+/* ----------------------------------------------- large pickles, one copy */
+
+/* Does obj look like it pickles to a large payload: a buffer of at least
+ * FM_GATHER_MIN bytes (bytes, bytearray, an array...), or a list or tuple
+ * whose first item is one (a map chunk of such items, apply's arguments)? */
+#define FM_GATHER_MIN ((Py_ssize_t)64 * 1024)
+
+static int
+big_buffer(PyObject *o)
+{
+    if (PyBytes_CheckExact(o))
+        return PyBytes_GET_SIZE(o) >= FM_GATHER_MIN;
+    if (PyByteArray_CheckExact(o))
+        return PyByteArray_GET_SIZE(o) >= FM_GATHER_MIN;
+    return 0;
+}
+
+static int
+looks_big(PyObject *obj)
+{
+    if ((PyList_CheckExact(obj) || PyTuple_CheckExact(obj)) && Py_SIZE(obj) > 0)
+        return big_buffer(PyList_CheckExact(obj) ? PyList_GET_ITEM(obj, 0)
+                                                  : PyTuple_GET_ITEM(obj, 0));
+    return big_buffer(obj);
+}
+
+/* Pickle obj with a pickle.Pickler writing to parts.append: the pickler
+ * hands large payloads (a bytes object's data) to write() as they are, not
+ * copied into its own buffer first.  The list of parts, or NULL with an
+ * exception. */
+static PyObject *
+pickle_parts(PyObject *obj)
+{
+    PyObject *parts = PyList_New(0), *ns = NULL, *file = NULL, *pcls = NULL, *p = NULL;
+    PyObject *kw = NULL, *args = NULL, *r = NULL;
+    if (parts == NULL)
+        return NULL;
+    ns = fm_pool_import_attr("types", "SimpleNamespace");
+    pcls = fm_pool_import_attr("pickle", "Pickler");
+    if (ns == NULL || pcls == NULL)
+        goto error;
+    kw = Py_BuildValue("{s:N}", "write", PyObject_GetAttrString(parts, "append"));
+    args = PyTuple_New(0);
+    if (kw == NULL || args == NULL)
+        goto error;
+    file = PyObject_Call(ns, args, kw);
+    if (file == NULL)
+        goto error;
+    p = PyObject_CallFunction(pcls, "Oi", file, -1);
+    if (p == NULL)
+        goto error;
+    r = PyObject_CallMethod(p, "dump", "(O)", obj);
+    if (r == NULL)
+        goto error;
+    Py_DECREF(r);
+    goto done;
+error:
+    Py_CLEAR(parts);
+done:
+    Py_XDECREF(ns);
+    Py_XDECREF(pcls);
+    Py_XDECREF(kw);
+    Py_XDECREF(args);
+    Py_XDECREF(file);
+    Py_XDECREF(p);
+    return parts;
+}
+
+/* The bytes-like parts' total size, or -1 with an exception. */
+static Py_ssize_t
+parts_size(PyObject *parts)
+{
+    Py_ssize_t total = 0;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(parts); i++) {
+        Py_buffer v;
+        if (PyObject_GetBuffer(PyList_GET_ITEM(parts, i), &v, PyBUF_SIMPLE) < 0)
+            return -1;
+        total += v.len;
+        PyBuffer_Release(&v);
+    }
+    return total;
+}
+
+/* Copy the parts one after the other to dst. */
+static int
+parts_copy(PyObject *parts, unsigned char *dst)
+{
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(parts); i++) {
+        Py_buffer v;
+        if (PyObject_GetBuffer(PyList_GET_ITEM(parts, i), &v, PyBUF_SIMPLE) < 0)
+            return -1;
+        memcpy(dst, v.buf, (size_t)v.len);
+        dst += v.len;
+        PyBuffer_Release(&v);
+    }
+    return 0;
+}
+
+PyObject *
+fm_pool_pickle_large(fm_state *st, fm_big_cache *bc, PyObject *obj, size_t big, uint32_t *flag)
+{
+    if (!looks_big(obj))
+        return NULL;
+    PyObject *parts = pickle_parts(obj);
+    if (parts == NULL) {
+        PyErr_Clear();          /* the caller pickles the usual way (and reports) */
+        return NULL;
+    }
+    PyObject *b = NULL;
+    Py_ssize_t total = parts_size(parts);
+    if (total < 0)
+        goto done;
+    if ((size_t)total > big) {
+        fm_big_slot_ref ref;
+        unsigned char *base;
+        int r = slot_claim(st, bc, (size_t)total, &ref, &base);
+        if (r < 0)
+            goto done;
+        if (r == 1) {
+            if (parts_copy(parts, base) < 0) {
+                slot_free(bc, &ref);
+                goto done;
+            }
+            b = PyBytes_FromStringAndSize((const char *)&ref, sizeof ref);
+            if (b == NULL)
+                slot_free(bc, &ref);
+            else
+                *flag |= FM_ENTRY_SLOT;
+            goto done;
+        }
+    }
+    /* small after all, or no slot: one pickle, as pickle.dumps makes it */
+    b = PyBytes_FromStringAndSize(NULL, total);
+    if (b != NULL && parts_copy(parts, (unsigned char *)PyBytes_AS_STRING(b)) < 0)
+        Py_CLEAR(b);
+    if (b != NULL && (size_t)total > big && fm_pool_to_big_entry(st, bc, &b, flag) < 0)
+        b = NULL;
+done:
+    Py_DECREF(parts);
+    if (b == NULL)
+        PyErr_Clear();
+    return b;
 }
 
 /* ------------------------------------------------------- packed results */

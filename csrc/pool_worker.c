@@ -280,6 +280,13 @@ run_entry(worker_ctx *w, PyObject *f, uint32_t mode, const fm_entry *e, int *ok,
         if (b != NULL)
             *ok = 1;
     }
+    if (b == NULL && value != NULL) {
+        /* a large result (1 MiB of bytes...): pickled into a big slot */
+        b = fm_pool_pickle_large(w->st, &w->big, value,
+                                 fm_pool_big_threshold(fm_pool_result_ring(w->h)), vflag);
+        if (b != NULL)
+            *ok = 1;
+    }
     if (b == NULL)
         b = encode_outcome(w, value, ok);
     Py_XDECREF(value);
