@@ -153,6 +153,14 @@ void fm_pool_big_cache_close(fm_state *st, fm_big_cache *bc, int owner);
 PyObject *fm_pool_load_entry(fm_state *st, fm_big_cache *bc, PyObject *loads,
                              const fm_entry *e);
 
+/* pool_payload.c: an entry of packed results (FM_ENTRY_VECTOR; in the ring
+ * or in a segment, consumed as fm_pool_load_entry does) unpacked straight
+ * into list[start:start + count], replacing what was there, with no list
+ * made for them; the count as an int, or NULL with an exception (also when
+ * the entry does not hold exactly `count` results). */
+PyObject *fm_pool_place_entry(fm_state *st, fm_big_cache *bc, const fm_entry *e, PyObject *list,
+                              Py_ssize_t start, Py_ssize_t count);
+
 /* pool_payload.c: a map chunk's results (an exact list) packed (see
  * FM_ENTRY_I64) with *flag set, or NULL with no exception when the list is
  * not all exact ints that fit int64 or all exact floats. */

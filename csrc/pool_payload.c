@@ -698,10 +698,54 @@ error:
 
 /* ---------------------------------------------------------------- loading */
 
-/* GIL held: the object a payload holds (pickled or packed). */
+/* Where fm_pool_place_entry puts packed results: list[start:start + n],
+ * n being exactly `count`. */
+typedef struct {
+    PyObject *list;
+    Py_ssize_t start, count;
+} fm_place;
+
+/* GIL held: unpack packed results into place->list (replacing what its
+ * slots held); the count as an int, or NULL with an exception. */
 static PyObject *
-load_payload(PyObject *loads, const unsigned char *p, size_t len, uint32_t flags)
+place_vector(const unsigned char *p, size_t len, uint32_t flags, const fm_place *place)
 {
+    Py_ssize_t n = (Py_ssize_t)(len / 8);
+    if (len % 8 != 0 || n != place->count || place->start < 0 ||
+        place->start > PyList_GET_SIZE(place->list) - n) {
+        PyErr_SetString(PyExc_RuntimeError, "fastmp: bad packed results");
+        return NULL;
+    }
+    PyObject **items = ((PyListObject *)place->list)->ob_item + place->start;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *o;
+        if (flags & FM_ENTRY_I64) {
+            long long v;
+            memcpy(&v, p + 8 * i, 8);
+            o = PyLong_FromLongLong(v);
+        }
+        else {
+            double d;
+            memcpy(&d, p + 8 * i, 8);
+            o = PyFloat_FromDouble(d);
+        }
+        if (o == NULL)
+            return NULL;
+        PyObject *old = items[i];
+        items[i] = o;
+        Py_XDECREF(old);
+    }
+    return PyLong_FromSsize_t(n);
+}
+
+/* GIL held: the object a payload holds (pickled or packed); with `place`,
+ * packed results go into place's list instead (see place_vector). */
+static PyObject *
+load_payload(PyObject *loads, const unsigned char *p, size_t len, uint32_t flags,
+             const fm_place *place)
+{
+    if ((flags & FM_ENTRY_VECTOR) && place != NULL)
+        return place_vector(p, len, flags, place);
     if (flags & FM_ENTRY_VECTOR)
         return decode_vector(p, len, flags);
     PyObject *mv = PyMemoryView_FromMemory((char *)p, (Py_ssize_t)len, PyBUF_READ);
@@ -729,7 +773,7 @@ load_payload(PyObject *loads, const unsigned char *p, size_t len, uint32_t flags
  * before the unmap, so nothing can read the mapping after it is gone. */
 static PyObject *
 big_loads(fm_state *st, PyObject *loads, const unsigned char *p, uint32_t len,
-          uint32_t flags)
+          uint32_t flags, const fm_place *place)
 {
     fm_big_ref ref;
     if (len != sizeof ref) {
@@ -758,7 +802,8 @@ big_loads(fm_state *st, PyObject *loads, const unsigned char *p, uint32_t len,
     }
     else {
         populate(seg->base, (size_t)ref.len, 0);
-        value = load_payload(loads, (const unsigned char *)seg->base, (size_t)ref.len, flags);
+        value = load_payload(loads, (const unsigned char *)seg->base, (size_t)ref.len, flags,
+                             place);
     }
     /* a view something kept (BufferError from its release): never unmap under it */
     if (value != NULL || !PyErr_ExceptionMatches(PyExc_BufferError))
@@ -771,7 +816,7 @@ big_loads(fm_state *st, PyObject *loads, const unsigned char *p, uint32_t len,
  * shared memory is not trusted. */
 static PyObject *
 slot_loads(fm_big_cache *bc, PyObject *loads, const unsigned char *p, uint32_t len,
-           uint32_t flags)
+           uint32_t flags, const fm_place *place)
 {
     fm_big_slot_ref ref;
     if (len != sizeof ref || bc == NULL || bc->h == NULL) {
@@ -796,7 +841,7 @@ slot_loads(fm_big_cache *bc, PyObject *loads, const unsigned char *p, uint32_t l
         slot_free(bc, &ref);
         return NULL;
     }
-    PyObject *value = load_payload(loads, base, (size_t)ref.len, flags);
+    PyObject *value = load_payload(loads, base, (size_t)ref.len, flags, place);
     /* a view something kept (BufferError from its release): the slot stays
      * taken, never written under it */
     if (value != NULL || !PyErr_ExceptionMatches(PyExc_BufferError))
@@ -808,10 +853,26 @@ PyObject *
 fm_pool_load_entry(fm_state *st, fm_big_cache *bc, PyObject *loads, const fm_entry *e)
 {
     if (e->flags & FM_ENTRY_SLOT)
-        return slot_loads(bc, loads, e->data, e->len, e->flags);
+        return slot_loads(bc, loads, e->data, e->len, e->flags, NULL);
     if (e->flags & FM_ENTRY_BIG)
-        return big_loads(st, loads, e->data, e->len, e->flags);
-    return load_payload(loads, e->data, e->len, e->flags);
+        return big_loads(st, loads, e->data, e->len, e->flags, NULL);
+    return load_payload(loads, e->data, e->len, e->flags, NULL);
+}
+
+PyObject *
+fm_pool_place_entry(fm_state *st, fm_big_cache *bc, const fm_entry *e, PyObject *list,
+                    Py_ssize_t start, Py_ssize_t count)
+{
+    fm_place place = {list, start, count};
+    if (!(e->flags & FM_ENTRY_VECTOR) || !PyList_CheckExact(list)) {
+        PyErr_SetString(PyExc_RuntimeError, "fastmp: not packed results");
+        return NULL;
+    }
+    if (e->flags & FM_ENTRY_SLOT)
+        return slot_loads(bc, NULL, e->data, e->len, e->flags, &place);
+    if (e->flags & FM_ENTRY_BIG)
+        return big_loads(st, NULL, e->data, e->len, e->flags, &place);
+    return load_payload(NULL, e->data, e->len, e->flags, &place);
 }
 
 /* ----------------------------------------------------- records left over */
