@@ -147,6 +147,8 @@ def test_big_slots_are_reused_and_unlinked_at_close(fastmp_ctx):
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.skipif("asan" in os.environ.get("LD_PRELOAD", ""),
+                    reason="AddressSanitizer keeps freed memory aside (its quarantine)")
 def test_large_chunk_keeps_the_worker_small(fastmp_ctx):
     """One chunk of 4M items: a range chunk is not made a list in the worker, and its int
     results are packed as they come (before: about 300 MB of int objects and lists were
