@@ -161,7 +161,8 @@ slot_remake(fm_state *st, fm_big_cache *bc, uint32_t i, size_t size)
     fm_segment_disown(seg);
     populate(seg->base, seg->size, 1);
     memcpy(sl->name, seg->name, sizeof sl->name);
-    atomic_store_explicit(&sl->size, (uint64_t)seg->size, RLX);
+    /* the owner's close reads the name once it sees a size */
+    atomic_store_explicit(&sl->size, (uint64_t)seg->size, REL);
     uint32_t gen = atomic_load_explicit(&sl->gen, RLX) + 1;
     atomic_store_explicit(&sl->gen, gen, RLX);
     atomic_store_explicit(&sl->state, FM_BIGSLOT_BUSY, REL);

@@ -147,6 +147,27 @@ def test_big_slots_are_reused_and_unlinked_at_close(fastmp_ctx):
 
 
 @pytest.mark.timeout(120)
+def test_big_slots_after_a_worker_dies_in_a_map_of_large_items(fastmp_ctx):
+    """A worker dies in the middle of a map of 1 MiB items: its task fails
+    (WorkerLostError), the pool and its big slots carry on, and every segment of the table
+    is unlinked at close."""
+    pool = make_pool(fastmp_ctx, 2)
+    try:
+        items = _mib_items(8)
+        with pytest.raises(fastmp.pool.WorkerLostError):
+            pool.map(t.echo_or_die, items, 1)
+        for _ in range(3):
+            assert pool.map(t.echo, items, 2) == items
+        slots = pool._dispatcher.channel.big_slots()
+        used = {name.lstrip("/") for _, _, name in slots if name is not None}
+        assert len(slots) == 16 and used
+    finally:
+        pool.close()
+        pool.join()
+    assert shm_gone_within(used, 10) == set()
+
+
+@pytest.mark.timeout(120)
 @pytest.mark.skipif("asan" in os.environ.get("LD_PRELOAD", ""),
                     reason="AddressSanitizer keeps freed memory aside (its quarantine)")
 def test_large_chunk_keeps_the_worker_small(fastmp_ctx):
