@@ -110,6 +110,10 @@ def test_mib_items_round_trip_byte_exact(pool):
     assert [type(x) for x in out] == [bytearray] * 4 and out == arrays
     assert pool.map(t.length, items + [b"z"]) == [1 << 20] * 12 + [1]
     assert pool.apply(t.echo, (items[3],)) == items[3]
+    # larger than a big slot takes (32 MiB): a segment of its own, both ways
+    huge = bytes(range(256)) * (160 << 10)
+    assert pool.apply(t.echo, (huge,)) == huge
+    assert pool.map(t.length, [huge, b"x"]) == [40 << 20, 1]
     # a list of large items as a single item (a chunk starting with a small one)
     assert pool.map(t.echo, [[b"", items[0]], [items[1], 7]], 2) == \
         [[b"", items[0]], [items[1], 7]]
