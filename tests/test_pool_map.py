@@ -120,7 +120,6 @@ def test_mib_items_round_trip_byte_exact(pool):
 
 
 def test_big_slots_are_reused_and_unlinked_at_close(fastmp_ctx):
-    before = shm_entries()
     pool = make_pool(fastmp_ctx, 2)
     try:
         items = _mib_items(16)
@@ -144,10 +143,7 @@ def test_big_slots_are_reused_and_unlinked_at_close(fastmp_ctx):
         pool.close()
         pool.join()
     assert shm_gone_within({n.lstrip("/") for n in used}, 10) == set()
-    # and no one-off segment was left either
-    left = [n for n in shm_entries() - before
-            if os.path.exists("/dev/shm/" + n) and os.path.getsize("/dev/shm/" + n) >= 1 << 20]
-    assert left == []
+    # (a one-off segment left behind would fail the session: conftest's dev_shm_clean)
 
 
 @pytest.mark.timeout(120)
