@@ -139,7 +139,10 @@ class MapResult(_disp.ItemwiseRuns, ApplyResult, _std.MapResult):
     def __init__(self, pool, chunksize, length, callback, error_callback):
         _CApplyResult.__init__(self, pool, callback, error_callback)
         self._success = True
-        self._value = [None] * length
+        # the list is made when the first chunk comes (see _set), not here: for a large map
+        # that is time the workers would spend idle, their tasks not posted yet
+        self._value = [] if chunksize <= 0 else None
+        self._length = length
         self._chunksize = chunksize
         if chunksize <= 0:
             self._number_left = 0
@@ -162,6 +165,8 @@ class MapResult(_disp.ItemwiseRuns, ApplyResult, _std.MapResult):
             if self._number_left == 0:
                 bar.close()
         if success and self._success and not placed:
+            if self._value is None:
+                self._value = [None] * self._length
             self._value[i * self._chunksize:(i + 1) * self._chunksize] = result
         elif not success and self._success:
             self._success = False       # the first failure is the one reported
