@@ -18,6 +18,10 @@
 
 #include "pool.h"
 
+/* A map chunk's packed results are built in a buffer the worker keeps for
+ * the next chunk, unless it grew past this (1M results). */
+#define FM_WORKER_VEC_KEEP ((size_t)8 << 20)
+
 typedef struct {
     fm_pool_hdr *h;
     fm_pool_slot *slot;
@@ -266,6 +270,11 @@ run_entry(worker_ctx *w, PyObject *f, uint32_t mode, const fm_entry *e, int *ok,
             *ok = b != NULL;
         }
         Py_DECREF(a);
+        if (w->vec.cap > FM_WORKER_VEC_KEEP) {
+            /* kept for the next chunk only up to a size (a worker's memory) */
+            free(w->vec.p);
+            w->vec = (fm_buf){0};
+        }
         if (packed == 1)
             return b != NULL ? b : encode_outcome(w, NULL, ok);
     }
