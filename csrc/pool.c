@@ -52,7 +52,9 @@ channel_map(PoolChannelObject *self, unsigned int nslots, size_t tcap, size_t rc
     size_t tsize = fm_ring_bytes(fm_ring_capacity_for(tcap));
     size_t rsize = fm_ring_bytes(fm_ring_capacity_for(rcap));
     size_t slots_end = FM_POOL_HDR_SPACE + (size_t)nslots * sizeof(fm_pool_slot);
-    size_t task_off = (slots_end + 4095u) & ~(size_t)4095u;
+    size_t big_off = (slots_end + FM_CACHE_LINE - 1) & ~(size_t)(FM_CACHE_LINE - 1);
+    size_t big_end = big_off + FM_POOL_BIG_SLOTS * sizeof(fm_pool_bigslot);
+    size_t task_off = (big_end + 4095u) & ~(size_t)4095u;
     size_t result_off = (task_off + tsize + 4095u) & ~(size_t)4095u;
     size_t total = result_off + rsize;
     /* named (and told to the tracker) before the file exists */
@@ -75,6 +77,8 @@ channel_map(PoolChannelObject *self, unsigned int nslots, size_t tcap, size_t rc
     h->task_bytes = tsize;
     h->result_off = result_off;
     h->result_bytes = rsize;
+    h->big_slots = FM_POOL_BIG_SLOTS;
+    h->big_off = big_off;
     if (fm_ring_init(fm_pool_task_ring(h), fm_ring_capacity_for(tcap)) != FM_OK ||
         fm_ring_init(fm_pool_result_ring(h), fm_ring_capacity_for(rcap)) != FM_OK) {
         PyErr_SetString(PyExc_RuntimeError, "fastmp: cannot initialize the pool's rings");
@@ -83,6 +87,7 @@ channel_map(PoolChannelObject *self, unsigned int nslots, size_t tcap, size_t rc
     atomic_thread_fence(REL);
     h->magic = FM_POOL_MAGIC;
     self->hdr = h;
+    self->big.h = h;
     self->owner = fm_self_pid();
     return 0;
 }
@@ -161,8 +166,9 @@ channel_destroy(PoolChannelObject *self)
     fm_pool_collector_stop(self);
     if (self->seg != NULL && self->owner == fm_self_pid()) {
         /* large entries nobody will read any more */
-        fm_pool_drain_big(self->st, fm_pool_task_ring(self->hdr), 1);
-        fm_pool_drain_big(self->st, fm_pool_result_ring(self->hdr), 0);
+        fm_pool_drain_big(self->st, &self->big, fm_pool_task_ring(self->hdr), 1);
+        fm_pool_drain_big(self->st, &self->big, fm_pool_result_ring(self->hdr), 0);
+        fm_pool_big_cache_close(self->st, &self->big, 1);
         char name[FM_SHM_NAME_MAX];
         snprintf(name, sizeof name, "%s", self->seg->name);
         fm_segment_destroy(self->seg, 1);
@@ -346,8 +352,8 @@ flush_batch(put_batch *pb, int block)
 static void
 drop_entry(PoolChannelObject *self, PyObject *b, uint32_t flags)
 {
-    if (flags & FM_ENTRY_BIG)
-        fm_pool_big_unlink(self->st, (const fm_big_ref *)PyBytes_AS_STRING(b));
+    fm_pool_drop_big(self->st, &self->big, flags, PyBytes_AS_STRING(b),
+                     (size_t)PyBytes_GET_SIZE(b));
     Py_DECREF(b);
 }
 
@@ -357,11 +363,13 @@ drop_entry(PoolChannelObject *self, PyObject *b, uint32_t flags)
 static PyObject *
 task_entry(PoolChannelObject *self, PyObject *item, size_t big, uint32_t *flag)
 {
-    PyObject *b = fm_pool_pickle(self->dumps, self->fallback_dumps, item);
+    PyObject *b = fm_pool_pickle_large(self->st, &self->big, item, big, flag);
+    if (b != NULL)
+        return b;
+    b = fm_pool_pickle(self->dumps, self->fallback_dumps, item);
     if (b != NULL && (size_t)PyBytes_GET_SIZE(b) > big) {
-        if (fm_pool_to_big_entry(self->st, &b) < 0)
+        if (fm_pool_to_big_entry(self->st, &self->big, &b, flag) < 0)
             return NULL;
-        *flag |= FM_ENTRY_BIG;
     }
     return b;
 }
@@ -670,7 +678,7 @@ PoolChannel_adopt_held(PoolChannelObject *self, PyObject *arg)
     fm_task_hdr th = {0};
     if (rd.len >= sizeof th)
         memcpy(&th, rd.data, sizeof th);
-    fm_pool_unlink_big_entries(self->st, &rd, 1);
+    fm_pool_unlink_big_entries(self->st, &self->big, &rd, 1);
     fm_ring_release(r, &rd);
     if (th.kind != FM_TASK_RUN && th.kind != FM_TASK_EXIT)
         Py_RETURN_NONE;
@@ -704,6 +712,34 @@ PoolChannel_put_exit(PoolChannelObject *self, PyObject *arg)
             return fm_set_error(s);
     }
     Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(big_slots_doc,
+"big_slots($self, /)\n--\n\n"
+"The big-slot table, for tests: a list of (state, size, segment name or\n"
+"None), state 0 empty, 1 free, 2 in use, 3 being made.");
+
+static PyObject *
+PoolChannel_big_slots(PoolChannelObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (!channel_alive(self))
+        return NULL;
+    PyObject *out = PyList_New(FM_POOL_BIG_SLOTS);
+    for (uint32_t i = 0; out != NULL && i < FM_POOL_BIG_SLOTS; i++) {
+        fm_pool_bigslot *sl = fm_pool_bigslot_at(self->hdr, i);
+        uint32_t state = atomic_load_explicit(&sl->state, ACQ);
+        unsigned long long size = atomic_load_explicit(&sl->size, RLX);
+        char name[FM_SHM_NAME_MAX];
+        memcpy(name, sl->name, sizeof name);
+        name[sizeof name - 1] = 0;
+        PyObject *t = size ? Py_BuildValue("(IKs)", state, size, name)
+                           : Py_BuildValue("(IKO)", state, size, Py_None);
+        if (t == NULL)
+            Py_CLEAR(out);
+        else
+            PyList_SET_ITEM(out, i, t);
+    }
+    return out;
 }
 
 /* ------------------------------------------------------------ the slots */
@@ -1022,6 +1058,7 @@ static PyMethodDef PoolChannel_methods[] = {
      PyDoc_STR("_debug_kill_next_taker($self, /)\n--\n\nTest hook: the next worker to take "
                "a task record is killed before it records it in its slot.")},
     {"put_exit", (PyCFunction)PoolChannel_put_exit, METH_O, put_exit_doc},
+    {"big_slots", (PyCFunction)PoolChannel_big_slots, METH_NOARGS, big_slots_doc},
     {"slot", (PyCFunction)PoolChannel_slot, METH_O, slot_doc},
     {"set_slot", (PyCFunction)(void (*)(void))PoolChannel_set_slot, METH_FASTCALL,
      set_slot_doc},

@@ -63,6 +63,14 @@ PyObject *fm_apply_result_job(PyObject *result);
 
 #include "pool_wire.h"
 
+/* One process's mappings of a channel's big-slot segments (pool_wire.h),
+ * kept from one entry to the next; the GIL guards it. */
+typedef struct {
+    fm_pool_hdr *h;
+    fm_segment *seg[FM_POOL_BIG_SLOTS];
+    uint32_t gen[FM_POOL_BIG_SLOTS];
+} fm_big_cache;
+
 typedef struct {
     PyObject_HEAD
     fm_segment *seg;
@@ -99,6 +107,7 @@ typedef struct {
     _Atomic uint32_t stopping;      /* stop_collector(): do not park, take the STOP */
     _Atomic uint32_t retired;       /* a RETIRE record came: the collector calls on_dead */
     PyObject *weakreflist;
+    fm_big_cache big;               /* this process's big-slot mappings */
 } PoolChannelObject;
 
 /* pool.c: module.name, imported (a new reference), or NULL with an exception. */
@@ -108,29 +117,74 @@ PyObject *fm_pool_import_attr(const char *module, const char *name);
  * `fallback` is given, fallback(obj, exc).  NULL with the exception set. */
 PyObject *fm_pool_pickle(PyObject *dumps, PyObject *fallback, PyObject *obj);
 
-/* pool_payload.c: replace *b (a pickle) by the bytes of an fm_big_ref to a
- * segment of its own that holds it (registered with the tracker, unmapped
- * here).  -1 with an exception, *b cleared and nothing left behind. */
-int fm_pool_to_big_entry(fm_state *st, PyObject **b);
+/* pool_payload.c: replace *b (a payload too large for the ring) by the
+ * bytes of a reference to a segment that holds it: a big slot's
+ * (*flag |= FM_ENTRY_SLOT), or one of its own (an fm_big_ref, registered
+ * with the tracker, unmapped here: *flag |= FM_ENTRY_BIG).  -1 with an
+ * exception, *b cleared and nothing left behind. */
+int fm_pool_to_big_entry(fm_state *st, fm_big_cache *bc, PyObject **b, uint32_t *flag);
+
+/* pool_payload.c: the same from len bytes at data; NULL with an exception. */
+PyObject *fm_pool_big_entry_from(fm_state *st, fm_big_cache *bc, const void *data, size_t len,
+                                 uint32_t *flag);
+
+/* pool_payload.c: for obj that looks like a large payload (a big bytes or
+ * bytearray, or a list or tuple starting with one): its entry, pickled
+ * straight into a big slot when larger than `big` (*flag |= FM_ENTRY_SLOT),
+ * with one copy of the large buffers instead of two.  NULL, no exception
+ * set, for anything else or on any error: the caller pickles it the usual
+ * way. */
+PyObject *fm_pool_pickle_large(fm_state *st, fm_big_cache *bc, PyObject *obj, size_t big,
+                               uint32_t *flag);
 
 /* pool_payload.c: unlink a big entry's segment and tell the tracker. */
 void fm_pool_big_unlink(fm_state *st, const fm_big_ref *ref);
 
+/* pool_payload.c: an entry nobody will read (flags, its bytes): unlink its
+ * segment of its own, or free its big slot. */
+void fm_pool_drop_big(fm_state *st, fm_big_cache *bc, uint32_t flags, const void *data,
+                      size_t len);
+
+/* pool_payload.c: unmap this process's big-slot mappings; `owner` (the
+ * pool's owner, at close, workers gone): also unlink every slot's segment
+ * and tell the tracker. */
+void fm_pool_big_cache_close(fm_state *st, fm_big_cache *bc, int owner);
+
 /* pool_payload.c: the object an entry holds (pickled, packed, or in a
- * segment of its own, which is then unlinked); NULL with an exception. */
-PyObject *fm_pool_load_entry(fm_state *st, PyObject *loads, const fm_entry *e);
+ * segment: its own, then unlinked, or a big slot's, then freed); NULL with
+ * an exception. */
+PyObject *fm_pool_load_entry(fm_state *st, fm_big_cache *bc, PyObject *loads,
+                             const fm_entry *e);
+
+/* pool_payload.c: an entry of packed results (FM_ENTRY_VECTOR; in the ring
+ * or in a segment, consumed as fm_pool_load_entry does) unpacked straight
+ * into list[start:start + count], replacing what was there, with no list
+ * made for them; the count as an int, or NULL with an exception (also when
+ * the entry does not hold exactly `count` results). */
+PyObject *fm_pool_place_entry(fm_state *st, fm_big_cache *bc, const fm_entry *e, PyObject *list,
+                              Py_ssize_t start, Py_ssize_t count);
 
 /* pool_payload.c: a map chunk's results (an exact list) packed (see
  * FM_ENTRY_I64) with *flag set, or NULL with no exception when the list is
  * not all exact ints that fit int64 or all exact floats. */
 PyObject *fm_pool_encode_vector(PyObject *list, uint32_t *flag);
 
+/* pool_payload.c: run a map chunk a (MAP: f(x), STARMAP: f(*x) for each x
+ * of it; a range's items are made one at a time), packing the results (see
+ * FM_ENTRY_I64) into vec as they come while they pack, so that a large
+ * chunk's results never live as objects all at once.  1: every result
+ * packed, vec holds them (*flag set); 0: *list holds them (a new list); -1
+ * with the first exception. */
+int fm_pool_call_chunk(PyObject *f, uint32_t mode, PyObject *a, fm_buf *vec, uint32_t *flag,
+                       PyObject **list);
+
 /* pool_payload.c: unlink the big entries of one task or result record
  * (`task`: which header) that nobody will read. */
-void fm_pool_unlink_big_entries(fm_state *st, const fm_ring_read *rd, int task);
+void fm_pool_unlink_big_entries(fm_state *st, fm_big_cache *bc, const fm_ring_read *rd,
+                                int task);
 
 /* pool_payload.c: the same for every record left in a ring (at close). */
-void fm_pool_drain_big(fm_state *st, fm_ring *r, int task);
+void fm_pool_drain_big(fm_state *st, fm_big_cache *bc, fm_ring *r, int task);
 
 /* pool_collect.c: post a STOP or NUDGE record to the result ring.  No GIL
  * needed; returns the claim's status. */

@@ -215,6 +215,68 @@ complete_apply(PoolChannelObject *self, dispatch_ctx *d, uint64_t job, int ok,
     return 0;
 }
 
+/* An attribute of obj as a new reference, or NULL with no exception. */
+static PyObject *
+attr_or_null(PyObject *obj, const char *name)
+{
+    PyObject *v = PyObject_GetAttrString(obj, name);
+    if (v == NULL)
+        PyErr_Clear();
+    return v;
+}
+
+/* Packed results of task `task` of job go straight into their place in the
+ * result's list when the result is a MapResult (its class sets _fm_place)
+ * still collecting and that task is not done yet: its _value list (a new
+ * reference), and where the task's results go in it.  1 when so, else 0
+ * (no exception: the results travel as a list, as any other). */
+static int
+place_target(PoolChannelObject *self, dispatch_ctx *d, uint64_t job, uint32_t task,
+             PyObject **list, Py_ssize_t *start, Py_ssize_t *count)
+{
+    if (d->key == NULL || d->key_job != job) {
+        Py_XSETREF(d->key, PyLong_FromUnsignedLongLong((unsigned long long)job));
+        d->key_job = job;
+        if (d->key == NULL) {
+            PyErr_Clear();
+            return 0;
+        }
+    }
+    PyObject *res = PyDict_GetItemWithError(self->cache, d->key);     /* borrowed */
+    if (res == NULL) {
+        PyErr_Clear();
+        return 0;
+    }
+    int found = 0;
+    Py_INCREF(res);
+    PyObject *flag = attr_or_null(res, "_fm_place");
+    PyObject *ok = attr_or_null(res, "_success");
+    PyObject *value = attr_or_null(res, "_value");
+    PyObject *cs = attr_or_null(res, "_chunksize");
+    PyObject *done = attr_or_null(res, "_done");
+    if (flag == Py_True && ok == Py_True && value != NULL && PyList_CheckExact(value) &&
+        cs != NULL && PyLong_CheckExact(cs) && done != NULL && PyByteArray_CheckExact(done) &&
+        (Py_ssize_t)task < PyByteArray_GET_SIZE(done) &&
+        PyByteArray_AS_STRING(done)[task] == 0) {
+        Py_ssize_t size = PyLong_AsSsize_t(cs);
+        Py_ssize_t n = PyList_GET_SIZE(value);
+        if (size > 0 && (Py_ssize_t)task <= (n - 1) / size) {
+            *start = (Py_ssize_t)task * size;
+            *count = n - *start < size ? n - *start : size;
+            *list = Py_NewRef(value);
+            found = 1;
+        }
+        PyErr_Clear();
+    }
+    Py_XDECREF(flag);
+    Py_XDECREF(ok);
+    Py_XDECREF(value);
+    Py_XDECREF(cs);
+    Py_XDECREF(done);
+    Py_DECREF(res);
+    return found;
+}
+
 /* Append (ok, value) to *pairs, made on first use; value consumed.  -1 with
  * an exception. */
 static int
@@ -247,8 +309,23 @@ dispatch_record(PoolChannelObject *self, dispatch_ctx *d, const fm_result_hdr *r
     fm_entry e;
     fm_entry_iter_init(&it, rec, rlen, sizeof *rh, rh->count);
     for (uint32_t k = 0; fm_entry_next(&it, &e); k++) {
-        PyObject *value = fm_pool_load_entry(self->st, self->loads, &e);
+        PyObject *value = NULL, *list;
+        Py_ssize_t start, count;
         int ok = (e.flags & FM_ENTRY_OK) != 0;
+        if (ok && (e.flags & FM_ENTRY_VECTOR) && rh->kind == FM_RES_RESULT &&
+            self->cache != NULL && PyDict_CheckExact(self->cache) &&
+            place_target(self, d, rh->job, rh->first + k, &list, &start, &count)) {
+            /* a map chunk's numbers, unpacked into the MapResult's list: the
+             * value handed over is their count (see MapResult._set) */
+            value = fm_pool_place_entry(self->st, &self->big, &e, list, start, count);
+            Py_DECREF(list);
+            if (value == NULL) {
+                value = fm_exc_take();
+                ok = 0;
+            }
+        }
+        if (value == NULL)
+            value = fm_pool_load_entry(self->st, &self->big, self->loads, &e);
         if (value == NULL) {
             /* a result the parent cannot unpickle fails its task
              * (the stdlib's result thread dies here: gh-79492) */

@@ -6,6 +6,8 @@
  *   fm_pool_hdr      magic, owner pid, the slot count, the rings' offsets
  *   fm_pool_slot[n]  the worker table: one 64-byte line per worker slot
  *                    (pid, state, and the batch of tasks it holds)
+ *   fm_pool_bigslot[FM_POOL_BIG_SLOTS]
+ *                    the big-entry segments kept for reuse (see below)
  *   task ring        parent -> workers (ring.h: many consumers)
  *   result ring      workers -> parent (one consumer at a time: the
  *                    collector thread, or a thread waiting for a result)
@@ -20,8 +22,10 @@
  * another result record when one would pass the ring's largest record.
  *
  * An entry is fm_entry_hdr then `len` bytes, padded to 8.  Entries larger
- * than a quarter of a record travel in segments of their own (FM_ENTRY_BIG);
- * everything else is copied through the rings.  Nothing read from shared
+ * than a quarter of a record travel in segments of their own: segments kept
+ * for reuse in the big-slot table (FM_ENTRY_SLOT), or, when none is free,
+ * one made for that entry alone (FM_ENTRY_BIG); everything else is copied
+ * through the rings.  Nothing read from shared
  * memory is trusted: fm_entry_next() stops at an entry that overruns its
  * record.
  *
@@ -38,7 +42,7 @@
 #include "core/shm.h"
 
 #define FM_POOL_MAGIC 0x4c4f4f50u           /* "POOL" */
-#define FM_POOL_VERSION 3u
+#define FM_POOL_VERSION 4u
 #define FM_POOL_MAX_SLOTS 4096u
 #define FM_POOL_HDR_SPACE 256u
 #define FM_POOL_DEFAULT_RING (1u << 20)
@@ -82,7 +86,41 @@ typedef struct {
     /* Test hook: the next worker to take a task record dies (SIGKILL)
      * before it says in its slot what it holds (see adopt_held). */
     _Atomic uint32_t debug_die_after_take;
+    uint32_t big_slots;             /* FM_POOL_BIG_SLOTS */
+    uint64_t big_off;               /* the big-slot table */
 } fm_pool_hdr;
+
+/* The big-slot table: segments for large entries, kept mapped in every
+ * process that used them and reused entry after entry, so that a large
+ * entry costs its copies and nothing else (a segment of its own per entry
+ * costs its creation, page faults on both sides, its unmapping and
+ * unlinking: more than the copy itself).  A sender takes a FREE slot large
+ * enough (FREE -> BUSY), or makes one (EMPTY or a FREE one too small ->
+ * MAKING -> BUSY, the segment registered with the resource tracker and
+ * disowned by its maker); the receiver reads the entry in place and frees
+ * the slot (BUSY -> FREE).  `gen` changes whenever the slot's segment does,
+ * so that a process's mapping of the old one is replaced.  A process that
+ * dies holding a slot loses that slot to the pool; the pool's owner unlinks
+ * every slot's segment when it closes.  Entries of more than
+ * FM_POOL_BIG_CACHED_MAX bytes, or when the table would pass
+ * FM_POOL_BIG_CACHE_BYTES, get a segment of their own. */
+#define FM_POOL_BIG_SLOTS 16u
+#define FM_POOL_BIG_CACHED_MAX ((size_t)32 << 20)
+#define FM_POOL_BIG_CACHE_BYTES ((size_t)256 << 20)
+
+enum fm_bigslot_state {
+    FM_BIGSLOT_EMPTY = 0,           /* no segment */
+    FM_BIGSLOT_FREE = 1,            /* a segment, unused */
+    FM_BIGSLOT_BUSY = 2,            /* holds an entry in flight */
+    FM_BIGSLOT_MAKING = 3,          /* its segment is being (re)made */
+};
+
+typedef struct {
+    _Atomic uint32_t state;
+    _Atomic uint32_t gen;
+    _Atomic uint64_t size;
+    char name[FM_SHM_NAME_MAX];
+} fm_pool_bigslot;
 
 typedef struct {
     uint32_t kind;
@@ -123,6 +161,9 @@ typedef struct {
 #define FM_ENTRY_I64 4u
 #define FM_ENTRY_F64 8u
 #define FM_ENTRY_VECTOR (FM_ENTRY_I64 | FM_ENTRY_F64)
+/* SLOT: the payload is in a segment of the big-slot table; the entry holds
+ * an fm_big_slot_ref (never with BIG). */
+#define FM_ENTRY_SLOT 16u
 #define FM_VECTOR_MIN 16    /* shorter lists are pickled: not worth a format */
 
 typedef struct {
@@ -130,7 +171,14 @@ typedef struct {
     char name[FM_SHM_NAME_MAX];
 } fm_big_ref;
 
+typedef struct {
+    uint64_t len;
+    uint32_t slot;
+    uint32_t gen;
+} fm_big_slot_ref;
+
 _Static_assert(sizeof(fm_pool_slot) == FM_CACHE_LINE, "slot is one cache line");
+_Static_assert(sizeof(fm_pool_bigslot) == FM_CACHE_LINE, "big slot is one cache line");
 _Static_assert(sizeof(fm_pool_hdr) <= FM_POOL_HDR_SPACE, "header too big");
 _Static_assert(sizeof(fm_task_hdr) % 8 == 0 && sizeof(fm_result_hdr) % 8 == 0 &&
                sizeof(fm_entry_hdr) % 8 == 0, "8-aligned record parts");
@@ -145,6 +193,12 @@ static inline fm_pool_slot *
 fm_pool_slot_at(fm_pool_hdr *h, uint32_t i)
 {
     return (fm_pool_slot *)((unsigned char *)h + FM_POOL_HDR_SPACE) + i;
+}
+
+static inline fm_pool_bigslot *
+fm_pool_bigslot_at(fm_pool_hdr *h, uint32_t i)
+{
+    return (fm_pool_bigslot *)((unsigned char *)h + h->big_off) + i;
 }
 
 static inline fm_ring *

@@ -22,6 +22,10 @@
 
 #include "pool.h"
 
+/* A map chunk's packed results are built in a buffer the worker keeps for
+ * the next chunk, unless it grew past this (1M results). */
+#define FM_WORKER_VEC_KEEP ((size_t)8 << 20)
+
 typedef struct {
     fm_pool_hdr *h;
     fm_pool_slot *slot;
@@ -36,6 +40,8 @@ typedef struct {
     int64_t next_owner_check;
     int direct;                     /* our parent process is the pool's owner */
     int statm_fd;                   /* /proc/self/statm, for the memory limit (-1: none) */
+    fm_buf vec;                     /* a map chunk's packed results (fm_pool_call_chunk) */
+    fm_big_cache big;               /* our big-slot mappings */
 } worker_ctx;
 
 /* ---- the owner's death
@@ -311,14 +317,44 @@ run_entry(worker_ctx *w, PyObject *f, uint32_t mode, const fm_entry *e, int *ok,
           uint32_t *vflag)
 {
     PyObject *value = NULL;
-    PyObject *a = fm_pool_load_entry(w->st, w->loads, e);
-    if (a != NULL && f != NULL)
-        value = call_entry(f, mode, a);
-    Py_XDECREF(a);
+    PyObject *a = fm_pool_load_entry(w->st, &w->big, w->loads, e);
     PyObject *b = NULL;
+    if (a != NULL && f != NULL && (mode == FM_MODE_MAP || mode == FM_MODE_STARMAP)) {
+        /* a chunk: its results packed as they come, when they pack */
+        int packed = fm_pool_call_chunk(f, mode, a, &w->vec, vflag, &value);
+        if (packed == 1) {
+            /* too large for the ring: straight into a segment (vflag gets
+             * which kind), not through a bytes object first */
+            if (w->vec.len > fm_pool_big_threshold(fm_pool_result_ring(w->h)))
+                b = fm_pool_big_entry_from(w->st, &w->big, w->vec.p, w->vec.len, vflag);
+            else
+                b = PyBytes_FromStringAndSize((const char *)w->vec.p, (Py_ssize_t)w->vec.len);
+            *ok = b != NULL;
+        }
+        Py_DECREF(a);
+        if (w->vec.cap > FM_WORKER_VEC_KEEP) {
+            /* kept for the next chunk only up to a size (a worker's memory) */
+            free(w->vec.p);
+            w->vec = (fm_buf){0};
+        }
+        if (packed == 1)
+            return b != NULL ? b : encode_outcome(w, NULL, ok);
+    }
+    else {
+        if (a != NULL && f != NULL)
+            value = call_entry(f, mode, a);
+        Py_XDECREF(a);
+    }
     if (value != NULL && (mode == FM_MODE_MAP || mode == FM_MODE_STARMAP) &&
         PyList_CheckExact(value)) {
         b = fm_pool_encode_vector(value, vflag);
+        if (b != NULL)
+            *ok = 1;
+    }
+    if (b == NULL && value != NULL) {
+        /* a large result (1 MiB of bytes...): pickled into a big slot */
+        b = fm_pool_pickle_large(w->st, &w->big, value,
+                                 fm_pool_big_threshold(fm_pool_result_ring(w->h)), vflag);
         if (b != NULL)
             *ok = 1;
     }
@@ -379,9 +415,7 @@ entry_outcome(worker_ctx *w, PyObject *f, PyObject *fexc, uint32_t mode, const f
         return NULL;
     *oflags = ok ? FM_ENTRY_OK | vflag : 0;
     if ((size_t)PyBytes_GET_SIZE(b) > fm_pool_big_threshold(fm_pool_result_ring(w->h))) {
-        if (fm_pool_to_big_entry(w->st, &b) == 0)
-            *oflags |= FM_ENTRY_BIG;
-        else {
+        if (fm_pool_to_big_entry(w->st, &w->big, &b, oflags) < 0) {
             b = encode_outcome(w, NULL, &ok);       /* that error, for this task */
             *oflags = 0;
         }
@@ -569,6 +603,10 @@ pool_check(fm_segment *seg)
         h->result_off < h->task_off + h->task_bytes || h->result_off % FM_CACHE_LINE ||
         h->result_bytes > seg->size || h->result_off > seg->size - h->result_bytes)
         return FM_CORRUPT;
+    if (h->big_slots != FM_POOL_BIG_SLOTS || h->big_off < slots_end ||
+        h->big_off % FM_CACHE_LINE ||
+        h->big_off + (uint64_t)FM_POOL_BIG_SLOTS * sizeof(fm_pool_bigslot) > h->task_off)
+        return FM_CORRUPT;
     if (fm_ring_check(fm_pool_task_ring(h), h->task_bytes) != FM_OK ||
         fm_ring_check(fm_pool_result_ring(h), h->result_bytes) != FM_OK)
         return FM_CORRUPT;
@@ -697,6 +735,7 @@ fm_pool_worker_main(fm_state *st, PyObject *name, long slot, unsigned long long 
     if (worker_attach(name, &w.h, slot) < 0)
         return NULL;
     w.slot = fm_pool_slot_at(w.h, (uint32_t)slot);
+    w.big.h = w.h;
     w.pid = fm_self_pid();
     w.encode_failure = encode_failure;
     w.st = st;
@@ -730,6 +769,8 @@ fm_pool_worker_main(fm_state *st, PyObject *name, long slot, unsigned long long 
 finally:
     if (w.statm_fd >= 0)
         close(w.statm_fd);
+    fm_pool_big_cache_close(st, &w.big, 0);
+    free(w.vec.p);
     free(w.fbytes);
     Py_XDECREF(w.func);
     Py_XDECREF(w.func_cache);

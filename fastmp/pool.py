@@ -136,11 +136,18 @@ class MapResult(_disp.ItemwiseRuns, ApplyResult, _std.MapResult):
     """The result of map_async()/starmap_async(): the list of every result."""
 
     _bar = None     # a progress bar (beyond the stdlib: progress=True)
+    # The collector unpacks a chunk's packed numbers straight into _value (at the chunk's
+    # place, while _success holds and _done says the chunk is not done) and hands over
+    # their count, an int, instead of a list (csrc/pool_collect.c, place_target).
+    _fm_place = True
 
     def __init__(self, pool, chunksize, length, callback, error_callback):
         _CApplyResult.__init__(self, pool, callback, error_callback)
         self._success = True
-        self._value = [None] * length
+        # the list is made when the first chunk comes (see _set), not here: for a large map
+        # that is time the workers would spend idle, their tasks not posted yet
+        self._value = [] if chunksize <= 0 else None
+        self._length = length
         self._chunksize = chunksize
         if chunksize <= 0:
             self._number_left = 0
@@ -156,12 +163,15 @@ class MapResult(_disp.ItemwiseRuns, ApplyResult, _std.MapResult):
         self._done[i] = 1
         self._number_left -= 1
         success, result = success_result
+        placed = success and result.__class__ is int    # already in _value (see _fm_place)
         bar = self._bar
         if bar is not None:
-            bar.update(len(result) if success else 0)
+            bar.update((result if placed else len(result)) if success else 0)
             if self._number_left == 0:
                 bar.close()
-        if success and self._success:
+        if success and self._success and not placed:
+            if self._value is None:
+                self._value = [None] * self._length
             self._value[i * self._chunksize:(i + 1) * self._chunksize] = result
         elif not success and self._success:
             self._success = False       # the first failure is the one reported

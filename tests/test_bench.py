@@ -177,8 +177,8 @@ def test_select_by_group_and_pattern():
     assert names(bench.select(bench.WORKLOADS, "sync", groups=True)) == names(
         bench.SYNC_WORKLOADS)
     assert names(bench.select(bench.WORKLOADS, "pool-*,lock-with")) == [
-        "lock-with", "pool-map", "pool-apply-async", "pool-start", "pool-apply", "pool-imap",
-        "pool-maxtasks1"]
+        "lock-with", "pool-map", "pool-map-1mib", "pool-apply-async", "pool-start",
+        "pool-apply", "pool-imap", "pool-maxtasks1"]
 
 
 @pytest.mark.skipif(not os.path.isdir(BENCHMARKS), reason="no benchmarks/ beside tests/")

@@ -78,6 +78,40 @@ def bench_pool_map(mp, n, start_method="fork"):
     return n / dt
 
 
+MIB_ITEMS_PER_MAP = 64
+
+
+def _mib_items(k):
+    """k different 1 MiB bytes objects (equal objects would be pickled once per chunk)."""
+    base = bytes(range(256)) * 4096
+    return [i.to_bytes(8, "little") + base[8:] for i in range(k)]
+
+
+def _echo(b):
+    """The task of pool-map-1mib: the item itself, back to the parent."""
+    return b
+
+
+def bench_pool_map_1mib(mp, n, start_method="fork"):
+    """pool.map(f, items) of 64 different 1 MiB bytes items, f returning its item (1 MiB
+    each way per item), the stdlib's default chunk size; repeated until n items ran."""
+    k = processes()
+    items = _mib_items(min(n, MIB_ITEMS_PER_MAP))
+    with _pool_closing(mp.get_context(start_method).Pool(k)) as pool:
+        _until_all_up(lambda xs: pool.map(_work, xs, chunksize=1), k)
+        done, dt = 0, 0.0
+        while done < n:
+            batch = items[:n - done]
+            t0 = perf_counter()
+            out = pool.map(_echo, batch, chunksize=_chunksize(len(batch), k))
+            dt += perf_counter() - t0
+            if out != batch:
+                raise RuntimeError("wrong results from the pool")
+            done += len(batch)
+            del out
+    return n / dt
+
+
 def bench_pool_apply_async(mp, n, start_method="fork"):
     """n pool.apply_async(f, (i,)) calls, then every result's get()."""
     k = processes()
@@ -276,6 +310,10 @@ WORKLOADS = [
     Workload("pool-map", bench_pool_map, 100_000, "task",
              "pool.map(f, range(n)), trivial f, the stdlib's default chunk size",
              probe=_probe_pool, peers={"mpire": mpire_pool_map, "loky": loky_pool_map}),
+    Workload("pool-map-1mib", bench_pool_map_1mib, 64, "1 MiB item",
+             "pool.map(f, items) of 1 MiB bytes items, f returning its item, the stdlib's "
+             "default chunk size",
+             probe=_probe_pool),
     Workload("pool-apply-async", bench_pool_apply_async, 5_000, "task",
              "n apply_async(f, (i,)) (loky: submit), then every result",
              probe=_probe_pool,
