@@ -152,10 +152,12 @@ static void
 channel_destroy(PoolChannelObject *self)
 {
     if (self->hdr != NULL && self->owner == fm_self_pid()) {
-        /* No thread may still be inside wait() when the mapping goes. */
+        /* No thread may still be inside wait() or put_record() when the
+         * mapping goes (a putter waiting for room leaves within a slice). */
         atomic_store_explicit(&self->closing, 1, memory_order_seq_cst);
         Py_BEGIN_ALLOW_THREADS
-        while (atomic_load_explicit(&self->waiting, memory_order_seq_cst) > 0) {
+        while (atomic_load_explicit(&self->waiting, memory_order_seq_cst) > 0 ||
+               atomic_load_explicit(&self->putting, memory_order_seq_cst) > 0) {
             if (atomic_load_explicit(&self->leader, memory_order_seq_cst))
                 fm_pool_post_control(self, FM_RES_NUDGE, 0);
             fm_pool_bump_dispatch(self);
@@ -171,7 +173,12 @@ channel_destroy(PoolChannelObject *self)
         fm_pool_big_cache_close(self->st, &self->big, 1);
         char name[FM_SHM_NAME_MAX];
         snprintf(name, sizeof name, "%s", self->seg->name);
-        fm_segment_destroy(self->seg, 1);
+        /* closed before the mapping goes: the hook below runs Python code,
+         * which lets other threads run, and they must find it closed */
+        fm_segment *seg = self->seg;
+        self->seg = NULL;
+        self->hdr = NULL;
+        fm_segment_destroy(seg, 1);
         fm_segment_gone(self->st, name);
     }
     self->seg = NULL;
@@ -239,10 +246,48 @@ any_busy(fm_pool_hdr *h)
  * GIL released when `block`; the copy happens with the GIL back (the bytes
  * objects are Python objects).  Returns FM_OK, FM_AGAIN (ring full and not
  * blocking), FM_OVERFLOW (too big for one record), FM_PYERR. */
+static int put_record_in(PoolChannelObject *self, uint32_t kind, uint32_t mode, uint64_t job,
+                         uint32_t first, PyObject *func, PyObject **entries,
+                         const uint32_t *flags, uint32_t n, int block, int lazy,
+                         uint64_t timeout_ns);
+
+/* Enter the channel as a putter: -1 (ValueError) when it is closing or
+ * closed.  Counted first, then checked: close() sets `closing` first, then
+ * waits for the count, so one of the two sees the other. */
+static int
+channel_entered(PoolChannelObject *self)
+{
+    atomic_fetch_add_explicit(&self->putting, 1, memory_order_seq_cst);
+    if (self->hdr == NULL || atomic_load_explicit(&self->closing, memory_order_seq_cst)) {
+        atomic_fetch_sub_explicit(&self->putting, 1, memory_order_seq_cst);
+        PyErr_SetString(PyExc_ValueError, "pool channel is closed");
+        return -1;
+    }
+    return 0;
+}
+
 static int
 put_record(PoolChannelObject *self, uint32_t kind, uint32_t mode, uint64_t job,
            uint32_t first, PyObject *func, PyObject **entries, const uint32_t *flags,
            uint32_t n, int block, int lazy, uint64_t timeout_ns)
+{
+    /* Counted in `putting` from here to the end: close() (channel_destroy)
+     * unmaps the channel only once no thread is in here, and a thread
+     * waiting for room sees `closing` within a wait slice and leaves.  (A
+     * pool's feeder thread blocked here on a full ring, terminate() on the
+     * main thread: the feeder woke into the unmapped ring.) */
+    if (channel_entered(self) < 0)
+        return FM_PYERR;
+    int s = put_record_in(self, kind, mode, job, first, func, entries, flags, n, block, lazy,
+                          timeout_ns);
+    atomic_fetch_sub_explicit(&self->putting, 1, memory_order_seq_cst);
+    return s;
+}
+
+static int
+put_record_in(PoolChannelObject *self, uint32_t kind, uint32_t mode, uint64_t job,
+              uint32_t first, PyObject *func, PyObject **entries, const uint32_t *flags,
+              uint32_t n, int block, int lazy, uint64_t timeout_ns)
 {
     fm_ring *r = fm_pool_task_ring(self->hdr);
     size_t flen = func ? (size_t)PyBytes_GET_SIZE(func) : 0;
@@ -255,7 +300,15 @@ put_record(PoolChannelObject *self, uint32_t kind, uint32_t mode, uint64_t job,
     uint32_t pid = fm_self_pid();
     int s;
     if (block) {
-        FM_BLOCKING(s, fm_ring_claim_space(r, (uint32_t)total, pid, FM_FOREVER, fm_spin, &c));
+        /* each wait slice looks at `closing` (see put_record) */
+        FM_BLOCKING(s, atomic_load_explicit(&self->closing, memory_order_seq_cst)
+                           ? FM_BROKEN
+                           : fm_ring_claim_space(r, (uint32_t)total, pid, FM_FOREVER, fm_spin,
+                                                 &c));
+        if (s == FM_BROKEN && atomic_load_explicit(&self->closing, memory_order_seq_cst)) {
+            PyErr_SetString(PyExc_ValueError, "pool channel is closed");
+            return FM_PYERR;
+        }
     } else {
         s = fm_ring_claim_space(r, (uint32_t)total, pid, 0, 0, &c);
         if (s == FM_TIMEOUT)

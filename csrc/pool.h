@@ -103,6 +103,7 @@ typedef struct {
     _Atomic uint32_t disp_sleepers;
     _Atomic uint32_t in_take;       /* the collector thread sleeps on the ring */
     _Atomic uint32_t waiting;       /* threads inside wait() */
+    _Atomic uint32_t putting;       /* threads inside put_record() (pool.c) */
     _Atomic uint32_t closing;
     _Atomic uint32_t stopping;      /* stop_collector(): do not park, take the STOP */
     _Atomic uint32_t retired;       /* a RETIRE record came: the collector calls on_dead */
