@@ -1026,7 +1026,9 @@ PoolChannel_get_slots(PoolChannelObject *self, void *Py_UNUSED(closure))
 static PyObject *
 PoolChannel_get_closed(PoolChannelObject *self, void *Py_UNUSED(closure))
 {
-    return PyBool_FromLong(self->hdr == NULL);
+    /* closing counts: a thread that left a put because of it sees why */
+    return PyBool_FromLong(self->hdr == NULL ||
+                           atomic_load_explicit(&self->closing, memory_order_seq_cst));
 }
 
 static PyObject *
