@@ -797,12 +797,10 @@ PoolChannel_big_slots(PoolChannelObject *self, PyObject *Py_UNUSED(ignored))
 
 /* ------------------------------------------------------------ the slots */
 
-PyDoc_STRVAR(slot_doc,
-"slot($self, i, /)\n--\n\n"
-"Worker slot i as (pid, state, job, first, count, tasks_done).");
-
-static PyObject *
-PoolChannel_slot(PoolChannelObject *self, PyObject *arg)
+/* The worker slot an index argument names; NULL with an exception (closed
+ * channel, not an int, IndexError). */
+static fm_pool_slot *
+slot_arg(PoolChannelObject *self, PyObject *arg)
 {
     if (!channel_alive(self))
         return NULL;
@@ -813,7 +811,19 @@ PoolChannel_slot(PoolChannelObject *self, PyObject *arg)
         PyErr_SetString(PyExc_IndexError, "slot index out of range");
         return NULL;
     }
-    fm_pool_slot *sl = fm_pool_slot_at(self->hdr, (uint32_t)i);
+    return fm_pool_slot_at(self->hdr, (uint32_t)i);
+}
+
+PyDoc_STRVAR(slot_doc,
+"slot($self, i, /)\n--\n\n"
+"Worker slot i as (pid, state, job, first, count, tasks_done).");
+
+static PyObject *
+PoolChannel_slot(PoolChannelObject *self, PyObject *arg)
+{
+    fm_pool_slot *sl = slot_arg(self, arg);
+    if (sl == NULL)
+        return NULL;
     uint32_t state = atomic_load_explicit(&sl->state, ACQ);
     return Py_BuildValue("(kkKkkK)", (unsigned long)atomic_load_explicit(&sl->pid, RLX),
                          (unsigned long)state,
@@ -869,16 +879,9 @@ PyDoc_STRVAR(timed_out_doc,
 static PyObject *
 PoolChannel_timed_out(PoolChannelObject *self, PyObject *arg)
 {
-    if (!channel_alive(self))
+    fm_pool_slot *sl = slot_arg(self, arg);
+    if (sl == NULL)
         return NULL;
-    long i = PyLong_AsLong(arg);
-    if (i == -1 && PyErr_Occurred())
-        return NULL;
-    if (i < 0 || (unsigned long)i >= self->hdr->nslots) {
-        PyErr_SetString(PyExc_IndexError, "slot index out of range");
-        return NULL;
-    }
-    fm_pool_slot *sl = fm_pool_slot_at(self->hdr, (uint32_t)i);
     if (atomic_load_explicit(&sl->deadline, ACQ) != FM_POOL_DEADLINE_KILLED)
         Py_RETURN_NONE;
     return PyLong_FromUnsignedLong(atomic_load_explicit(&sl->running, RLX));
