@@ -40,6 +40,7 @@ from multiprocessing.managers import (  # noqa: F401
 from multiprocessing.reduction import ForkingPickler as _ForkingPickler
 
 from . import _core
+from . import _mgr_data, _mgr_sync
 from . import _lifecycle  # noqa: F401  (segment tracking, fork and exit hooks)
 from ._stdlib import forward as _forward
 
@@ -570,16 +571,21 @@ SharedNamespaceProxy._fm_methods = _method_table(SharedNamespaceProxy, Namespace
 
 # ------------------------------------------------------------------- manager
 
-def _destroy_all(objects, lock, proxies=()):
+def _destroy_all(objects, lock, proxies=(), life=None):
     with lock:
-        kvs = list(objects.values())
+        kept = list(objects.values())
         objects.clear()
-        kvs.extend(p._kv for p in list(proxies))
-    for kv in kvs:
-        kv.destroy()
+        kept.extend(p._kv for p in list(proxies) if isinstance(p, _SharedProxy))
+        if life:
+            kept.append(life.pop())
+    for obj in kept:
+        # the shared dicts, lists and namespaces, and the life token of the C objects (their
+        # proxies raise from now on); a C object itself goes with its last reference
+        if type(obj) is _SharedKV:
+            obj.destroy()
 
 
-def _finalize(server, objects, lock, state, proxies=()):
+def _finalize(server, objects, lock, state, proxies=(), life=None):
     """shutdown(): the server's own finalizer (if a server was started), then free the shared
     objects."""
     try:
@@ -587,7 +593,7 @@ def _finalize(server, objects, lock, state, proxies=()):
             server[0]()
     finally:
         state.value = State.SHUTDOWN
-        _destroy_all(objects, lock, proxies)
+        _destroy_all(objects, lock, proxies, life)
 
 
 class SyncManager(_std.SyncManager):
@@ -607,6 +613,7 @@ class SyncManager(_std.SyncManager):
         self._fm_local = False
         self._fm_server = []            # the server's finalizer, once started
         self._fm_pending = None         # (initializer, initargs) until the server starts
+        self._fm_life = []              # the life token of its C objects, once one is made
 
     def start(self, initializer=None, initargs=()):
         if self._state.value != State.INITIAL:
@@ -619,7 +626,7 @@ class SyncManager(_std.SyncManager):
         self._state.value = State.STARTED
         self.shutdown = _util.Finalize(
             self, _finalize, args=(self._fm_server, self._fm_objects, self._fm_lock,
-                                   self._state, self._fm_proxies),
+                                   self._state, self._fm_proxies, self._fm_life),
             exitpriority=0)
         if initializer is not None:
             self._fm_need_server()      # the initializer runs in the server, at start
@@ -671,10 +678,32 @@ class SyncManager(_std.SyncManager):
             self._fm_proxies.add(proxy)
         return proxy
 
-    def _fm_keep(self, kv):
+    def _fm_keep(self, obj):
         with self._fm_lock:
             if self._state.value == State.STARTED:
-                self._fm_objects.setdefault(id(kv), kv)
+                self._fm_objects.setdefault(id(obj), obj)
+
+    def _fm_adopt(self, cls, obj, typeid):
+        """A proxy of class cls (an _mgr_objects.CObjectProxy) on the C object obj, which this
+        manager made for typeid."""
+        with self._fm_lock:
+            if self._state.value != State.STARTED:
+                raise AssertionError("server not yet started")
+            if not self._fm_life:
+                self._fm_life.append(_SharedKV(_SharedKV.DICT))
+            proxy = cls._fm_from(obj, self._fm_life[0], typeid, self)
+        return proxy
+
+    def _fm_factory(self, typeid):
+        """The factory making typeid's C object here, or None (then the stdlib's server makes
+        it)."""
+        if not self._fm_local:
+            return None
+        factory = _C_TYPEIDS.get(typeid)
+        if factory is None or self._registry.get(typeid) is not _std.SyncManager._registry.get(
+                typeid):
+            return None     # a subclass register()ed its own callable for this typeid
+        return factory
 
     def dict(self, *args, **kwds):
         if not self._fm_local:
@@ -702,6 +731,30 @@ class SyncManager(_std.SyncManager):
         for k, v in vars(initial).items():
             setattr(proxy, k, v)
         return proxy
+
+
+# Typeids whose objects are fastmp's C objects: typeid -> factory(manager, *args, **kwds).
+_C_TYPEIDS = {}
+for _module in (_mgr_sync, _mgr_data):
+    _C_TYPEIDS.update(_module.TYPEIDS)
+
+
+def _c_typeid_method(typeid):
+    std_method = getattr(_std.SyncManager, typeid)
+
+    def method(self, *args, **kwds):
+        factory = self._fm_factory(typeid)
+        if factory is None:
+            return std_method(self, *args, **kwds)
+        return factory(self, *args, **kwds)
+
+    method.__name__ = method.__qualname__ = typeid
+    method.__doc__ = std_method.__doc__
+    return method
+
+
+for _typeid in _C_TYPEIDS:
+    setattr(SyncManager, _typeid, _c_typeid_method(_typeid))
 
 
 __getattr__, __dir__ = _forward(globals(), _std)
