@@ -151,6 +151,23 @@ channel_alive(PoolChannelObject *self)
 static void
 channel_destroy(PoolChannelObject *self)
 {
+    /* One thread destroys; another calling close() meanwhile (a user's
+     * close next to terminate()'s, say) waits until it is done: both would
+     * drain and unlink the same segment, since the hooks below let threads
+     * run.  Every caller holds the GIL here, and the first one returns
+     * only once the channel is gone. */
+    uint32_t was = 0;
+    if (!atomic_compare_exchange_strong_explicit(&self->destroying, &was, 1,
+                                                 memory_order_seq_cst, memory_order_seq_cst)) {
+        if (was == 1 && self->destroyer != PyThread_get_thread_ident()) {
+            Py_BEGIN_ALLOW_THREADS
+            while (atomic_load_explicit(&self->destroying, memory_order_seq_cst) != 2)
+                usleep(1000);
+            Py_END_ALLOW_THREADS
+        }
+        return;
+    }
+    self->destroyer = PyThread_get_thread_ident();
     if (self->hdr != NULL && self->owner == fm_self_pid()) {
         /* No thread may still be inside wait() or put_record() when the
          * mapping goes (a putter waiting for room leaves within a slice). */
@@ -183,6 +200,7 @@ channel_destroy(PoolChannelObject *self)
     }
     self->seg = NULL;
     self->hdr = NULL;
+    atomic_store_explicit(&self->destroying, 2, memory_order_seq_cst);
 }
 
 static int

@@ -105,6 +105,9 @@ typedef struct {
     _Atomic uint32_t waiting;       /* threads inside wait() */
     _Atomic uint32_t putting;       /* threads inside put_record() (pool.c) */
     _Atomic uint32_t closing;
+    /* channel_destroy: 0 not begun, 1 running (in one thread), 2 done */
+    _Atomic uint32_t destroying;
+    unsigned long destroyer;        /* the thread running it (a re-entry returns) */
     _Atomic uint32_t stopping;      /* stop_collector(): do not park, take the STOP */
     _Atomic uint32_t retired;       /* a RETIRE record came: the collector calls on_dead */
     PyObject *weakreflist;

@@ -42,3 +42,48 @@ def test_terminate_while_the_feeder_posts(method):
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=170)
     assert proc.returncode == 0, (proc.returncode, proc.stderr.decode()[-3000:])
     assert proc.stdout.split() == [b"survived"]
+
+
+
+TWO_CLOSERS = """
+import sys, threading, time
+import fastmp
+from fastmp import _core, _lifecycle
+
+gone = []
+
+def slow_hook(name):
+    gone.append(name)
+    time.sleep(0.2)             # the GIL is free: the other closer runs now
+    _lifecycle._segment_gone(name)
+
+ctx = fastmp.get_context(sys.argv[1])
+for _ in range(3):
+    del gone[:]
+    pool = ctx.Pool(2)
+    assert len(pool.apply(bytes, (8 << 20,))) == 8 << 20     # a big slot to unlink at close
+    channel = pool._dispatcher.channel
+    name = channel.name
+    _core._set_segment_gone_hook(slow_hook)
+    threads = [threading.Thread(target=channel.close) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    _core._set_segment_gone_hook(_lifecycle._segment_gone)
+    assert channel.closed
+    print(gone.count(name), len(gone) - len(set(gone)), flush=True)
+    pool.terminate()
+print("survived")
+"""
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_two_threads_close_one_channel(method):
+    # the second closer waits for the first: each segment is unlinked, and the tracker told,
+    # once (both used to drain the big slots and unlink the channel: SIGSEGV)
+    proc = subprocess.run([sys.executable, "-c", TWO_CLOSERS, method], cwd=TESTS_DIR,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=110)
+    assert proc.returncode == 0, (proc.returncode, proc.stderr.decode()[-3000:])
+    assert proc.stdout.split() == [b"1", b"0"] * 3 + [b"survived"]
