@@ -46,30 +46,24 @@ def _rebuild(cls, c_type, state, life_state, typeid):
     return cls._fm_from(c_type._fm_attach(state), life, typeid)
 
 
-class CObjectProxy:
-    """Mixed in before the stdlib's proxy class.  ``_obj`` is the C object, ``_life`` the
-    manager's life token.  A subclass defines the exposed methods (each starting with
-    ``self._check()``) and ``_fm_methods`` (name -> function, for ``_callmethod``)."""
+class LocalProxy:
+    """The BaseProxy API of a proxy whose referent is in shared memory, used in the calling
+    process: mixed in before the stdlib's proxy class (none of its server machinery is used).
+    The shared dict/list/Namespace proxies (managers.py) and CObjectProxy share it.  A subclass
+    sets ``_fm_methods`` (name -> function, for ``_callmethod``) and ``_fm_proxy_name``."""
 
     _fm_methods = {}
 
     @classmethod
-    def _fm_from(cls, obj, life, typeid, manager=None):
+    def _fm_make(cls, typeid, manager, **fields):
+        """A proxy with these instance attributes, bypassing BaseProxy.__init__ (no server)."""
         self = object.__new__(cls)
         d = self.__dict__
-        d["_obj"] = obj
-        d["_life"] = life
+        d.update(fields)
         d["_manager"] = manager
         d["_token"] = Token(typeid, None, "%x" % id(self))
         return self
 
-    def _check(self):
-        """BrokenPipeError once the manager shut down (as the stdlib's proxy raises when its
-        server is gone)."""
-        if self._life.closed:
-            raise _gone(BrokenPipeError, _errno.EPIPE)
-
-    # ---- the BaseProxy API
     def _callmethod(self, methodname, args=(), kwds={}):
         """Run a method of the referent, as BaseProxy._callmethod does (here: locally)."""
         try:
@@ -78,10 +72,6 @@ class CObjectProxy:
             raise AttributeError(
                 f"{type(self).__name__!r} object has no method {methodname!r}") from None
         return method(self, *args, **kwds)
-
-    def _getvalue(self):
-        self._check()
-        return self._obj
 
     def _incref(self):
         pass
@@ -95,6 +85,29 @@ class CObjectProxy:
     def _connect(self):
         pass
 
+    def __repr__(self):
+        return "<%s object, typeid %r at %#x>" % (
+            self._fm_proxy_name, self._token.typeid, id(self))
+
+
+class CObjectProxy(LocalProxy):
+    """A proxy on a fastmp C object.  ``_obj`` is the C object, ``_life`` the manager's life
+    token.  A subclass defines the exposed methods, each starting with ``self._check()``."""
+
+    @classmethod
+    def _fm_from(cls, obj, life, typeid, manager=None):
+        return cls._fm_make(typeid, manager, _obj=obj, _life=life)
+
+    def _check(self):
+        """BrokenPipeError once the manager shut down (as the stdlib's proxy raises when its
+        server is gone)."""
+        if self._life.closed:
+            raise _gone(BrokenPipeError, _errno.EPIPE)
+
+    def _getvalue(self):
+        self._check()
+        return self._obj
+
     def __reduce__(self):
         self._check()
         manager = self._manager
@@ -103,10 +116,6 @@ class CObjectProxy:
             manager._fm_keep(self._obj)
         return _rebuild, (type(self), type(self._obj), self._obj._fm_state(),
                           self._life._fm_state(), self._token.typeid)
-
-    def __repr__(self):
-        return "<%s object, typeid %r at %#x>" % (
-            self._fm_proxy_name, self._token.typeid, id(self))
 
     def __str__(self):
         try:

@@ -41,6 +41,7 @@ from multiprocessing.reduction import ForkingPickler as _ForkingPickler
 
 from . import _core
 from . import _mgr_data, _mgr_sync
+from ._mgr_objects import LocalProxy as _LocalProxy
 from . import _lifecycle  # noqa: F401  (segment tracking, fork and exit hooks)
 from ._stdlib import forward as _forward
 
@@ -168,41 +169,14 @@ def _rebuild(cls, state, typeid):
     return cls._fm_from(kv, typeid)
 
 
-class _SharedProxy:
+class _SharedProxy(_LocalProxy):
     """What the three shared proxies have in common (mixed in before the stdlib's proxy class,
     so that isinstance() checks against DictProxy, ListProxy, NamespaceProxy and BaseProxy
     still hold; none of the stdlib proxy's server machinery is used)."""
 
     @classmethod
     def _fm_from(cls, kv, typeid, manager=None):
-        self = object.__new__(cls)
-        d = self.__dict__
-        d["_kv"] = kv
-        d["_manager"] = manager
-        d["_token"] = Token(typeid, None, "%x" % id(self))
-        return self
-
-    # ---- the BaseProxy API
-    def _callmethod(self, methodname, args=(), kwds={}):
-        """Run a method of the referent, as BaseProxy._callmethod does (here: locally)."""
-        try:
-            method = self._fm_methods[methodname]
-        except KeyError:
-            raise AttributeError(
-                f"{type(self).__name__!r} object has no method {methodname!r}") from None
-        return method(self, *args, **kwds)
-
-    def _incref(self):
-        pass
-
-    def _decref(self):
-        pass
-
-    def _after_fork(self):
-        pass
-
-    def _connect(self):
-        pass
+        return cls._fm_make(typeid, manager, _kv=kv)
 
     def __reduce__(self):
         manager = self._manager
@@ -213,10 +187,6 @@ class _SharedProxy:
 
     def __deepcopy__(self, memo):
         return self._getvalue()
-
-    def __repr__(self):
-        return "<%s object, typeid %r at %#x>" % (
-            self._fm_proxy_name, self._token.typeid, id(self))
 
     def __str__(self):
         try:
