@@ -534,6 +534,21 @@ no:
     return NULL;
 }
 
+/* One packed result (8 bytes: an int64 with FM_ENTRY_I64, else a double)
+ * as a new int or float. */
+static PyObject *
+packed_number(const unsigned char *p, uint32_t flags)
+{
+    if (flags & FM_ENTRY_I64) {
+        long long v;
+        memcpy(&v, p, 8);
+        return PyLong_FromLongLong(v);
+    }
+    double d;
+    memcpy(&d, p, 8);
+    return PyFloat_FromDouble(d);
+}
+
 static PyObject *
 decode_vector(const unsigned char *p, size_t len, uint32_t flags)
 {
@@ -544,17 +559,7 @@ decode_vector(const unsigned char *p, size_t len, uint32_t flags)
     Py_ssize_t n = (Py_ssize_t)(len / 8);
     PyObject *list = PyList_New(n);
     for (Py_ssize_t i = 0; list != NULL && i < n; i++) {
-        PyObject *o;
-        if (flags & FM_ENTRY_I64) {
-            long long v;
-            memcpy(&v, p + 8 * i, 8);
-            o = PyLong_FromLongLong(v);
-        }
-        else {
-            double d;
-            memcpy(&d, p + 8 * i, 8);
-            o = PyFloat_FromDouble(d);
-        }
+        PyObject *o = packed_number(p + 8 * i, flags);
         if (o == NULL)
             Py_CLEAR(list);
         else
@@ -726,17 +731,7 @@ place_vector(const unsigned char *p, size_t len, uint32_t flags, const fm_place 
     }
     PyObject **items = ((PyListObject *)place->list)->ob_item + place->start;
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *o;
-        if (flags & FM_ENTRY_I64) {
-            long long v;
-            memcpy(&v, p + 8 * i, 8);
-            o = PyLong_FromLongLong(v);
-        }
-        else {
-            double d;
-            memcpy(&d, p + 8 * i, 8);
-            o = PyFloat_FromDouble(d);
-        }
+        PyObject *o = packed_number(p + 8 * i, flags);
         if (o == NULL)
             return NULL;
         PyObject *old = items[i];

@@ -437,6 +437,16 @@ def _how_it_ended(exitcode):
     return f"exited with exit code {exitcode}"
 
 
+def _dumped_for(d, func, result):
+    """func's pickle for the tasks of result, or None when it does not pickle: then every task
+    of result has failed with that error."""
+    try:
+        return d.dump_function(func)
+    except Exception as exc:
+        _fail_everything(result, exc)
+        return None
+
+
 def _fail_everything(result, exc):
     if isinstance(result, MapResult):
         result._fail_held(0, len(result._done), exc)
@@ -656,10 +666,8 @@ class Pool(_std.Pool):
             return result
         result._bar = bar
         d = self._dispatcher
-        try:
-            fdata = d.dump_function(func)
-        except Exception as exc:
-            _fail_everything(result, exc)
+        fdata = _dumped_for(d, func, result)
+        if fdata is None:
             return result
         chunks = _chunks(iterable, chunksize)
         d.submit(result, mode, fdata, chunks, chunksize=chunksize)
@@ -678,10 +686,8 @@ class Pool(_std.Pool):
         result = MapResult(self, 1, len(iterable), callback, error_callback)
         result._bar = bar
         d = self._dispatcher
-        try:
-            fdata = d.dump_function(func)
-        except Exception as exc:
-            _fail_everything(result, exc)
+        fdata = _dumped_for(d, func, result)
+        if fdata is None:
             return result
         items = _chunks(iterable, 1)
         d.timed.add(result._job, _TimedJob(task_timeout, mode, fdata, items, func, call))
