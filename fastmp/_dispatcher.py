@@ -141,6 +141,29 @@ class Feed:
         self.first, self.lazy, self.chunksize, self.batch = first, lazy, chunksize, batch
 
 
+def _start_method(ctx):
+    try:
+        return ctx.get_start_method()
+    except Exception:
+        return None
+
+
+def preload_in_forkserver(module):
+    """Have the forkserver import module when it starts (when it is not running yet), so that
+    every process it forks finds the module loaded.  The workers' code lives in fastmp.pool
+    or fastmp.futures, which a forkserver started from a __main__ that imports fastmp alone
+    does not have: each worker would import it again, several ms, paid once per task with
+    maxtasksperchild=1.  A forkserver already running is left alone."""
+    from multiprocessing import forkserver
+    server = getattr(forkserver, "_forkserver", None)
+    preload = getattr(server, "_preload_modules", None)
+    if preload is None or getattr(server, "_forkserver_alive_fd", 0) is not None:
+        return
+    if module not in preload:
+        # a new list: the one the user gave set_forkserver_preload() stays as it was
+        server._preload_modules = list(preload) + [module]
+
+
 class Dispatcher:
     """Everything the collector thread and the finalizer touch, kept apart from the Pool (or
     executor) so that an abandoned one can be garbage-collected (and its finalizer terminate
@@ -192,6 +215,8 @@ class Dispatcher:
             self.start_worker(slot)
 
     def start_worker(self, slot):
+        if _start_method(self.ctx) == "forkserver":
+            preload_in_forkserver(type(self).__module__)
         ch = self.channel
         ch.set_slot(slot, 0, SLOT_STARTING)
         # kwargs= only with a limit: a Pool.Process override may take target and args only

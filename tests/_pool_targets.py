@@ -116,3 +116,9 @@ def orphan_parent_main(method, out_path):
     with open(out_path, "w") as f:
         f.write(" ".join(str(p.pid) for p in pool._pool))
     os._exit(0)
+
+
+def loaded_fastmp_modules(_=None):
+    """The fastmp modules loaded in this process (imports none itself)."""
+    import sys
+    return sorted(m for m in sys.modules if m.startswith("fastmp"))

@@ -50,3 +50,47 @@ def test_maxtasksperchild_1_not_much_slower_than_the_stdlib():
             assert [v for v, _ in out] == [i * i for i in range(n + 4)]
     std, fm = min(times["stdlib"]), min(times["fastmp"])
     assert fm <= 2 * std, times
+
+
+FORKSERVER_PRELOAD = """
+import sys
+import fastmp
+from multiprocessing import forkserver
+import _pool_targets
+
+mine = ["__main__"]
+fastmp.set_forkserver_preload(mine)
+ctx = fastmp.get_context("forkserver")
+kind = sys.argv[1]
+if kind == "pool":
+    with ctx.Pool(1) as pool:
+        pool.apply(abs, (1,))
+else:
+    from fastmp.futures import ProcessPoolExecutor
+    with ProcessPoolExecutor(1, mp_context=ctx) as ex:
+        ex.submit(abs, 1).result()
+print(mine)
+print(forkserver._forkserver._preload_modules)
+# a plain child of the same forkserver: what it has loaded came from the forkserver
+with ctx.Pool(1, maxtasksperchild=1) as pool:
+    print(pool.apply(_pool_targets.loaded_fastmp_modules))
+"""
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("kind, module", [("pool", "fastmp.pool"),
+                                          ("executor", "fastmp.futures")])
+def test_forkserver_preloads_the_worker_module(kind, module):
+    # the forkserver a pool starts imports the workers' module once, so that a worker
+    # (one per task with maxtasksperchild=1) does not import it again; the user's
+    # preload list object is left as it was
+    import subprocess
+    import sys
+    from conftest import TESTS_DIR
+    proc = subprocess.run([sys.executable, "-c", FORKSERVER_PRELOAD, kind], cwd=TESTS_DIR,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=110)
+    assert proc.returncode == 0, proc.stderr.decode()[-3000:]
+    mine, preload, loaded = proc.stdout.decode().splitlines()
+    assert eval(mine) == ["__main__"]
+    assert eval(preload) == ["__main__", module]
+    assert module in eval(loaded)

@@ -137,10 +137,25 @@ def bench_pool_start(mp, n, start_method="fork"):
     return n / (perf_counter() - t0)
 
 
+def _fresh_forkserver():
+    """Stop the forkserver (shared by both libraries in one run) and give it back its default
+    preload: the next pool starts its own, as it would in a program that uses only its
+    library.  What that forkserver preloads is then up to the library, and each worker it
+    forks starts from there."""
+    from multiprocessing import forkserver
+    server = forkserver._forkserver
+    stop = getattr(server, "_stop", None)
+    if stop is not None:
+        stop()
+        server._preload_modules = ["__main__"]
+
+
 def bench_pool_maxtasks1(mp, n, start_method="fork"):
     """Pool(k, maxtasksperchild=1).map(f, range(n), chunksize=1): every task in a worker
     of its own, so each one costs a worker's exit and its replacement's start."""
     k = processes()
+    if start_method == "forkserver":
+        _fresh_forkserver()
     with _pool_closing(mp.get_context(start_method).Pool(k, maxtasksperchild=1)) as pool:
         t0 = perf_counter()
         out = pool.map(_work, range(n), chunksize=1)
