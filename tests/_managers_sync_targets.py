@@ -53,8 +53,8 @@ def blocked_call(kind, obj, ready):
         if kind in ("Lock", "RLock", "Semaphore"):
             obj.acquire()
         elif kind == "Condition":
-            with obj:
-                obj.wait()
+            obj.acquire()           # (no release on the way out: the stdlib's would hang)
+            obj.wait()
         else:                       # Event, Barrier
             obj.wait()
     except KeyboardInterrupt:

@@ -406,11 +406,14 @@ def test_pickled_in_the_same_process(manager):
     cond2 = pickle.loads(pickle.dumps(cond))
     with cond2:
         assert lock.acquire(False) is False
-    ev = pickle.loads(pickle.dumps(manager.Event()))
-    ev.set()
+    ev = manager.Event()
+    pickle.loads(pickle.dumps(ev)).set()
     assert ev.is_set() is True
-    b = pickle.loads(pickle.dumps(manager.Barrier(1)))
-    assert b.wait() == 0
+    b = manager.Barrier(1)
+    assert pickle.loads(pickle.dumps(b)).wait() == 0
+    sem = manager.BoundedSemaphore(2)
+    assert pickle.loads(pickle.dumps(sem)).acquire() is True
+    assert sem.acquire(False) is True and sem.acquire(False) is False
 
 
 def test_after_shutdown(mp):
