@@ -1,4 +1,5 @@
-"""The manager typeids whose objects are fastmp's C synchronization primitives (see _mgr_objects.py).
+"""The manager typeids whose objects are fastmp's C synchronization primitives (see
+_mgr_objects.py).
 
 ``Manager().Lock()``, ``RLock()``, ``Semaphore()``, ``BoundedSemaphore()``, ``Condition()``,
 ``Event()`` and ``Barrier()`` are fastmp's shared-memory objects (``_core.Lock`` ...), used
@@ -386,7 +387,7 @@ class SharedConditionProxy(_SyncProxy, ConditionProxy):
             raise RuntimeError(_MSG_NOTIFY_UNOWNED) from None
 
     def __reduce__(self):
-        rebuild, args = CObjectProxy.__reduce__(self)
+        _, args = CObjectProxy.__reduce__(self)
         name, offset, lock = args[2]
         return _rebuild, (args[0], _CondAttach, (name, offset, type(lock), lock._fm_state()),
                           *args[3:])
