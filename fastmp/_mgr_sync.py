@@ -23,6 +23,17 @@ Condition(lock): a Lock or RLock from a fastmp manager is used as the condition'
 object); any other lock goes to the stdlib's server (which is started for it), so it behaves
 exactly as with the stdlib's manager.
 
+Where they differ from the stdlib's: no server runs them, so a Barrier's action runs in the
+process whose wait() completes the round (the stdlib's runs it in the server) and needs to pickle
+only when the proxy does; Barrier(parties) checks parties (ValueError below 1, TypeError for a
+non-integer) where threading's accepts anything; a Semaphore's value is capped at SEM_VALUE_MAX
+(OSError above it, as fastmp.Semaphore); a bad argument to Semaphore() or BoundedSemaphore()
+raises threading's error itself, not a RemoteError around it; a Condition over a plain Lock
+counts as held only by the thread that acquired the lock (threading's treats "locked by anyone"
+as held); str() names fastmp's type (``<unlocked fastmp.synchronize.Lock object at 0x...>`` for
+``<unlocked _thread.lock object at 0x...>``), and an RLock held by another thread or process
+shows ``owner=other count=unknown``.
+
 Beyond the stdlib: a process killed while it holds a Lock, RLock or Semaphore does not hang the
 others (the C objects recover a dead holder, see docs/reliability.md), where the stdlib's
 server keeps the dead client's lock forever.
@@ -178,6 +189,8 @@ def _sem_release(obj, n=1):
     if n < 1:
         raise ValueError(_MSG_SEM_RELEASE_N)
     bounded = type(obj) is _BoundedSemaphore
+    # checked first so that n > 1 releases nothing when it would overflow (a release by
+    # another process in between can still stop it part way, with the same error)
     if bounded and n > 1 and obj.get_value() + n > obj.maxvalue:
         raise ValueError(_MSG_BOUNDED)
     try:
