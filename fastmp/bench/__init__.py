@@ -43,6 +43,8 @@ from .workloads import GROUPS, WORKLOADS
 # each group's workloads, and their functions (bench_*: fn(mp, n, start_method); a peer's,
 # ff_*, mpire_*, loky_*: fn(n, start_method))
 from .managers import WORKLOADS as MANAGERS_WORKLOADS
+from .manager_sync import WORKLOADS as _MANAGER_SYNC_WORKLOADS
+MANAGERS_WORKLOADS = MANAGERS_WORKLOADS + _MANAGER_SYNC_WORKLOADS
 from .misc import WORKLOADS as MISC_WORKLOADS
 from .pool import WORKLOADS as POOL_WORKLOADS
 from .queue import WORKLOADS as QUEUE_WORKLOADS
