@@ -127,12 +127,13 @@ def bench_manager_dict_2proc(mp, n, start_method="fork"):
 #
 # Set up as its README advises: one process writing keeps the default lock (a
 # multiprocessing.RLock, shared with forked children); two processes writing use
-# shared_lock=True (a lock word in the shared memory, on the atomics package), which also
-# holds when the children are spawned.  The stream buffer is the default 10 kB for small values
-# (about 450 updates between full dumps of a small dict; a 1 MiB buffer measured no faster) and
-# 16 MiB for the 1 MiB values: room for 15 of them before a full dump (of the 4 MiB dict),
-# where the default buffer would make every set a full dump.  A dict is created before the
-# timing and unlinked after (its control segment, its stream and its last full dump).
+# shared_lock=True (a lock word in the shared memory, on the atomics package), which also holds
+# when the children are spawned.  The stream buffer is the default 10 kB for small values (about
+# 450 updates between full dumps of a small dict; a 1 MiB buffer measured within a few per cent)
+# and 16 MiB for the 1 MiB values: room for 15 of them before a full dump (of the 4 MiB dict),
+# where the default buffer would make every set a full dump (a third of the speed; 64 MiB
+# measured no faster).  A dict is created before the timing and unlinked after (its control
+# segment, its stream and its last full dump).
 
 _UD_BIG_BUFFER = 16 << 20
 
