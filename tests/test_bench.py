@@ -307,3 +307,113 @@ def test_stub_matches_the_package():
               and (inspect.isfunction(v) or inspect.isclass(v))}
     assert sorted(public - names) == []
     assert sorted(set(bench.__all__) - names) == []
+
+
+# ---------------------------------------------------------------------------
+# UltraDict, the peer of the Manager dict workloads
+
+ULTRADICT_ROWS = ["manager-dict-set", "manager-dict-get", "manager-dict-2proc",
+                  "manager-dict-1mib"]
+
+
+def _importable(name):
+    # find_spec, not an import: importing UltraDict changes the stdlib's resource tracker for
+    # the whole process (see fastmp.bench.runner.tracker_kept), and this is the test process
+    import importlib.util
+    return importlib.util.find_spec(name) is not None
+
+
+def _ultradict_streams():
+    # UltraDict names its stream segment after its control segment, plus "_memory"
+    return {n for n in os.listdir("/dev/shm") if n.endswith("_memory")}
+
+
+def test_ultradict_is_the_peer_of_the_manager_dict_rows():
+    assert bench.PEERS["UltraDict"] == ("UltraDict", "UltraDict", "manager dicts")
+    with_peer = [w.name for w in bench.WORKLOADS if "UltraDict" in w.peers]
+    assert with_peer == ULTRADICT_ROWS
+
+
+@pytest.mark.skipif(not _importable("UltraDict"), reason="UltraDict is not installed")
+def test_ultradict_column_runs(tmp_path):
+    """The quick run of the four dict rows gives UltraDict a positive rate and a ratio in each
+    (the two-process row needs atomics for UltraDict's shared lock, and says so without it),
+    and leaves no UltraDict segment in /dev/shm."""
+    before = _ultradict_streams()
+    out = tmp_path / "ud.json"
+    proc = _run(["-m", "fastmp.bench", "--quick", "--only", ",".join(ULTRADICT_ROWS),
+                 "--json", str(out)], cwd=tmp_path, timeout=120)
+    data = json.loads(out.read_text())
+    libs = {lib["name"]: lib for lib in data["libs"]}
+    assert list(libs) == ["multiprocessing", "fastmp", "UltraDict"]
+    assert libs["UltraDict"]["available"] and libs["UltraDict"]["version"]
+    assert libs["UltraDict"]["for"] == "manager dicts"
+    rows = {r["workload"]: r for r in data["results"]}
+    assert list(rows) == ULTRADICT_ROWS
+    has_atomics = _importable("atomics")
+    for name, row in rows.items():
+        assert row["peers"] == ["UltraDict"], name
+        if name == "manager-dict-2proc" and not has_atomics:
+            assert "atomics" in row["errors"]["UltraDict"], row["errors"]
+            continue
+        assert row["errors"] == {}, (name, row["errors"])
+        rates = row["rates"]["UltraDict"]
+        assert len(rates) == data["rounds"] and all(_positive_finite(r) for r in rates), name
+        assert _positive_finite(row["ratio"]["UltraDict"]), name
+    assert proc.returncode == (0 if has_atomics else 1), proc.stdout + proc.stderr
+    head = next(line for line in proc.stdout.splitlines() if line.startswith("workload"))
+    assert head.split()[-1] == "UltraDict"
+    assert _ultradict_streams() - before == set()
+
+
+def test_ultradict_absent_when_not_importable(monkeypatch, tmp_path):
+    """Without UltraDict, its column says "absent" and the run goes on (exit 0), as for the
+    other peers; --no-peers leaves the column out."""
+    monkeypatch.setitem(sys.modules, "UltraDict", None)
+    lib = bench.load_peer("UltraDict")
+    assert lib.module is None and lib.kind == "peer"
+    assert lib.error.startswith(("ImportError", "ModuleNotFoundError")), lib.error
+
+    out = tmp_path / "absent.json"
+    code = ("import sys; sys.modules['UltraDict'] = None\n"
+            "from fastmp.bench import main\n"
+            f"sys.exit(main(['--quick', '--only', 'manager-dict-get', '--json', {str(out)!r}]))\n")
+    proc = _run(["-c", code], cwd=tmp_path, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    data = json.loads(out.read_text())
+    libs = {lib["name"]: lib for lib in data["libs"]}
+    assert libs["UltraDict"]["available"] is False and libs["UltraDict"]["kind"] == "peer"
+    (row,) = data["results"]
+    assert row["peers"] == ["UltraDict"] and "UltraDict" not in row["rates"]
+    assert set(row["ratio"]) == {"fastmp"}
+    line = next(line for line in proc.stdout.splitlines() if line.startswith("manager-dict-get"))
+    assert line.split()[-1] == "absent"
+    assert "pip install UltraDict" in proc.stdout
+
+    out = tmp_path / "nopeers.json"
+    proc = _run(["-m", "fastmp.bench", "--quick", "--only", "manager-dict-get", "--no-peers",
+                 "--json", str(out)], cwd=tmp_path, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    data = json.loads(out.read_text())
+    assert [lib["name"] for lib in data["libs"]] == ["multiprocessing", "fastmp"]
+    assert data["results"][0]["peers"] == []
+    head = next(line for line in proc.stdout.splitlines() if line.startswith("workload"))
+    assert head.split()[-1] == "spread"           # no peer column
+
+
+@pytest.mark.skipif(not _importable("UltraDict"), reason="UltraDict is not installed")
+def test_a_peer_import_leaves_the_resource_tracker_alone(tmp_path):
+    """Importing UltraDict takes shared memory out of the stdlib's resource tracker for the
+    whole process; loading it as a peer, and running its rounds, must not: the stdlib and
+    fastmp, timed in the same process, register their segments there."""
+    code = (
+        "from multiprocessing import resource_tracker as rt\n"
+        "before = (rt.register, rt.unregister, dict(rt._CLEANUP_FUNCS))\n"
+        "import fastmp.bench as bench\n"
+        "assert bench.load_peer('UltraDict').module is not None\n"
+        "assert (rt.register, rt.unregister, dict(rt._CLEANUP_FUNCS)) == before\n"
+        "assert bench.ultradict_dict_set(200) > 0\n"
+        "assert (rt.register, rt.unregister, dict(rt._CLEANUP_FUNCS)) == before\n"
+        "print('kept')\n")
+    proc = _run(["-c", code], cwd=tmp_path, timeout=60)
+    assert proc.returncode == 0 and proc.stdout == "kept\n", proc.stdout + proc.stderr

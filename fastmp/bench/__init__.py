@@ -11,7 +11,8 @@ fastmp/stdlib (higher is better for fastmp) and the spread of the per-round rati
 whose fastmp part is not C yet still runs: fastmp hands out the stdlib's object there, so its
 ratio is about 1 and shows how noisy the machine is.  Peers, when installed (``pip install
 'fastmp[bench]'``), get a column each: faster-fifo for the queue workloads, mpire and loky for
-the pool workloads; a peer that is not installed is reported absent.
+the pool workloads, UltraDict for the Manager dict workloads; a peer that is not installed is
+reported absent.
 
 A *workload* is a plain function ``fn(mp, n, start_method) -> float`` that runs ``n``
 operations with the library module ``mp`` (``multiprocessing`` or ``fastmp``), reached only
@@ -41,7 +42,7 @@ from .runner import (C_PART, DEFAULT_LIBS, FASTMP, NOT_C_PART, PEERS, STDLIB, Be
                      summary, watchdog)
 from .workloads import GROUPS, WORKLOADS
 # each group's workloads, and their functions (bench_*: fn(mp, n, start_method); a peer's,
-# ff_*, mpire_*, loky_*: fn(n, start_method))
+# ff_*, mpire_*, loky_*, ultradict_*: fn(n, start_method))
 from .managers import WORKLOADS as MANAGERS_WORKLOADS
 from .manager_sync import WORKLOADS as _MANAGER_SYNC_WORKLOADS
 MANAGERS_WORKLOADS = MANAGERS_WORKLOADS + _MANAGER_SYNC_WORKLOADS
@@ -68,7 +69,8 @@ from .pool import (bench_executor_submit, bench_pool_apply, bench_pool_apply_asy
                    mpire_pool_apply_async, mpire_pool_map, mpire_pool_start)
 from .managers import (bench_manager_dict_1mib, bench_manager_dict_2proc, bench_manager_dict_get,
                        bench_manager_dict_set, bench_manager_list_append,
-                       bench_manager_namespace)
+                       bench_manager_namespace, ultradict_dict_1mib, ultradict_dict_2proc,
+                       ultradict_dict_get, ultradict_dict_set)
 from .misc import (bench_manager_dict, bench_manager_start, bench_pipe_64k, bench_pipe_pingpong,
                    bench_process_start)
 

@@ -75,7 +75,7 @@ def _parser(prog=PROG, group=None):
                              f"workloads); the ratios are to the stdlib; a library named here "
                              f"that is unavailable is an error")
     parser.add_argument("--no-peers", action="store_true",
-                        help="leave out faster-fifo, mpire and loky even when installed")
+                        help=f"leave out the peers ({', '.join(PEERS)}) even when installed")
     parser.add_argument("--from-json", metavar="FILE",
                         help="run nothing: print the table of a saved --json FILE "
                              "(and --plot it)")

@@ -288,7 +288,8 @@ def plot(rep, path):
     peers = [lib["name"] for lib in rep["libs"]
              if lib["kind"] == "peer" and lib["available"]]
     series = [FASTMP] + [p for p in peers if any(p in r["ratio"] for r in rows)]
-    colors = {"faster-fifo": "#e69f00", "mpire": "#009e73", "loky": "#cc79a7"}
+    colors = {"faster-fifo": "#e69f00", "mpire": "#009e73", "loky": "#cc79a7",
+              "UltraDict": "#d55e00"}
     c_color, not_c_color = "#0b5394", "#a0a0a0"
     bar, gap = 0.32, 0.4
     # lay the rows out top to bottom; a row is as tall as the bars it has

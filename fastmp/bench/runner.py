@@ -19,7 +19,9 @@ import os
 import platform
 import signal
 import statistics
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from multiprocessing import resource_tracker
 
 STDLIB = "multiprocessing"
 FASTMP = "fastmp"
@@ -127,15 +129,40 @@ PEERS = {
     "faster-fifo": ("faster_fifo", "faster-fifo", "queues"),
     "mpire": ("mpire", "mpire", "pools"),
     "loky": ("loky", "loky", "pools"),
+    "UltraDict": ("UltraDict", "UltraDict", "manager dicts"),
 }
 
 
+@contextmanager
+def tracker_kept():
+    """``with tracker_kept():`` puts the stdlib's resource tracker back as it was on leaving:
+    its ``register`` and ``unregister`` functions and its table of cleanup functions.
+
+    A peer may change them for the whole process when imported (UltraDict takes shared memory
+    out of the tracker's hands, to unlink its segments itself).  In the process that also
+    times the stdlib and fastmp, that would change how they run (fastmp registers every
+    segment it creates with the tracker), so a peer's import, and its own rounds, run inside
+    this."""
+    saved = (resource_tracker.register, resource_tracker.unregister,
+             dict(getattr(resource_tracker, "_CLEANUP_FUNCS", {})))
+    try:
+        yield
+    finally:
+        resource_tracker.register, resource_tracker.unregister = saved[0], saved[1]
+        funcs = getattr(resource_tracker, "_CLEANUP_FUNCS", None)
+        if funcs is not None:
+            funcs.clear()
+            funcs.update(saved[2])
+
+
 def load_peer(name):
-    """Import a peer library.  Never raises: an absent peer comes back with .error set."""
+    """Import a peer library (leaving the stdlib's resource tracker as it was: see
+    :func:`tracker_kept`).  Never raises: an absent peer comes back with .error set."""
     import_name, dist, _ = PEERS[name]
     lib = Lib(name, kind="peer")
     try:
-        mod = importlib.import_module(import_name)
+        with tracker_kept():
+            mod = importlib.import_module(import_name)
     except Exception as exc:  # noqa: BLE001
         lib.error = f"{type(exc).__name__}: {exc}"
         return lib
