@@ -41,6 +41,11 @@ typedef struct {
     fm_kvctl ctl;
     char uid[2 * KV_UID_BYTES + 1];
     _Atomic uint32_t closed;
+    /* Changes so far, for the proxies' read caches: odd while a hold that
+     * may change the object is under way (kv_mutating), a new even number
+     * once it ends (kv_leave).  A holder killed in between leaves it odd,
+     * and caches stand aside until the next change. */
+    _Atomic uint64_t version;
 } kv_shared;
 
 typedef struct {
@@ -53,6 +58,7 @@ typedef struct {
     uint32_t tlock_pid;         /* the process tlock was made in */
     unsigned long owner;        /* thread inside enter/leave */
     int depth;                  /* nesting of enter in that thread */
+    int mutating;               /* this hold made `version` odd */
     uint64_t seen_gen;          /* the data segment this process last accounted for */
     char seen_name[FM_SHM_NAME_MAX];
     /* names told to the tracker for kh.new_name during this call (a write
@@ -167,6 +173,7 @@ kv_name_next(FmKVObject *self)
 }
 
 #define kv_write(self, st, call)                                                           \
+    kv_mutating(self);                                                                     \
     for (;;) {                                                                             \
         (st) = (call);                                                                     \
         if ((st) != FM_AGAIN)                                                              \
@@ -224,9 +231,26 @@ kv_leave(FmKVObject *self)
 {
     if (--self->depth > 0)
         return;
+    if (self->mutating) {
+        /* even again, and new: a cache filled before the change is stale */
+        atomic_fetch_add_explicit(&self->sh->version, 1, memory_order_seq_cst);
+        self->mutating = 0;
+    }
     self->owner = 0;
     fm_kv_end(&self->kh);
     PyThread_release_lock(self->tlock);
+}
+
+/* Inside a hold, before a call that may change the object: `version` goes
+ * odd (and past every value it had) until the hold ends. */
+static void
+kv_mutating(FmKVObject *self)
+{
+    if (self->mutating)
+        return;
+    uint64_t v = atomic_load_explicit(&self->sh->version, memory_order_relaxed);
+    atomic_store_explicit(&self->sh->version, (v | 1) + 2, memory_order_seq_cst);
+    self->mutating = 1;
 }
 
 /* Take the object for one hold: 0, 1 on timeout (nothing held), -1 with an
@@ -324,6 +348,16 @@ kv_enter_forever(FmKVObject *self)
 {
     int rc = kv_enter(self, FM_FOREVER, 0);
     return rc == 0 ? 0 : -1;
+}
+
+/* The same, for a call that may change the object (see kv_mutating). */
+static inline int
+kv_enter_to_change(FmKVObject *self)
+{
+    if (kv_enter_forever(self) < 0)
+        return -1;
+    kv_mutating(self);
+    return 0;
 }
 
 /* ----------------------------------------------------------- visitors */
@@ -607,6 +641,7 @@ KV_destroy(PyObject *op, PyObject *const *Py_UNUSED(args), Py_ssize_t nargs)
         Py_RETURN_NONE;
     if (kv_enter(self, FM_FOREVER, 1) != 0)
         return NULL;
+    kv_mutating(self);      /* every cache goes stale: reads raise from now on */
     fm_state *st = kv_state(self);
     if (st == NULL) {
         kv_leave(self);
@@ -716,7 +751,7 @@ static PyObject *
 KV_clear(PyObject *op, PyObject *const *Py_UNUSED(args), Py_ssize_t nargs)
 {
     FmKVObject *self = (FmKVObject *)op;
-    if (fm_no_args("clear", nargs) < 0 || kv_enter_forever(self) < 0)
+    if (fm_no_args("clear", nargs) < 0 || kv_enter_to_change(self) < 0)
         return NULL;
     int st = self->sh->ctl.kind == FM_KV_DICT ? fm_dict_clear(&self->kh, FM_FOREVER)
                                               : fm_vec_clear(&self->kh, FM_FOREVER);
@@ -767,6 +802,8 @@ dict_lookup(PyObject *op, PyObject *const *args, Py_ssize_t nargs, const char *n
     Py_ssize_t kn;
     if (one_key(name, args, nargs, &k, &kn) < 0 || kv_enter_forever(self) < 0)
         return NULL;
+    if (lookup == fm_dict_pop)
+        kv_mutating(self);
     kv_out o = {0};
     int found = 0;
     int st = lookup(&self->kh, k, (size_t)kn, FM_FOREVER, visit_one, &o, &found);
@@ -829,7 +866,7 @@ KV_dict_delete(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
     FmKVObject *self = (FmKVObject *)op;
     const char *k;
     Py_ssize_t kn;
-    if (one_key("dict_delete", args, nargs, &k, &kn) < 0 || kv_enter_forever(self) < 0)
+    if (one_key("dict_delete", args, nargs, &k, &kn) < 0 || kv_enter_to_change(self) < 0)
         return NULL;
     int found = 0;
     if (kv_finish(self, fm_dict_delete(&self->kh, k, (size_t)kn, FM_FOREVER, &found)) < 0)
@@ -853,7 +890,7 @@ static PyObject *
 KV_dict_popitem(PyObject *op, PyObject *const *Py_UNUSED(args), Py_ssize_t nargs)
 {
     FmKVObject *self = (FmKVObject *)op;
-    if (fm_no_args("dict_popitem", nargs) < 0 || kv_enter_forever(self) < 0)
+    if (fm_no_args("dict_popitem", nargs) < 0 || kv_enter_to_change(self) < 0)
         return NULL;
     kv_out o = {0};
     int found = 0;
@@ -988,7 +1025,7 @@ KV_list_delete(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
     FmKVObject *self = (FmKVObject *)op;
     int64_t i;
     if (fm_check_nargs("list_delete", nargs, 1, 1) < 0 || as_index(args[0], &i) < 0 ||
-        kv_enter_forever(self) < 0)
+        kv_enter_to_change(self) < 0)
         return NULL;
     int st = fm_vec_delete(&self->kh, i, FM_FOREVER);
     if (st == FM_OVERFLOW) {
@@ -1009,7 +1046,7 @@ KV_list_pop(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
     FmKVObject *self = (FmKVObject *)op;
     int64_t i = -1;
     if (fm_check_nargs("list_pop", nargs, 0, 1) < 0 || (nargs && as_index(args[0], &i) < 0) ||
-        kv_enter_forever(self) < 0)
+        kv_enter_to_change(self) < 0)
         return NULL;
     kv_out o = {0};
     uint64_t n = 0;
@@ -1150,7 +1187,7 @@ static PyObject *
 KV_list_reverse(PyObject *op, PyObject *const *Py_UNUSED(args), Py_ssize_t nargs)
 {
     FmKVObject *self = (FmKVObject *)op;
-    if (fm_no_args("list_reverse", nargs) < 0 || kv_enter_forever(self) < 0)
+    if (fm_no_args("list_reverse", nargs) < 0 || kv_enter_to_change(self) < 0)
         return NULL;
     if (kv_finish(self, fm_vec_reverse(&self->kh, FM_FOREVER)) < 0)
         return NULL;
@@ -1192,9 +1229,20 @@ static PyMethodDef KV_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
+static PyObject *
+KV_get_version(PyObject *op, void *Py_UNUSED(closure))
+{
+    FmKVObject *self = (FmKVObject *)op;
+    return PyLong_FromUnsignedLongLong(
+        atomic_load_explicit(&self->sh->version, memory_order_seq_cst));
+}
+
 static PyGetSetDef KV_getset[] = {
     {"closed", KV_get_closed, NULL, "Whether destroy() ran (in any process).", NULL},
     {"kind", KV_get_kind, NULL, "SharedKV.DICT or SharedKV.LIST.", NULL},
+    {"version", KV_get_version, NULL,
+     "Changes so far (any process): odd while one may be under way, a new even number\n"
+     "after each.  A value read while it stays the same even number is still current.", NULL},
     {"generation", KV_get_generation, NULL,
      "The data segment's generation (0: none yet); it grows as the data does.", NULL},
     {NULL, NULL, NULL, NULL, NULL},

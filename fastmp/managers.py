@@ -100,6 +100,12 @@ def _keep_server_proxies(value):
 
 _dec_value = _loads
 
+# What a proxy's read cache keeps (see _SharedProxy._fm_read): values of these types, whose
+# encoding is at most _CACHED_MAX bytes.
+_SHAREABLE = frozenset({int, float, complex, str, bytes, bool, type(None)})
+_CACHED_MAX = 1 << 16
+_MISS = object()
+
 
 class _FrozenKey(tuple):
     """A frozenset inside a key, as its items sorted by their encoding: pickles the same in
@@ -176,7 +182,35 @@ class _SharedProxy(_LocalProxy):
 
     @classmethod
     def _fm_from(cls, kv, typeid, manager=None):
-        return cls._fm_make(typeid, manager, _kv=kv)
+        return cls._fm_make(typeid, manager, _kv=kv, _fm_cache=(None, None))
+
+    def _fm_read(self, key):
+        """key's value, or _MISS when it is not there.  With a str or int key, through this
+        proxy's read cache: values read since the object last changed (in any process: its
+        version says), when they are immutable (handing out the same object is handing out
+        a copy).  The cache is one (version, dict) pair, replaced whole when the version
+        moves, so that a thread storing what it read goes into the dict of the version it saw
+        before its read."""
+        kv = self._kv
+        if type(key) is not str and type(key) is not int:
+            data = kv.dict_get(_enc_key(key))
+            return _MISS if data is None else _dec_value(data)
+        version = kv.version
+        seen, entries = self._fm_cache
+        if seen == version:
+            value = entries.get(key, _MISS)
+            if value is not _MISS:
+                return value
+        elif not version & 1:       # odd: a change is under way (or its writer died)
+            entries = {}
+            self.__dict__["_fm_cache"] = (version, entries)
+        data = kv.dict_get(_enc_key(key))
+        if data is None:
+            return _MISS
+        value = _dec_value(data)
+        if entries is not None and type(value) in _SHAREABLE and len(data) <= _CACHED_MAX:
+            entries[key] = value
+        return value
 
     def __reduce__(self):
         manager = self._manager
@@ -263,10 +297,10 @@ class SharedDictProxy(_SharedProxy, DictProxy):
         return self._kv.dict_contains(_enc_key(key))
 
     def __getitem__(self, key):
-        data = self._kv.dict_get(_enc_key(key))
-        if data is None:
+        value = self._fm_read(key)
+        if value is _MISS:
             raise KeyError(key)
-        return _dec_value(data)
+        return value
 
     def __setitem__(self, key, value):
         self._kv.dict_set(_enc_key(key), _enc_value(value))
@@ -281,9 +315,10 @@ class SharedDictProxy(_SharedProxy, DictProxy):
     def get(self, *args):
         if not 1 <= len(args) <= 2:
             raise _arg_count_error("get", args)
-        key, default = args[0], args[1] if len(args) > 1 else None
-        data = self._kv.dict_get(_enc_key(key))
-        return default if data is None else _dec_value(data)
+        value = self._fm_read(args[0])
+        if value is _MISS:
+            return args[1] if len(args) > 1 else None
+        return value
 
     def setdefault(self, *args):
         if not 1 <= len(args) <= 2:
@@ -497,10 +532,10 @@ class SharedNamespaceProxy(_SharedProxy, NamespaceProxy):
     def __getattr__(self, key):
         if key[0] == "_":
             return object.__getattribute__(self, key)
-        data = object.__getattribute__(self, "_kv").dict_get(_enc_key(key))
-        if data is None:
+        value = self._fm_read(key)
+        if value is _MISS:
             return getattr(Namespace(), key)    # a Namespace's own AttributeError
-        return _dec_value(data)
+        return value
 
     def __setattr__(self, key, value):
         if key[0] == "_":

@@ -105,3 +105,21 @@ def full_dev_shm_case():
 
 if __name__ == "__main__" and sys.argv[1:] == ["full"]:
     full_dev_shm_case()
+
+
+def take_turns(d, me, other, rounds):
+    """Add one to d["n"] whenever it is this side's turn, then hand the turn over: any stale
+    read of "turn" or "n" loses an increment or never sees its turn."""
+    for _ in range(rounds):
+        while d["turn"] != me:
+            pass
+        d["n"] = d["n"] + 1
+        d["turn"] = other
+
+
+def write_then_die(d):
+    import os
+    import signal
+    d._kv.begin()
+    d["k"] = 2
+    os.kill(os.getpid(), signal.SIGKILL)

@@ -352,6 +352,58 @@ def test_not_started(mp):
 
 # -------------------------------------------------------------------- processes
 
+def test_reads_see_every_change_of_another_process(ctx_manager, procs):
+    # the proxies keep what they read until the object changes: two processes taking turns
+    # through the dict lose nothing (a stale read would lose an increment or hang)
+    ctx, m = ctx_manager
+    d = m.dict(turn="a", n=0)
+    rounds = 200
+    p = start(procs, ctx, T.take_turns, d, "b", "a", rounds)
+    T.take_turns(d, "a", "b", rounds)
+    join_ok(p, timeout=120)
+    assert d["n"] == 2 * rounds and d.get("n") == 2 * rounds
+
+
+def test_reads_see_changes_through_another_proxy(manager):
+    d = manager.dict(k=1, t=(1, 2))
+    other = pickle.loads(pickle.dumps(d))
+    ns = manager.Namespace(x=1)
+    ns2 = pickle.loads(pickle.dumps(ns))
+    for _ in range(3):
+        assert (d["k"], d.get("k"), d["t"], ns.x) == (1, 1, (1, 2), 1)
+    other["k"] = 2
+    ns2.x = 2
+    assert (d["k"], d.get("k"), ns.x) == (2, 2, 2)
+    del other["k"]
+    assert d.get("k") is None and "k" not in d
+    with pytest.raises(KeyError):
+        d["k"]
+    other.update(k=3)
+    assert d["k"] == 3
+    other.clear()
+    assert d.get("k", "gone") == "gone"
+
+
+def test_reads_after_a_writer_died_mid_change(fastmp_ctx, procs):
+    # the writer dies holding the lock with its change under way: the version stays odd,
+    # and reads go to the object itself (no cache) until the next change
+    m = fastmp_ctx.Manager()
+    try:
+        d = m.dict(k=1)
+        assert d["k"] == 1
+        p = start(procs, fastmp_ctx, T.write_then_die, d)
+        p.join(60)
+        assert p.exitcode == -signal.SIGKILL
+        assert d._kv.version % 2 == 1
+        assert [d["k"], d["k"]] == [2, 2]
+        other = pickle.loads(pickle.dumps(d))
+        other["k"] = 3
+        assert d._kv.version % 2 == 0
+        assert [d["k"], d["k"]] == [3, 3]
+    finally:
+        m.shutdown()
+
+
 def test_two_processes_count_exactly(ctx_manager, procs):
     ctx, m = ctx_manager
     d = m.dict(n=0)
