@@ -42,7 +42,8 @@ from .runner import (C_PART, DEFAULT_LIBS, FASTMP, NOT_C_PART, PEERS, STDLIB, Be
 from .workloads import GROUPS, WORKLOADS
 # each group's workloads, and their functions (bench_*: fn(mp, n, start_method); a peer's,
 # ff_*, mpire_*, loky_*: fn(n, start_method))
-from .managers import WORKLOADS as MANAGERS_WORKLOADS
+from .managers import WORKLOADS as _MANAGERS_WORKLOADS
+from .manager_data import WORKLOADS as _MANAGER_DATA_WORKLOADS
 from .misc import WORKLOADS as MISC_WORKLOADS
 from .pool import WORKLOADS as POOL_WORKLOADS
 from .queue import WORKLOADS as QUEUE_WORKLOADS
@@ -69,6 +70,8 @@ from .managers import (bench_manager_dict_1mib, bench_manager_dict_2proc, bench_
                        bench_manager_namespace)
 from .misc import (bench_manager_dict, bench_manager_start, bench_pipe_64k, bench_pipe_pingpong,
                    bench_process_start)
+
+MANAGERS_WORKLOADS = _MANAGERS_WORKLOADS + _MANAGER_DATA_WORKLOADS
 
 __all__ = [
     "PIN_MODES", "set_pin_mode", "pin_mode", "cpu_plan", "pinned", "pin_self", "usable_cpus",
