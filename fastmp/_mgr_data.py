@@ -231,6 +231,7 @@ class SharedValueProxy(CObjectProxy, _std.ValueProxy):
             return repr(self)[:-1] + "; '__str__()' failed>"
 
 
+_named("ValueProxy", SharedValueProxy)     # the stdlib's proxy checks set()'s arguments itself
 SharedValueProxy._fm_methods = method_table(SharedValueProxy, _std.ValueProxy._exposed_)
 
 
