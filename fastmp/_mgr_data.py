@@ -7,7 +7,9 @@ What the stdlib's server holds for these typeids, and what fastmp holds instead:
   ``_core.Queue`` of the joinable kind (the ring of fastmp.Queue: an item is pickled by the
   caller, so a pickling error raises in put() with the queue unchanged, and a producer killed in
   the middle of a put does not wedge it).  queue.Queue's argument checks are made here
-  (a negative timeout raises ValueError where queue.Queue raises it).
+  (a negative timeout raises ValueError where queue.Queue raises it).  A put or get that waits
+  looks at its manager every half second: once the manager shut down it raises EOFError, as the
+  stdlib's proxy does when its server goes (join() waits in C without looking).
 - ``Value(typecode, value, lock=True)``: a ``managers.Value``, which stores any object (the
   typecode is only shown by its repr).  Here: a ``_core.SharedKV`` list of two items, the pickled
   value and the pickled typecode.  A set publishes the whole new value at once (a reader sees the
@@ -31,7 +33,7 @@ from multiprocessing import managers as _std
 from multiprocessing.reduction import ForkingPickler as _ForkingPickler
 
 from . import _core
-from . import queues as _queues  # noqa: F401  (sets the C queue's pickling hooks)
+from . import queues as _queues     # (also sets the C queue's pickling hooks)
 from ._mgr_objects import CObjectProxy, method_table
 
 _array = _array_mod.array
@@ -41,8 +43,8 @@ _Buffer = _core.BufferWrapper
 _HP = _pickle.HIGHEST_PROTOCOL
 _dumps = _pickle.dumps
 _loads = _pickle.loads
-_Empty = _queue.Empty
-_Full = _queue.Full
+_Empty = _queues.Empty
+_Full = _queues.Full
 
 
 def _made_by_server(make, *args, **kwds):
@@ -68,8 +70,8 @@ def _enc(value):
 
 
 def _named(owner, cls):
-    """Give cls's methods the qualified names of the stdlib referent's (owner.method), so that
-    a call with wrong arguments raises the TypeError the stdlib's server raises."""
+    """Give cls's public methods the qualified names owner.method, so that a call with wrong
+    arguments raises the TypeError the stdlib raises (its message names the method so)."""
     for name, func in list(vars(cls).items()):
         if callable(func) and not name.startswith("_"):
             func.__qualname__ = f"{owner}.{name}"
