@@ -81,19 +81,18 @@ def _named(owner, cls):
 # ----------------------------------------------------------------------- Queue
 
 _SLICE = 0.5       # how long a blocked put or get waits before it looks at its manager's life
+_ShutDown = getattr(_queue, "ShutDown", None)   # queue.Queue.shutdown(): Python 3.13+
 
 
 def _negative(timeout):
     return timeout is not None and timeout < 0
 
 
-class QueueProxy(CObjectProxy, _std.BaseProxy):
-    """A manager's Queue(): a fastmp C queue with the methods of queue.Queue (the stdlib's
-    proxy is an AutoProxy on a queue.Queue)."""
+class _QueueMethods(CObjectProxy, _std.BaseProxy):
+    """The methods of queue.Queue on a fastmp C queue (the stdlib's proxy is an AutoProxy on a
+    queue.Queue)."""
 
-    _fm_proxy_name = "AutoProxy[Queue]"
-    _exposed_ = ('empty', 'full', 'get', 'get_nowait', 'join', 'put', 'put_nowait', 'qsize',
-                 'task_done')
+    _exposed_ = tuple(_std.public_methods(_queue.Queue()))     # as the stdlib's AutoProxy
     _isauto = True
 
     def put(self, item, block=True, timeout=None):
@@ -117,30 +116,26 @@ class QueueProxy(CObjectProxy, _std.BaseProxy):
         """op(*args, slice) in slices of at most _SLICE seconds up to timeout (None: without
         limit), so that a wait notices its manager's shutdown: EOFError then, as the stdlib's
         proxy raises when its server goes while it waits."""
-        if timeout is None:
-            while True:
-                try:
-                    return op(*args, _SLICE)
-                except exc_type:
-                    if self._life.closed:
-                        raise EOFError from None
-        deadline = _monotonic() + timeout
+        deadline = None if timeout is None else _monotonic() + timeout
         while True:
+            left = _SLICE if deadline is None else min(max(deadline - _monotonic(), 0.0), _SLICE)
             try:
-                return op(*args, min(max(deadline - _monotonic(), 0.0), _SLICE))
+                return op(*args, left)
             except exc_type:
                 if self._life.closed:
                     raise EOFError from None
-                if _monotonic() >= deadline:
+                self._fm_waited(exc_type)
+                if deadline is not None and _monotonic() >= deadline:
                     raise
 
+    def _fm_waited(self, exc_type):
+        """Called each time a slice of a wait ended with nothing done."""
+
     def put_nowait(self, item):
-        self._check()
-        self._obj.put(item, False)
+        return self.put(item, False)
 
     def get_nowait(self):
-        self._check()
-        return self._obj.get(False)
+        return self.get(False)
 
     def qsize(self):
         self._check()
@@ -170,7 +165,64 @@ class QueueProxy(CObjectProxy, _std.BaseProxy):
         return "<queue.Queue object at %#x>" % id(self._obj)
 
 
-_named("Queue", QueueProxy)
+def _rebuild_with_flag(rebuild, args, flag_state):
+    proxy = rebuild(*args)
+    proxy._fm_set_flag(_Buffer._fm_attach(flag_state))
+    return proxy
+
+
+class _QueueShutdownMethods(_QueueMethods):
+    """queue.Queue's methods where it has shutdown() (3.13+): the shut-down state is one shared
+    word (a BufferWrapper of 8 bytes) next to the C queue, checked where queue.Queue checks it.
+    A put or get already waiting sees it within a wait slice (_SLICE)."""
+
+    def _fm_set_flag(self, buf):
+        d = self.__dict__
+        d["_flag_buf"] = buf
+        d["_flag"] = buf.create_memoryview().cast("q")
+
+    def __reduce__(self):
+        rebuild, args = super().__reduce__()
+        return _rebuild_with_flag, (rebuild, args, self._flag_buf._fm_state())
+
+    def put(self, item, block=True, timeout=None):
+        self._check()
+        if self._flag[0]:
+            raise _ShutDown
+        return super().put(item, block, timeout)
+
+    def get(self, block=True, timeout=None):
+        self._check()
+        if self._flag[0] and not self._obj.qsize():
+            raise _ShutDown
+        return super().get(block, timeout)
+
+    def _fm_waited(self, exc_type):
+        if self._flag[0] and (exc_type is _Full or not self._obj.qsize()):
+            raise _ShutDown
+
+    def shutdown(self, immediate=False):
+        self._check()
+        self._flag[0] = 1
+        if immediate:
+            q = self._obj
+            while True:
+                try:
+                    q.get(False)
+                except _Empty:
+                    break
+                if q._unfinished() > 0:
+                    q._task_done()
+
+
+class QueueProxy(_QueueShutdownMethods if _ShutDown is not None else _QueueMethods):
+    """A manager's Queue() (see the module's docstring)."""
+
+    _fm_proxy_name = "AutoProxy[Queue]"
+
+
+_named("Queue", _QueueMethods)
+_named("Queue", _QueueShutdownMethods)
 QueueProxy.__name__ = "AutoProxy[Queue]"     # as the stdlib's class (pickled by __qualname__)
 
 
@@ -189,7 +241,10 @@ def _queue_factory(cls, typeid):
     def make(manager, *args, **kwds):
         maxsize = _made_by_server(_queue.Queue, *args, **kwds).maxsize
         q = _CQueue(maxsize if maxsize > 0 else 0, kind=_core.QUEUE_KIND_JOINABLE)
-        return manager._fm_adopt(cls, q, typeid)
+        proxy = manager._fm_adopt(cls, q, typeid)
+        if _ShutDown is not None:
+            proxy._fm_set_flag(_Buffer(8))
+        return proxy
     return make
 
 
