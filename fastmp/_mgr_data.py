@@ -182,7 +182,9 @@ class _QueueShutdownMethods(_QueueMethods):
         d["_flag"] = buf.create_memoryview().cast("q")
 
     def __reduce__(self):
-        rebuild, args = super().__reduce__()
+        rebuild, args = super().__reduce__()    # (its manager keeps the queue from now on)
+        if self._manager is not None:
+            self._manager._fm_keep(self._flag_buf)      # and the flag with it
         return _rebuild_with_flag, (rebuild, args, self._flag_buf._fm_state())
 
     def put(self, item, block=True, timeout=None):

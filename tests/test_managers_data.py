@@ -526,6 +526,26 @@ def test_proxies_are_fastmps():
         assert type(v).value is not std_managers.ValueProxy.value
 
 
+def test_pickled_object_kept_by_its_manager():
+    """A proxy once pickled may be on its way to another process: its object (and on 3.13+ a
+    queue's shut-down flag) stays until the manager shuts down, with no proxy left here."""
+    fastmp = load_impl("fastmp")
+    m = fastmp.Manager()
+    data = [pickle.dumps(m.Queue()), pickle.dumps(m.Value("i", 4)),
+            pickle.dumps(m.Array("i", [5]))]
+    import gc
+    gc.collect()
+    m.Array("i", [0] * 64)          # would take a freed block
+    q, v, a = (pickle.loads(d) for d in data)
+    q.put(3)
+    assert (q.get(timeout=10), v.value, a[0]) == (3, 4, 5)
+    del q, v, a
+    m.shutdown()
+    for d in data:
+        assert _raises(lambda: pickle.loads(d)) == (
+            FileNotFoundError, "[Errno 2] No such file or directory")
+
+
 def test_no_process(fastmp_ctx):
     """A manager used only for these typeids starts no process."""
     before = set(multiprocessing.active_children())
