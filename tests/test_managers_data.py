@@ -586,7 +586,9 @@ def test_killed_mid_put_leaves_the_queue_usable(fastmp_ctx, procs):
         assert q.get(timeout=30) == "before"
         q.put("after")
         assert q.get(timeout=30) == "after" and q.qsize() == 0
-        # a producer killed at a random moment: every item it put is there once, in order
+        # a producer killed at a random moment: every item it put is there once, in order (a
+        # bounded queue: its ring does not grow, so the killed child made no segment of its own)
+        q = m.Queue(1000)
         ready.clear()
         p = start(procs, fastmp_ctx, _put_forever, q, ready)
         assert ready.wait(60)
