@@ -45,7 +45,8 @@ from .workloads import GROUPS, WORKLOADS
 # ff_*, mpire_*, loky_*, ultradict_*: fn(n, start_method))
 from .managers import WORKLOADS as MANAGERS_WORKLOADS
 from .manager_sync import WORKLOADS as _MANAGER_SYNC_WORKLOADS
-MANAGERS_WORKLOADS = MANAGERS_WORKLOADS + _MANAGER_SYNC_WORKLOADS
+from .manager_data import WORKLOADS as _MANAGER_DATA_WORKLOADS
+MANAGERS_WORKLOADS = MANAGERS_WORKLOADS + _MANAGER_SYNC_WORKLOADS + _MANAGER_DATA_WORKLOADS
 from .misc import WORKLOADS as MISC_WORKLOADS
 from .pool import WORKLOADS as POOL_WORKLOADS
 from .queue import WORKLOADS as QUEUE_WORKLOADS
@@ -73,6 +74,7 @@ from .managers import (bench_manager_dict_1mib, bench_manager_dict_2proc, bench_
                        ultradict_dict_get, ultradict_dict_set)
 from .misc import (bench_manager_dict, bench_manager_start, bench_pipe_64k, bench_pipe_pingpong,
                    bench_process_start)
+
 
 __all__ = [
     "PIN_MODES", "set_pin_mode", "pin_mode", "cpu_plan", "pinned", "pin_self", "usable_cpus",
