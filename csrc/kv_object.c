@@ -650,6 +650,15 @@ KV_get_generation(PyObject *op, void *Py_UNUSED(closure))
     return PyLong_FromUnsignedLongLong(fm_kv_generation(&((FmKVObject *)op)->sh->ctl));
 }
 
+static PyObject *
+KV_get_segment(PyObject *op, void *Py_UNUSED(closure))
+{
+    FmKVObject *self = (FmKVObject *)op;
+    if (self->seen_name[0] == '\0')
+        Py_RETURN_NONE;
+    return PyUnicode_DecodeFSDefault(self->seen_name);
+}
+
 /* ------------------------------------------------------------ batching */
 
 PyDoc_STRVAR(KV_begin_doc,
@@ -1232,6 +1241,8 @@ static PyGetSetDef KV_getset[] = {
     {"kind", KV_get_kind, NULL, "SharedKV.DICT or SharedKV.LIST.", NULL},
     {"generation", KV_get_generation, NULL,
      "The data segment's generation (0: none yet); it grows as the data does.", NULL},
+    {"segment", KV_get_segment, NULL,
+     "The name of the data segment as of this process's last call (None: none yet).", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 

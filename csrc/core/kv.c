@@ -461,6 +461,14 @@ ft_drop(kv_ftab *t, uint64_t i)
     t->n--;
 }
 
+/* Where an item of `len` bytes placed at `off` is recorded: an empty one
+ * at the heap's start, which no lowering of the top can leave behind. */
+static inline uint64_t
+empty_at(const kv_seg *s, uint64_t off, uint64_t len)
+{
+    return len ? off : s->heap_off;
+}
+
 /* Room for n bytes (n a multiple of 8): the smallest free extent that
  * holds them, else the top of the heap.  The offset, or KV_NONE when
  * neither has room (the caller rebuilds).  Nothing published changes. */
@@ -470,7 +478,7 @@ op_alloc(kv_op *o, uint64_t n)
     kv_seg *s = hdr(o->h);
     uint64_t lo = s->heap_off, hi = s->heap_off + o->top;
     if (n == 0)
-        return lo;                      /* (the top may come down below an empty value) */
+        return empty_at(s, hi, 0);
     const kv_ftab *t = o->ft;
     uint64_t best = KV_NONE, cnt = ft_count(t);
     for (uint64_t i = 0; i < cnt; i++) {
@@ -690,10 +698,10 @@ d_rebuild(fm_kvh *h, uint64_t add_ents, uint64_t add_bytes)
                 continue;
             kv_ent *y = &nents[n];
             *y = *x;
-            y->koff = s->heap_off + top;
+            y->koff = empty_at(s, s->heap_off + top, x->klen);
             memcpy(nb + y->koff, h->base + x->koff, x->klen);
             top += pad8(x->klen);
-            y->voff = s->heap_off + top;
+            y->voff = empty_at(s, s->heap_off + top, x->vlen);
             memcpy(nb + y->voff, h->base + x->voff, x->vlen);
             top += pad8(x->vlen);
             uint64_t i = x->hash & mask;
@@ -745,8 +753,8 @@ d_set_locked(fm_kvh *h, const void *key, size_t klen, const void *val, size_t vl
     kv_ent *y = &d_ents(h)[s->n_ent];   /* past n_ent: not published yet */
     y->hash = hash;
     y->klen = (uint32_t)klen;
-    y->koff = koff;
-    y->voff = koff + pad8(klen);
+    y->koff = empty_at(s, koff, klen);
+    y->voff = empty_at(s, koff + pad8(klen), vlen);
     y->vlen = vlen;
     y->live = 1;
     if (klen)
@@ -1011,7 +1019,7 @@ v_rebuild(fm_kvh *h, uint64_t add, uint64_t add_bytes)
         kv_elem *src = v_arr(h), *dst = (kv_elem *)(nb + s->arr_off[0]);
         uint64_t top = 0;
         for (uint64_t k = 0; k < live; k++) {
-            dst[k].off = s->heap_off + top;
+            dst[k].off = empty_at(s, s->heap_off + top, src[k].len);
             dst[k].len = src[k].len;
             memcpy(nb + dst[k].off, h->base + src[k].off, src[k].len);
             top += pad8(src[k].len);
