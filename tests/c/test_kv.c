@@ -1573,6 +1573,182 @@ test_killed_at_each_point(void)
     in_private_shm("256m", killed_at_points_body);
 }
 
+/* Die at each point of the commit of a write that takes free extents and
+ * frees others (replace, delete, clear, list set, delete, replace-all),
+ * once replacing has put the free table to work.  The next holder finds
+ * the write done or not as the point says, every value whole, and the
+ * free table sound: 200 more rounds of replacements fit in the same data
+ * segment, and fm_kv_check finds no extent used twice. */
+enum { FT_KEYS = 4, FT_LEN = 20000 };
+enum { FT_SET, FT_DELETE, FT_CLEAR, FT_VSET, FT_VDELETE, FT_VREPLACE, FT_KINDS };
+
+static void
+ft_write_all(fm_kvh *d, fm_kvh *v, int rounds, int with_replace_all)
+{
+    static unsigned char val[FT_LEN];
+    char key[16];
+    for (int r = 0; r < rounds; r++) {
+        for (uint32_t k = 0; k < FT_KEYS; k++) {
+            int kl = sprintf(key, "k%u", k);
+            size_t len = tagged_value(val, k, FT_LEN);
+            CHECK_ST(fm_dict_set(d, key, (size_t)kl, val, len, DEADLINE()), FM_OK);
+            if (k < FT_KEYS - 1 || !with_replace_all)
+                CHECK_ST(fm_vec_set(v, (int64_t)k, val, len, DEADLINE()), FM_OK);
+        }
+        if (with_replace_all) {
+            const void *vals[FT_KEYS] = {val, val, val, val};
+            size_t lens[FT_KEYS] = {FT_LEN, FT_LEN, FT_LEN, FT_LEN};
+            CHECK_ST(fm_vec_replace(v, FT_KEYS, vals, lens, DEADLINE()), FM_OK);
+        }
+    }
+}
+
+/* The value of dict key k / list item k, copied into out (its length). */
+static size_t
+ft_get(fm_kvh *d, fm_kvh *v, int list, uint32_t k, unsigned char *out)
+{
+    buf b = {0};
+    int found = 0;
+    char key[16];
+    int kl = sprintf(key, "k%u", k);
+    int st = list ? fm_vec_get(v, (int64_t)k, DEADLINE(), copy_out, &b)
+                  : fm_dict_get(d, key, (size_t)kl, DEADLINE(), copy_out, &b, &found);
+    size_t n = 0;
+    if (st == FM_OK && (list || found) && b.len <= FT_LEN) {
+        memcpy(out, b.p, b.len);
+        n = b.len;
+    }
+    buf_free(&b);
+    return n;
+}
+
+static void
+killed_at_points_free_table_body(void)
+{
+    static const char *kinds[FT_KINDS] = {"dict replace", "dict delete", "dict clear",
+                                          "list set", "list delete", "list replace-all"};
+    static unsigned char old[FT_LEN], got[FT_LEN], fresh[FT_LEN];
+    for (int point = 1; point <= 3; point++) {
+        for (int kind = 0; kind < FT_KINDS; kind++) {
+            fm_kvctl *dc = new_ctl(FM_KV_DICT), *vc = new_ctl(FM_KV_VEC);
+            fm_kvh d, v;
+            fm_kvh_open(&d, dc);
+            fm_kvh_open(&v, vc);
+            static unsigned char val[FT_LEN];
+            for (uint32_t k = 0; k < FT_KEYS; k++) {
+                size_t len = tagged_value(val, k, FT_LEN);
+                CHECK_ST(fm_vec_append(&v, val, len, DEADLINE()), FM_OK);
+            }
+            /* settle: replaced values feed the free table, and the segments
+             * grow to what this workload needs */
+            ft_write_all(&d, &v, 30, 1);
+            ft_write_all(&d, &v, 30, 0);
+            int list = kind >= FT_VSET;
+            size_t old_len = ft_get(&d, &v, list, 2, old);
+            size_t fresh_len = tagged_value(fresh, 2, FT_LEN);
+            uint64_t dgen = fm_kv_generation(dc), vgen = fm_kv_generation(vc);
+            pid_t pid = fmt_fork();
+            if (pid == 0) {
+                fm_kvh d2, v2;
+                fm_kvh_open(&d2, dc);
+                fm_kvh_open(&v2, vc);
+                int found;
+                const void *vals[FT_KEYS] = {fresh, fresh, fresh, fresh};
+                size_t lens[FT_KEYS] = {fresh_len, fresh_len, fresh_len, fresh_len};
+                atomic_store(&die_at, point);
+                switch (kind) {
+                case FT_SET:
+                    fm_dict_set(&d2, "k2", 2, fresh, fresh_len, FM_FOREVER);
+                    break;
+                case FT_DELETE:
+                    fm_dict_delete(&d2, "k2", 2, FM_FOREVER, &found);
+                    break;
+                case FT_CLEAR:
+                    fm_dict_clear(&d2, FM_FOREVER);
+                    break;
+                case FT_VSET:
+                    fm_vec_set(&v2, 2, fresh, fresh_len, FM_FOREVER);
+                    break;
+                case FT_VDELETE:
+                    fm_vec_delete(&v2, 2, FM_FOREVER);
+                    break;
+                default:
+                    fm_vec_replace(&v2, FT_KEYS, vals, lens, FM_FOREVER);
+                }
+                _exit(50);   /* not killed: the point was not reached */
+            }
+            int rc = fmt_reap(pid);
+            char when[96];
+            snprintf(when, sizeof when, "%s killed at point %d", kinds[kind], point);
+            CHECK_MSG(rc == 128 + SIGKILL, "%s: child exit %d", when, rc);
+            int done = point >= 2;
+            CHECK_MSG(RETRY(fm_kv_check(&d, DEADLINE())) == FM_OK &&
+                          RETRY(fm_kv_check(&v, DEADLINE())) == FM_OK,
+                      "%s: check", when);
+            uint64_t n = 9;
+            size_t len;
+            switch (kind) {
+            case FT_SET:
+            case FT_VSET:
+                len = ft_get(&d, &v, list, 2, got);
+                CHECK_MSG(done ? len == fresh_len && memcmp(got, fresh, len) == 0
+                               : len == old_len && memcmp(got, old, len) == 0,
+                          "%s: value of item 2", when);
+                break;
+            case FT_DELETE:
+            case FT_CLEAR:
+                fm_dict_len(&d, DEADLINE(), &n);
+                CHECK_MSG(n == (done ? (kind == FT_CLEAR ? 0u : FT_KEYS - 1u) : FT_KEYS),
+                          "%s: %llu keys", when, (unsigned long long)n);
+                break;
+            case FT_VDELETE:
+            case FT_VREPLACE:
+                fm_vec_len(&v, DEADLINE(), &n);
+                CHECK_MSG(n == (kind == FT_VDELETE && done ? FT_KEYS - 1u : FT_KEYS),
+                          "%s: %llu items", when, (unsigned long long)n);
+                len = ft_get(&d, &v, 1, kind == FT_VDELETE ? 1 : 2, got);
+                CHECK_MSG(kind == FT_VDELETE || (done ? len == fresh_len &&
+                                                            memcmp(got, fresh, len) == 0
+                                                      : len == old_len &&
+                                                            memcmp(got, old, len) == 0),
+                          "%s: value of item 2", when);
+                break;
+            }
+            CHECK_MSG(fm_kv_generation(dc) == dgen && fm_kv_generation(vc) == vgen,
+                      "%s: the write made a new data segment", when);
+            /* every value whole; then the same workload again, in the same segments */
+            verify_ctx x = {0};
+            fm_dict_foreach(&d, DEADLINE(), verify_dict_item, &x);
+            fm_vec_slice(&v, FM_VEC_NONE, FM_VEC_NONE, 1, DEADLINE(), verify_vec_item, &x);
+            CHECK_MSG(x.torn == 0, "%s: %ld torn values", when, x.torn);
+            while (fm_vec_len(&v, DEADLINE(), &n) == FM_OK && n < FT_KEYS)
+                fm_vec_append(&v, fresh, fresh_len, DEADLINE());
+            ft_write_all(&d, &v, 200, 0);
+            CHECK_MSG(fm_kv_generation(dc) == dgen && fm_kv_generation(vc) == vgen,
+                      "%s: replacing afterwards made a new data segment (generations "
+                      "%llu -> %llu, %llu -> %llu)", when, (unsigned long long)dgen,
+                      (unsigned long long)fm_kv_generation(dc), (unsigned long long)vgen,
+                      (unsigned long long)fm_kv_generation(vc));
+            CHECK_MSG(fm_kv_check(&d, DEADLINE()) == FM_OK &&
+                          fm_kv_check(&v, DEADLINE()) == FM_OK,
+                      "%s: check after", when);
+            CHECK_MSG(count_shm_files() == 2, "%s: %d files in /dev/shm", when,
+                      count_shm_files());
+            fm_kvh_close(&d);
+            fm_kvh_close(&v);
+            destroy_ctl(dc);
+            destroy_ctl(vc);
+            CHECK_MSG(count_shm_files() == 0, "%s: files left", when);
+        }
+    }
+}
+
+static void
+test_killed_at_points_free_table(void)
+{
+    in_private_shm("256m", killed_at_points_free_table_body);
+}
+
 /* A writer SIGKILLed at random moments, many times; after each kill the
  * structures are checked and written by this process. */
 static void
@@ -1807,6 +1983,7 @@ main(void)
     RUN(test_lock_deadline);
     RUN(test_begin_end_increment);
     RUN(test_killed_at_each_point);
+    RUN(test_killed_at_points_free_table);
     RUN(test_killed_at_random);
     RUN(test_killed_while_others_work);
     RUN(test_full_dev_shm);
