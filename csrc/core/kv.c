@@ -647,9 +647,10 @@ d_layout(kv_seg *s, uint64_t ent_cap, uint64_t heap_cap)
     return s->heap_off + s->heap_cap;
 }
 
-/* Room for `need`, and as much again for the heap (replaced values are
- * garbage until the next rebuild: this keeps rebuilds O(1) amortized), half
- * as much again for arrays. */
+/* Room for `need`, and as much again for the heap (room for values to be
+ * written before the ones they replace are freed, and for the garbage the
+ * free table cannot reuse: this keeps rebuilds O(1) amortized), half as
+ * much again for arrays. */
 static inline uint64_t
 grow(uint64_t need, uint64_t floor)
 {
