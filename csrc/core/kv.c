@@ -1120,8 +1120,14 @@ v_apply(fm_kvh *h, const v_req *r)
                 return NEED_ROOM;
             b[k].len = r->lens[k];
         }
-        for (uint64_t k = 0; k < count; k++)   /* all the old items */
-            op_free(&o, a[k].off, a[k].len);
+        /* all the old items: free, or for a long list (whose old bytes
+         * the table could not hold anyway) garbage, counted in one pass */
+        for (uint64_t k = 0; k < count; k++) {
+            if (count <= 4 * KV_FREE_MAX)
+                op_free(&o, a[k].off, a[k].len);
+            else
+                o.garbage += pad8(a[k].len);
+        }
         j_begin(h);
         j_put64(h, &s->active, s->active ^ 1);
         j_put64(h, &s->count, r->n);
