@@ -109,13 +109,15 @@ def test_replaced_by_a_mix_of_sizes(mp):
 
 
 def replace_forever(d, started):
-    serial = 0
+    # two whole values per key, made once: the loop spends its time inside the dict's writes
+    values = [[big_value(k, serial) for k in range(KEYS)] for serial in (1, 2)]
+    for k in range(KEYS):
+        d[k] = values[0][k]
+    started.set()
     while True:
-        serial += 1
-        for k in range(KEYS):
-            d[k] = big_value(k, serial)
-            if serial == 1 and k == KEYS - 1:
-                started.set()
+        for row in values:
+            for k in range(KEYS):
+                d[k] = row[k]
 
 
 @pytest.mark.timeout(300)
@@ -129,7 +131,7 @@ def test_writer_killed_while_replacing_big_values(ctx, procs):
         for k in range(KEYS):
             d[k] = big_value(k, 0)
         fastmp_kv = d._kv if is_fastmp(ctx) else None
-        for trial in range(6):
+        for trial in range(8):
             started = ctx.Event()
             p = start(procs, ctx, replace_forever, d, started)
             assert started.wait(60)
