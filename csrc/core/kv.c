@@ -5,6 +5,7 @@
 #include "atomics.h"
 #include "glibc_compat.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
@@ -138,6 +139,7 @@ static inline void
 j_put64(fm_kvh *h, uint64_t *word, uint64_t val)
 {
     kv_seg *s = hdr(h);
+    assert(s->jn < KV_JMAX);         /* counted: at most 8 words an operation */
     s->j[s->jn].off = (uint64_t)((unsigned char *)word - h->base);
     s->j[s->jn].val = val;
     s->jn++;
@@ -147,6 +149,7 @@ static inline void
 j_put32(fm_kvh *h, uint32_t *word, uint32_t val)
 {
     kv_seg *s = hdr(h);
+    assert(s->jn < KV_JMAX);         /* counted: at most 8 words an operation */
     s->j[s->jn].off = KV_J32 | (uint64_t)((unsigned char *)word - h->base);
     s->j[s->jn].val = val;
     s->jn++;
