@@ -76,6 +76,28 @@ def test_big_values_replaced_many_times(mp):
 
 
 @pytest.mark.timeout(300)
+def test_big_list_items_replaced_many_times(mp):
+    """The same for a Manager's list: lst[i] = 1 MiB, 4 items, 250 times each."""
+    manager = mp.Manager()
+    try:
+        lst = manager.list([big_value(k, 0) for k in range(KEYS)])
+        kv = lst._kv if is_fastmp(mp) else None
+        lst[0] = big_value(0, 0)
+        if kv is not None:
+            gen0, name0, size0 = kv.generation, kv.segment, shm_size(kv)
+        for serial in range(1, 251):
+            for k in range(KEYS):
+                lst[k] = big_value(k, serial)
+        assert len(lst) == KEYS
+        assert all(lst[k] == big_value(k, 250) for k in range(KEYS))
+        if kv is not None:
+            assert (kv.generation, kv.segment, shm_size(kv)) == (gen0, name0, size0)
+            kv.check()
+    finally:
+        manager.shutdown()
+
+
+@pytest.mark.timeout(300)
 def test_replaced_by_a_mix_of_sizes(mp):
     """Values of 1 byte to 2 MiB set, replaced, popped and deleted at random against a plain
     dict: the proxy's contents equal the model's after every step."""
