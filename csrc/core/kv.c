@@ -421,6 +421,7 @@ typedef struct {
     kv_ftab *ft;                        /* the published table, or the copy being edited */
     int edited;                         /* ft is the copy */
     uint64_t top, garbage;
+    uint64_t *trade, trade_off;         /* op_trade: a published entry's new offset */
 } kv_op;
 
 static inline void
@@ -432,6 +433,7 @@ op_start(fm_kvh *h, kv_op *o)
     o->edited = 0;
     o->top = s->heap_top;
     o->garbage = s->garbage;
+    o->trade = NULL;
 }
 
 /* The table's entry count, bounded (shared memory is checked before use:
@@ -450,7 +452,10 @@ op_table(kv_op *o)
         kv_seg *s = hdr(o->h);
         kv_ftab *w = &s->ftab[(s->ftab_active + 1) & 1];
         w->n = ft_count(o->ft);
-        memcpy(w->e, o->ft->e, w->n * sizeof w->e[0]);
+        if (w->n <= 4)                  /* the usual few: a fixed size, copied inline */
+            memcpy(w->e, o->ft->e, 4 * sizeof w->e[0]);
+        else
+            memcpy(w->e, o->ft->e, w->n * sizeof w->e[0]);
         o->ft = w;
         o->edited = 1;
     }
@@ -572,11 +577,38 @@ op_free(kv_op *o, uint64_t off, uint64_t len)
     }
 }
 
+/* A value replaced by one of the same padded size n (> 0), the old one at
+ * old_off: when a free extent has exactly n bytes, the new value takes it
+ * and the old extent takes its place in the table, one word of the
+ * published table changed through the journal (no copy of the table; the
+ * old extent is not merged with free neighbours: a rebuild compacts it
+ * all).  The offset to write the new value at, or KV_NONE: go the general
+ * way (op_put, then op_free). */
+static uint64_t
+op_trade(kv_op *o, uint64_t n, uint64_t old_off)
+{
+    kv_seg *s = hdr(o->h);
+    if (o->edited || o->trade)
+        return KV_NONE;
+    uint64_t lo = s->heap_off, hi = s->heap_off + o->top, cnt = ft_count(o->ft);
+    kv_elem *e = o->ft->e;
+    for (uint64_t i = 0; i < cnt; i++) {
+        if (e[i].len == n && e[i].off >= lo && e[i].off <= hi && n <= hi - e[i].off) {
+            o->trade = &e[i].off;
+            o->trade_off = old_off;
+            return e[i].off;
+        }
+    }
+    return KV_NONE;
+}
+
 /* Journal what the operation changed of the heap (after j_begin). */
 static inline void
 op_journal(kv_op *o)
 {
     kv_seg *s = hdr(o->h);
+    if (o->trade)
+        j_put64(o->h, o->trade, o->trade_off);
     if (o->top != s->heap_top)
         j_put64(o->h, &s->heap_top, o->top);
     if (o->garbage != s->garbage)
@@ -735,12 +767,33 @@ d_set_locked(fm_kvh *h, const void *key, size_t klen, const void *val, size_t vl
     op_start(h, &o);
     int64_t slot = d_find(h, key, klen, hash, &e, &at);
     if (slot >= 0) {
-        uint64_t voff = op_put(&o, val, vlen);
-        if (voff == KV_NONE)
-            return NEED_ROOM;
-        op_free(&o, e->voff, e->vlen);
+        /* the key moves with its new value: an entry's key and value stay
+         * one extent (read together; a replacement the size of the old one
+         * is an exact fit for the extent it frees) */
+        uint64_t kn = pad8(klen), n = kn + pad8(vlen), old_n = kn + pad8(e->vlen);
+        int together = klen == 0 || e->koff + kn == e->voff;
+        uint64_t old_off = klen ? e->koff : e->voff, off = KV_NONE;
+        if (together && n && n == old_n)
+            off = op_trade(&o, n, old_off);
+        if (off == KV_NONE) {
+            if ((off = op_alloc(&o, n)) == KV_NONE)
+                return NEED_ROOM;
+            if (together) {
+                op_free(&o, old_off, old_n);
+            }
+            else {
+                op_free(&o, e->koff, e->klen);
+                op_free(&o, e->voff, e->vlen);
+            }
+        }
+        if (klen)
+            memcpy(h->base + off, key, klen);
+        if (vlen)
+            memcpy(h->base + off + kn, val, vlen);
         j_begin(h);
-        j_put64(h, &e->voff, voff);
+        if (klen)
+            j_put64(h, &e->koff, off);
+        j_put64(h, &e->voff, empty_at(s, off + kn, vlen));
         j_put64(h, &e->vlen, vlen);
         op_journal(&o);
         j_commit(h);
@@ -1069,10 +1122,17 @@ v_apply(fm_kvh *h, const v_req *r)
     op_start(h, &o);
     switch (r->op) {
     case V_SET: {
-        uint64_t off = op_put(&o, r->vals[0], r->lens[0]);
-        if (off == KV_NONE)
-            return NEED_ROOM;
-        op_free(&o, a[r->i].off, a[r->i].len);
+        uint64_t n = pad8(r->lens[0]), off = KV_NONE;
+        if (n && n == pad8(a[r->i].len))
+            off = op_trade(&o, n, a[r->i].off);
+        if (off != KV_NONE) {
+            memcpy(h->base + off, r->vals[0], r->lens[0]);
+        }
+        else {
+            if ((off = op_put(&o, r->vals[0], r->lens[0])) == KV_NONE)
+                return NEED_ROOM;
+            op_free(&o, a[r->i].off, a[r->i].len);
+        }
         j_begin(h);
         j_put64(h, &a[r->i].off, off);
         j_put64(h, &a[r->i].len, r->lens[0]);

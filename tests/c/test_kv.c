@@ -1580,7 +1580,8 @@ test_killed_at_each_point(void)
  * free table sound: 200 more rounds of replacements fit in the same data
  * segment, and fm_kv_check finds no extent used twice. */
 enum { FT_KEYS = 4, FT_LEN = 20000 };
-enum { FT_SET, FT_DELETE, FT_CLEAR, FT_VSET, FT_VDELETE, FT_VREPLACE, FT_KINDS };
+enum { FT_SET, FT_SHRINK, FT_DELETE, FT_CLEAR, FT_VSET, FT_VSHRINK, FT_VDELETE, FT_VREPLACE,
+       FT_KINDS };
 
 static void
 ft_write_all(fm_kvh *d, fm_kvh *v, int rounds, int with_replace_all)
@@ -1625,8 +1626,9 @@ ft_get(fm_kvh *d, fm_kvh *v, int list, uint32_t k, unsigned char *out)
 static void
 killed_at_points_free_table_body(void)
 {
-    static const char *kinds[FT_KINDS] = {"dict replace", "dict delete", "dict clear",
-                                          "list set", "list delete", "list replace-all"};
+    static const char *kinds[FT_KINDS] = {
+        "dict replace", "dict replace by a smaller value", "dict delete", "dict clear",
+        "list set", "list set to a smaller value", "list delete", "list replace-all"};
     static unsigned char old[FT_LEN], got[FT_LEN], fresh[FT_LEN];
     for (int point = 1; point <= 3; point++) {
         for (int kind = 0; kind < FT_KINDS; kind++) {
@@ -1645,7 +1647,10 @@ killed_at_points_free_table_body(void)
             ft_write_all(&d, &v, 30, 0);
             int list = kind >= FT_VSET;
             size_t old_len = ft_get(&d, &v, list, 2, old);
-            size_t fresh_len = tagged_value(fresh, 2, FT_LEN);
+            /* the same size: the new value trades places with a free extent of
+             * its size; smaller: it is cut from one, and the old one freed */
+            int shrink = kind == FT_SHRINK || kind == FT_VSHRINK;
+            size_t fresh_len = tagged_value(fresh, 2, shrink ? FT_LEN / 2 : FT_LEN);
             uint64_t dgen = fm_kv_generation(dc), vgen = fm_kv_generation(vc);
             pid_t pid = fmt_fork();
             if (pid == 0) {
@@ -1658,6 +1663,7 @@ killed_at_points_free_table_body(void)
                 atomic_store(&die_at, point);
                 switch (kind) {
                 case FT_SET:
+                case FT_SHRINK:
                     fm_dict_set(&d2, "k2", 2, fresh, fresh_len, FM_FOREVER);
                     break;
                 case FT_DELETE:
@@ -1667,6 +1673,7 @@ killed_at_points_free_table_body(void)
                     fm_dict_clear(&d2, FM_FOREVER);
                     break;
                 case FT_VSET:
+                case FT_VSHRINK:
                     fm_vec_set(&v2, 2, fresh, fresh_len, FM_FOREVER);
                     break;
                 case FT_VDELETE:
@@ -1689,7 +1696,9 @@ killed_at_points_free_table_body(void)
             size_t len;
             switch (kind) {
             case FT_SET:
+            case FT_SHRINK:
             case FT_VSET:
+            case FT_VSHRINK:
                 len = ft_get(&d, &v, list, 2, got);
                 CHECK_MSG(done ? len == fresh_len && memcmp(got, fresh, len) == 0
                                : len == old_len && memcmp(got, old, len) == 0,
