@@ -18,8 +18,11 @@
  * heap's top when it ends there, and when the table is full the smallest
  * extent is left out: garbage until the next rebuild).  A write takes the
  * best-fitting free extent (keeping the rest if it is 64 bytes or more),
- * else appends at the top.  So the same keys replaced again and again stay
- * in the same data segment, whatever the size of their values.
+ * else appends at the top; a value replaced by one of the same size trades
+ * places with a free extent of exactly that size.  A dict entry's key and
+ * value are one extent (a replacement writes the key again with the new
+ * value).  So the same keys replaced again and again stay in the same data
+ * segment, whatever the size of their values.
  *
  * Growth without limit: when an array is full, or the heap has neither a
  * free extent nor room at the top for a write, the lock holder builds a
@@ -39,6 +42,8 @@
  *   - the free table has two copies: an operation edits the unpublished
  *     one, and the word that says which copy is current is one of its
  *     journaled words (so any number of taken and freed extents costs one);
+ *     a same-size trade changes one word of the published copy instead,
+ *     through the journal too;
  *   - the in-place changes of one operation (at most eight words) are first
  *     written to the data segment's journal as (offset, new value) pairs;
  *     one release store of the journal state marks it complete; then the
