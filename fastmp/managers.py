@@ -56,6 +56,8 @@ _loads = _pickle.loads
 # ------------------------------------------------------------------ encoding
 
 def _enc_value(value):
+    if type(value) is bytes and len(value) >= 0x10000:    # as pickle's, without its page faults
+        return _SharedKV.pickle_bytes(value)
     try:
         data = _dumps(value, _HP)
     except Exception:

@@ -5,6 +5,7 @@
 #include "atomics.h"
 #include "glibc_compat.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
@@ -15,9 +16,12 @@
 #include "futex.h"
 
 #define KV_SPIN_NS 20000
-#define KV_JMAX 8                       /* words one operation changes in place */
+#define KV_JMAX 12                      /* words one operation changes in place (at most 8) */
 #define KV_J32 (1ull << 63)             /* journal offset flag: a 32-bit word */
-#define KV_HDR 1024u                    /* bytes before the first array */
+#define KV_HDR 2048u                    /* bytes before the first array */
+#define KV_FREE_MAX 32                  /* free extents a data segment keeps track of */
+#define KV_FRAG_MIN 64u                 /* a smaller rest of a taken extent stays garbage */
+#define KV_NONE UINT64_MAX
 #define SLOT_EMPTY 0u
 #define SLOT_TOMB 1u                    /* else: entry index + 2 */
 #define NEED_ROOM (-1)
@@ -27,6 +31,25 @@ typedef struct {
     uint64_t off;                       /* KV_J32 | offset, or offset of a 64-bit word */
     uint64_t val;
 } kv_jent;
+
+/* A heap extent (offset from the segment's start, length): a list item,
+ * or a free extent. */
+typedef struct {
+    uint64_t off;
+    uint64_t len;
+} kv_elem;
+
+/* Free heap extents: replaced and removed keys and values, reused by the
+ * next writes (best fit).  Two copies; `ftab_active` says which one is
+ * published.  An operation edits the other one (out of place: nobody reads
+ * it), then flips `ftab_active` through the journal with its other words,
+ * so however many extents it takes or frees, the table costs one journal
+ * word.  Every free extent is also counted in `garbage`; one the table has
+ * no room for stays garbage until the next rebuild. */
+typedef struct {
+    uint64_t n;
+    kv_elem e[KV_FREE_MAX];
+} kv_ftab;
 
 /* The data segment's header.  Fields after the journal are changed in
  * place only through the journal (or while the segment is being built). */
@@ -46,6 +69,9 @@ typedef struct {
     uint64_t index_dirty;               /* 1: a clear must still zero the index */
     /* vector */
     uint64_t arr_off[2], arr_cap, active;
+    /* free extents (both kinds) */
+    uint64_t ftab_active;
+    kv_ftab ftab[2];
 } kv_seg;
 
 typedef struct {
@@ -56,11 +82,6 @@ typedef struct {
     uint32_t klen;
     uint32_t live;
 } kv_ent;
-
-typedef struct {
-    uint64_t off;
-    uint64_t len;
-} kv_elem;
 
 _Static_assert(sizeof(kv_seg) <= KV_HDR, "header fits");
 _Static_assert(sizeof(kv_ent) == 40, "entry size");
@@ -118,6 +139,7 @@ static inline void
 j_put64(fm_kvh *h, uint64_t *word, uint64_t val)
 {
     kv_seg *s = hdr(h);
+    assert(s->jn < KV_JMAX);         /* counted: at most 8 words an operation */
     s->j[s->jn].off = (uint64_t)((unsigned char *)word - h->base);
     s->j[s->jn].val = val;
     s->jn++;
@@ -127,6 +149,7 @@ static inline void
 j_put32(fm_kvh *h, uint32_t *word, uint32_t val)
 {
     kv_seg *s = hdr(h);
+    assert(s->jn < KV_JMAX);         /* counted: at most 8 words an operation */
     s->j[s->jn].off = KV_J32 | (uint64_t)((unsigned char *)word - h->base);
     s->j[s->jn].val = val;
     s->jn++;
@@ -389,23 +412,209 @@ publish_segment(fm_kvh *h, fm_segment *seg)
 
 /* ------------------------------------------------------------- heap */
 
-static inline int
-heap_room(fm_kvh *h, uint64_t bytes)
+/* One operation's view of the heap: the top, the garbage count and the
+ * free table as they will be once it is committed.  Extents are taken
+ * (op_alloc) before any is freed (op_free): the bytes an operation frees
+ * are still published until its journal is. */
+typedef struct {
+    fm_kvh *h;
+    kv_ftab *ft;                        /* the published table, or the copy being edited */
+    int edited;                         /* ft is the copy */
+    uint64_t top, garbage;
+    uint64_t *trade, trade_off;         /* op_trade: a published entry's new offset */
+} kv_op;
+
+static inline void
+op_start(fm_kvh *h, kv_op *o)
 {
     kv_seg *s = hdr(h);
-    return s->heap_cap - s->heap_top >= bytes;
+    o->h = h;
+    o->ft = &s->ftab[s->ftab_active & 1];
+    o->edited = 0;
+    o->top = s->heap_top;
+    o->garbage = s->garbage;
+    o->trade = NULL;
 }
 
-/* Copy n bytes at heap_top + *at (out of place); returns the offset. */
+/* The table's entry count, bounded (shared memory is checked before use:
+ * fm_kv_check reports a bad count). */
 static inline uint64_t
-heap_put(fm_kvh *h, uint64_t *at, const void *data, size_t n)
+ft_count(const kv_ftab *t)
 {
-    kv_seg *s = hdr(h);
-    uint64_t off = s->heap_off + s->heap_top + *at;
-    if (n)
-        memcpy(h->base + off, data, n);
-    *at += pad8(n);
+    return t->n < KV_FREE_MAX ? t->n : KV_FREE_MAX;
+}
+
+/* The copy of the table this operation edits (made at its first change). */
+static kv_ftab *
+op_table(kv_op *o)
+{
+    if (!o->edited) {
+        kv_seg *s = hdr(o->h);
+        kv_ftab *w = &s->ftab[(s->ftab_active + 1) & 1];
+        w->n = ft_count(o->ft);
+        if (w->n <= 4)                  /* the usual few: a fixed size, copied inline */
+            memcpy(w->e, o->ft->e, 4 * sizeof w->e[0]);
+        else
+            memcpy(w->e, o->ft->e, w->n * sizeof w->e[0]);
+        o->ft = w;
+        o->edited = 1;
+    }
+    return o->ft;
+}
+
+static inline void
+ft_drop(kv_ftab *t, uint64_t i)
+{
+    t->e[i] = t->e[t->n - 1];
+    t->n--;
+}
+
+/* Where an item of `len` bytes placed at `off` is recorded: an empty one
+ * at the heap's start, which no lowering of the top can leave behind. */
+static inline uint64_t
+empty_at(const kv_seg *s, uint64_t off, uint64_t len)
+{
+    return len ? off : s->heap_off;
+}
+
+/* Room for n bytes (n a multiple of 8): the smallest free extent that
+ * holds them, else the top of the heap.  The offset, or KV_NONE when
+ * neither has room (the caller rebuilds).  Nothing published changes. */
+static uint64_t
+op_alloc(kv_op *o, uint64_t n)
+{
+    kv_seg *s = hdr(o->h);
+    uint64_t lo = s->heap_off, hi = s->heap_off + o->top;
+    if (n == 0)
+        return empty_at(s, hi, 0);
+    const kv_ftab *t = o->ft;
+    uint64_t best = KV_NONE, cnt = ft_count(t);
+    for (uint64_t i = 0; i < cnt; i++) {
+        const kv_elem *x = &t->e[i];
+        /* an extent outside the heap is ignored (fm_kv_check reports it) */
+        if (x->len >= n && x->off >= lo && x->off <= hi && x->len <= hi - x->off &&
+            (best == KV_NONE || x->len < t->e[best].len)) {
+            best = i;
+            if (x->len == n)
+                break;
+        }
+    }
+    if (best != KV_NONE) {
+        kv_ftab *w = op_table(o);
+        uint64_t off = w->e[best].off, rest = w->e[best].len - n;
+        if (rest >= KV_FRAG_MIN) {
+            w->e[best].off += n;
+            w->e[best].len = rest;
+        }
+        else {
+            ft_drop(w, best);           /* the rest, if any, stays garbage */
+        }
+        o->garbage -= n;
+        return off;
+    }
+    if (s->heap_cap - o->top < n)
+        return KV_NONE;
+    o->top += n;
+    return hi;
+}
+
+/* Room for n bytes, filled with data; KV_NONE when there is none. */
+static inline uint64_t
+op_put(kv_op *o, const void *data, size_t n)
+{
+    uint64_t off = op_alloc(o, pad8(n));
+    if (off != KV_NONE && n)
+        memcpy(o->h->base + off, data, n);
     return off;
+}
+
+/* The extent [off, off + pad8(len)) is no longer used: it joins a free
+ * neighbour, or lowers the top when it ends there, or takes a table entry
+ * (the smallest one gives way when the table is full). */
+static void
+op_free(kv_op *o, uint64_t off, uint64_t len)
+{
+    uint64_t n = pad8(len);
+    if (n == 0)
+        return;
+    kv_seg *s = hdr(o->h);
+    kv_ftab *w = op_table(o);
+    o->garbage += n;
+    /* merge with free neighbours on either side */
+    for (uint64_t i = 0; i < w->n;) {
+        kv_elem *x = &w->e[i];
+        if (x->off + x->len == off) {
+            off = x->off;
+            n += x->len;
+        }
+        else if (x->off == off + n) {
+            n += x->len;
+        }
+        else {
+            i++;
+            continue;
+        }
+        ft_drop(w, i);
+    }
+    if (off + n == s->heap_off + o->top) {
+        o->top -= n;                    /* the end of the heap: no longer garbage */
+        o->garbage -= n;
+        return;
+    }
+    if (w->n < KV_FREE_MAX) {
+        w->e[w->n].off = off;
+        w->e[w->n].len = n;
+        w->n++;
+        return;
+    }
+    uint64_t small = 0;
+    for (uint64_t i = 1; i < w->n; i++)
+        if (w->e[i].len < w->e[small].len)
+            small = i;
+    if (w->e[small].len < n) {          /* it stays garbage, until the next rebuild */
+        w->e[small].off = off;
+        w->e[small].len = n;
+    }
+}
+
+/* A value replaced by one of the same padded size n (> 0), the old one at
+ * old_off: when a free extent has exactly n bytes, the new value takes it
+ * and the old extent takes its place in the table, one word of the
+ * published table changed through the journal (no copy of the table; the
+ * old extent is not merged with free neighbours: a rebuild compacts it
+ * all).  The offset to write the new value at, or KV_NONE: go the general
+ * way (op_put, then op_free). */
+static uint64_t
+op_trade(kv_op *o, uint64_t n, uint64_t old_off)
+{
+    kv_seg *s = hdr(o->h);
+    if (o->edited || o->trade)
+        return KV_NONE;
+    uint64_t lo = s->heap_off, hi = s->heap_off + o->top, cnt = ft_count(o->ft);
+    kv_elem *e = o->ft->e;
+    for (uint64_t i = 0; i < cnt; i++) {
+        if (e[i].len == n && e[i].off >= lo && e[i].off <= hi && n <= hi - e[i].off) {
+            o->trade = &e[i].off;
+            o->trade_off = old_off;
+            return e[i].off;
+        }
+    }
+    return KV_NONE;
+}
+
+/* Journal what the operation changed of the heap (after j_begin). */
+static inline void
+op_journal(kv_op *o)
+{
+    kv_seg *s = hdr(o->h);
+    if (o->trade)
+        j_put64(o->h, o->trade, o->trade_off);
+    if (o->top != s->heap_top)
+        j_put64(o->h, &s->heap_top, o->top);
+    if (o->garbage != s->garbage)
+        j_put64(o->h, &s->garbage, o->garbage);
+    if (o->edited)
+        j_put64(o->h, &s->ftab_active, s->ftab_active ^ 1);
 }
 
 /* ------------------------------------------------------------- dict */
@@ -473,9 +682,10 @@ d_layout(kv_seg *s, uint64_t ent_cap, uint64_t heap_cap)
     return s->heap_off + s->heap_cap;
 }
 
-/* Room for `need`, and as much again for the heap (replaced values are
- * garbage until the next rebuild: this keeps rebuilds O(1) amortized), half
- * as much again for arrays. */
+/* Room for `need`, and as much again for the heap (room for values to be
+ * written before the ones they replace are freed, and for the garbage the
+ * free table cannot reuse: this keeps rebuilds O(1) amortized), half as
+ * much again for arrays. */
 static inline uint64_t
 grow(uint64_t need, uint64_t floor)
 {
@@ -524,10 +734,10 @@ d_rebuild(fm_kvh *h, uint64_t add_ents, uint64_t add_bytes)
                 continue;
             kv_ent *y = &nents[n];
             *y = *x;
-            y->koff = s->heap_off + top;
+            y->koff = empty_at(s, s->heap_off + top, x->klen);
             memcpy(nb + y->koff, h->base + x->koff, x->klen);
             top += pad8(x->klen);
-            y->voff = s->heap_off + top;
+            y->voff = empty_at(s, s->heap_off + top, x->vlen);
             memcpy(nb + y->voff, h->base + x->voff, x->vlen);
             top += pad8(x->vlen);
             uint64_t i = x->hash & mask;
@@ -553,46 +763,74 @@ d_set_locked(fm_kvh *h, const void *key, size_t klen, const void *val, size_t vl
     kv_seg *s = hdr(h);
     uint64_t hash = kv_hash(key, klen), at = UINT64_MAX;
     kv_ent *e = NULL;
+    kv_op o;
+    op_start(h, &o);
     int64_t slot = d_find(h, key, klen, hash, &e, &at);
     if (slot >= 0) {
-        if (!heap_room(h, pad8(vlen)))
-            return NEED_ROOM;
-        uint64_t top = 0;
-        uint64_t voff = heap_put(h, &top, val, vlen);
+        /* the key moves with its new value: an entry's key and value stay
+         * one extent (read together; a replacement the size of the old one
+         * is an exact fit for the extent it frees) */
+        uint64_t kn = pad8(klen), n = kn + pad8(vlen), old_n = kn + pad8(e->vlen);
+        int together = klen == 0 || e->koff + kn == e->voff;
+        uint64_t old_off = klen ? e->koff : e->voff, off = KV_NONE;
+        if (together && n && n == old_n)
+            off = op_trade(&o, n, old_off);
+        if (off == KV_NONE) {
+            if ((off = op_alloc(&o, n)) == KV_NONE)
+                return NEED_ROOM;
+            if (together) {
+                op_free(&o, old_off, old_n);
+            }
+            else {
+                op_free(&o, e->koff, e->klen);
+                op_free(&o, e->voff, e->vlen);
+            }
+        }
+        if (klen)
+            memcpy(h->base + off, key, klen);
+        if (vlen)
+            memcpy(h->base + off + kn, val, vlen);
         j_begin(h);
-        j_put64(h, &e->voff, voff);
+        if (klen)
+            j_put64(h, &e->koff, off);
+        j_put64(h, &e->voff, empty_at(s, off + kn, vlen));
         j_put64(h, &e->vlen, vlen);
-        j_put64(h, &s->heap_top, s->heap_top + top);
-        j_put64(h, &s->garbage, s->garbage + pad8(e->vlen));
+        op_journal(&o);
         j_commit(h);
         return FM_OK;
     }
     int reuse = at != UINT64_MAX && d_index(h)[at] == SLOT_TOMB;
     if (at == UINT64_MAX || s->n_ent >= s->ent_cap ||
-        (!reuse && (s->count + s->tombs + 1) * 4 > s->index_cap * 3) ||
-        !heap_room(h, pad8(klen) + pad8(vlen)))
+        (!reuse && (s->count + s->tombs + 1) * 4 > s->index_cap * 3))
         return NEED_ROOM;
-    uint64_t top = 0;
+    /* the key and its value in one extent: together they come back whole */
+    uint64_t koff = op_alloc(&o, pad8(klen) + pad8(vlen));
+    if (koff == KV_NONE)
+        return NEED_ROOM;
     kv_ent *y = &d_ents(h)[s->n_ent];   /* past n_ent: not published yet */
     y->hash = hash;
     y->klen = (uint32_t)klen;
-    y->koff = heap_put(h, &top, key, klen);
-    y->voff = heap_put(h, &top, val, vlen);
+    y->koff = empty_at(s, koff, klen);
+    y->voff = empty_at(s, koff + pad8(klen), vlen);
     y->vlen = vlen;
     y->live = 1;
+    if (klen)
+        memcpy(h->base + y->koff, key, klen);
+    if (vlen)
+        memcpy(h->base + y->voff, val, vlen);
     j_begin(h);
     j_put32(h, &d_index(h)[at], (uint32_t)(s->n_ent + 2));
     j_put64(h, &s->n_ent, s->n_ent + 1);
     j_put64(h, &s->count, s->count + 1);
-    j_put64(h, &s->heap_top, s->heap_top + top);
     if (reuse)
         j_put64(h, &s->tombs, s->tombs - 1);
+    op_journal(&o);
     j_commit(h);
     return FM_OK;
 }
 
 /* Remove the entry at index slot `slot`; trims dead entries at the end of
- * the order so that popitem stays O(1). */
+ * the order so that popitem stays O(1).  Its key and value become free. */
 static void
 d_remove(fm_kvh *h, int64_t slot, kv_ent *e)
 {
@@ -604,14 +842,18 @@ d_remove(fm_kvh *h, int64_t slot, kv_ent *e)
         while (n > 0 && !ents[n - 1].live)
             n--;
     }
+    kv_op o;
+    op_start(h, &o);
+    op_free(&o, e->koff, e->klen);
+    op_free(&o, e->voff, e->vlen);
     j_begin(h);
     j_put32(h, &d_index(h)[slot], SLOT_TOMB);
     j_put32(h, &e->live, 0);
     j_put64(h, &s->count, s->count - 1);
     j_put64(h, &s->tombs, s->tombs + 1);
-    j_put64(h, &s->garbage, s->garbage + pad8(e->klen) + pad8(e->vlen));
     if (n != s->n_ent)
         j_put64(h, &s->n_ent, n);
+    op_journal(&o);
     j_commit(h);
 }
 
@@ -759,12 +1001,15 @@ clear_locked(fm_kvh *h)
     if (!h->base)
         return;
     kv_seg *s = hdr(h);
+    kv_ftab *t = &s->ftab[(s->ftab_active + 1) & 1];
+    t->n = 0;                           /* the whole heap is free: no extent to track */
     j_begin(h);
     j_put64(h, &s->count, 0);
     j_put64(h, &s->n_ent, 0);
     j_put64(h, &s->tombs, 0);
     j_put64(h, &s->heap_top, 0);
     j_put64(h, &s->garbage, 0);
+    j_put64(h, &s->ftab_active, s->ftab_active ^ 1);
     if (s->kind == FM_KV_DICT)
         j_put64(h, &s->index_dirty, 1);
     j_commit(h);
@@ -831,7 +1076,7 @@ v_rebuild(fm_kvh *h, uint64_t add, uint64_t add_bytes)
         kv_elem *src = v_arr(h), *dst = (kv_elem *)(nb + s->arr_off[0]);
         uint64_t top = 0;
         for (uint64_t k = 0; k < live; k++) {
-            dst[k].off = s->heap_off + top;
+            dst[k].off = empty_at(s, s->heap_off + top, src[k].len);
             dst[k].len = src[k].len;
             memcpy(nb + dst[k].off, h->base + src[k].off, src[k].len);
             top += pad8(src[k].len);
@@ -866,23 +1111,32 @@ typedef struct {
 } v_req;
 
 static int
-v_apply(fm_kvh *h, const v_req *r, uint64_t nbytes)
+v_apply(fm_kvh *h, const v_req *r)
 {
     if (!h->base)
         return r->op == V_DELETE || r->op == V_REVERSE ? FM_OK : NEED_ROOM;
     kv_seg *s = hdr(h);
     kv_elem *a = v_arr(h);
-    uint64_t count = s->count, top = 0;
-    if (nbytes && !heap_room(h, nbytes))
-        return NEED_ROOM;
+    uint64_t count = s->count;
+    kv_op o;
+    op_start(h, &o);
     switch (r->op) {
     case V_SET: {
-        uint64_t off = heap_put(h, &top, r->vals[0], r->lens[0]);
+        uint64_t n = pad8(r->lens[0]), off = KV_NONE;
+        if (n && n == pad8(a[r->i].len))
+            off = op_trade(&o, n, a[r->i].off);
+        if (off != KV_NONE) {
+            memcpy(h->base + off, r->vals[0], r->lens[0]);
+        }
+        else {
+            if ((off = op_put(&o, r->vals[0], r->lens[0])) == KV_NONE)
+                return NEED_ROOM;
+            op_free(&o, a[r->i].off, a[r->i].len);
+        }
         j_begin(h);
         j_put64(h, &a[r->i].off, off);
         j_put64(h, &a[r->i].len, r->lens[0]);
-        j_put64(h, &s->heap_top, s->heap_top + top);
-        j_put64(h, &s->garbage, s->garbage + pad8(a[r->i].len));
+        op_journal(&o);
         j_commit(h);
         return FM_OK;
     }
@@ -891,12 +1145,14 @@ v_apply(fm_kvh *h, const v_req *r, uint64_t nbytes)
         if (s->arr_cap - count < r->n)
             return NEED_ROOM;
         for (size_t k = 0; k < r->n; k++) {   /* past count: not published yet */
-            a[count + k].off = heap_put(h, &top, r->vals[k], r->lens[k]);
+            a[count + k].off = op_put(&o, r->vals[k], r->lens[k]);
+            if (a[count + k].off == KV_NONE)
+                return NEED_ROOM;
             a[count + k].len = r->lens[k];
         }
         j_begin(h);
         j_put64(h, &s->count, count + r->n);
-        j_put64(h, &s->heap_top, s->heap_top + top);
+        op_journal(&o);
         j_commit(h);
         return FM_OK;
     case V_INSERT: {
@@ -904,14 +1160,16 @@ v_apply(fm_kvh *h, const v_req *r, uint64_t nbytes)
             return NEED_ROOM;
         kv_elem *b = v_spare(h);
         uint64_t i = (uint64_t)r->i;
-        memcpy(b, a, i * sizeof *a);
-        b[i].off = heap_put(h, &top, r->vals[0], r->lens[0]);
+        b[i].off = op_put(&o, r->vals[0], r->lens[0]);
+        if (b[i].off == KV_NONE)
+            return NEED_ROOM;
         b[i].len = r->lens[0];
+        memcpy(b, a, i * sizeof *a);
         memcpy(b + i + 1, a + i, (count - i) * sizeof *a);
         j_begin(h);
         j_put64(h, &s->active, s->active ^ 1);
         j_put64(h, &s->count, count + 1);
-        j_put64(h, &s->heap_top, s->heap_top + top);
+        op_journal(&o);
         j_commit(h);
         return FM_OK;
     }
@@ -920,19 +1178,29 @@ v_apply(fm_kvh *h, const v_req *r, uint64_t nbytes)
             return NEED_ROOM;
         kv_elem *b = v_spare(h);
         for (size_t k = 0; k < r->n; k++) {
-            b[k].off = heap_put(h, &top, r->vals[k], r->lens[k]);
+            b[k].off = op_put(&o, r->vals[k], r->lens[k]);
+            if (b[k].off == KV_NONE)
+                return NEED_ROOM;
             b[k].len = r->lens[k];
+        }
+        /* all the old items: free, or for a long list (whose old bytes
+         * the table could not hold anyway) garbage, counted in one pass */
+        for (uint64_t k = 0; k < count; k++) {
+            if (count <= 4 * KV_FREE_MAX)
+                op_free(&o, a[k].off, a[k].len);
+            else
+                o.garbage += pad8(a[k].len);
         }
         j_begin(h);
         j_put64(h, &s->active, s->active ^ 1);
         j_put64(h, &s->count, r->n);
-        j_put64(h, &s->heap_top, s->heap_top + top);
-        j_put64(h, &s->garbage, s->heap_top);   /* all the old bytes */
+        op_journal(&o);
         j_commit(h);
         return FM_OK;
     }
     case V_DELETE: {
         uint64_t i = (uint64_t)r->i;
+        op_free(&o, a[i].off, a[i].len);
         j_begin(h);
         if (i + 1 < count) {
             kv_elem *b = v_spare(h);
@@ -941,7 +1209,7 @@ v_apply(fm_kvh *h, const v_req *r, uint64_t nbytes)
             j_put64(h, &s->active, s->active ^ 1);
         }
         j_put64(h, &s->count, count - 1);
-        j_put64(h, &s->garbage, s->garbage + pad8(a[i].len));
+        op_journal(&o);
         j_commit(h);
         return FM_OK;
     }
@@ -1000,7 +1268,7 @@ v_write(fm_kvh *h, v_req *r, int64_t deadline, fm_kv_visit visit, void *arg)
     }
     if (r->op == V_INSERT || r->op == V_APPEND || r->op == V_EXTEND || r->op == V_REPLACE)
         nitems = r->n;
-    while ((rc = v_apply(h, r, nbytes)) == NEED_ROOM) {
+    while ((rc = v_apply(h, r)) == NEED_ROOM) {
         rc = v_rebuild(h, nitems, nbytes);
         if (rc != FM_OK)
             break;
@@ -1161,18 +1429,46 @@ fm_vec_slice(fm_kvh *h, int64_t start, int64_t stop, int64_t step, int64_t deadl
 /* ------------------------------------------------------------- check */
 
 static int
+cmp_extent(const void *x, const void *y)
+{
+    uint64_t a = ((const kv_elem *)x)->off, b = ((const kv_elem *)y)->off;
+    return a < b ? -1 : a > b;
+}
+
+/* Every used and free extent is inside the heap and none overlaps another
+ * (ext: n extents, lengths already padded; sorted here). */
+static int
+check_extents(kv_elem *ext, uint64_t n)
+{
+    qsort(ext, n, sizeof *ext, cmp_extent);
+    for (uint64_t i = 1; i < n; i++)
+        if (ext[i - 1].off + ext[i - 1].len > ext[i].off)
+            return FM_CORRUPT;
+    return FM_OK;
+}
+
+static int
 check_locked(fm_kvh *h)
 {
     if (!h->base)
         return FM_OK;
     kv_seg *s = hdr(h);
     if (atomic_load(&s->jstate) || s->heap_top > s->heap_cap || s->garbage > s->heap_top ||
-        s->heap_off + s->heap_cap > s->size)
+        s->heap_off + s->heap_cap > s->size || s->ftab_active > 1 ||
+        s->ftab[s->ftab_active].n > KV_FREE_MAX)
         return FM_CORRUPT;
     uint64_t used = 0, lo = s->heap_off, hi = s->heap_off + s->heap_top;
+    uint64_t nlive = s->kind == FM_KV_DICT ? 2 * s->n_ent : s->count;
+    if (nlive > s->size)
+        return FM_CORRUPT;
+    kv_elem *ext = malloc((nlive + KV_FREE_MAX + 1) * sizeof *ext);
+    if (ext == NULL)
+        return FM_NOMEM;
+    uint64_t next = 0;
+    int rc = FM_CORRUPT;
     if (s->kind == FM_KV_DICT) {
         if (s->n_ent > s->ent_cap || s->count > s->n_ent || s->index_dirty)
-            return FM_CORRUPT;
+            goto done;
         kv_ent *ents = d_ents(h);
         uint32_t *idx = d_index(h);
         uint64_t live = 0, tombs = 0, pointed = 0;
@@ -1181,7 +1477,7 @@ check_locked(fm_kvh *h)
                 tombs++;
             else if (idx[i] != SLOT_EMPTY) {
                 if (idx[i] - 2 >= s->n_ent || !ents[idx[i] - 2].live)
-                    return FM_CORRUPT;
+                    goto done;
                 pointed++;
             }
         }
@@ -1192,27 +1488,52 @@ check_locked(fm_kvh *h)
             live++;
             if (e->koff < lo || e->koff + e->klen > hi || e->voff < lo ||
                 e->voff + e->vlen > hi || kv_hash(h->base + e->koff, e->klen) != e->hash)
-                return FM_CORRUPT;
+                goto done;
             if (d_find(h, h->base + e->koff, e->klen, e->hash, &x, NULL) < 0 || x != e)
-                return FM_CORRUPT;
+                goto done;
             used += pad8(e->klen) + pad8(e->vlen);
+            if (e->klen)
+                ext[next++] = (kv_elem){e->koff, pad8(e->klen)};
+            if (e->vlen)
+                ext[next++] = (kv_elem){e->voff, pad8(e->vlen)};
         }
         if (live != s->count || pointed != live || tombs != s->tombs)
-            return FM_CORRUPT;
+            goto done;
     }
     else {
         if (s->count > s->arr_cap)
-            return FM_CORRUPT;
+            goto done;
         kv_elem *a = v_arr(h);
         for (uint64_t k = 0; k < s->count; k++) {
             if (a[k].off < lo || a[k].off + a[k].len > hi)
-                return FM_CORRUPT;
+                goto done;
             used += pad8(a[k].len);
+            if (a[k].len)
+                ext[next++] = (kv_elem){a[k].off, pad8(a[k].len)};
         }
     }
     /* every heap byte is live or counted as garbage (a vector's replaced
      * and reversed items can share nothing, so this holds for both) */
-    return used + s->garbage == s->heap_top ? FM_OK : FM_CORRUPT;
+    if (used + s->garbage != s->heap_top)
+        goto done;
+    /* free extents: inside the heap, counted in the garbage, apart from
+     * each other and from every used byte */
+    const kv_ftab *t = &s->ftab[s->ftab_active];
+    uint64_t free_bytes = 0;
+    for (uint64_t i = 0; i < t->n; i++) {
+        const kv_elem *x = &t->e[i];
+        if (x->len == 0 || x->len % 8 || x->off % 8 || x->off < lo || x->off > hi ||
+            x->len > hi - x->off)
+            goto done;
+        free_bytes += x->len;
+        ext[next++] = *x;
+    }
+    if (free_bytes > s->garbage)
+        goto done;
+    rc = check_extents(ext, next);
+done:
+    free(ext);
+    return rc;
 }
 
 int

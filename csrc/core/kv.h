@@ -9,22 +9,42 @@
  * segment.  The control block holds the mutex, a state word (generation
  * << 2 | two flags) and two name slots; the current data segment is
  * names[gen & 1] (gen 0: no data segment yet, the object is empty).  A data
- * segment holds a header (with a redo journal), the structure's arrays and
- * a byte heap where keys and values are appended.  No pointers: offsets
- * from the segment's start.
+ * segment holds a header (with a redo journal and a table of free heap
+ * extents), the structure's arrays and a byte heap for keys and values.
+ * No pointers: offsets from the segment's start.
  *
- * Growth without limit: when an array or the heap is full, the lock holder
- * builds a larger data segment (compacting away replaced bytes), writes its
- * name in the spare slot, then switches the state word to gen + 1 and
- * unlinks the old segment.  Other processes see the new generation under
- * the lock and re-attach; their mapping of the old one is dropped then.
+ * Reuse: the bytes of a replaced or removed key or value go on the free
+ * table (32 extents; a freed extent merges with free neighbours, lowers the
+ * heap's top when it ends there, and when the table is full the smallest
+ * extent is left out: garbage until the next rebuild).  A write takes the
+ * best-fitting free extent (keeping the rest if it is 64 bytes or more),
+ * else appends at the top; a value replaced by one of the same size trades
+ * places with a free extent of exactly that size.  A dict entry's key and
+ * value are one extent (a replacement writes the key again with the new
+ * value).  So the same keys replaced again and again stay in the same data
+ * segment, whatever the size of their values.
+ *
+ * Growth without limit: when an array is full, or the heap has neither a
+ * free extent nor room at the top for a write, the lock holder builds a
+ * larger data segment (compacting away free and garbage bytes; its free
+ * table starts empty), writes its name in the spare slot, then switches
+ * the state word to gen + 1 and unlinks the old segment.  Other processes
+ * see the new generation under the lock and re-attach; their mapping of
+ * the old one is dropped then.
  *
  * Crash consistency (a process SIGKILLed at any instruction while it holds
  * the lock; the next holder gets FM_RECOVERED from the mutex):
  *   - new bytes (keys, values, array entries past the published count, a
  *     whole new array) are written out of place, where no published word
- *     points yet;
- *   - the in-place changes of one operation (a handful of words) are first
+ *     points yet: past the heap's top, or into a free extent (an operation
+ *     takes the extents it needs before it frees any, so it never writes
+ *     over bytes that are still published);
+ *   - the free table has two copies: an operation edits the unpublished
+ *     one, and the word that says which copy is current is one of its
+ *     journaled words (so any number of taken and freed extents costs one);
+ *     a same-size trade changes one word of the published copy instead,
+ *     through the journal too;
+ *   - the in-place changes of one operation (at most eight words) are first
  *     written to the data segment's journal as (offset, new value) pairs;
  *     one release store of the journal state marks it complete; then the
  *     words are written and the state cleared.  The next holder replays a

@@ -848,6 +848,315 @@ test_huge_value(void)
     destroy_ctl(c);
 }
 
+/* ------------------------------------------------------------ reuse */
+
+/* `len` bytes that say which key and which write they are: (key, serial)
+ * first, then bytes that depend on both (past 64 KiB, one byte repeated:
+ * cheap enough for thousands of 1 MiB values). */
+static void
+fill_value(unsigned char *v, size_t len, uint64_t key, uint64_t serial)
+{
+    if (len > (64u << 10)) {
+        memset(v, (int)((key * 31 + serial) & 0xff), len);
+        memcpy(v, &key, 8);
+        memcpy(v + 8, &serial, 8);
+        return;
+    }
+    uint64_t x = (key * 0x9e3779b97f4a7c15ull) ^ (serial * 0xc2b2ae3d27d4eb4full) ^ len;
+    size_t i = 0;
+    for (; i + 8 <= len; i += 8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        memcpy(v + i, &x, 8);
+    }
+    for (; i < len; i++)
+        v[i] = (unsigned char)(x >> (8 * (i & 7)));
+    if (len >= 16) {
+        memcpy(v, &key, 8);
+        memcpy(v + 8, &serial, 8);
+    }
+}
+
+/* Replacing values over and over reuses their bytes: 10,000 replacements
+ * of four 1 MiB values make no new data segment, and every value reads
+ * back as the last one written.  The same for a list's items. */
+static void
+test_replace_reuses_space(void)
+{
+    enum { KEYS = 4, REPLACES = 10000 };
+    const size_t len = 1u << 20;
+    unsigned char *v = malloc(len), *want = malloc(len);
+    fm_kvctl *dc = new_ctl(FM_KV_DICT), *vc = new_ctl(FM_KV_VEC);
+    fm_kvh d, l;
+    fm_kvh_open(&d, dc);
+    fm_kvh_open(&l, vc);
+    char key[16];
+    for (uint64_t k = 0; k < KEYS; k++) {
+        fill_value(v, len, k, 0);
+        int kl = sprintf(key, "k%d", (int)k);
+        CHECK_ST(fm_dict_set(&d, key, (size_t)kl, v, len, DEADLINE()), FM_OK);
+        CHECK_ST(fm_vec_append(&l, v, len, DEADLINE()), FM_OK);
+    }
+    /* the first replacement of each may still need room; from then on none does */
+    for (uint64_t k = 0; k < KEYS; k++) {
+        fill_value(v, len, k, 1);
+        int kl = sprintf(key, "k%d", (int)k);
+        CHECK_ST(fm_dict_set(&d, key, (size_t)kl, v, len, DEADLINE()), FM_OK);
+        CHECK_ST(fm_vec_set(&l, (int64_t)k, v, len, DEADLINE()), FM_OK);
+    }
+    uint64_t dgen = fm_kv_generation(dc), vgen = fm_kv_generation(vc);
+    size_t dsize = d.seg->size, vsize = l.seg->size;
+    buf b = {0};
+    int found = 0, bad = 0;
+    int64_t t0 = fm_now_ns();
+    for (int i = 0; i < REPLACES && bad < 5; i++) {
+        uint64_t k = (uint64_t)i % KEYS, serial = 2 + (uint64_t)i / KEYS;
+        fill_value(v, len, k, serial);
+        int kl = sprintf(key, "k%d", (int)k);
+        if (fm_dict_set(&d, key, (size_t)kl, v, len, DEADLINE()) != FM_OK ||
+            fm_vec_set(&l, (int64_t)k, v, len, DEADLINE()) != FM_OK) {
+            CHECK_MSG(0, "replacement %d failed", i);
+            bad++;
+            continue;
+        }
+        if (i % 97 == 0) {
+            int ok = fm_dict_get(&d, key, (size_t)kl, DEADLINE(), copy_out, &b, &found) ==
+                         FM_OK && found && b.len == len && memcmp(b.p, v, len) == 0;
+            ok = ok && fm_vec_get(&l, (int64_t)k, DEADLINE(), copy_out, &b) == FM_OK &&
+                 b.len == len && memcmp(b.p, v, len) == 0;
+            CHECK_MSG(ok, "replacement %d: value read back differs", i);
+            bad += !ok;
+        }
+    }
+    double secs = fmt_secs_since(t0);
+    CHECK_MSG(fm_kv_generation(dc) == dgen && fm_kv_generation(vc) == vgen,
+              "new data segments: dict generation %llu -> %llu, list %llu -> %llu",
+              (unsigned long long)dgen, (unsigned long long)fm_kv_generation(dc),
+              (unsigned long long)vgen, (unsigned long long)fm_kv_generation(vc));
+    CHECK(d.seg->size == dsize && l.seg->size == vsize);
+    /* room for the four values and one being written, not much more */
+    CHECK_MSG(dsize < 12 * len && vsize < 12 * len, "segments of %zu and %zu bytes", dsize,
+              vsize);
+    for (uint64_t k = 0; k < KEYS; k++) {
+        fill_value(want, len, k, 1 + REPLACES / KEYS);
+        int kl = sprintf(key, "k%d", (int)k);
+        CHECK_ST(fm_dict_get(&d, key, (size_t)kl, DEADLINE(), copy_out, &b, &found), FM_OK);
+        CHECK(found && b.len == len && memcmp(b.p, want, len) == 0);
+        CHECK_ST(fm_vec_get(&l, (int64_t)k, DEADLINE(), copy_out, &b), FM_OK);
+        CHECK(b.len == len && memcmp(b.p, want, len) == 0);
+    }
+    CHECK_ST(fm_kv_check(&d, DEADLINE()), FM_OK);
+    CHECK_ST(fm_kv_check(&l, DEADLINE()), FM_OK);
+    fmt_note("%d replacements of a 1 MiB value in a dict and a list: %.1f us per pair, "
+             "segments of %zu and %zu KiB", REPLACES, secs * 1e6 / REPLACES, dsize >> 10,
+             vsize >> 10);
+    buf_free(&b);
+    free(v);
+    free(want);
+    fm_kvh_close(&d);
+    fm_kvh_close(&l);
+    destroy_ctl(dc);
+    destroy_ctl(vc);
+}
+
+/* Sizes from 1 byte to 2 MiB, mostly small, some big: what the free
+ * extents are cut from and merged into varies all the time. */
+static size_t
+mixed_len(void)
+{
+    uint64_t r = rnd() % 100;
+    if (r < 45)
+        return 1 + rnd() % 64;
+    if (r < 75)
+        return 1 + rnd() % 4096;
+    if (r < 90)
+        return 1 + rnd() % (256u << 10);
+    return 1 + rnd() % (2u << 20);
+}
+
+/* Every item of the dict, in order, against the model. */
+static int
+dict_equals_model(fm_kvh *h, dmodel *m, int nkeys)
+{
+    items it = {0};
+    if (fm_dict_foreach(h, DEADLINE(), collect, &it) != FM_OK)
+        return 0;
+    int live = 0, ok = 1;
+    for (int k = 0; k < nkeys; k++)
+        live += m->present[k];
+    ok = (int)it.n == live;
+    uint64_t prev = 0;
+    char key[64];
+    for (size_t i = 0; ok && i < it.n; i++) {
+        int kk = -1;
+        for (int j = 0; j < nkeys && kk < 0; j++) {
+            size_t kl = make_key(j, key);
+            if (m->present[j] && kl == it.kl[i] && memcmp(key, it.k[i], kl) == 0)
+                kk = j;
+        }
+        ok = kk >= 0 && m->order[kk] > prev && it.vl[i] == m->vlen[kk] &&
+             memcmp(it.v[i], m->val[kk], it.vl[i]) == 0;
+        if (kk >= 0)
+            prev = m->order[kk];
+    }
+    items_free(&it);
+    return ok;
+}
+
+/* A dict and a list under a random mix of writes of 1 byte to 2 MiB
+ * (set, replace, delete, pop, popitem, clear; list set, append, insert,
+ * delete, pop, replace-all, clear), checked against a model after every
+ * step: contents, order, and fm_kv_check (free extents inside the heap,
+ * counted, overlapping nothing). */
+static void
+test_mixed_sizes_model(void)
+{
+    enum { NK = 12, STEPS = 4000 };
+    fm_kvctl *dc = new_ctl(FM_KV_DICT), *vc = new_ctl(FM_KV_VEC);
+    fm_kvh d, l;
+    fm_kvh_open(&d, dc);
+    fm_kvh_open(&l, vc);
+    dmodel m;
+    memset(&m, 0, sizeof m);
+    vmodel *vm = calloc(1, sizeof *vm);
+    buf b = {0};
+    char key[64];
+    int bad = 0;
+    uint64_t serial = 0;
+    for (int step = 0; step < STEPS && bad < 3; step++) {
+        int k = (int)(rnd() % NK), found = 0, op = (int)(rnd() % 100), st = FM_OK;
+        size_t kl = make_key(k, key);
+        if (op < 45) {
+            size_t vl = mixed_len();
+            unsigned char *v = malloc(vl);
+            fill_value(v, vl, (uint64_t)k, ++serial);
+            st = fm_dict_set(&d, key, kl, v, vl, DEADLINE());
+            if (!m.present[k])
+                m.order[k] = ++m.seq;
+            free(m.val[k]);
+            m.val[k] = v;
+            m.vlen[k] = vl;
+            m.present[k] = 1;
+        }
+        else if (op < 60) {
+            st = fm_dict_delete(&d, key, kl, DEADLINE(), &found);
+            st = st == FM_OK && found != m.present[k] ? FM_CORRUPT : st;
+            m.present[k] = 0;
+        }
+        else if (op < 75) {
+            st = fm_dict_pop(&d, key, kl, DEADLINE(), copy_out, &b, &found);
+            if (st == FM_OK && (found != m.present[k] ||
+                                (found && (b.len != m.vlen[k] ||
+                                           memcmp(b.p, m.val[k], b.len) != 0))))
+                st = FM_CORRUPT;
+            m.present[k] = 0;
+        }
+        else if (op < 85) {
+            int want = dmodel_last(&m);
+            st = fm_dict_popitem(&d, DEADLINE(), copy_out, &b, &found);
+            if (st == FM_OK && found != (want >= 0))
+                st = FM_CORRUPT;
+            if (want >= 0)
+                m.present[want] = 0;
+        }
+        else if (op < 88) {
+            st = fm_dict_clear(&d, DEADLINE());
+            memset(m.present, 0, sizeof m.present);
+        }
+        else {
+            /* the list */
+            int vop = (int)(rnd() % 7);
+            size_t vl = mixed_len();
+            unsigned char *v = malloc(vl);
+            fill_value(v, vl, 1000, ++serial);
+            int64_t i = vm->n ? (int64_t)(rnd() % vm->n) : 0;
+            if (vop == 0 || vm->n == 0) {
+                st = fm_vec_append(&l, v, vl, DEADLINE());
+                vm_insert(vm, vm->n, v, vl);
+                v = NULL;
+            }
+            else if (vop == 1) {
+                st = fm_vec_set(&l, i, v, vl, DEADLINE());
+                free(vm->v[i]);
+                vm->v[i] = v;
+                vm->l[i] = vl;
+                v = NULL;
+            }
+            else if (vop == 2) {
+                st = fm_vec_insert(&l, i, v, vl, DEADLINE());
+                vm_insert(vm, (size_t)i, v, vl);
+                v = NULL;
+            }
+            else if (vop == 3) {
+                st = fm_vec_delete(&l, i, DEADLINE());
+                vm_delete(vm, (size_t)i);
+            }
+            else if (vop == 4) {
+                st = fm_vec_pop(&l, i, DEADLINE(), copy_out, &b);
+                if (st == FM_OK && (b.len != vm->l[i] || memcmp(b.p, vm->v[i], b.len) != 0))
+                    st = FM_CORRUPT;
+                vm_delete(vm, (size_t)i);
+            }
+            else if (vop == 5) {
+                /* replace all with the items reversed, plus the new one */
+                size_t n = vm->n + 1;
+                const void **vals = malloc(n * sizeof *vals);
+                size_t *lens = malloc(n * sizeof *lens);
+                for (size_t j = 0; j + 1 < n; j++) {
+                    vals[j] = vm->v[vm->n - 1 - j];
+                    lens[j] = vm->l[vm->n - 1 - j];
+                }
+                vals[n - 1] = v;
+                lens[n - 1] = vl;
+                st = fm_vec_replace(&l, n, vals, lens, DEADLINE());
+                for (size_t j = 0; j < vm->n / 2; j++) {
+                    unsigned char *t = vm->v[j];
+                    size_t tl = vm->l[j];
+                    vm->v[j] = vm->v[vm->n - 1 - j];
+                    vm->l[j] = vm->l[vm->n - 1 - j];
+                    vm->v[vm->n - 1 - j] = t;
+                    vm->l[vm->n - 1 - j] = tl;
+                }
+                vm_insert(vm, vm->n, v, vl);
+                v = NULL;
+                free(vals);
+                free(lens);
+            }
+            else if (rnd() % 3 == 0) {
+                st = fm_vec_clear(&l, DEADLINE());
+                while (vm->n)
+                    vm_delete(vm, vm->n - 1);
+            }
+            free(v);
+        }
+        int ok = st == FM_OK && dict_equals_model(&d, &m, NK);
+        items it = {0};
+        ok = ok && fm_vec_slice(&l, FM_VEC_NONE, FM_VEC_NONE, 1, DEADLINE(), collect, &it) ==
+                       FM_OK && it.n == vm->n;
+        for (size_t j = 0; ok && j < it.n; j++)
+            ok = it.vl[j] == vm->l[j] && memcmp(it.v[j], vm->v[j], it.vl[j]) == 0;
+        items_free(&it);
+        ok = ok && fm_kv_check(&d, DEADLINE()) == FM_OK && fm_kv_check(&l, DEADLINE()) == FM_OK;
+        CHECK_MSG(ok, "step %d (op %d, key %d): %s", step, op, k, fmt_st(st));
+        bad += !ok;
+    }
+    fmt_note("%d steps: generations %llu (dict) and %llu (list), segments of %zu and %zu KiB",
+             STEPS, (unsigned long long)fm_kv_generation(dc),
+             (unsigned long long)fm_kv_generation(vc), d.seg ? d.seg->size >> 10 : 0,
+             l.seg ? l.seg->size >> 10 : 0);
+    for (int k = 0; k < NK; k++)
+        free(m.val[k]);
+    while (vm->n)
+        vm_delete(vm, vm->n - 1);
+    free(vm);
+    buf_free(&b);
+    fm_kvh_close(&d);
+    fm_kvh_close(&l);
+    destroy_ctl(dc);
+    destroy_ctl(vc);
+}
+
 /* ------------------------------------------------------------ processes */
 
 /* Each of `procs` processes sets its own keys (and overwrites them, and
@@ -1264,6 +1573,191 @@ test_killed_at_each_point(void)
     in_private_shm("256m", killed_at_points_body);
 }
 
+/* Die at each point of the commit of a write that takes free extents and
+ * frees others (replace, delete, clear, list set, delete, replace-all),
+ * once replacing has put the free table to work.  The next holder finds
+ * the write done or not as the point says, every value whole, and the
+ * free table sound: 200 more rounds of replacements fit in the same data
+ * segment, and fm_kv_check finds no extent used twice. */
+enum { FT_KEYS = 4, FT_LEN = 20000 };
+enum { FT_SET, FT_SHRINK, FT_DELETE, FT_CLEAR, FT_VSET, FT_VSHRINK, FT_VDELETE, FT_VREPLACE,
+       FT_KINDS };
+
+static void
+ft_write_all(fm_kvh *d, fm_kvh *v, int rounds, int with_replace_all)
+{
+    static unsigned char val[FT_LEN];
+    char key[16];
+    for (int r = 0; r < rounds; r++) {
+        for (uint32_t k = 0; k < FT_KEYS; k++) {
+            int kl = sprintf(key, "k%u", k);
+            size_t len = tagged_value(val, k, FT_LEN);
+            CHECK_ST(fm_dict_set(d, key, (size_t)kl, val, len, DEADLINE()), FM_OK);
+            if (k < FT_KEYS - 1 || !with_replace_all)
+                CHECK_ST(fm_vec_set(v, (int64_t)k, val, len, DEADLINE()), FM_OK);
+        }
+        if (with_replace_all) {
+            const void *vals[FT_KEYS] = {val, val, val, val};
+            size_t lens[FT_KEYS] = {FT_LEN, FT_LEN, FT_LEN, FT_LEN};
+            CHECK_ST(fm_vec_replace(v, FT_KEYS, vals, lens, DEADLINE()), FM_OK);
+        }
+    }
+}
+
+/* The value of dict key k / list item k, copied into out (its length). */
+static size_t
+ft_get(fm_kvh *d, fm_kvh *v, int list, uint32_t k, unsigned char *out)
+{
+    buf b = {0};
+    int found = 0;
+    char key[16];
+    int kl = sprintf(key, "k%u", k);
+    int st = list ? fm_vec_get(v, (int64_t)k, DEADLINE(), copy_out, &b)
+                  : fm_dict_get(d, key, (size_t)kl, DEADLINE(), copy_out, &b, &found);
+    size_t n = 0;
+    if (st == FM_OK && (list || found) && b.len <= FT_LEN) {
+        memcpy(out, b.p, b.len);
+        n = b.len;
+    }
+    buf_free(&b);
+    return n;
+}
+
+static void
+killed_at_points_free_table_body(void)
+{
+    static const char *kinds[FT_KINDS] = {
+        "dict replace", "dict replace by a smaller value", "dict delete", "dict clear",
+        "list set", "list set to a smaller value", "list delete", "list replace-all"};
+    static unsigned char old[FT_LEN], got[FT_LEN], fresh[FT_LEN];
+    for (int point = 1; point <= 3; point++) {
+        for (int kind = 0; kind < FT_KINDS; kind++) {
+            fm_kvctl *dc = new_ctl(FM_KV_DICT), *vc = new_ctl(FM_KV_VEC);
+            fm_kvh d, v;
+            fm_kvh_open(&d, dc);
+            fm_kvh_open(&v, vc);
+            static unsigned char val[FT_LEN];
+            for (uint32_t k = 0; k < FT_KEYS; k++) {
+                size_t len = tagged_value(val, k, FT_LEN);
+                CHECK_ST(fm_vec_append(&v, val, len, DEADLINE()), FM_OK);
+            }
+            /* settle: replaced values feed the free table, and the segments
+             * grow to what this workload needs */
+            ft_write_all(&d, &v, 30, 1);
+            ft_write_all(&d, &v, 30, 0);
+            int list = kind >= FT_VSET;
+            size_t old_len = ft_get(&d, &v, list, 2, old);
+            /* the same size: the new value trades places with a free extent of
+             * its size; smaller: it is cut from one, and the old one freed */
+            int shrink = kind == FT_SHRINK || kind == FT_VSHRINK;
+            size_t fresh_len = tagged_value(fresh, 2, shrink ? FT_LEN / 2 : FT_LEN);
+            uint64_t dgen = fm_kv_generation(dc), vgen = fm_kv_generation(vc);
+            pid_t pid = fmt_fork();
+            if (pid == 0) {
+                fm_kvh d2, v2;
+                fm_kvh_open(&d2, dc);
+                fm_kvh_open(&v2, vc);
+                int found;
+                const void *vals[FT_KEYS] = {fresh, fresh, fresh, fresh};
+                size_t lens[FT_KEYS] = {fresh_len, fresh_len, fresh_len, fresh_len};
+                atomic_store(&die_at, point);
+                switch (kind) {
+                case FT_SET:
+                case FT_SHRINK:
+                    fm_dict_set(&d2, "k2", 2, fresh, fresh_len, FM_FOREVER);
+                    break;
+                case FT_DELETE:
+                    fm_dict_delete(&d2, "k2", 2, FM_FOREVER, &found);
+                    break;
+                case FT_CLEAR:
+                    fm_dict_clear(&d2, FM_FOREVER);
+                    break;
+                case FT_VSET:
+                case FT_VSHRINK:
+                    fm_vec_set(&v2, 2, fresh, fresh_len, FM_FOREVER);
+                    break;
+                case FT_VDELETE:
+                    fm_vec_delete(&v2, 2, FM_FOREVER);
+                    break;
+                default:
+                    fm_vec_replace(&v2, FT_KEYS, vals, lens, FM_FOREVER);
+                }
+                _exit(50);   /* not killed: the point was not reached */
+            }
+            int rc = fmt_reap(pid);
+            char when[96];
+            snprintf(when, sizeof when, "%s killed at point %d", kinds[kind], point);
+            CHECK_MSG(rc == 128 + SIGKILL, "%s: child exit %d", when, rc);
+            int done = point >= 2;
+            CHECK_MSG(RETRY(fm_kv_check(&d, DEADLINE())) == FM_OK &&
+                          RETRY(fm_kv_check(&v, DEADLINE())) == FM_OK,
+                      "%s: check", when);
+            uint64_t n = 9;
+            size_t len;
+            switch (kind) {
+            case FT_SET:
+            case FT_SHRINK:
+            case FT_VSET:
+            case FT_VSHRINK:
+                len = ft_get(&d, &v, list, 2, got);
+                CHECK_MSG(done ? len == fresh_len && memcmp(got, fresh, len) == 0
+                               : len == old_len && memcmp(got, old, len) == 0,
+                          "%s: value of item 2", when);
+                break;
+            case FT_DELETE:
+            case FT_CLEAR:
+                fm_dict_len(&d, DEADLINE(), &n);
+                CHECK_MSG(n == (done ? (kind == FT_CLEAR ? 0u : FT_KEYS - 1u) : FT_KEYS),
+                          "%s: %llu keys", when, (unsigned long long)n);
+                break;
+            case FT_VDELETE:
+            case FT_VREPLACE:
+                fm_vec_len(&v, DEADLINE(), &n);
+                CHECK_MSG(n == (kind == FT_VDELETE && done ? FT_KEYS - 1u : FT_KEYS),
+                          "%s: %llu items", when, (unsigned long long)n);
+                len = ft_get(&d, &v, 1, kind == FT_VDELETE ? 1 : 2, got);
+                CHECK_MSG(kind == FT_VDELETE || (done ? len == fresh_len &&
+                                                            memcmp(got, fresh, len) == 0
+                                                      : len == old_len &&
+                                                            memcmp(got, old, len) == 0),
+                          "%s: value of item 2", when);
+                break;
+            }
+            CHECK_MSG(fm_kv_generation(dc) == dgen && fm_kv_generation(vc) == vgen,
+                      "%s: the write made a new data segment", when);
+            /* every value whole; then the same workload again, in the same segments */
+            verify_ctx x = {0};
+            fm_dict_foreach(&d, DEADLINE(), verify_dict_item, &x);
+            fm_vec_slice(&v, FM_VEC_NONE, FM_VEC_NONE, 1, DEADLINE(), verify_vec_item, &x);
+            CHECK_MSG(x.torn == 0, "%s: %ld torn values", when, x.torn);
+            while (fm_vec_len(&v, DEADLINE(), &n) == FM_OK && n < FT_KEYS)
+                fm_vec_append(&v, fresh, fresh_len, DEADLINE());
+            ft_write_all(&d, &v, 200, 0);
+            CHECK_MSG(fm_kv_generation(dc) == dgen && fm_kv_generation(vc) == vgen,
+                      "%s: replacing afterwards made a new data segment (generations "
+                      "%llu -> %llu, %llu -> %llu)", when, (unsigned long long)dgen,
+                      (unsigned long long)fm_kv_generation(dc), (unsigned long long)vgen,
+                      (unsigned long long)fm_kv_generation(vc));
+            CHECK_MSG(fm_kv_check(&d, DEADLINE()) == FM_OK &&
+                          fm_kv_check(&v, DEADLINE()) == FM_OK,
+                      "%s: check after", when);
+            CHECK_MSG(count_shm_files() == 2, "%s: %d files in /dev/shm", when,
+                      count_shm_files());
+            fm_kvh_close(&d);
+            fm_kvh_close(&v);
+            destroy_ctl(dc);
+            destroy_ctl(vc);
+            CHECK_MSG(count_shm_files() == 0, "%s: files left", when);
+        }
+    }
+}
+
+static void
+test_killed_at_points_free_table(void)
+{
+    in_private_shm("256m", killed_at_points_free_table_body);
+}
+
 /* A writer SIGKILLed at random moments, many times; after each kill the
  * structures are checked and written by this process. */
 static void
@@ -1491,11 +1985,14 @@ main(void)
     RUN(test_growth_many_keys);
     RUN(test_old_mapping_dropped);
     RUN(test_huge_value);
+    RUN(test_replace_reuses_space);
+    RUN(test_mixed_sizes_model);
     RUN(test_two_processes);
     RUN(test_four_processes);
     RUN(test_lock_deadline);
     RUN(test_begin_end_increment);
     RUN(test_killed_at_each_point);
+    RUN(test_killed_at_points_free_table);
     RUN(test_killed_at_random);
     RUN(test_killed_while_others_work);
     RUN(test_full_dev_shm);
