@@ -28,6 +28,7 @@
  * unlinked (fm_kvctl_destroy). */
 #include "fastmp.h"
 #include "core/kv.h"
+#include "kv_encode.h"
 
 #include <errno.h>
 #include <string.h>
@@ -59,6 +60,7 @@ typedef struct {
     unsigned long owner;        /* thread inside enter/leave */
     int depth;                  /* nesting of enter in that thread */
     int mutating;               /* this hold made `version` odd */
+    uint64_t version_before;    /* ... from this (the hold ends at (it | 1) + 3) */
     uint64_t seen_gen;          /* the data segment this process last accounted for */
     char seen_name[FM_SHM_NAME_MAX];
     /* names told to the tracker for kh.new_name during this call (a write
@@ -250,6 +252,7 @@ kv_mutating(FmKVObject *self)
         return;
     uint64_t v = atomic_load_explicit(&self->sh->version, memory_order_relaxed);
     atomic_store_explicit(&self->sh->version, (v | 1) + 2, memory_order_seq_cst);
+    self->version_before = v;
     self->mutating = 1;
 }
 
@@ -848,22 +851,95 @@ KV_dict_contains(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
 }
 
 PyDoc_STRVAR(KV_dict_set_doc,
-"dict_set($self, key, value, /)\n--\n\nInsert or replace (the key keeps its place).");
+"dict_set($self, key, value, /)\n--\n\n"
+"Insert or replace (the key keeps its place).  Returns the version the object had\n"
+"before (it has (that | 1) + 3 after), or None inside begin()/end(), where other\n"
+"changes of the same hold come after it.");
+
+/* dict_set's body, on encoded key and value */
+static PyObject *
+dict_set_bytes(FmKVObject *self, const char *k, Py_ssize_t kn, const char *v, Py_ssize_t vn)
+{
+    if (kv_enter_forever(self) < 0)
+        return NULL;
+    int alone = self->depth == 1;
+    int st;
+    kv_write(self, st, fm_dict_set(&self->kh, k, (size_t)kn, v, (size_t)vn, FM_FOREVER));
+    uint64_t before = self->version_before;
+    if (kv_finish(self, st) < 0)
+        return NULL;
+    if (!alone)
+        Py_RETURN_NONE;
+    return PyLong_FromUnsignedLongLong(before);
+}
 
 static PyObject *
 KV_dict_set(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
 {
-    FmKVObject *self = (FmKVObject *)op;
     const char *k, *v;
     Py_ssize_t kn, vn;
     if (fm_check_nargs("dict_set", nargs, 2, 2) < 0 || as_bytes(args[0], &k, &kn) < 0 ||
-        as_bytes(args[1], &v, &vn) < 0 || kv_enter_forever(self) < 0)
+        as_bytes(args[1], &v, &vn) < 0)
         return NULL;
-    int st;
-    kv_write(self, st, fm_dict_set(&self->kh, k, (size_t)kn, v, (size_t)vn, FM_FOREVER));
-    if (kv_finish(self, st) < 0)
+    return dict_set_bytes((FmKVObject *)op, k, kn, v, vn);
+}
+
+PyDoc_STRVAR(KV_dict_set_plain_doc,
+"dict_set_plain($self, key, value, /)\n--\n\n"
+"dict_set() of a str or int key and a plain value (None, bool, int, float, str,\n"
+"bytes), encoded here as the proxies encode them (see csrc/kv_encode.h); the\n"
+"same result, or NotImplemented when key or value is not one of those.");
+
+static PyObject *
+KV_dict_set_plain(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (fm_check_nargs("dict_set_plain", nargs, 2, 2) < 0)
         return NULL;
-    Py_RETURN_NONE;
+    fm_kv_buf kb, vb;
+    int r = fm_kv_plain_key(args[0], &kb);
+    if (r > 0) {
+        r = fm_kv_plain_value(args[1], &vb);
+        if (r <= 0)
+            fm_kv_buf_release(&kb);
+    }
+    if (r <= 0) {
+        if (r < 0)
+            return NULL;
+        Py_RETURN_NOTIMPLEMENTED;
+    }
+    PyObject *res = dict_set_bytes((FmKVObject *)op, kb.p, kb.n, vb.p, vb.n);
+    fm_kv_buf_release(&kb);
+    fm_kv_buf_release(&vb);
+    return res;
+}
+
+PyDoc_STRVAR(KV_encode_plain_doc,
+"encode_plain(obj, key=False)\n--\n\n"
+"What dict_set_plain stores for obj as a value (or, with key=True, as a key): bytes,\n"
+"or None when obj is not plain.");
+
+static PyObject *
+KV_encode_plain(PyObject *Py_UNUSED(cls), PyObject *const *args, Py_ssize_t nargs,
+                PyObject *kwnames)
+{
+    static const char *const names[] = {"obj", "key"};
+    PyObject *argv[2];
+    if (fm_parse_args("encode_plain", args, nargs, kwnames, names, 2, 1, argv) < 0)
+        return NULL;
+    PyObject *obj = argv[0];
+    int key = argv[1] != NULL ? PyObject_IsTrue(argv[1]) : 0;
+    if (key < 0)
+        return NULL;
+    fm_kv_buf b;
+    int r = key ? fm_kv_plain_key(obj, &b) : fm_kv_plain_value(obj, &b);
+    if (r <= 0) {
+        if (r < 0)
+            return NULL;
+        Py_RETURN_NONE;
+    }
+    PyObject *out = PyBytes_FromStringAndSize(b.p, b.n);
+    fm_kv_buf_release(&b);
+    return out;
 }
 
 PyDoc_STRVAR(KV_pickle_bytes_doc,
@@ -1251,6 +1327,8 @@ static PyMethodDef KV_methods[] = {
     KV_METH(dict_get, METH_FASTCALL),
     KV_METH(dict_contains, METH_FASTCALL),
     KV_METH(dict_set, METH_FASTCALL),
+    KV_METH(dict_set_plain, METH_FASTCALL),
+    KV_METH(encode_plain, METH_FASTCALL | METH_KEYWORDS | METH_STATIC),
     KV_METH(pickle_bytes, METH_O | METH_STATIC),
     KV_METH(dict_delete, METH_FASTCALL),
     KV_METH(dict_pop, METH_FASTCALL),

@@ -405,6 +405,49 @@ def test_reads_after_a_writer_died_mid_change(fastmp_ctx, procs):
         m.shutdown()
 
 
+PLAIN_VALUES = [None, True, False, 0, 1, 255, 256, 65535, 65536, -1, -256, 2**31 - 1, -2**31,
+                2**31, -2**31 - 1, 2**40, -2**40, 2**55, 2**63 - 1, -2**63, 1.5, -0.0,
+                float("inf"), "", "a", "\u00e9" * 300, "\U0001f600", b"", b"x" * 255,
+                b"y" * 256, b"z" * 60000]
+NOT_PLAIN = [2**63, -2**63 - 1, "\ud800", "x" * 70000, b"z" * 70000, 1 + 2j, [1], (1,),
+             bytearray(b"a")]
+
+
+def test_plain_values_encoded_in_c():
+    # what dict_set_plain stores reads back as the same value of the same type, and what it
+    # does not take goes through managers.py's encoding
+    from fastmp._core import SharedKV
+    for v in PLAIN_VALUES:
+        out = pickle.loads(SharedKV.encode_plain(v))
+        assert type(out) is type(v) and out == v and repr(out) == repr(v)
+    for v in NOT_PLAIN:
+        assert SharedKV.encode_plain(v) is None
+    nan = pickle.loads(SharedKV.encode_plain(float("nan")))
+    assert nan != nan
+
+
+def test_plain_keys_encoded_in_c_are_the_proxies_keys():
+    from fastmp._core import SharedKV
+    from fastmp import managers
+    for k in ["", "ab", "\u00e9", 0, 5, -7, 2**63 - 1, -2**63]:
+        assert SharedKV.encode_plain(k, key=True) == managers._enc_key(k)
+    for k in ["\ud800", 2**64, True, 1.0, (1,), None]:
+        assert SharedKV.encode_plain(k, key=True) is None
+
+
+def test_keys_set_either_way_are_one_key(manager):
+    d = manager.dict()
+    d[1] = "int"            # encoded in C
+    d[True] = "bool"        # encoded in Python: the same key
+    d["\ud800"] = "lone"    # a str C leaves to Python
+    d[2**70] = "big"
+    for v in PLAIN_VALUES + NOT_PLAIN[:-1]:
+        d["v"] = v
+        assert d["v"] == v and type(d["v"]) is type(v)
+    assert d[1] == "bool" and d[1.0] == "bool" and d["\ud800"] == "lone" and d[2**70] == "big"
+    assert len(d) == 4
+
+
 def test_two_processes_count_exactly(ctx_manager, procs):
     ctx, m = ctx_manager
     d = m.dict(n=0)
