@@ -1,10 +1,15 @@
-"""multiprocessing.managers, with the Manager's dict(), list() and Namespace() in shared memory.
+"""multiprocessing.managers, with every built-in typeid of the Manager in shared memory.
 
 ``fastmp.Manager()`` (and ``ctx.Manager()``, ``fastmp.managers.SyncManager``) is the stdlib's
-SyncManager, except for three typeids: ``dict()``, ``list()`` and ``Namespace()`` return proxies
-on a fastmp._core.SharedKV, a hash table or vector of byte strings in shared memory whose every
-operation runs in the calling process, under one lock that a killed holder cannot wedge.  There is
-no server round trip: an operation costs about a microsecond instead of tens.
+SyncManager, except that its built-in typeids need no server: ``dict()``, ``list()`` and
+``Namespace()`` return proxies on a fastmp._core.SharedKV (a hash table or vector of byte strings
+in shared memory, this module), and ``Lock()``, ``RLock()``, ``Semaphore()``,
+``BoundedSemaphore()``, ``Condition()``, ``Event()``, ``Barrier()`` (_mgr_sync.py), ``Queue()``,
+``JoinableQueue()``, ``Value()`` and ``Array()`` (_mgr_data.py) proxies on fastmp's C objects
+(_mgr_objects.py).  Every operation runs in the calling process, under locks that a killed holder
+cannot wedge: no server round trip, about a microsecond instead of tens.  ``Pool()``,
+``register()``ed typeids and a manager reached with ``connect()`` keep the stdlib's server,
+started the first time one of them needs it.
 
 The proxies keep the stdlib proxies' API and semantics: a value read is a copy (mutating it does
 not write back), keys()/values()/items() return lists, a proxy stored inside another comes back
@@ -14,15 +19,19 @@ lives while a proxy to it lives, in any process; once a proxy has been pickled (
 way to another process), the manager also keeps the object until shutdown().  One never pickled
 goes with its last proxy, so a loop that makes and drops objects stays flat.  shutdown() frees
 them all, after which using a proxy raises BrokenPipeError and unpickling one
-FileNotFoundError, as the stdlib's do once their server is gone.  Every other typeid (Queue, Lock, Value, registered types, ...) and a manager reached with
-connect() keep the stdlib's server.
+FileNotFoundError, as the stdlib's do once their server is gone.
 
-Encoding: values are pickled (multiprocessing's ForkingPickler for what plain pickle cannot do).
-Keys are encoded so that keys Python's dict treats as one are one key here: str and int directly,
-a float or bool equal to an int as that int, other hashable keys (tuples, frozensets, ...) pickled
-after the same normalisation of their parts.  So 1, 1.0 and True are the same key, as in a dict;
-the key kept is the normalised one (d[True] = x gives the key 1).  Keys of other types must pickle
-to the same bytes when equal (value types do; objects compared by identity do not).
+Encoding: values are pickled (multiprocessing's ForkingPickler for what plain pickle cannot do;
+plain ones, None, bool, int, float, str, bytes, by csrc/kv_encode.c).  Keys are encoded so that
+keys Python's dict treats as one are one key here: str and int directly, a float or bool equal
+to an int as that int, other hashable keys (tuples, frozensets, ...) pickled after the same
+normalisation of their parts.  So 1, 1.0 and True are the same key, as in a dict; the key kept
+is the normalised one (d[True] = x gives the key 1).  Keys of other types must pickle to the
+same bytes when equal (value types do; objects compared by identity do not).
+
+Reads: a dict or Namespace proxy keeps the immutable values it read under str and int keys
+while the object's version (SharedKV.version, moved by every change in any process) stays the
+same, so repeated reads of an unchanged object cost a version check.
 """
 import operator as _operator
 import pickle as _pickle
@@ -642,13 +651,12 @@ def _finalize(server, objects, lock, state, proxies=(), life=None):
 
 
 class SyncManager(_std.SyncManager):
-    """The stdlib's SyncManager, with dict(), list() and Namespace() in shared memory (no
-    server round trip); see the module's docstring.
+    """The stdlib's SyncManager, with its built-in typeids in shared memory (no server round
+    trip); see the module's docstring.
 
     start() starts no process (unless given an initializer, which runs in the server): the
-    server is started the first time something needs it (a typeid other than those three, a
-    register()ed one, ``address``, ...).  A manager used only for dicts, lists and namespaces
-    never has one."""
+    server is started the first time something needs it (``Pool()``, a register()ed typeid,
+    ``address``, ...).  A manager used only for the built-in typeids never has one."""
 
     def __init__(self, *args, **kwds):
         super().__init__(*args, **kwds)
