@@ -1,5 +1,5 @@
-"""The Manager's typeids (dict, list, Namespace, Lock, Event, Queue, Value, ...) with UltraDict as the
-dict rows' peer: fastmp against the stdlib, in one run.
+"""The Manager's typeids (dict, list, Namespace, Lock, Event, Queue, Value, ...), with UltraDict
+as the dict rows' peer: fastmp against the stdlib, in one run.
 
     python benchmarks/bench_managers.py                 # full run, fork start method
     python benchmarks/bench_managers.py --quick         # smoke test
