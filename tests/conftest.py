@@ -15,6 +15,8 @@ so CI notices.
 import importlib
 import os
 import re
+import signal
+import subprocess
 import sys
 import time
 
@@ -126,6 +128,59 @@ def shm_gone_within(names, seconds):
         if not left or time.monotonic() > deadline:
             return left
         time.sleep(0.05)
+
+
+@pytest.fixture
+def manager(mp):
+    """A started Manager of the implementation under test, shut down after the test."""
+    m = mp.Manager()
+    yield m
+    m.shutdown()
+
+
+@pytest.fixture
+def ctx_manager(ctx):
+    """(ctx, a started ctx.Manager()), the manager shut down after the test."""
+    m = ctx.Manager()
+    yield ctx, m
+    m.shutdown()
+
+
+def run_shm_program(tmp_path, source, mode, timeout=60.0):
+    """Run the program `source` with fastmp (its argv[1] is `mode`).  It prints "SHM <name>"
+    for each fastmp segment it maps and, in mode "kill", "READY" before it sleeps: then it is
+    SIGKILLed (the segments it printed must still exist then).  Returns (names, output) once
+    it is gone: the segments it named, and everything it printed."""
+    fastmp = load_impl("fastmp")
+    where = os.path.dirname(os.path.dirname(os.path.abspath(fastmp.__file__)))
+    script = tmp_path / "shm_program.py"
+    script.write_text(source)
+    out = tmp_path / "shm_program.out"
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (where, env.get("PYTHONPATH")) if p)
+    with open(out, "w") as f:
+        proc = subprocess.Popen([sys.executable, str(script), mode], stdout=f,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                                cwd=str(tmp_path))
+
+    def names():
+        return {ln.split(None, 1)[1] for ln in out.read_text().splitlines()
+                if ln.startswith("SHM ")}
+    try:
+        if mode == "kill":
+            deadline = time.monotonic() + timeout
+            while "READY" not in out.read_text():
+                assert proc.poll() is None, out.read_text()
+                assert time.monotonic() < deadline, out.read_text()
+                time.sleep(0.05)
+            assert names() <= shm_entries(), out.read_text()
+            os.kill(proc.pid, signal.SIGKILL)
+        assert proc.wait(timeout) == (-signal.SIGKILL if mode == "kill" else 0), out.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return names(), out.read_text()
 
 
 # ---------------------------------------------------------------- /dev/shm hygiene

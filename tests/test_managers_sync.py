@@ -8,7 +8,6 @@ import os
 import pickle
 import re
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -17,23 +16,9 @@ from multiprocessing import managers as std_managers
 import pytest
 
 import _managers_sync_targets as T
-from conftest import is_fastmp, join_ok, load_impl, shm_gone_within, start
+from conftest import is_fastmp, join_ok, load_impl, run_shm_program, shm_gone_within, start
 
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
-
-
-@pytest.fixture
-def manager(mp):
-    m = mp.Manager()
-    yield m
-    m.shutdown()
-
-
-@pytest.fixture
-def ctx_manager(ctx):
-    m = ctx.Manager()
-    yield ctx, m
-    m.shutdown()
 
 
 def threading_error(call):
@@ -654,33 +639,8 @@ if __name__ == "__main__":
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("mode", ["clean", "kill"])
 def test_nothing_left_in_dev_shm(tmp_path, mode):
-    fastmp = load_impl("fastmp")
-    where = os.path.dirname(os.path.dirname(os.path.abspath(fastmp.__file__)))
-    script = tmp_path / "mgr_sync_shm.py"
-    script.write_text(_SHM_SCRIPT)
-    out = tmp_path / "out.txt"
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (where, env.get("PYTHONPATH")) if p)
-    with open(out, "w") as f:
-        proc = subprocess.Popen([sys.executable, str(script), mode], stdout=f,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                                cwd=str(tmp_path))
-    try:
-        if mode == "kill":
-            deadline = time.monotonic() + 60
-            while "READY" not in out.read_text():
-                assert proc.poll() is None, out.read_text()
-                assert time.monotonic() < deadline
-                time.sleep(0.05)
-            os.kill(proc.pid, signal.SIGKILL)
-        assert proc.wait(60) == (-signal.SIGKILL if mode == "kill" else 0), out.read_text()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    names = {ln.split(None, 1)[1] for ln in out.read_text().splitlines()
-             if ln.startswith("SHM ")}
-    assert len(names) >= 1, out.read_text()
-    assert shm_gone_within(names, 10.0) == set(), out.read_text()
+    names, out = run_shm_program(tmp_path, _SHM_SCRIPT, mode)
+    assert len(names) >= 1, out
+    assert shm_gone_within(names, 10.0) == set(), out
     if mode == "clean":
-        assert "DONE" in out.read_text()
+        assert "DONE" in out
