@@ -259,8 +259,9 @@ class _SyncProxy(CObjectProxy):
 
 # ------------------------------------------------------------------ the proxies
 
-class LockProxy(_SyncProxy, AcquirerProxy):
-    """A manager's Lock(): a threading.Lock's semantics on a fastmp C lock."""
+class _OneHolderProxy(_SyncProxy, AcquirerProxy):
+    """A Lock's or RLock's proxy: the C object's release() error (_fm_release_error) is
+    threading's RuntimeError (_fm_release_msg)."""
 
     _fm_proxy_name = "AcquirerProxy"
     _fm_str = staticmethod(_lock_str)
@@ -277,8 +278,8 @@ class LockProxy(_SyncProxy, AcquirerProxy):
             raise _broken_pipe()
         try:
             self._obj.release()
-        except ValueError:
-            raise RuntimeError(_MSG_RELEASE_UNLOCKED) from None
+        except self._fm_release_error:
+            raise RuntimeError(self._fm_release_msg) from None
 
     def __enter__(self):
         self._check()
@@ -288,34 +289,19 @@ class LockProxy(_SyncProxy, AcquirerProxy):
         self.release()
 
 
-class RLockProxy(_SyncProxy, AcquirerProxy):
+class LockProxy(_OneHolderProxy):
+    """A manager's Lock(): a threading.Lock's semantics on a fastmp C lock."""
+
+    _fm_release_error = ValueError
+    _fm_release_msg = _MSG_RELEASE_UNLOCKED
+
+
+class RLockProxy(_OneHolderProxy):
     """A manager's RLock(): a threading.RLock's semantics (owned by the process and thread
     that acquired it) on a fastmp C RLock."""
 
-    _fm_proxy_name = "AcquirerProxy"
-    _fm_str = staticmethod(_lock_str)
-
-    def acquire(self, blocking=True, timeout=None):
-        if self._life.closed:
-            raise _broken_pipe()
-        if timeout is None:
-            return self._obj.acquire(blocking)
-        return _lock_acquire(self._obj, blocking, timeout)
-
-    def release(self):
-        if self._life.closed:
-            raise _broken_pipe()
-        try:
-            self._obj.release()
-        except AssertionError:
-            raise RuntimeError(_MSG_RLOCK_UNOWNED) from None
-
-    def __enter__(self):
-        self._check()
-        return self._obj.acquire()
-
-    def __exit__(self, exc_type, exc_val, exc_tb):
-        self.release()
+    _fm_release_error = AssertionError
+    _fm_release_msg = _MSG_RLOCK_UNOWNED
 
 
 class SemaphoreProxy(_SyncProxy, AcquirerProxy):
