@@ -30,7 +30,6 @@ import queue as _queue
 import traceback as _traceback
 from time import monotonic as _monotonic
 from multiprocessing import managers as _std
-from multiprocessing.reduction import ForkingPickler as _ForkingPickler
 
 from . import _core
 from . import queues as _queues     # (also sets the C queue's pickling hooks)
@@ -40,8 +39,6 @@ _array = _array_mod.array
 _SharedKV = _core.SharedKV
 _CQueue = _core.Queue
 _Buffer = _core.BufferWrapper
-_HP = _pickle.HIGHEST_PROTOCOL
-_dumps = _pickle.dumps
 _loads = _pickle.loads
 _Empty = _queues.Empty
 _Full = _queues.Full
@@ -57,16 +54,8 @@ def _made_by_server(make, *args, **kwds):
 
 
 def _enc(value):
-    try:
-        data = _dumps(value, _HP)
-    except Exception:
-        # what only multiprocessing's reducers pickle (connections, sockets, ...); its error is
-        # the one the stdlib's proxies raise
-        data = bytes(_ForkingPickler.dumps(value, _HP))
-    if b"RebuildProxy" in data:
-        from .managers import _keep_server_proxies     # a server's proxy inside: keep it
-        _keep_server_proxies(value)
-    return data
+    """A value as the shared dict and list store theirs (managers.py)."""
+    return _managers._enc_value(value)
 
 
 def _named(owner, cls):
@@ -424,3 +413,7 @@ TYPEIDS = {
     "Value": _make_value,
     "Array": _make_array,
 }
+
+
+# last: managers.py imports this module (for TYPEIDS) before it defines what _enc uses
+from . import managers as _managers  # noqa: E402
