@@ -159,9 +159,28 @@ def preload_in_forkserver(module):
     preload = getattr(server, "_preload_modules", None)
     if preload is None or getattr(server, "_forkserver_alive_fd", 0) is not None:
         return
-    if module not in preload:
+    if module not in preload and _forkserver_finds_this_fastmp():
         # a new list: the one the user gave set_forkserver_preload() stays as it was
         server._preload_modules = list(preload) + [module]
+
+
+def _forkserver_finds_this_fastmp():
+    """Whether the forkserver would import this very fastmp.  It runs ``python -c`` in the
+    current directory, and its sys.path is its own (the stdlib does not give it ours): the
+    current directory and PYTHONPATH come first.  A fastmp found there that is not this one
+    (a source checkout next to an installed package, say) must not be preloaded: every process
+    the forkserver forks would inherit it, in place of the one this process uses."""
+    import importlib.machinery
+    import os
+    import sys
+    here = os.path.dirname(os.path.abspath(__file__))
+    path = [os.getcwd()] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    try:
+        spec = importlib.machinery.PathFinder.find_spec("fastmp", path + sys.path[1:])
+    except Exception:
+        return False
+    locations = getattr(spec, "submodule_search_locations", None) or ()
+    return any(os.path.realpath(loc) == os.path.realpath(here) for loc in locations)
 
 
 class Dispatcher:

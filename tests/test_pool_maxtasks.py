@@ -94,3 +94,32 @@ def test_forkserver_preloads_the_worker_module(kind, module):
     assert eval(mine) == ["__main__"]
     assert eval(preload) == ["__main__", module]
     assert module in eval(loaded)
+
+
+SHADOWED = """
+import sys
+sys.path.remove("")     # this program's fastmp is the real one; its forkserver's '' is not
+import fastmp
+ctx = fastmp.get_context("forkserver")
+with ctx.Pool(1, maxtasksperchild=1) as pool:
+    print(pool.map(abs, [-1, -2, -3], chunksize=1))
+"""
+
+
+@pytest.mark.timeout(120)
+def test_forkserver_preload_skips_a_shadowing_fastmp(tmp_path):
+    # the forkserver runs in the current directory with its own sys.path ('' first): when a
+    # different fastmp sits there (a source checkout), preloading would import that one into
+    # every worker; it is not preloaded, and the workers import this process's fastmp
+    import os
+    import subprocess
+    import sys
+    from conftest import load_impl
+    real = os.path.dirname(os.path.dirname(os.path.abspath(load_impl("fastmp").__file__)))
+    (tmp_path / "fastmp").mkdir()
+    (tmp_path / "fastmp" / "__init__.py").write_text("SHADOW = True\n")
+    env = dict(os.environ, PYTHONPATH=real)
+    proc = subprocess.run([sys.executable, "-c", SHADOWED], cwd=str(tmp_path), env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=110)
+    assert proc.returncode == 0, proc.stderr.decode()[-3000:]
+    assert proc.stdout.split(b"\n")[0] == b"[1, 2, 3]"
