@@ -61,7 +61,9 @@ class LocalProxy:
         d = self.__dict__
         d.update(fields)
         d["_manager"] = manager
-        d["_token"] = Token(typeid, None, "%x" % id(self))
+        d["_token"] = token = Token(typeid, None, "%x" % id(self))
+        d["_id"] = token.id         # (BaseProxy's attributes that code outside reads)
+        d["_serializer"] = "pickle"
         return self
 
     def _callmethod(self, methodname, args=(), kwds={}):
