@@ -130,6 +130,21 @@ _MSG_WAIT_UNOWNED = _message(_cond_wait_unowned, "cannot wait on un-acquired loc
 _MSG_NOTIFY_UNOWNED = _message(_cond_notify_unowned, "cannot notify on un-acquired lock")
 
 
+def _blocking_rule():
+    """How threading's Lock.acquire takes `blocking` on this Python: as an integer (TypeError
+    for other objects, up to 3.11) or by truth value (3.12 on)."""
+    lock = _threading.Lock()
+    try:
+        lock.acquire(object())
+    except TypeError:
+        return _index
+    lock.release()
+    return bool
+
+
+_blocking = _blocking_rule()
+
+
 def _broken_pipe():
     return BrokenPipeError(_errno.EPIPE, _os.strerror(_errno.EPIPE))
 
@@ -139,7 +154,7 @@ def _broken_pipe():
 def _lock_args(blocking, timeout):
     """threading.Lock.acquire's checks of (blocking, timeout), timeout not None; the timeout
     for the C lock's acquire (None: forever)."""
-    blocking = _index(blocking)
+    blocking = _blocking(blocking)
     if not isinstance(timeout, (int, float)):
         raise TypeError(f"{type(timeout).__name__!r} object cannot be interpreted as an "
                         f"integer")
@@ -158,7 +173,7 @@ def _lock_args(blocking, timeout):
 
 def _lock_acquire(obj, blocking, timeout):
     if timeout is None:
-        return obj.acquire(blocking)
+        return obj.acquire(_blocking(blocking))
     blocking, timeout = _lock_args(blocking, timeout)
     return obj.acquire(blocking, timeout)
 
@@ -269,8 +284,6 @@ class _OneHolderProxy(_SyncProxy, AcquirerProxy):
     def acquire(self, blocking=True, timeout=None):
         if self._life.closed:
             raise _broken_pipe()
-        if timeout is None:
-            return self._obj.acquire(blocking)
         return _lock_acquire(self._obj, blocking, timeout)
 
     def release(self):
