@@ -38,6 +38,9 @@ def shm_size(kv):
     return os.stat("/dev/shm" + kv.segment).st_size
 
 
+UNDER_ASAN = "libasan" in os.environ.get("LD_PRELOAD", "")
+
+
 def rss_bytes():
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
@@ -69,7 +72,8 @@ def test_big_values_replaced_many_times(mp):
             assert (kv.generation, kv.segment, shm_size(kv)) == (gen0, name0, size0)
             # room for 4 live values and one being written, and not much more
             assert size0 < 12 * MIB
-            assert rss_bytes() - rss0 < 16 * MIB
+            if not UNDER_ASAN:      # (its quarantine holds freed memory: RSS grows there)
+                assert rss_bytes() - rss0 < 16 * MIB
             kv.check()
     finally:
         manager.shutdown()
