@@ -35,6 +35,8 @@ from . import _core
 from . import queues as _queues     # (also sets the C queue's pickling hooks)
 from ._mgr_objects import CObjectProxy, method_table
 
+__all__ = ()    # private to the package
+
 _array = _array_mod.array
 _SharedKV = _core.SharedKV
 _CQueue = _core.Queue

@@ -29,6 +29,8 @@ from multiprocessing.managers import Token
 
 from . import _core
 
+__all__ = ()    # private to the package
+
 _SharedKV = _core.SharedKV
 
 

@@ -49,6 +49,8 @@ from multiprocessing.managers import AcquirerProxy, BarrierProxy, ConditionProxy
 from . import _core
 from ._mgr_objects import CObjectProxy, _rebuild, method_table
 
+__all__ = ()    # private to the package
+
 _Lock = _core.Lock
 _RLock = _core.RLock
 _Semaphore = _core.Semaphore
