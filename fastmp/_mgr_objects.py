@@ -38,6 +38,11 @@ def _gone(exc_type, err):
     return exc_type(err, _os.strerror(err))
 
 
+def broken_pipe():
+    """The error a stdlib proxy raises once its server is gone."""
+    return _gone(BrokenPipeError, _errno.EPIPE)
+
+
 def _rebuild(cls, c_type, state, life_state, typeid):
     try:
         life = _SharedKV._fm_attach(life_state)
@@ -106,7 +111,7 @@ class CObjectProxy(LocalProxy):
         """BrokenPipeError once the manager shut down (as the stdlib's proxy raises when its
         server is gone)."""
         if self._life.closed:
-            raise _gone(BrokenPipeError, _errno.EPIPE)
+            raise broken_pipe()
 
     def _getvalue(self):
         self._check()

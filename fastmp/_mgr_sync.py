@@ -38,9 +38,7 @@ Beyond the stdlib: a process killed while it holds a Lock, RLock or Semaphore do
 others (the C objects recover a dead holder, see docs/reliability.md), where the stdlib's
 server keeps the dead client's lock forever.
 """
-import errno as _errno
 import operator as _operator
-import os as _os
 import threading as _threading
 
 import multiprocessing.managers as _std
@@ -48,6 +46,7 @@ from multiprocessing.managers import AcquirerProxy, BarrierProxy, ConditionProxy
 
 from . import _core
 from ._mgr_objects import CObjectProxy, _rebuild, method_table
+from ._mgr_objects import broken_pipe as _broken_pipe
 
 __all__ = ()    # private to the package
 
@@ -145,10 +144,6 @@ def _blocking_rule():
 
 
 _blocking = _blocking_rule()
-
-
-def _broken_pipe():
-    return BrokenPipeError(_errno.EPIPE, _os.strerror(_errno.EPIPE))
 
 
 # ------------------------------------------------------------------ the operations

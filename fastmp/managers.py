@@ -115,7 +115,7 @@ def _keep_server_proxies(value):
 _dec_value = _loads
 _object_getattribute = object.__getattribute__
 
-# What a proxy's read cache keeps (see _SharedProxy._fm_read): values of these types, whose
+# What a proxy's read cache keeps (see _cached_read): values of these types, whose
 # encoding is at most _CACHED_MAX bytes.
 _SHAREABLE = frozenset({int, float, complex, str, bytes, bool, type(None)})
 _CACHED_MAX = 1 << 16
@@ -242,8 +242,6 @@ def _cached_write(d, key, value):
             else:
                 entries.pop(key, None)
             d["_fm_cache"] = ((before | 1) + 3, entries)
-        else:
-            d["_fm_cache"] = _NO_CACHE
 
 
 class _SharedProxy(_LocalProxy):
